@@ -1,0 +1,47 @@
+# syntax=docker/dockerfile:1
+# The sessions service: `docker build -t sessions-service .`
+# Migrations are a separate one-off step: `docker run --rm -e DATABASE_URL=... sessions-service migrate`
+ARG PYTHON_IMAGE=python:3.12-slim
+
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /app
+# Dependencies first, from the lock only: this layer is rebuilt when the lock changes, not the code.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --requirement requirements.lock
+COPY pyproject.toml README.md alembic.ini ./
+COPY alembic ./alembic
+COPY service ./service
+# Editable on purpose: the service finds alembic/ and alembic.ini beside its package in /app.
+# `pip check` fails the build if the lock lacks a dependency that pyproject.toml declares.
+RUN pip install --no-cache-dir --no-deps --editable . \
+    && pip check \
+    && python -m compileall -q /app/service /app/alembic
+
+FROM ${PYTHON_IMAGE} AS runtime
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --no-create-home --home-dir /app --shell /usr/sbin/nologin app
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /app /app
+WORKDIR /app
+# HOST defaults to all interfaces here (the service itself defaults to 127.0.0.1).
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOST=0.0.0.0 \
+    PORT=8000 \
+    LOG_LEVEL=info
+USER app
+EXPOSE 8000
+# No curl in the slim image: probe liveness with the standard library.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/healthz', timeout=2)"]
+# Exec form: the console script is PID 1 and receives SIGTERM itself; uvicorn stops accepting,
+# finishes in-flight requests and exits 0.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["sessions-service"]
+CMD ["serve"]

@@ -1,0 +1,1 @@
+"""Sessions service: the talks and workshops of conference events, over REST."""

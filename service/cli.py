@@ -1,0 +1,98 @@
+"""The `sessions-service` command: serve the API, migrate the database."""
+
+import argparse
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+from alembic.config import Config
+
+from alembic import command
+from service.settings import get_settings, to_asyncpg_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+logger = logging.getLogger("service.cli")
+
+
+def alembic_config(database_url: str, *, configure_logging: bool = True) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["configure_logger"] = configure_logging
+    config.set_main_option("script_location", str(ROOT / "alembic"))
+    # ConfigParser interpolation: a literal % in a password must be doubled.
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+def migrate(database_url: str, *, configure_logging: bool = True) -> None:
+    command.upgrade(alembic_config(database_url, configure_logging=configure_logging), "head")
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Start (or reuse) a PostgreSQL in data_dir; it stops when this process exits."""
+    try:
+        import pgserver
+    except ImportError:
+        raise SystemExit(
+            "DATABASE_URL is not set and the embedded PostgreSQL is not installed: "
+            "pip install 'sessions-service[embedded]', or set DATABASE_URL"
+        ) from None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    return to_asyncpg_url(server.get_uri())
+
+
+def _database_url() -> str:
+    settings = get_settings()
+    if settings.database_url:
+        return settings.database_url
+    url = start_embedded_postgres(settings.embedded_data_dir)
+    logger.warning(
+        "DATABASE_URL is not set: using the embedded PostgreSQL in %s", settings.embedded_data_dir
+    )
+    # The app reads its settings from the environment when it starts.
+    os.environ["DATABASE_URL"] = url
+    get_settings.cache_clear()
+    migrate(url)
+    return url
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def serve(host: str | None, port: int | None) -> None:
+    settings = get_settings()
+    _database_url()
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises it under the handler it found:
+    # exit 0 through this one, so that atexit hooks (stopping an embedded PostgreSQL) still run.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    uvicorn.run(
+        "service.main:app",
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="sessions-service", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    serve_parser = commands.add_parser("serve", help="serve the API (the default)")
+    serve_parser.add_argument("--host", help="interface to bind (HOST, default 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, help="port to listen on (PORT, default 8000)")
+    commands.add_parser("migrate", help="migrate DATABASE_URL to the latest schema")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=get_settings().log_level.upper())
+
+    if args.command == "migrate":
+        url = get_settings().database_url
+        if not url:
+            raise SystemExit("DATABASE_URL is not set")
+        migrate(url)
+    else:
+        serve(getattr(args, "host", None), getattr(args, "port", None))

@@ -1,0 +1,170 @@
+"""Errors as RFC 9457 problem details (application/problem+json), and the handlers that render them.
+
+No handler ever puts driver text, SQL or a stack trace into a response: a client sees a status,
+a title and a sentence written for it.
+"""
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "urn:sessions-service:problem:"
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """An error a client can act on; each subclass is one kind of problem."""
+
+    status: int = HTTPStatus.INTERNAL_SERVER_ERROR
+    slug: str | None = None  # None: the HTTP status says it all ("about:blank")
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extensions = extensions
+
+
+class BadRequest(ServiceError):
+    status = HTTPStatus.BAD_REQUEST
+    slug = "bad-request"
+
+
+class NotFound(ServiceError):
+    status = HTTPStatus.NOT_FOUND
+
+
+class Conflict(ServiceError):
+    status = HTTPStatus.CONFLICT
+    slug = "conflict"
+
+
+class InvalidInput(ServiceError):
+    """422 for one field: the same shape as a request validation error."""
+
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    slug = "validation-error"
+
+    def __init__(self, location: Sequence[str | int], message: str) -> None:
+        super().__init__(
+            "The request is invalid.",
+            errors=[{"location": list(location), "message": message, "type": "value_error"}],
+        )
+
+
+class ServiceUnavailable(ServiceError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    slug = "database-unavailable"
+
+
+def problem(
+    status: int,
+    detail: str | None = None,
+    *,
+    slug: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug if slug else "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    body.update(extensions)
+    return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_JSON)
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    return problem(exc.status, exc.detail, slug=exc.slug, headers=exc.headers, **exc.extensions)
+
+
+def _is_json(content_type: str | None) -> bool:
+    media_type = (content_type or "").partition(";")[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"location": list(error["loc"]), "message": error["msg"], "type": error["type"]}
+        for error in exc.errors()
+    ]
+    detail = "The request is invalid; see errors for each field."
+    has_body = request.headers.get("content-length", "0") != "0" or request.headers.get(
+        "transfer-encoding"
+    )
+    if (
+        request.method in {"POST", "PATCH", "PUT"}
+        and has_body
+        and not _is_json(request.headers.get("content-type"))
+    ):
+        detail = "The request body must be JSON (Content-Type: application/json)."
+    elif any(error["type"] == "json_invalid" for error in errors):
+        detail = "The request body is not valid JSON."
+    return problem(422, detail, slug="validation-error", errors=errors)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail if exc.detail != HTTPStatus(exc.status_code).phrase else None
+    return problem(exc.status_code, detail, headers=exc.headers)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    logger.warning("database unavailable: %s", exc.__class__.__name__)
+    return problem(
+        503,
+        "The database is unavailable; retry shortly.",
+        slug=ServiceUnavailable.slug,
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem(500, "An unexpected error occurred.")
+
+
+def _is_connection_error(exc: sa_exc.DBAPIError) -> bool:
+    return exc.connection_invalidated or isinstance(
+        exc, sa_exc.OperationalError | sa_exc.InterfaceError
+    )
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, sa_exc.DBAPIError)
+    if _is_connection_error(exc):
+        return await _database_unavailable(request, exc)
+    return await _unexpected_error(request, exc)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(sa_exc.DBAPIError, _database_error)
+    # Pool exhaustion and refused connections: the database cannot be reached right now.
+    app.add_exception_handler(sa_exc.TimeoutError, _database_unavailable)
+    app.add_exception_handler(ConnectionError, _database_unavailable)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,177 @@
+"""The JSON contract of /sessions: request and response models.
+
+PATCH follows JSON Merge Patch (RFC 7396): a member left out is MISSING (unchanged), a member
+set to null clears a nullable field; `model_dump()` leaves MISSING members out.
+"""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    MISSING,
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    PlainSerializer,
+    StrictBool,
+    StrictInt,
+    model_validator,
+)
+
+from service import models
+
+INT4_MAX = 2**31 - 1
+
+Level = Literal["Beginner", "Intermediate", "Advanced", "Expert"]
+State = Literal["draft", "pending", "accepted", "confirmed", "rejected", "canceled", "withdrawn"]
+
+# Sent back by clients that echo what they read; accepted and ignored (rule: output only).
+READ_ONLY_FIELDS = frozenset({"id", "created_at", "last_modified_at", "version"})
+
+
+def _require_rfc3339_string(value: object) -> object:
+    # Without this, lax mode would also take Unix timestamps for a date-time.
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 date-time string with an offset")
+    return value
+
+
+def _to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of the supported date range") from None
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def format_utc(value: datetime) -> str:
+    """RFC 3339 in UTC with microseconds, e.g. 2026-11-26T15:06:27.123456Z."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+UtcDateTime = Annotated[datetime, PlainSerializer(format_utc, return_type=str)]
+InputDateTime = Annotated[
+    AwareDatetime, BeforeValidator(_require_rfc3339_string), AfterValidator(_to_utc)
+]
+Id = Annotated[StrictInt, Field(ge=1, le=INT4_MAX)]
+Title = Annotated[
+    str,
+    Field(min_length=1, max_length=models.TITLE_MAX),
+    AfterValidator(_no_nul),
+    AfterValidator(_not_blank),
+]
+Subtitle = Annotated[str, Field(max_length=models.SUBTITLE_MAX), AfterValidator(_no_nul)]
+LongText = Annotated[str, Field(max_length=models.TEXT_MAX), AfterValidator(_no_nul)]
+Language = Annotated[str, Field(max_length=models.LANGUAGE_MAX), AfterValidator(_no_nul)]
+Url = Annotated[
+    HttpUrl,
+    Field(max_length=models.URL_MAX),
+    PlainSerializer(str, return_type=str),
+]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ignore_read_only_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if key not in READ_ONLY_FIELDS}
+        return data
+
+
+class SessionCreate(_Input):
+    event_id: Id
+    title: Title
+    subtitle: Subtitle | None = None
+    short_abstract: LongText | None = None
+    long_abstract: LongText | None = None
+    comments: LongText | None = None
+    level: Level | None = None
+    language: Language | None = None
+    starts_at: InputDateTime | None = None
+    ends_at: InputDateTime | None = None
+    track_id: Id | None = None
+    session_type_id: Id | None = None
+    microlocation_id: Id | None = None
+    slides_url: Url | None = None
+    video_url: Url | None = None
+    audio_url: Url | None = None
+    signup_url: Url | None = None
+    state: State = "draft"
+    is_locked: StrictBool = False
+
+
+class SessionUpdate(_Input):
+    """A JSON Merge Patch of a session: absent members stay as they are."""
+
+    event_id: Id | MISSING = MISSING
+    title: Title | MISSING = MISSING
+    subtitle: Subtitle | None | MISSING = MISSING
+    short_abstract: LongText | None | MISSING = MISSING
+    long_abstract: LongText | None | MISSING = MISSING
+    comments: LongText | None | MISSING = MISSING
+    level: Level | None | MISSING = MISSING
+    language: Language | None | MISSING = MISSING
+    starts_at: InputDateTime | None | MISSING = MISSING
+    ends_at: InputDateTime | None | MISSING = MISSING
+    track_id: Id | None | MISSING = MISSING
+    session_type_id: Id | None | MISSING = MISSING
+    microlocation_id: Id | None | MISSING = MISSING
+    slides_url: Url | None | MISSING = MISSING
+    video_url: Url | None | MISSING = MISSING
+    audio_url: Url | None | MISSING = MISSING
+    signup_url: Url | None | MISSING = MISSING
+    state: State | MISSING = MISSING
+    is_locked: StrictBool | MISSING = MISSING
+
+
+class SessionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    event_id: int
+    title: str
+    subtitle: str | None
+    short_abstract: str | None
+    long_abstract: str | None
+    comments: str | None
+    level: Level | None
+    language: str | None
+    starts_at: UtcDateTime | None
+    ends_at: UtcDateTime | None
+    track_id: int | None
+    session_type_id: int | None
+    microlocation_id: int | None
+    slides_url: str | None
+    video_url: str | None
+    audio_url: str | None
+    signup_url: str | None
+    state: State
+    is_locked: bool
+    created_at: UtcDateTime
+    last_modified_at: UtcDateTime
+    version: int
+
+
+class SessionPage(BaseModel):
+    items: list[SessionRead]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )

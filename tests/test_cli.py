@@ -1,0 +1,56 @@
+"""The run command a newcomer types: `sessions-service serve` on an embedded PostgreSQL."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import session_body
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the service exited before serving"
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError(f"nothing served {url} within {timeout} s")
+
+
+def test_serve_without_database_url_uses_embedded_postgres(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TEST_DATABASE_URL"}}
+    env |= {"EMBEDDED_DATA_DIR": str(tmp_path / "pg"), "PORT": str(port)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(f"{base}/sessions", process)
+        created = httpx.post(f"{base}/sessions", json=session_body())
+        assert created.status_code == 201
+        fetched = httpx.get(f"{base}{created.headers['location']}")
+        assert fetched.json() == created.json()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output.decode()
+    assert (tmp_path / "pg" / "PG_VERSION").exists()

@@ -1,0 +1,345 @@
+"""The HTTP contract of /sessions: CRUD, merge patch, validation, errors and pages."""
+
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tests.conftest import session_body
+
+PROBLEM_JSON = "application/problem+json"
+
+
+async def create(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
+    response = await client.post("/sessions", json=session_body(**fields))
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def count_sessions(connection: AsyncConnection) -> int:
+    count: int = (await connection.execute(text("SELECT count(*) FROM sessions"))).scalar_one()
+    return count
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["type"]
+    assert body["title"]
+    assert "Traceback" not in response.text
+    return body
+
+
+async def test_create_returns_201_with_location_and_defaults(client: httpx.AsyncClient) -> None:
+    response = await client.post("/sessions", json=session_body())
+    assert response.status_code == 201
+    session = response.json()
+    assert response.headers["location"] == f"/sessions/{session['id']}"
+    assert session["state"] == "draft"
+    assert session["is_locked"] is False
+    assert session["subtitle"] is None
+
+
+async def test_create_stores_every_field(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    fields: dict[str, Any] = {
+        "event_id": 7,
+        "title": "Keyset pagination",
+        "subtitle": "Why OFFSET hurts",
+        "short_abstract": "Short",
+        "long_abstract": "Long",
+        "comments": "Bring a laptop",
+        "level": "Intermediate",
+        "language": "en",
+        "starts_at": "2027-05-04T10:00:00Z",
+        "ends_at": "2027-05-04T11:00:00Z",
+        "track_id": 1,
+        "session_type_id": 2,
+        "microlocation_id": 3,
+        "slides_url": "https://example.org/slides",
+        "video_url": "https://example.org/video",
+        "audio_url": "http://example.org/audio",
+        "signup_url": "https://example.org/signup",
+        "state": "pending",
+        "is_locked": True,
+    }
+    session = await create(client, **fields)
+    row = (
+        (
+            await connection.execute(
+                text("SELECT * FROM sessions WHERE id = :id"), {"id": session["id"]}
+            )
+        )
+        .mappings()
+        .one()
+    )
+    for name, value in fields.items():
+        if name.endswith("_at"):
+            assert session[name] == value.replace("Z", ".000000Z")
+        else:
+            assert session[name] == value
+            assert row[name] == value
+    assert row["deleted_at"] is None
+
+
+async def test_get_returns_the_session(client: httpx.AsyncClient) -> None:
+    session = await create(client)
+    response = await client.get(f"/sessions/{session['id']}")
+    assert response.status_code == 200
+    assert response.json() == session
+
+
+@pytest.mark.parametrize("path", ["/sessions/12345", "/sessions/2147483647"])
+async def test_get_missing_session_is_404_problem(client: httpx.AsyncClient, path: str) -> None:
+    body = assert_problem(await client.get(path), 404)
+    assert body["title"] == "Not Found"
+
+
+async def test_get_out_of_range_id_is_422_problem(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/sessions/99999999999999999999"), 422)
+    assert_problem(await client.get("/sessions/abc"), 422)
+
+
+async def test_patch_merges_and_null_clears_nullable_field(client: httpx.AsyncClient) -> None:
+    session = await create(client, subtitle="Old", language="en")
+    response = await client.patch(
+        f"/sessions/{session['id']}",
+        content=b'{"subtitle": null, "level": "Expert"}',
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    assert response.status_code == 200
+    patched = response.json()
+    assert patched["subtitle"] is None
+    assert patched["level"] == "Expert"
+    assert patched["language"] == "en"
+    assert patched["title"] == session["title"]
+
+
+@pytest.mark.parametrize("field", ["title", "event_id", "state", "is_locked"])
+async def test_patch_null_for_required_field_is_422_and_changes_nothing(
+    client: httpx.AsyncClient, field: str
+) -> None:
+    session = await create(client)
+    response = await client.patch(
+        f"/sessions/{session['id']}", json={field: None, "level": "Expert"}
+    )
+    body = assert_problem(response, 422)
+    assert ["body", field] in [error["location"] for error in body["errors"]]
+    assert (await client.get(f"/sessions/{session['id']}")).json() == session
+
+
+async def test_patch_setting_only_ends_at_before_starts_at_is_422(
+    client: httpx.AsyncClient,
+) -> None:
+    session = await create(client, starts_at="2027-05-04T10:00:00Z", ends_at="2027-05-04T11:00:00Z")
+    response = await client.patch(
+        f"/sessions/{session['id']}", json={"ends_at": "2027-05-04T09:00:00Z"}
+    )
+    body = assert_problem(response, 422)
+    assert body["errors"][0]["location"] == ["body", "ends_at"]
+    response = await client.patch(
+        f"/sessions/{session['id']}", json={"starts_at": "2027-05-04T11:00:00Z"}
+    )
+    assert_problem(response, 422)
+    assert (await client.get(f"/sessions/{session['id']}")).json() == session
+
+
+async def test_patch_missing_session_is_404(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.patch("/sessions/4242", json={"title": "x"}), 404)
+
+
+async def test_delete_hides_the_session_but_keeps_the_row(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    session = await create(client)
+    response = await client.delete(f"/sessions/{session['id']}")
+    assert response.status_code == 204
+    assert response.content == b""
+    assert_problem(await client.get(f"/sessions/{session['id']}"), 404)
+    assert_problem(await client.patch(f"/sessions/{session['id']}", json={"title": "x"}), 404)
+    assert_problem(await client.delete(f"/sessions/{session['id']}"), 404)
+    listed = (await client.get("/sessions")).json()["items"]
+    assert session["id"] not in [item["id"] for item in listed]
+    deleted_at = (
+        await connection.execute(
+            text("SELECT deleted_at FROM sessions WHERE id = :id"), {"id": session["id"]}
+        )
+    ).scalar_one()
+    assert deleted_at is not None
+
+
+INVALID_BODIES = [
+    pytest.param({"title": "No event"}, ["body", "event_id"], id="event_id missing"),
+    pytest.param({"event_id": 1}, ["body", "title"], id="title missing"),
+    pytest.param(session_body(event_id=None), ["body", "event_id"], id="event_id null"),
+    pytest.param(session_body(event_id="1"), ["body", "event_id"], id="event_id string"),
+    pytest.param(session_body(event_id=2**31), ["body", "event_id"], id="event_id too big"),
+    pytest.param(session_body(title=""), ["body", "title"], id="title empty"),
+    pytest.param(session_body(title="   "), ["body", "title"], id="title blank"),
+    pytest.param(session_body(title="x" * 256), ["body", "title"], id="title too long"),
+    pytest.param(session_body(title="a\x00b"), ["body", "title"], id="title with NUL"),
+    pytest.param(session_body(subtitle="x" * 256), ["body", "subtitle"], id="subtitle too long"),
+    pytest.param(
+        session_body(long_abstract="x" * 10_001), ["body", "long_abstract"], id="abstract too long"
+    ),
+    pytest.param(session_body(language="x" * 65), ["body", "language"], id="language too long"),
+    pytest.param(session_body(level="Guru"), ["body", "level"], id="level unknown"),
+    pytest.param(session_body(state="published"), ["body", "state"], id="state unknown"),
+    pytest.param(session_body(is_locked="yes"), ["body", "is_locked"], id="is_locked string"),
+    pytest.param(
+        session_body(starts_at="2027-05-04T10:00:00"), ["body", "starts_at"], id="no offset"
+    ),
+    pytest.param(session_body(starts_at="tomorrow"), ["body", "starts_at"], id="not a date"),
+    pytest.param(session_body(starts_at=1_800_000_000), ["body", "starts_at"], id="timestamp"),
+    pytest.param(
+        session_body(starts_at="0001-01-01T00:00:00+01:00"), ["body", "starts_at"], id="year 0"
+    ),
+    pytest.param(
+        session_body(starts_at="2027-05-04T10:00:00Z", ends_at="2027-05-04T10:00:00Z"),
+        ["body", "ends_at"],
+        id="ends_at equal to starts_at",
+    ),
+    pytest.param(session_body(slides_url="ftp://x.org/a"), ["body", "slides_url"], id="ftp url"),
+    pytest.param(session_body(video_url="not a url"), ["body", "video_url"], id="not a url"),
+    pytest.param(session_body(track_id=0), ["body", "track_id"], id="track_id zero"),
+    pytest.param(session_body(unknown=1), ["body", "unknown"], id="unknown field"),
+    pytest.param([session_body()], ["body"], id="array body"),
+]
+
+
+@pytest.mark.parametrize(("body", "location"), INVALID_BODIES)
+async def test_create_invalid_body_is_422_problem_and_stores_nothing(
+    client: httpx.AsyncClient, connection: AsyncConnection, body: Any, location: list[str]
+) -> None:
+    problem = assert_problem(await client.post("/sessions", json=body), 422)
+    assert location in [error["location"] for error in problem["errors"]]
+    assert all(error["message"] for error in problem["errors"])
+    assert await count_sessions(connection) == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (b'{"event_id": 1, "title": ', "application/json"),
+        (b"not json", "application/json"),
+        (b'{"event_id": 1, "title": "x"}', "text/plain"),
+        (b"event_id=1&title=x", "application/x-www-form-urlencoded"),
+        (b"", "application/json"),
+    ],
+)
+async def test_create_malformed_or_non_json_body_is_422(
+    client: httpx.AsyncClient, connection: AsyncConnection, content: bytes, content_type: str
+) -> None:
+    response = await client.post(
+        "/sessions", content=content, headers={"content-type": content_type}
+    )
+    assert_problem(response, 422)
+    assert await count_sessions(connection) == 0
+
+
+async def test_patch_malformed_json_is_422_and_changes_nothing(client: httpx.AsyncClient) -> None:
+    session = await create(client)
+    response = await client.patch(
+        f"/sessions/{session['id']}",
+        content=b'{"title": "x"',
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    body = assert_problem(response, 422)
+    assert "JSON" in body["detail"]
+    assert (await client.get(f"/sessions/{session['id']}")).json() == session
+
+
+async def test_unknown_route_and_method_are_problems(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/nope"), 404)
+    response = await client.put("/sessions/1", json={})
+    assert_problem(response, 405)
+    assert "allow" in response.headers
+
+
+async def test_unexpected_error_is_a_500_problem_without_details(database_url: str) -> None:
+    from tests.conftest import build_app
+
+    app = build_app(database_url)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret driver text")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/boom")
+    body = assert_problem(response, 500)
+    assert "secret" not in response.text
+    assert body["title"] == "Internal Server Error"
+
+
+async def test_list_pages_through_all_sessions_in_id_order(client: httpx.AsyncClient) -> None:
+    ids = [(await create(client, title=f"Talk {n}"))["id"] for n in range(5)]
+    seen: list[int] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        response = await client.get("/sessions", params=params)
+        assert response.status_code == 200
+        page = response.json()
+        seen += [item["id"] for item in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids
+    assert pages == 3
+
+
+async def test_list_last_full_page_has_no_next_cursor(client: httpx.AsyncClient) -> None:
+    for _ in range(2):
+        await create(client)
+    page = (await client.get("/sessions", params={"limit": 2})).json()
+    assert len(page["items"]) == 2
+    assert page["next_cursor"] is None
+
+
+async def test_list_default_limit_is_20(client: httpx.AsyncClient) -> None:
+    for _ in range(21):
+        await create(client)
+    page = (await client.get("/sessions")).json()
+    assert len(page["items"]) == 20
+    assert page["next_cursor"] is not None
+
+
+async def test_list_filters_by_event(client: httpx.AsyncClient) -> None:
+    mine = await create(client, event_id=11)
+    await create(client, event_id=12)
+    page = (await client.get("/sessions", params={"event_id": 11})).json()
+    assert [item["id"] for item in page["items"]] == [mine["id"]]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 0},
+        {"limit": 101},
+        {"limit": "ten"},
+        {"event_id": "x"},
+    ],
+)
+async def test_list_bad_parameters_are_422(
+    client: httpx.AsyncClient, params: dict[str, Any]
+) -> None:
+    body = assert_problem(await client.get("/sessions", params=params), 422)
+    (name,) = params
+    assert ["query", name] in [error["location"] for error in body["errors"]]
+
+
+@pytest.mark.parametrize(
+    "cursor", ["garbage!", "eyJ4IjogMX0", "eyJhZnRlciI6ICIxIn0", "eyJhZnRlciI6IDFlNTB9"]
+)
+async def test_list_forged_cursor_is_400(client: httpx.AsyncClient, cursor: str) -> None:
+    body = assert_problem(await client.get("/sessions", params={"cursor": cursor}), 400)
+    assert body["parameter"] == "cursor"
