@@ -76,6 +76,8 @@ def serve(host: str | None, port: int | None) -> None:
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level,
+        # The app sets Date itself, so that Last-Modified is never later than it.
+        date_header=False,
     )
 
 

@@ -68,6 +68,16 @@ class InvalidInput(ServiceError):
         )
 
 
+class PreconditionFailed(ServiceError):
+    status = HTTPStatus.PRECONDITION_FAILED
+    slug = "precondition-failed"
+
+
+class PreconditionRequired(ServiceError):
+    status = HTTPStatus.PRECONDITION_REQUIRED
+    slug = "precondition-required"
+
+
 class ServiceUnavailable(ServiceError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
     slug = "database-unavailable"

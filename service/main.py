@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from service import routes
 from service.errors import install_error_handlers
+from service.preconditions import DateHeaderMiddleware
 from service.repository import make_sessionmaker
 from service.settings import Settings, get_settings
 
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(DateHeaderMiddleware)
     app.include_router(routes.router)
     return app
 

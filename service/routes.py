@@ -3,11 +3,22 @@ import binascii
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from service.db import Db
 from service.errors import BadRequest, NotFound
 from service.models import Session
+from service.preconditions import (
+    CREATE_RESPONSES,
+    DELETE_RESPONSES,
+    READ_RESPONSES,
+    UPDATE_RESPONSES,
+    ReadPreconditions,
+    WritePreconditions,
+    check_write,
+    not_modified_or_none,
+    set_validators,
+)
 from service.repository import SessionRepository
 from service.schemas import INT4_MAX, SessionCreate, SessionPage, SessionRead, SessionUpdate
 
@@ -38,11 +49,14 @@ async def _get_or_404(repository: SessionRepository, session_id: int, **options:
     return session
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=SessionRead)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=SessionRead, responses=CREATE_RESPONSES
+)
 async def create_session(body: SessionCreate, db: Db, response: Response) -> Session:
     """Create a session; its id, timestamps and version are set by the server."""
     session = await SessionRepository(db).create(body.model_dump())
     response.headers["Location"] = f"{router.prefix}/{session.id}"
+    set_validators(response, session)
     return session
 
 
@@ -62,22 +76,46 @@ async def list_sessions(
     return {"items": page, "next_cursor": next_cursor}
 
 
-@router.get("/{session_id}", response_model=SessionRead)
-async def get_session(session_id: SessionId, db: Db) -> Session:
-    """Get one session."""
-    return await _get_or_404(SessionRepository(db), session_id)
+# FastAPI does not answer HEAD for a GET route: declared here, it answers what GET would,
+# and the server sends no body.
+@router.head("/{session_id}", response_model=SessionRead, responses=READ_RESPONSES)
+@router.get("/{session_id}", response_model=SessionRead, responses=READ_RESPONSES)
+async def get_session(
+    session_id: SessionId,
+    db: Db,
+    preconditions: ReadPreconditions,
+    request: Request,
+    response: Response,
+) -> Session | Response:
+    """Get one session; If-None-Match or If-Modified-Since make it a cheap revalidation (304)."""
+    session = await _get_or_404(SessionRepository(db), session_id)
+    if not_modified := not_modified_or_none(preconditions, request.method, session):
+        return not_modified
+    set_validators(response, session)
+    return session
 
 
-@router.patch("/{session_id}", response_model=SessionRead)
-async def update_session(session_id: SessionId, body: SessionUpdate, db: Db) -> Session:
+@router.patch("/{session_id}", response_model=SessionRead, responses=UPDATE_RESPONSES)
+async def update_session(
+    session_id: SessionId,
+    body: SessionUpdate,
+    db: Db,
+    preconditions: WritePreconditions,
+    response: Response,
+) -> Session:
     """Change a session with a JSON Merge Patch (RFC 7396); null clears a field."""
     repository = SessionRepository(db)
     session = await _get_or_404(repository, session_id, for_update=True)
-    return await repository.update(session, body.model_dump())
+    check_write(preconditions, "PATCH", session)
+    session = await repository.update(session, body.model_dump())
+    set_validators(response, session)
+    return session
 
 
-@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_session(session_id: SessionId, db: Db) -> None:
+@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=DELETE_RESPONSES)
+async def delete_session(session_id: SessionId, db: Db, preconditions: WritePreconditions) -> None:
     """Delete a session; it is no longer visible through the API."""
     repository = SessionRepository(db)
-    await repository.delete(await _get_or_404(repository, session_id, for_update=True))
+    session = await _get_or_404(repository, session_id, for_update=True)
+    check_write(preconditions, "DELETE", session)
+    await repository.delete(session)

@@ -19,6 +19,8 @@ from pydantic import (
     PlainSerializer,
     StrictBool,
     StrictInt,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -140,6 +142,17 @@ class SessionUpdate(_Input):
     signup_url: Url | None | MISSING = MISSING
     state: State | MISSING = MISSING
     is_locked: StrictBool | MISSING = MISSING
+
+    @field_validator("ends_at")
+    @classmethod
+    def _ends_after_start(cls, ends_at: Any, info: ValidationInfo) -> Any:
+        # A patch that contradicts itself is invalid whatever is stored: 422 before any 412.
+        # Against the stored row, the repository checks it once the precondition has passed.
+        starts_at = info.data.get("starts_at")
+        both_given = isinstance(starts_at, datetime) and isinstance(ends_at, datetime)
+        if both_given and ends_at <= starts_at:
+            raise ValueError("must be later than starts_at")
+        return ends_at
 
 
 class SessionRead(BaseModel):

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     log_level: str = "info"
     db_pool_size: int = 10
     db_max_overflow: int = 10
+    # PATCH and DELETE without If-Match or If-Unmodified-Since get 428 (RFC 6585).
+    require_preconditions: bool = False
 
     @field_validator("database_url")
     @classmethod

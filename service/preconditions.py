@@ -1,0 +1,274 @@
+"""Conditional requests on the HTTP layer: the precondition headers a route accepts, the
+validators (ETag, Last-Modified) its responses carry, 304, 412 and 428, and the Date header.
+
+The rules themselves are in service.conditional; this module binds them to FastAPI.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.conditional import (
+    EntityTag,
+    MalformedHeader,
+    Outcome,
+    Preconditions,
+    evaluate,
+    format_http_date,
+    last_modified,
+    parse_preconditions,
+)
+from service.errors import BadRequest, PreconditionFailed, PreconditionRequired
+from service.models import Session
+from service.settings import Settings, get_settings
+
+# Clients and caches may store a session, but must revalidate it (If-None-Match) before each use.
+CACHE_CONTROL = "no-cache"
+
+
+def entity_tag(session: Session) -> EntityTag:
+    """Strong: every real change of a session bumps its version, and nothing else varies."""
+    return EntityTag(str(session.version))
+
+
+def validator_headers(session: Session, now: datetime) -> dict[str, str]:
+    """What a 200 and a 304 about this session both carry (RFC 9110 15.4.5).
+
+    Date is set here, from the same clock reading that caps Last-Modified, so that Last-Modified
+    is never later than Date. No Vary: a session has one representation (no content negotiation).
+    """
+    return {
+        "ETag": str(entity_tag(session)),
+        "Cache-Control": CACHE_CONTROL,
+        "Date": format_http_date(now),
+    }
+
+
+def set_validators(response: Response, session: Session) -> None:
+    """Put the session's validators on a response that carries its representation."""
+    now = datetime.now(UTC)
+    response.headers.update(validator_headers(session, now))
+    response.headers["Last-Modified"] = format_http_date(
+        last_modified(session.last_modified_at, now)
+    )
+
+
+def _parse(request: Request) -> Preconditions:
+    headers = request.headers
+    try:
+        return parse_preconditions(
+            if_match=headers.getlist("if-match"),
+            if_none_match=headers.getlist("if-none-match"),
+            if_modified_since=headers.getlist("if-modified-since"),
+            if_unmodified_since=headers.getlist("if-unmodified-since"),
+        )
+    except MalformedHeader as exc:
+        raise BadRequest(
+            f'{exc.field} must be * or a comma-separated list of entity tags, such as "3" '
+            '(with the quotes) or W/"3".',
+            header=exc.field,
+        ) from None
+
+
+IfMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        description="Proceed only if the session's ETag is one of these (strong comparison): "
+        '`"3"`, `"3", "4"` or `*`. Otherwise 412 and nothing changes.',
+    ),
+]
+IfUnmodifiedSince = Annotated[
+    str | None,
+    Header(
+        alias="If-Unmodified-Since",
+        description="Only without If-Match: proceed only if the session has not changed after this "
+        "HTTP-date, else 412. Dates have whole seconds, so changes within one second go unseen: "
+        "If-Match is the reliable precondition. An invalid date is ignored.",
+    ),
+]
+IfNoneMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-None-Match",
+        description="If the session's ETag is one of these (weak comparison), or `*`: 304 on GET "
+        "and HEAD, 412 on other methods.",
+    ),
+]
+IfModifiedSince = Annotated[
+    str | None,
+    Header(
+        alias="If-Modified-Since",
+        description="GET and HEAD, only without If-None-Match: 304 if the session has not changed "
+        "after this HTTP-date. An invalid date is ignored.",
+    ),
+]
+
+
+# The parameters document the headers in OpenAPI; their values are read from request.headers,
+# which keeps every line of a field sent on several lines.
+async def read_preconditions(
+    request: Request,
+    if_none_match: IfNoneMatch = None,
+    if_modified_since: IfModifiedSince = None,
+    if_match: IfMatch = None,
+    if_unmodified_since: IfUnmodifiedSince = None,
+) -> Preconditions:
+    return _parse(request)
+
+
+@dataclass(frozen=True)
+class WriteConditions:
+    preconditions: Preconditions
+    required: bool  # the REQUIRE_PRECONDITIONS setting
+
+
+async def write_preconditions(
+    request: Request,
+    if_match: IfMatch = None,
+    if_unmodified_since: IfUnmodifiedSince = None,
+    if_none_match: IfNoneMatch = None,
+) -> WriteConditions:
+    settings: Settings = request.app.state.settings or get_settings()
+    return WriteConditions(_parse(request), required=settings.require_preconditions)
+
+
+ReadPreconditions = Annotated[Preconditions, Depends(read_preconditions)]
+WritePreconditions = Annotated[WriteConditions, Depends(write_preconditions)]
+
+
+def _evaluate(preconditions: Preconditions, method: str, session: Session) -> Outcome:
+    outcome = evaluate(
+        preconditions,
+        method=method,
+        etag=entity_tag(session),
+        modified_at=session.last_modified_at,
+    )
+    if outcome is Outcome.PRECONDITION_FAILED:
+        raise PreconditionFailed(
+            f"Session {session.id} is not in the state the request's preconditions name; "
+            "its current ETag is in the ETag header.",
+            headers={"ETag": str(entity_tag(session))},
+        )
+    return outcome
+
+
+def not_modified_or_none(
+    preconditions: Preconditions, method: str, session: Session
+) -> Response | None:
+    """The 304 to send instead of the session, or None; 412 if a precondition fails."""
+    if _evaluate(preconditions, method, session) is Outcome.NOT_MODIFIED:
+        return Response(status_code=304, headers=validator_headers(session, datetime.now(UTC)))
+    return None
+
+
+def check_write(conditions: WriteConditions, method: str, session: Session) -> None:
+    """412 unless the write may go ahead; call it with the session's row locked.
+
+    The row lock (SELECT ... FOR UPDATE) is held until the write commits, so the state checked
+    here is the state the write changes: of two writers sending the same If-Match, one gets 412.
+    """
+    if conditions.required and not conditions.preconditions.guards_write:
+        raise PreconditionRequired(
+            f"This server accepts only conditional changes: GET /sessions/{session.id}, then "
+            "repeat the request with If-Match set to the ETag of that response.",
+        )
+    _evaluate(conditions.preconditions, method, session)
+
+
+class DateHeaderMiddleware:
+    """Put a Date on every response that has none (RFC 9110 6.6.1).
+
+    The service sets Date itself, rather than the server (uvicorn runs with date_header=False):
+    uvicorn's Date is refreshed about once a second and could be earlier than a Last-Modified.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_date(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"date" for name, _ in headers):
+                    headers.append((b"date", format_http_date(datetime.now(UTC)).encode()))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_date)
+
+
+# OpenAPI: what the operations of /sessions/{id} answer about preconditions.
+_HEADER_SCHEMA = {"type": "string"}
+ETAG_HEADER = {
+    "description": 'The session\'s entity tag, a strong validator: its version, quoted ("3").',
+    "schema": _HEADER_SCHEMA,
+}
+LAST_MODIFIED_HEADER = {
+    "description": "last_modified_at as an HTTP-date, truncated to the second; never later "
+    "than Date.",
+    "schema": _HEADER_SCHEMA,
+}
+CACHE_CONTROL_HEADER = {
+    "description": "no-cache: a copy may be stored, and must be revalidated before each use.",
+    "schema": _HEADER_SCHEMA,
+}
+VALIDATOR_HEADERS = {
+    "ETag": ETAG_HEADER,
+    "Last-Modified": LAST_MODIFIED_HEADER,
+    "Cache-Control": CACHE_CONTROL_HEADER,
+}
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+}
+_PROBLEM = {"application/problem+json": {"schema": _PROBLEM_SCHEMA}}
+
+Responses = dict[int | str, dict[str, Any]]
+_MALFORMED: Responses = {
+    400: {"description": "If-Match or If-None-Match is malformed.", "content": _PROBLEM}
+}
+_FAILED: Responses = {
+    412: {
+        "description": "A precondition failed; nothing changed. ETag is the session's current one.",
+        "headers": {"ETag": ETAG_HEADER},
+        "content": _PROBLEM,
+    }
+}
+_REQUIRED: Responses = {
+    428: {
+        "description": "REQUIRE_PRECONDITIONS is on and the request has neither If-Match nor "
+        "If-Unmodified-Since: read the session and send its ETag in If-Match.",
+        "content": _PROBLEM,
+    }
+}
+CREATE_RESPONSES: Responses = {201: {"headers": VALIDATOR_HEADERS}}
+READ_RESPONSES: Responses = {
+    200: {"headers": VALIDATOR_HEADERS},
+    304: {
+        "description": "Not Modified: the copy the client holds is current. No body.",
+        "headers": {"ETag": ETAG_HEADER, "Cache-Control": CACHE_CONTROL_HEADER},
+    },
+    **_MALFORMED,
+    **_FAILED,
+}
+UPDATE_RESPONSES: Responses = {
+    200: {"headers": VALIDATOR_HEADERS},
+    **_MALFORMED,
+    **_FAILED,
+    **_REQUIRED,
+}
+DELETE_RESPONSES: Responses = {**_MALFORMED, **_FAILED, **_REQUIRED}
