@@ -1,0 +1,539 @@
+"""Conditional requests over HTTP: validators, 304, 412 and 428, checked against the database."""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.conditional import format_http_date, parse_http_date, truncate_to_second
+from service.main import create_app
+from service.repository import make_sessionmaker
+from service.settings import Settings
+from tests.conftest import StoredRows, session_body
+from tests.test_routes import assert_problem, create
+
+
+def http_date(response: httpx.Response, field: str) -> datetime:
+    parsed = parse_http_date(response.headers[field])
+    assert parsed is not None, f"{field}: {response.headers[field]!r} is not an IMF-fixdate"
+    return parsed
+
+
+async def stored_row(connection: AsyncConnection, session_id: int) -> dict[str, Any]:
+    result = await connection.execute(
+        text("SELECT *, xmin::text AS xmin FROM sessions WHERE id = :id"), {"id": session_id}
+    )
+    return dict(result.mappings().one())
+
+
+def assert_validators(response: httpx.Response, row: dict[str, Any]) -> None:
+    """ETag, Last-Modified, Cache-Control and Date as RFC 9110 wants them, for this stored row."""
+    assert response.headers["etag"] == f'"{row["version"]}"'
+    assert response.headers["cache-control"] == "no-cache"
+    assert response.headers["last-modified"].endswith(" GMT")
+    last_modified, date = http_date(response, "last-modified"), http_date(response, "date")
+    assert last_modified == truncate_to_second(row["last_modified_at"])
+    assert last_modified <= date
+
+
+# Validators on every representation
+
+
+async def test_create_get_and_patch_carry_validators_of_the_stored_row(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    created = await client.post("/sessions", json=session_body())
+    session_id = created.json()["id"]
+    assert_validators(created, await stored_row(connection, session_id))
+    assert created.headers["etag"] == '"1"'
+
+    fetched = await client.get(f"/sessions/{session_id}")
+    assert_validators(fetched, await stored_row(connection, session_id))
+
+    patched = await client.patch(f"/sessions/{session_id}", json={"title": "New"})
+    assert_validators(patched, await stored_row(connection, session_id))
+    assert patched.headers["etag"] == '"2"'
+    assert "vary" not in patched.headers  # one representation: nothing to negotiate
+
+
+async def test_last_modified_is_capped_at_date_when_the_stamp_is_ahead(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    session = await create(client)
+    # Written by a host whose clock runs an hour ahead of this one.
+    await connection.execute(
+        text("UPDATE sessions SET last_modified_at = now() + interval '1 hour' WHERE id = :id"),
+        {"id": session["id"]},
+    )
+    response = await client.get(f"/sessions/{session['id']}")
+    assert response.status_code == 200
+    assert http_date(response, "last-modified") == http_date(response, "date")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/sessions"), ("GET", "/sessions/999"), ("GET", "/nope"), ("POST", "/sessions")],
+)
+async def test_every_response_has_one_date(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await client.request(method, path, json=[])
+    assert len(response.headers.get_list("date")) == 1
+    assert abs(parsedate_to_datetime(response.headers["date"]).timestamp() - time.time()) < 5
+
+
+# Conditional reads: GET and HEAD
+
+
+@pytest.mark.parametrize(
+    "if_none_match",
+    [['"1"'], ['W/"1"'], ['"7", "1"'], ["*"], ['"7"', '"1"']],
+    ids=["strong", "weak", "list", "any", "two lines"],
+)
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_read_if_none_match_current_is_304_with_the_headers_of_a_200(
+    client: httpx.AsyncClient, method: str, if_none_match: list[str]
+) -> None:
+    session = await create(client)
+    url = f"/sessions/{session['id']}"
+    full = await client.request(method, url)
+    headers = [("If-None-Match", value) for value in if_none_match]
+    response = await client.request(method, url, headers=headers)
+    assert response.status_code == 304
+    assert response.content == b""
+    assert "content-type" not in response.headers
+    for field in ("etag", "cache-control", "vary"):
+        assert response.headers.get(field) == full.headers.get(field)
+    assert response.headers["etag"] == '"1"'
+    assert "date" in response.headers
+
+
+async def test_get_if_none_match_stale_is_200_with_the_session(client: httpx.AsyncClient) -> None:
+    session = await create(client)
+    url = f"/sessions/{session['id']}"
+    await client.patch(url, json={"title": "Changed"})
+    response = await client.get(url, headers={"If-None-Match": '"1", W/"3"'})
+    assert response.status_code == 200
+    assert response.json()["title"] == "Changed"
+    assert response.headers["etag"] == '"2"'
+
+
+async def test_head_answers_what_get_answers_without_a_body(client: httpx.AsyncClient) -> None:
+    session = await create(client)
+    url = f"/sessions/{session['id']}"
+    get, head = await client.get(url), await client.head(url)
+    assert head.status_code == 200
+    assert head.content == b""
+    for field in ("etag", "last-modified", "cache-control", "content-type", "content-length"):
+        assert head.headers[field] == get.headers[field]
+    assert (await client.head("/sessions/999")).status_code == 404
+
+
+async def test_get_if_modified_since_echoed_last_modified_is_304(
+    client: httpx.AsyncClient,
+) -> None:
+    session = await create(client)
+    url = f"/sessions/{session['id']}"
+    last_modified = (await client.get(url)).headers["last-modified"]
+    response = await client.get(url, headers={"If-Modified-Since": last_modified})
+    assert response.status_code == 304
+    assert response.headers["etag"] == '"1"'
+    one_second_earlier = format_http_date(
+        parsedate_to_datetime(last_modified) - timedelta(seconds=1)
+    )
+    response = await client.get(url, headers={"If-Modified-Since": one_second_earlier})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"If-Modified-Since": "not a date"},
+        {"If-Modified-Since": "2099-01-01T00:00:00Z"},
+        # If-None-Match decides alone when present, even though the date would give 304.
+        {"If-None-Match": '"7"', "If-Modified-Since": "Fri, 01 Jan 2099 00:00:00 GMT"},
+    ],
+    ids=["invalid", "iso 8601", "if-none-match present"],
+)
+async def test_get_if_modified_since_ignored_is_200(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    session = await create(client)
+    response = await client.get(f"/sessions/{session['id']}", headers=headers)
+    assert response.status_code == 200
+    assert response.json() == session
+
+
+async def test_get_if_modified_since_obsolete_formats_are_understood(
+    client: httpx.AsyncClient,
+) -> None:
+    session = await create(client)
+    url = f"/sessions/{session['id']}"
+    for future in ("Friday, 01-Jan-60 00:00:00 GMT", "Fri Jan  1 00:00:00 2060"):
+        response = await client.get(url, headers={"If-Modified-Since": future})
+        assert response.status_code == 304, future
+
+
+# Conditional writes: PATCH and DELETE
+
+
+@pytest.mark.parametrize("if_match", ['"1"', '"9", "1"', "*"], ids=["strong", "list", "any"])
+async def test_patch_if_match_current_changes_the_session(
+    client: httpx.AsyncClient, if_match: str
+) -> None:
+    session = await create(client)
+    response = await client.patch(
+        f"/sessions/{session['id']}", json={"title": "Mine"}, headers={"If-Match": if_match}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["title"] == "Mine"
+    assert response.headers["etag"] == '"2"'
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"If-Match": '"2"'},
+        {"If-Match": '"0", "2"'},
+        {"If-Match": 'W/"1"'},  # a weak tag never matches in If-Match (strong comparison)
+        {"If-Match": ""},  # an empty list matches nothing
+        {"If-None-Match": "*"},
+        {"If-None-Match": 'W/"1"'},
+        {"If-Unmodified-Since": "Sun, 06 Nov 1994 08:49:37 GMT"},
+    ],
+)
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+async def test_write_failed_precondition_is_412_with_etag_and_changes_nothing(
+    client: httpx.AsyncClient,
+    connection: AsyncConnection,
+    method: str,
+    headers: dict[str, str],
+) -> None:
+    session = await create(client)
+    before = await stored_row(connection, session["id"])
+    response = await client.request(
+        method, f"/sessions/{session['id']}", json={"title": "Lost"}, headers=headers
+    )
+    body = assert_problem(response, 412)
+    assert body["title"] == "Precondition Failed"
+    assert response.headers["etag"] == '"1"'
+    assert await stored_row(connection, session["id"]) == before  # xmin too: no write at all
+
+
+async def test_delete_if_match_current_deletes(client: httpx.AsyncClient) -> None:
+    session = await create(client)
+    url = f"/sessions/{session['id']}"
+    assert (await client.delete(url, headers={"If-Match": '"1"'})).status_code == 204
+    assert_problem(await client.get(url), 404)
+
+
+async def test_patch_if_unmodified_since_echoed_last_modified_never_412(
+    client: httpx.AsyncClient,
+) -> None:
+    session = await create(client)
+    url = f"/sessions/{session['id']}"
+    # Right after creation the stamp and Last-Modified share their second: the hard case.
+    last_modified = (await client.get(url)).headers["last-modified"]
+    response = await client.patch(
+        url, json={"level": "Expert"}, headers={"If-Unmodified-Since": last_modified}
+    )
+    assert response.status_code == 200
+    response = await client.patch(
+        url, json={"level": "Beginner"}, headers={"If-Unmodified-Since": "not a date"}
+    )
+    assert response.status_code == 200  # an invalid date is ignored (RFC 9110 13.1.4)
+
+
+async def test_patch_if_match_decides_over_if_unmodified_since(client: httpx.AsyncClient) -> None:
+    session = await create(client)
+    response = await client.patch(
+        f"/sessions/{session['id']}",
+        json={"title": "Mine"},
+        headers={"If-Match": '"1"', "If-Unmodified-Since": "Sun, 06 Nov 1994 08:49:37 GMT"},
+    )
+    assert response.status_code == 200
+
+
+async def test_same_second_edits_only_if_match_tells_them_apart(
+    client: httpx.AsyncClient,
+) -> None:
+    session = await create(client)
+    url = f"/sessions/{session['id']}"
+    for _ in range(5):
+        seen = await client.get(url)
+        changed = await client.patch(url, json={"title": f"{seen.headers['etag']} edited"})
+        if changed.headers["last-modified"] == seen.headers["last-modified"]:
+            break  # both in one second, as intended (else the edits straddled a second)
+    else:
+        pytest.fail("two edits never fell within one second")
+    assert changed.headers["etag"] != seen.headers["etag"]
+    # A writer still holding `seen`: its ETag catches the change, its Last-Modified cannot.
+    stale_by_etag = await client.patch(
+        url, json={"title": "Stale"}, headers={"If-Match": seen.headers["etag"]}
+    )
+    assert_problem(stale_by_etag, 412)
+    stale_by_date = await client.patch(
+        url,
+        json={"subtitle": "Stale"},
+        headers={"If-Unmodified-Since": seen.headers["last-modified"]},
+    )
+    assert stale_by_date.status_code == 200  # one-second granularity, as RFC 9110 defines it
+
+
+async def test_noop_patch_with_matching_if_match_keeps_the_etag(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    session = await create(client)
+    before = await stored_row(connection, session["id"])
+    response = await client.patch(
+        f"/sessions/{session['id']}", json={"title": session["title"]}, headers={"If-Match": '"1"'}
+    )
+    assert response.status_code == 200
+    assert response.headers["etag"] == '"1"'
+    assert response.json() == session
+    assert await stored_row(connection, session["id"]) == before
+
+
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+async def test_missing_or_deleted_session_is_404_before_412(
+    client: httpx.AsyncClient, method: str
+) -> None:
+    deleted = await create(client)
+    await client.delete(f"/sessions/{deleted['id']}")
+    for path in ("/sessions/999", f"/sessions/{deleted['id']}"):
+        for if_match in ('"1"', '"7"', "*"):
+            response = await client.request(
+                method, path, json={"title": "x"}, headers={"If-Match": if_match}
+            )
+            assert_problem(response, 404)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"title": None},
+        {"unknown": 1},
+        {"starts_at": "2027-05-04T10:00:00Z", "ends_at": "2027-05-04T09:00:00Z"},
+    ],
+)
+async def test_patch_invalid_body_is_422_before_412(
+    client: httpx.AsyncClient, body: dict[str, Any]
+) -> None:
+    session = await create(client)
+    response = await client.patch(
+        f"/sessions/{session['id']}", json=body, headers={"If-Match": '"7"'}
+    )
+    assert_problem(response, 422)
+
+
+async def test_patch_invalid_against_a_stale_state_is_412(client: httpx.AsyncClient) -> None:
+    # Whether ends_at alone is valid depends on the stored starts_at, which this client has not
+    # seen in its current state: 412 tells it to re-read first.
+    session = await create(client, starts_at="2027-05-04T10:00:00Z")
+    response = await client.patch(
+        f"/sessions/{session['id']}",
+        json={"ends_at": "2027-05-04T09:00:00Z"},
+        headers={"If-Match": '"7"'},
+    )
+    assert_problem(response, 412)
+
+
+@pytest.mark.parametrize(
+    ("method", "field", "value"),
+    [
+        ("GET", "If-None-Match", "1"),
+        ("GET", "If-Match", '"1'),
+        ("HEAD", "If-None-Match", "W/1"),
+        ("PATCH", "If-Match", "1"),
+        ("PATCH", "If-Match", '*, "1"'),
+        ("PATCH", "If-None-Match", '"1" "2"'),
+        ("DELETE", "If-Match", 'W/ "1"'),
+        ("DELETE", "If-Match", '"\x7f"'),
+    ],
+)
+async def test_malformed_entity_tags_are_400_and_change_nothing(
+    client: httpx.AsyncClient,
+    connection: AsyncConnection,
+    method: str,
+    field: str,
+    value: str,
+) -> None:
+    session = await create(client)
+    before = await stored_row(connection, session["id"])
+    response = await client.request(
+        method, f"/sessions/{session['id']}", json={"title": "x"}, headers={field: value}
+    )
+    assert response.status_code == 400
+    if method != "HEAD":
+        body = assert_problem(response, 400)
+        assert body["header"] == field
+        assert field in body["detail"]
+    assert await stored_row(connection, session["id"]) == before
+
+
+@pytest.mark.parametrize("value", [b"tomorrow", b"Sun, 06 Nov 1994 08:49:37", b"\xff\xfe", b" "])
+@pytest.mark.parametrize("field", ["If-Modified-Since", "If-Unmodified-Since"])
+@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
+async def test_invalid_dates_are_ignored(
+    client: httpx.AsyncClient, method: str, field: str, value: bytes
+) -> None:
+    session = await create(client)
+    response = await client.request(
+        method, f"/sessions/{session['id']}", json={}, headers={field.encode(): value}
+    )
+    assert response.status_code in {200, 204}
+
+
+async def test_post_ignores_preconditions(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/sessions", json=session_body(), headers={"If-Match": '"9"', "If-None-Match": "*"}
+    )
+    assert response.status_code == 201
+
+
+# The check and the write are atomic
+
+
+async def test_concurrent_writes_with_the_same_if_match_exactly_one_wins(
+    committed_client: httpx.AsyncClient, stored: StoredRows
+) -> None:
+    session = (await committed_client.post("/sessions", json=session_body())).json()
+    url = f"/sessions/{session['id']}"
+    rounds, writers = 25, 3
+    for version in range(1, rounds + 1):
+        responses = await asyncio.gather(
+            *(
+                committed_client.patch(
+                    url,
+                    json={"title": f"v{version} by {writer}"},
+                    headers={"If-Match": f'"{version}"'},
+                )
+                for writer in range(writers)
+            )
+        )
+        statuses = sorted(response.status_code for response in responses)
+        assert statuses == [200] + [412] * (writers - 1), f"round {version}: {statuses}"
+        (winner,) = [response for response in responses if response.status_code == 200]
+        assert {response.headers["etag"] for response in responses} == {f'"{version + 1}"'}
+        row = await stored.row(session["id"])
+        assert row["version"] == version + 1
+        assert row["title"] == winner.json()["title"]
+
+
+async def test_concurrent_patch_and_delete_with_the_same_if_match_one_wins(
+    committed_client: httpx.AsyncClient, stored: StoredRows
+) -> None:
+    for _ in range(10):
+        session = (await committed_client.post("/sessions", json=session_body())).json()
+        url = f"/sessions/{session['id']}"
+        patched, deleted = await asyncio.gather(
+            committed_client.patch(url, json={"title": "Mine"}, headers={"If-Match": '"1"'}),
+            committed_client.delete(url, headers={"If-Match": '"1"'}),
+        )
+        row = await stored.row(session["id"])
+        if deleted.status_code == 204:
+            assert patched.status_code == 404  # the delete went first: the session is gone
+            assert row["title"] != "Mine"
+        else:
+            assert (patched.status_code, deleted.status_code) == (200, 412)
+            assert row["deleted_at"] is None
+        assert row["version"] == 2
+
+
+# REQUIRE_PRECONDITIONS
+
+
+@pytest.fixture
+async def strict_client(
+    database_url: str, connection: AsyncConnection
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app with REQUIRE_PRECONDITIONS on, in the test's transaction."""
+    app = create_app(Settings(database_url=database_url, require_preconditions=True))
+    app.state.db_maker = make_sessionmaker(connection, join_transaction_mode="create_savepoint")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"If-Unmodified-Since": "not a date"}, {"If-None-Match": '"7"'}],
+    ids=["none", "ignored date", "if-none-match only"],
+)
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+async def test_write_without_precondition_is_428_when_required(
+    strict_client: httpx.AsyncClient,
+    connection: AsyncConnection,
+    method: str,
+    headers: dict[str, str],
+) -> None:
+    session = await create(strict_client)
+    before = await stored_row(connection, session["id"])
+    url = f"/sessions/{session['id']}"
+    response = await strict_client.request(method, url, json={"title": "x"}, headers=headers)
+    body = assert_problem(response, 428)
+    assert "If-Match" in body["detail"]
+    assert f"GET {url}" in body["detail"]
+    assert await stored_row(connection, session["id"]) == before
+
+
+async def test_write_with_precondition_passes_when_required(
+    strict_client: httpx.AsyncClient,
+) -> None:
+    session = await create(strict_client)
+    url = f"/sessions/{session['id']}"
+    assert (await strict_client.get(url)).status_code == 200
+    last_modified = (await strict_client.get(url)).headers["last-modified"]
+    response = await strict_client.patch(
+        url, json={"title": "x"}, headers={"If-Unmodified-Since": last_modified}
+    )
+    assert response.status_code == 200
+    response = await strict_client.delete(url, headers={"If-Match": response.headers["etag"]})
+    assert response.status_code == 204
+
+
+def test_require_preconditions_is_off_by_default_and_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("REQUIRE_PRECONDITIONS", raising=False)
+    assert Settings().require_preconditions is False
+    monkeypatch.setenv("REQUIRE_PRECONDITIONS", "true")
+    assert Settings().require_preconditions is True
+
+
+# OpenAPI
+
+
+async def test_openapi_documents_preconditions_on_each_operation(
+    client: httpx.AsyncClient,
+) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    item = spec["paths"]["/sessions/{session_id}"]
+    expected_headers = {
+        "get": {"If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since"},
+        "head": {"If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since"},
+        "patch": {"If-Match", "If-None-Match", "If-Unmodified-Since"},
+        "delete": {"If-Match", "If-None-Match", "If-Unmodified-Since"},
+    }
+    for method, headers in expected_headers.items():
+        operation = item[method]
+        documented = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+        assert documented == headers, method
+        assert all(p["description"] for p in operation["parameters"] if p["in"] == "header")
+        assert "application/problem+json" in operation["responses"]["412"]["content"]
+        assert "ETag" in operation["responses"]["412"]["headers"]
+    for method in ("get", "head"):
+        assert {"ETag", "Last-Modified"} <= set(item[method]["responses"]["200"]["headers"])
+        assert "ETag" in item[method]["responses"]["304"]["headers"]
+    for method in ("patch", "delete"):
+        assert "application/problem+json" in item[method]["responses"]["428"]["content"]
+    assert {"ETag", "Last-Modified"} <= set(item["patch"]["responses"]["200"]["headers"])
+    created = spec["paths"]["/sessions"]["post"]["responses"]["201"]
+    assert {"ETag", "Last-Modified"} <= set(created["headers"])
