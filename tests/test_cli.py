@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import httpx
@@ -49,6 +50,16 @@ def test_serve_without_database_url_uses_embedded_postgres(tmp_path: Path) -> No
         assert created.status_code == 201
         fetched = httpx.get(f"{base}{created.headers['location']}")
         assert fetched.json() == created.json()
+        # On the wire: one Date (the app's, not uvicorn's as well), never before Last-Modified.
+        (date,) = fetched.headers.get_list("date")
+        assert parsedate_to_datetime(fetched.headers["last-modified"]) <= parsedate_to_datetime(
+            date
+        )
+        head = httpx.head(f"{base}{created.headers['location']}")
+        assert head.status_code == 200
+        assert head.content == b""
+        assert head.headers["content-length"] == fetched.headers["content-length"]
+        assert head.headers["etag"] == fetched.headers["etag"]
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
