@@ -148,10 +148,11 @@ def _evaluate(preconditions: Preconditions, method: str, session: Session) -> Ou
         modified_at=session.last_modified_at,
     )
     if outcome is Outcome.PRECONDITION_FAILED:
+        current = str(entity_tag(session))
         raise PreconditionFailed(
-            f"Session {session.id} is not in the state the request's preconditions name; "
-            "its current ETag is in the ETag header.",
-            headers={"ETag": str(entity_tag(session))},
+            f"Session {session.id} does not meet the request's preconditions; its current ETag "
+            f"is {current}. Read it again before retrying.",
+            headers={"ETag": current},
         )
     return outcome
 
