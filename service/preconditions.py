@@ -167,7 +167,7 @@ def not_modified_or_none(
 
 
 def check_write(conditions: WriteConditions, method: str, session: Session) -> None:
-    """412 unless the write may go ahead; call it with the session's row locked.
+    """428 or 412 unless the write may go ahead; call it with the session's row locked.
 
     The row lock (SELECT ... FOR UPDATE) is held until the write commits, so the state checked
     here is the state the write changes: of two writers sending the same If-Match, one gets 412.

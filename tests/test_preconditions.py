@@ -317,21 +317,22 @@ async def test_missing_or_deleted_session_is_404_before_412(
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "field"),
     [
-        {"title": None},
-        {"unknown": 1},
-        {"starts_at": "2027-05-04T10:00:00Z", "ends_at": "2027-05-04T09:00:00Z"},
+        ({"title": None}, "title"),
+        ({"unknown": 1}, "unknown"),
+        ({"starts_at": "2027-05-04T10:00:00Z", "ends_at": "2027-05-04T09:00:00Z"}, "ends_at"),
     ],
 )
 async def test_patch_invalid_body_is_422_before_412(
-    client: httpx.AsyncClient, body: dict[str, Any]
+    client: httpx.AsyncClient, body: dict[str, Any], field: str
 ) -> None:
     session = await create(client)
     response = await client.patch(
         f"/sessions/{session['id']}", json=body, headers={"If-Match": '"7"'}
     )
-    assert_problem(response, 422)
+    problem = assert_problem(response, 422)
+    assert ["body", field] in [error["location"] for error in problem["errors"]]
 
 
 async def test_patch_invalid_against_a_stale_state_is_412(client: httpx.AsyncClient) -> None:
