@@ -9,27 +9,12 @@ from pathlib import Path
 from types import FrameType
 
 import uvicorn
-from alembic.config import Config
 
-from alembic import command
+from service.logs import configure_logging
+from service.migrations import migrate
 from service.settings import get_settings, to_asyncpg_url
 
-ROOT = Path(__file__).resolve().parent.parent
-
 logger = logging.getLogger("service.cli")
-
-
-def alembic_config(database_url: str, *, configure_logging: bool = True) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["configure_logger"] = configure_logging
-    config.set_main_option("script_location", str(ROOT / "alembic"))
-    # ConfigParser interpolation: a literal % in a password must be doubled.
-    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    return config
-
-
-def migrate(database_url: str, *, configure_logging: bool = True) -> None:
-    command.upgrade(alembic_config(database_url, configure_logging=configure_logging), "head")
 
 
 def start_embedded_postgres(data_dir: Path) -> str:
@@ -57,7 +42,7 @@ def _database_url() -> str:
     # The app reads its settings from the environment when it starts.
     os.environ["DATABASE_URL"] = url
     get_settings.cache_clear()
-    migrate(url)
+    migrate(url, configure_logging=False)
     return url
 
 
@@ -78,6 +63,10 @@ def serve(host: str | None, port: int | None) -> None:
         log_level=settings.log_level,
         # The app sets Date itself, so that Last-Modified is never later than it.
         date_header=False,
+        # Logging is configured by main() (JSON lines); the access log is the service's own.
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
     )
 
 
@@ -89,12 +78,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve_parser.add_argument("--port", type=int, help="port to listen on (PORT, default 8000)")
     commands.add_parser("migrate", help="migrate DATABASE_URL to the latest schema")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=get_settings().log_level.upper())
+    settings = get_settings()
+    configure_logging(settings.log_level, access_log=settings.access_log)
 
     if args.command == "migrate":
-        url = get_settings().database_url
+        url = settings.database_url
         if not url:
             raise SystemExit("DATABASE_URL is not set")
-        migrate(url)
+        migrate(url, configure_logging=False)
     else:
         serve(getattr(args, "host", None), getattr(args, "port", None))

@@ -1,10 +1,18 @@
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import MetaData
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import MetaData, event
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase
+
+from service.settings import Settings
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -17,6 +25,38 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    """The engine of the app: every wait on the database is bounded by a setting."""
+    assert settings.database_url
+    statement_timeout_ms = round(settings.db_statement_timeout * 1000)
+    engine = create_async_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+        # No pool_pre_ping: it costs a round trip on every checkout. A connection the server
+        # closed is discarded on checkout below at no cost, and any other disconnect error
+        # invalidates the whole pool (SQLAlchemy's default), so an outage fails one request,
+        # not one per pooled connection.
+        connect_args={
+            "timeout": settings.db_connect_timeout,
+            "server_settings": {"statement_timeout": str(statement_timeout_ms)},
+            # The client's own bound, for a server that does not answer at all (frozen, cut off);
+            # a second later than the server's, which ends the statement more cleanly.
+            "command_timeout": settings.db_statement_timeout + 1,
+        },
+    )
+    event.listen(engine.sync_engine, "checkout", _discard_closed_connection)
+    return engine
+
+
+def _discard_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    # asyncpg already knows when the server closed a connection (a restart, a failover);
+    # DisconnectionError makes the pool replace it with a fresh one before anyone uses it.
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 async def get_db(request: Request) -> AsyncIterator[AsyncSession]:

@@ -153,13 +153,26 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem(500, "An unexpected error occurred.")
+    # This answer is sent outside the request telemetry middleware: echo its request id here.
+    request_id = getattr(request.state, "request_id", None)
+    headers = {"X-Request-ID": request_id} if request_id else None
+    return problem(500, "An unexpected error occurred.", headers=headers)
+
+
+# SQLSTATE classes that say "the database cannot serve now", not "this request is wrong":
+# 08 connection exception, 53 insufficient resources (too many connections), 57 operator
+# intervention (shutting down, starting up, statement timeout).
+_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
 
 
 def _is_connection_error(exc: sa_exc.DBAPIError) -> bool:
-    return exc.connection_invalidated or isinstance(
+    if exc.connection_invalidated or isinstance(
         exc, sa_exc.OperationalError | sa_exc.InterfaceError
-    )
+    ):
+        return True
+    # asyncpg errors are wrapped as the generic DBAPIError: their SQLSTATE tells them apart.
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:
@@ -174,7 +187,10 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(sa_exc.DBAPIError, _database_error)
-    # Pool exhaustion and refused connections: the database cannot be reached right now.
+    # Pool exhaustion: every connection stayed busy for DB_POOL_TIMEOUT.
     app.add_exception_handler(sa_exc.TimeoutError, _database_unavailable)
-    app.add_exception_handler(ConnectionError, _database_unavailable)
+    # What asyncpg raises unwrapped when it cannot reach the server: ConnectionRefusedError,
+    # socket errors, and TimeoutError (connect timeout, or a server that stopped answering).
+    # The database is the only I/O a request does, so an OSError here is always about it.
+    app.add_exception_handler(OSError, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -2,10 +2,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from service import routes
+from service import ops, routes
+from service.db import create_engine
 from service.errors import install_error_handlers
+from service.metrics import Metrics
+from service.middleware import RequestTelemetry
+from service.migrations import known_revisions, migration_heads
 from service.preconditions import DateHeaderMiddleware
 from service.repository import make_sessionmaker
 from service.settings import Settings, get_settings
@@ -19,15 +22,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "DATABASE_URL is not set: set it, or run `sessions-service serve`, "
             "which starts an embedded PostgreSQL"
         )
-    engine = create_async_engine(
-        settings.database_url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-    )
+    app.state.settings = settings
+    # Read once: /readyz compares the database with these on every probe.
+    app.state.migration_heads = migration_heads()
+    app.state.known_revisions = known_revisions()
+    engine = create_engine(settings)
+    app.state.engine = engine
     app.state.db_maker = make_sessionmaker(engine)
+    app.state.metrics.watch_pool(engine.pool)
     try:
         yield
     finally:
+        app.state.metrics.forget_pool()
         await engine.dispose()
 
 
@@ -40,8 +46,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = Metrics()
     install_error_handlers(app)
+    app.add_middleware(RequestTelemetry, metrics=app.state.metrics)
+    # Added last, so outermost: the 503 RequestTelemetry sends at shutdown gets a Date too.
     app.add_middleware(DateHeaderMiddleware)
+    app.include_router(ops.router)
     app.include_router(routes.router)
     return app
 

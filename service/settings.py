@@ -1,8 +1,12 @@
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+Seconds = float
 
 
 def to_asyncpg_url(url: str) -> str:
@@ -21,9 +25,17 @@ class Settings(BaseSettings):
     embedded_data_dir: Path = Path(".data/postgres")
     host: str = "127.0.0.1"
     port: int = 8000
-    log_level: str = "info"
-    db_pool_size: int = 10
-    db_max_overflow: int = 10
+    log_level: LogLevel = "info"
+    access_log: bool = True
+    # uvicorn's wait for in-flight requests after SIGTERM; below Kubernetes' default 30 s grace.
+    graceful_shutdown_timeout: int = Field(default=20, ge=0)
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    # Every wait on the database is bounded, so that an outage answers 503 instead of hanging.
+    db_pool_timeout: Seconds = Field(default=5.0, gt=0)
+    db_connect_timeout: Seconds = Field(default=5.0, gt=0)
+    db_statement_timeout: Seconds = Field(default=5.0, gt=0)
+    readiness_timeout: Seconds = Field(default=2.0, gt=0)
     # PATCH and DELETE without If-Match or If-Unmodified-Since get 428 (RFC 6585).
     require_preconditions: bool = False
 
@@ -31,6 +43,11 @@ class Settings(BaseSettings):
     @classmethod
     def _normalise_database_url(cls, url: str | None) -> str | None:
         return to_asyncpg_url(url) if url else None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, level: object) -> object:
+        return level.lower() if isinstance(level, str) else level
 
 
 @lru_cache

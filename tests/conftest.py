@@ -20,8 +20,8 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from service.cli import migrate
 from service.main import create_app
+from service.migrations import migrate
 from service.repository import make_sessionmaker
 from service.settings import Settings, to_asyncpg_url
 

@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from alembic import command
-from service.cli import alembic_config
+from service.migrations import alembic_config
 from tests.conftest import asyncpg_dsn, create_database, drop_database
 
 

@@ -1,0 +1,52 @@
+"""Structured logs: one JSON object per line on stdout, each tagged with its request's id."""
+
+import logging
+import logging.config
+from contextvars import ContextVar
+
+# The id of the request being served, for every log line written while serving it.
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+def configure_logging(level: str, *, access_log: bool = True) -> None:
+    """JSON lines on stdout for this service, uvicorn, SQLAlchemy and Alembic alike.
+
+    The access log is this service's (service.access, with route and request id); uvicorn's
+    own is left off.
+    """
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "filters": {"request_id": {"()": RequestIdFilter}},
+            "formatters": {
+                "json": {
+                    "()": "pythonjsonlogger.orjson.OrjsonFormatter",
+                    "fmt": ["levelname", "name", "message"],
+                    "rename_fields": {"levelname": "level", "name": "logger"},
+                    "timestamp": "time",
+                }
+            },
+            "handlers": {
+                "stdout": {
+                    "class": "logging.StreamHandler",
+                    "stream": "ext://sys.stdout",
+                    "formatter": "json",
+                    "filters": ["request_id"],
+                }
+            },
+            "root": {"level": level.upper(), "handlers": ["stdout"]},
+            # Alembic reports each migration it runs at INFO: worth keeping at any level.
+            "loggers": {
+                "alembic": {"level": "INFO"},
+                # The access log writes at INFO and DEBUG only: CRITICAL silences it.
+                "service.access": {"level": "NOTSET" if access_log else "CRITICAL"},
+            },
+        }
+    )

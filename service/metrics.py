@@ -1,0 +1,94 @@
+"""Prometheus metrics: requests by route template and status, and the database pool."""
+
+from collections.abc import Iterator
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.pool import QueuePool
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+LABELS = ("method", "route", "status")
+# From 5 ms to 10 s: one-row reads sit at the bottom, timeouts at the top.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """The metrics of one app, in a registry of its own (each app in a test has its own)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        for collector in (ProcessCollector, PlatformCollector, GCCollector):
+            collector(registry=self.registry)
+        self.requests = Counter(
+            "http_requests", "HTTP requests answered.", LABELS, registry=self.registry
+        )
+        self.duration = Histogram(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to the end of its response.",
+            LABELS,
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        # labels() costs a lock and a lookup; the few label sets seen are kept here instead.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._pool: PoolCollector | None = None
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            labels = (method, route, str(status))
+            children = self.requests.labels(*labels), self.duration.labels(*labels)
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def watch_pool(self, pool: object) -> None:
+        """Report this connection pool's state at each scrape (a QueuePool; others have none)."""
+        self.forget_pool()
+        if isinstance(pool, QueuePool):
+            self._pool = PoolCollector(pool)
+            self.registry.register(self._pool)
+
+    def forget_pool(self) -> None:
+        if self._pool is not None:
+            self.registry.unregister(self._pool)
+            self._pool = None
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class PoolCollector(Collector):
+    """The SQLAlchemy pool's counts, read when Prometheus scrapes, not on every request."""
+
+    def __init__(self, pool: QueuePool) -> None:
+        self.pool = pool
+
+    def collect(self) -> Iterator[Metric]:
+        pool = self.pool
+        yield GaugeMetricFamily(
+            "db_pool_size", "Connections the pool keeps (DB_POOL_SIZE).", value=pool.size()
+        )
+        yield GaugeMetricFamily(
+            "db_pool_checked_out", "Connections in use by requests.", value=pool.checkedout()
+        )
+        yield GaugeMetricFamily(
+            "db_pool_checked_in", "Open connections waiting in the pool.", value=pool.checkedin()
+        )
+        # SQLAlchemy counts overflow from -pool_size up; only connections beyond the size count.
+        yield GaugeMetricFamily(
+            "db_pool_overflow",
+            "Connections open beyond the pool size (at most DB_MAX_OVERFLOW).",
+            value=max(pool.overflow(), 0),
+        )

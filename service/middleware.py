@@ -1,0 +1,92 @@
+"""Per-request telemetry as one pure ASGI middleware: request id, metrics, the access log.
+
+Pure ASGI rather than BaseHTTPMiddleware: no extra task or body streaming per request, only a
+wrapped `send`.
+"""
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.logs import request_id
+from service.metrics import Metrics
+
+REQUEST_ID_HEADER = b"x-request-id"
+# What a caller's id may be: short, and safe in a header and a log line; else a new one is made.
+_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._~:+/=-]{1,128}")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Probes and scrapes come every few seconds: their access lines are debug unless they fail.
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+UNMATCHED = "unmatched"  # never the raw path: it would make one time series per URL
+
+# ACCESS_LOG=false silences this logger (service.logs.configure_logging).
+access_log = logging.getLogger("service.access")
+
+
+class RequestTelemetry:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        rid = _request_id(scope)
+        # For the handler of unexpected errors, which answers outside this middleware.
+        scope.setdefault("state", {})["request_id"] = rid
+        rid_header = (REQUEST_ID_HEADER, rid.encode())
+        status = 500  # unless a response starts: an exception escaped and becomes a 500
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            await send(message)
+
+        token = request_id.set(rid)
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        finally:
+            seconds = time.perf_counter() - start
+            route = _route_template(scope)
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            self.metrics.observe(method, route, status, seconds)
+            _log_request(scope, method, route, status, seconds)
+            request_id.reset(token)
+
+
+def _request_id(scope: Scope) -> str:
+    value: bytes
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            if _VALID_REQUEST_ID.fullmatch(value):
+                return value.decode()
+            break
+    return uuid.uuid4().hex
+
+
+def _route_template(scope: Scope) -> str:
+    path: object = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else UNMATCHED
+
+
+def _log_request(scope: Scope, method: str, route: str, status: int, seconds: float) -> None:
+    level = logging.DEBUG if route in QUIET_ROUTES and status < 500 else logging.INFO
+    if access_log.isEnabledFor(level):
+        access_log.log(
+            level,
+            "request",
+            extra={
+                "method": method,
+                "route": route,
+                "path": scope["path"][:500],
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+            },
+        )

@@ -1,0 +1,89 @@
+"""Endpoints for the platform, not for API clients: liveness, readiness, metrics.
+
+They stay out of the OpenAPI document (include_in_schema=False): generated clients and API
+tests are about /sessions, and /metrics is not JSON at all.
+"""
+
+import asyncio
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy import text
+from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.errors import problem
+from service.metrics import CONTENT_TYPE, Metrics
+
+router = APIRouter(include_in_schema=False)
+
+logger = logging.getLogger(__name__)
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers HTTP. The database is not asked: restarting this process
+    would not bring it back."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> Any:
+    """Readiness: the database answers within READINESS_TIMEOUT and its schema is one this
+    code can serve."""
+    state = request.app.state
+    try:
+        async with asyncio.timeout(state.settings.readiness_timeout):
+            revisions = await _applied_revisions(state.engine)
+    except Exception as exc:
+        logger.warning("not ready: the database is unavailable (%s)", exc.__class__.__name__)
+        return _not_ready("The database is unavailable.", database="unavailable")
+    schema = schema_state(revisions, state.migration_heads, state.known_revisions)
+    if schema in {"missing", "behind"}:
+        logger.warning("not ready: the database schema is %s", schema)
+        return _not_ready(
+            "The database schema is not migrated to this version: run `sessions-service migrate`.",
+            database="ok",
+            schema=schema,
+        )
+    return {"status": "ready", "checks": {"database": "ok", "schema": schema}}
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics, in the text exposition format."""
+    registry: Metrics = request.app.state.metrics
+    return Response(registry.render(), media_type=CONTENT_TYPE)
+
+
+async def _applied_revisions(engine: AsyncEngine) -> frozenset[str] | None:
+    """The revisions alembic_version records; None when there is no such table."""
+    async with engine.connect() as conn:
+        try:
+            rows = await conn.execute(text("SELECT version_num FROM alembic_version"))
+        except ProgrammingError:  # undefined table: never migrated
+            return None
+        return frozenset(rows.scalars())
+
+
+def schema_state(
+    applied: frozenset[str] | None, heads: frozenset[str], known: frozenset[str]
+) -> str:
+    """at head; missing or behind (not ready); or ahead: migrated by a newer release.
+
+    Ahead stays ready on purpose: in a rolling deploy the migration job runs first, and the old
+    replicas keep serving (migrations are written to be compatible with the previous release)
+    until the new ones are ready. Taking them out of the load balancer would be an outage.
+    """
+    if not applied:
+        return "missing" if applied is None else "behind"
+    if applied == heads:
+        return "at head"
+    if applied <= known:
+        return "behind"
+    return "ahead"
+
+
+def _not_ready(detail: str, **checks: str) -> Response:
+    return problem(503, detail, slug="not-ready", headers={"Retry-After": "5"}, checks=checks)
