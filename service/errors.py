@@ -151,12 +151,19 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> Response:
+def _internal_error(request: Request) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    # This answer is sent outside the request telemetry middleware: echo its request id here.
+    return problem(500, "An unexpected error occurred.")
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    response = _internal_error(request)
+    # Starlette sends this answer outside the request telemetry middleware, which therefore
+    # cannot add the request id to it: it is echoed here.
     request_id = getattr(request.state, "request_id", None)
-    headers = {"X-Request-ID": request_id} if request_id else None
-    return problem(500, "An unexpected error occurred.", headers=headers)
+    if request_id:
+        response.headers["X-Request-ID"] = request_id
+    return response
 
 
 # SQLSTATE classes that say "the database cannot serve now", not "this request is wrong":
@@ -179,7 +186,7 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, sa_exc.DBAPIError)
     if _is_connection_error(exc):
         return await _database_unavailable(request, exc)
-    return await _unexpected_error(request, exc)
+    return _internal_error(request)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -10,6 +10,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -167,3 +168,15 @@ def statements(engine: AsyncEngine) -> Iterator[list[str]]:
     event.listen(engine.sync_engine, "before_cursor_execute", record)
     yield sent
     event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+@asynccontextmanager
+async def started(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app as deployed (its lifespan run: an engine of its own) and a client on it."""
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        yield app, client

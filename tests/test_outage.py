@@ -1,0 +1,147 @@
+"""A database outage: prompt 503s while PostgreSQL is down or frozen, recovery without a restart.
+
+The PostgreSQL here is the test's own (tests/private_postgres.py), never the shared one.
+"""
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from service.migrations import migrate
+from service.settings import Settings
+from tests.conftest import create_database, session_body, started
+from tests.private_postgres import PrivatePostgres
+
+# Every bound of the service, short, so that a hang shows as a failure within seconds.
+BOUNDS = {
+    "db_connect_timeout": 1.0,
+    "db_statement_timeout": 0.5,
+    "db_pool_timeout": 1.0,
+    "readiness_timeout": 1.0,
+}
+# Well above what the bounds add up to: reaching it means something waited unbounded.
+HANG = 10.0
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PrivatePostgres]:
+    # Not under pytest's tmp_path: any pytest run on the machine resets that tree to mode 0700,
+    # which locks out the unprivileged user the server runs as when the tests run as root.
+    with tempfile.TemporaryDirectory(prefix="sessions-outage-") as data_dir:
+        server = PrivatePostgres(Path(data_dir) / "pg")
+        server.start()
+        try:
+            yield server
+        finally:
+            server.thaw()
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def database_url(postgres: PrivatePostgres) -> str:
+    url = create_database(postgres.url)
+    migrate(url, configure_logging=False)
+    return url
+
+
+@pytest.fixture
+async def service(database_url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    async with started(Settings(database_url=database_url, **BOUNDS)) as running:
+        yield running
+
+
+async def answer(request: Coroutine[None, None, httpx.Response]) -> httpx.Response:
+    """The response, which must come before HANG seconds (TimeoutError otherwise)."""
+    async with asyncio.timeout(HANG):
+        return await request
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "urn:sessions-service:problem:database-unavailable"
+    assert response.headers["retry-after"] == "1"
+
+
+async def test_stopped_database_gives_503_promptly_and_recovers_without_restart(
+    postgres: PrivatePostgres, service: tuple[FastAPI, httpx.AsyncClient]
+) -> None:
+    _, client = service
+    session = (await client.post("/sessions", json=session_body())).json()
+    assert (await client.get("/readyz")).status_code == 200
+
+    await asyncio.to_thread(postgres.stop)
+    try:
+        for request in (
+            client.get(f"/sessions/{session['id']}"),
+            client.get("/sessions"),
+            client.post("/sessions", json=session_body()),
+            client.patch(f"/sessions/{session['id']}", json={"title": "Lost"}),
+            client.delete(f"/sessions/{session['id']}"),
+        ):
+            assert_unavailable(await answer(request))
+        ready = await answer(client.get("/readyz"))
+        assert ready.status_code == 503
+        assert ready.json()["checks"] == {"database": "unavailable"}
+        # Liveness stays green: restarting the service would not bring the database back.
+        assert (await client.get("/healthz")).status_code == 200
+    finally:
+        await asyncio.to_thread(postgres.start)
+
+    response = await client.get(f"/sessions/{session['id']}")
+    assert response.json() == session
+    patched = await client.patch(f"/sessions/{session['id']}", json={"title": "Back"})
+    assert patched.status_code == 200
+    assert patched.json()["version"] == 2
+    assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_restarted_database_fails_no_request(
+    postgres: PrivatePostgres, service: tuple[FastAPI, httpx.AsyncClient]
+) -> None:
+    """Without pre-ping: the pooled connections the restart closed are replaced on checkout."""
+    app, client = service
+    created = await asyncio.gather(
+        *(client.post("/sessions", json=session_body()) for _ in range(3))
+    )
+    assert [r.status_code for r in created] == [201] * 3
+    assert app.state.engine.pool.checkedin() >= 2  # connections the restart will close
+
+    await asyncio.to_thread(postgres.stop)
+    await asyncio.to_thread(postgres.start)
+
+    fetched = await asyncio.gather(*(client.get(f"/sessions/{r.json()['id']}") for r in created))
+    assert [r.json() for r in fetched] == [r.json() for r in created]
+
+
+async def test_frozen_database_gives_503_within_bounds_and_recovers(
+    postgres: PrivatePostgres, service: tuple[FastAPI, httpx.AsyncClient]
+) -> None:
+    _, client = service
+    session = (await client.post("/sessions", json=session_body())).json()
+
+    postgres.freeze()
+    try:
+        for request in (
+            client.get(f"/sessions/{session['id']}"),
+            client.patch(f"/sessions/{session['id']}", json={"title": "Stuck"}),
+            client.get(f"/sessions/{session['id']}"),
+        ):
+            assert_unavailable(await answer(request))
+        ready = await answer(client.get("/readyz"))
+        assert ready.status_code == 503
+        assert ready.json()["checks"] == {"database": "unavailable"}
+    finally:
+        postgres.thaw()
+
+    # The first request after the thaw already succeeds: the connection that timed out was
+    # discarded, not handed to the next request.
+    assert (await client.get(f"/sessions/{session['id']}")).json() == session
+    patched = await client.patch(f"/sessions/{session['id']}", json={"title": "Thawed"})
+    assert patched.json()["version"] == 2
+    assert (await client.get("/readyz")).status_code == 200
