@@ -57,7 +57,7 @@ class RequestTelemetry:
             route = _route_template(scope)
             method = scope["method"] if scope["method"] in _METHODS else "other"
             self.metrics.observe(method, route, status, seconds)
-            _log_request(scope, method, route, status, seconds)
+            _log_request(scope, rid, method, route, status, seconds)
             request_id.reset(token)
 
 
@@ -76,7 +76,9 @@ def _route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else UNMATCHED
 
 
-def _log_request(scope: Scope, method: str, route: str, status: int, seconds: float) -> None:
+def _log_request(
+    scope: Scope, rid: str, method: str, route: str, status: int, seconds: float
+) -> None:
     level = logging.DEBUG if route in QUIET_ROUTES and status < 500 else logging.INFO
     if access_log.isEnabledFor(level):
         access_log.log(
@@ -88,5 +90,6 @@ def _log_request(scope: Scope, method: str, route: str, status: int, seconds: fl
                 "path": scope["path"][:500],
                 "status": status,
                 "duration_ms": round(seconds * 1000, 3),
+                "request_id": rid,
             },
         )

@@ -17,13 +17,18 @@ from service.settings import Settings
 from tests.conftest import create_database, session_body, started
 from tests.private_postgres import PrivatePostgres
 
-# Every bound of the service, short, so that a hang shows as a failure within seconds.
-BOUNDS = {
-    "db_connect_timeout": 1.0,
-    "db_statement_timeout": 0.5,
-    "db_pool_timeout": 1.0,
-    "readiness_timeout": 1.0,
-}
+
+def short_bounds(database_url: str) -> Settings:
+    """Every wait of the service bounded short, so that a hang shows within seconds."""
+    return Settings(
+        database_url=database_url,
+        db_connect_timeout=1.0,
+        db_statement_timeout=0.5,
+        db_pool_timeout=1.0,
+        readiness_timeout=1.0,
+    )
+
+
 # Well above what the bounds add up to: reaching it means something waited unbounded.
 HANG = 10.0
 
@@ -51,7 +56,7 @@ def database_url(postgres: PrivatePostgres) -> str:
 
 @pytest.fixture
 async def service(database_url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    async with started(Settings(database_url=database_url, **BOUNDS)) as running:
+    async with started(short_bounds(database_url)) as running:
         yield running
 
 

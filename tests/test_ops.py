@@ -1,0 +1,227 @@
+"""Probes, metrics, request ids and the access log: what the platform sees of the service."""
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from alembic import command
+from service.migrations import alembic_config, migrate
+from service.settings import Settings
+from tests.conftest import asyncpg_dsn, create_database, drop_database, session_body, started
+
+PROBLEM_JSON = "application/problem+json"
+
+
+@pytest.fixture
+async def service(database_url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app with its own engine on the tests' database; its requests here write nothing."""
+    async with started(Settings(database_url=database_url)) as running:
+        yield running
+
+
+@pytest.fixture
+def fresh_database(server_url: str) -> Iterator[str]:
+    url = create_database(server_url, prefix="sessions_ready")
+    yield url
+    drop_database(server_url, url)
+
+
+async def set_revision(url: str, revision: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await conn.execute("UPDATE alembic_version SET version_num = $1", revision)
+    finally:
+        await conn.close()
+
+
+def sample(metrics_text: str, name: str, **labels: str) -> float:
+    """The value of one sample in the Prometheus text format."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    for line in metrics_text.splitlines():
+        sample_name, _, rest = line.partition("{") if "{" in line else line.partition(" ")
+        if sample_name != name:
+            continue
+        if "{" in line:
+            label_text, _, value = rest.partition("} ")
+            if ",".join(sorted(label_text.split(","))) == wanted:
+                return float(value)
+        elif not labels:
+            return float(rest)
+    raise AssertionError(f"no sample {name}{{{wanted}}} in:\n{metrics_text}")
+
+
+async def test_healthz_answers_without_the_database() -> None:
+    # An app whose lifespan never ran has no engine at all: liveness must not need one.
+    from service.main import create_app
+
+    app = create_app(Settings(database_url="postgresql://nobody@127.0.0.1:1/none"))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_follows_the_schema_through_its_migrations(fresh_database: str) -> None:
+    async with started(Settings(database_url=fresh_database)) as (_, client):
+        response = await client.get("/readyz")
+        assert response.status_code == 503
+        assert response.headers["content-type"] == PROBLEM_JSON
+        assert response.json()["checks"] == {"database": "ok", "schema": "missing"}
+        assert "sessions-service migrate" in response.json()["detail"]
+
+        await asyncio.to_thread(migrate, fresh_database, configure_logging=False)
+        response = await client.get("/readyz")
+        assert response.status_code == 200
+        assert response.json() == {
+            "status": "ready",
+            "checks": {"database": "ok", "schema": "at head"},
+        }
+
+        # A release ahead migrated the database: the replicas of this one keep serving.
+        await set_revision(fresh_database, "f00dfeed")
+        response = await client.get("/readyz")
+        assert response.status_code == 200
+        assert response.json()["checks"]["schema"] == "ahead"
+
+        await set_revision(fresh_database, "0001")
+        config = alembic_config(fresh_database, configure_logging=False)
+        await asyncio.to_thread(command.downgrade, config, "base")
+        response = await client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["checks"] == {"database": "ok", "schema": "behind"}
+
+
+async def test_readyz_fails_when_the_database_does_not_exist(server_url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    missing = make_url(server_url).set(database="sessions_no_such_database")
+    settings = Settings(database_url=missing.render_as_string(hide_password=False))
+    async with started(settings) as (_, client):
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "unavailable"}
+
+
+async def test_ops_endpoints_stay_out_of_the_openapi_document(
+    service: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    _, client = service
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert set(paths) == {"/sessions", "/sessions/{session_id}"}
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert (await client.get(path)).status_code == 200
+
+
+async def test_metrics_count_requests_by_route_template_and_status(
+    service: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    _, client = service
+    for session_id in (41, 42, 43):
+        assert (await client.get(f"/sessions/{session_id}")).status_code == 404
+    assert (await client.post("/sessions", json={"title": "no event"})).status_code == 422
+    assert (await client.get("/no/such/path")).status_code == 404
+
+    response = await client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    route = {"method": "GET", "route": "/sessions/{session_id}", "status": "404"}
+    assert sample(text, "http_requests_total", **route) == 3
+    assert sample(text, "http_request_duration_seconds_count", **route) == 3
+    assert sample(text, "http_request_duration_seconds_sum", **route) > 0
+    assert sample(text, "http_requests_total", method="POST", route="/sessions", status="422") == 1
+    assert sample(text, "http_requests_total", method="GET", route="unmatched", status="404") == 1
+    # Never one time series per URL.
+    assert "/sessions/41" not in text
+    assert "/no/such/path" not in text
+
+
+async def test_metrics_read_the_pool_when_scraped(
+    service: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    app, client = service
+    await client.get("/sessions/1")  # opens a connection and returns it to the pool
+    text = (await client.get("/metrics")).text
+    assert sample(text, "db_pool_size") == 10
+    assert sample(text, "db_pool_checked_out") == 0
+    assert sample(text, "db_pool_checked_in") == 1
+    assert sample(text, "db_pool_overflow") == 0
+
+    async with app.state.engine.connect() as held:
+        await held.exec_driver_sql("SELECT 1")
+        text = (await client.get("/metrics")).text
+        assert sample(text, "db_pool_checked_out") == 1
+        assert sample(text, "db_pool_checked_in") == 0
+
+
+async def test_request_id_from_the_caller_is_echoed_and_logged(
+    service: tuple[FastAPI, httpx.AsyncClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, client = service
+    caplog.set_level(logging.INFO, logger="service.access")
+    response = await client.get("/sessions/7", headers={"X-Request-ID": "trace-7f3a:01"})
+    assert response.headers["x-request-id"] == "trace-7f3a:01"
+    (record,) = [r for r in caplog.records if r.name == "service.access"]
+    assert record.request_id == "trace-7f3a:01"  # type: ignore[attr-defined]
+    assert record.method == "GET"  # type: ignore[attr-defined]
+    assert record.route == "/sessions/{session_id}"  # type: ignore[attr-defined]
+    assert record.path == "/sessions/7"  # type: ignore[attr-defined]
+    assert record.status == 404  # type: ignore[attr-defined]
+    assert record.duration_ms > 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [None, "", "x" * 129, "has space", 'quote"d', "new\nline", "ünïcode"],
+    ids=["absent", "empty", "too long", "space", "quote", "newline", "non-ascii"],
+)
+async def test_request_id_absent_or_unsafe_is_replaced_by_a_new_one(
+    service: tuple[FastAPI, httpx.AsyncClient], sent: str | None
+) -> None:
+    _, client = service
+    headers = [] if sent is None else [(b"x-request-id", sent.encode())]
+    first = await client.get("/healthz", headers=headers)
+    second = await client.get("/healthz", headers=headers)
+    for response in (first, second):
+        assert re.fullmatch("[0-9a-f]{32}", response.headers["x-request-id"])
+    assert first.headers["x-request-id"] != second.headers["x-request-id"]
+
+
+async def test_problem_responses_carry_the_request_id_too(
+    service: tuple[FastAPI, httpx.AsyncClient], database_url: str
+) -> None:
+    _, client = service
+    response = await client.post("/sessions", json=session_body(event_id=0))
+    assert response.status_code == 422
+    assert response.headers["x-request-id"]
+
+    from service.main import create_app
+
+    app = create_app(Settings(database_url=database_url))
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("bug")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as boom_client:
+        response = await boom_client.get("/boom", headers={"X-Request-ID": "bug-report-1"})
+    assert response.status_code == 500
+    assert response.headers["x-request-id"] == "bug-report-1"
+
+
+async def test_probe_access_lines_are_debug_unless_they_fail(
+    service: tuple[FastAPI, httpx.AsyncClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, client = service
+    caplog.set_level(logging.DEBUG, logger="service.access")
+    await client.get("/healthz")
+    await client.get("/sessions/5")
+    levels = {r.route: r.levelno for r in caplog.records if r.name == "service.access"}  # type: ignore[attr-defined]
+    assert levels == {"/healthz": logging.DEBUG, "/sessions/{session_id}": logging.INFO}
