@@ -4,13 +4,17 @@ import logging
 import logging.config
 from contextvars import ContextVar
 
+from pythonjsonlogger.core import RESERVED_ATTRS
+
 # The id of the request being served, for every log line written while serving it.
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id.get()
+        rid = request_id.get()
+        if rid is not None:
+            record.request_id = rid
         return True
 
 
@@ -31,6 +35,8 @@ def configure_logging(level: str, *, access_log: bool = True) -> None:
                     "fmt": ["levelname", "name", "message"],
                     "rename_fields": {"levelname": "level", "name": "logger"},
                     "timestamp": "time",
+                    # uvicorn's copy of its message with terminal colours.
+                    "reserved_attrs": [*RESERVED_ATTRS, "color_message"],
                 }
             },
             "handlers": {

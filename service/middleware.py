@@ -4,6 +4,7 @@ Pure ASGI rather than BaseHTTPMiddleware: no extra task or body streaming per re
 wrapped `send`.
 """
 
+import asyncio
 import logging
 import re
 import time
@@ -11,6 +12,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import problem
 from service.logs import request_id
 from service.metrics import Metrics
 
@@ -20,7 +22,13 @@ _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._~:+/=-]{1,128}")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Probes and scrapes come every few seconds: their access lines are debug unless they fail.
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
-UNMATCHED = "unmatched"  # never the raw path: it would make one time series per URL
+UNMATCHED = "unmatched"
+SHUTTING_DOWN = problem(
+    503,
+    "The service is shutting down; retry the request.",
+    slug="shutting-down",
+    headers={"Retry-After": "1", "Connection": "close"},
+)  # never the raw path: it would make one time series per URL
 
 # ACCESS_LOG=false silences this logger (service.logs.configure_logging).
 access_log = logging.getLogger("service.access")
@@ -40,7 +48,7 @@ class RequestTelemetry:
         # For the handler of unexpected errors, which answers outside this middleware.
         scope.setdefault("state", {})["request_id"] = rid
         rid_header = (REQUEST_ID_HEADER, rid.encode())
-        status = 500  # unless a response starts: an exception escaped and becomes a 500
+        status = 0  # until a response starts; if none does, an exception escaped: a 500
 
         async def send_with_request_id(message: Message) -> None:
             nonlocal status
@@ -52,7 +60,14 @@ class RequestTelemetry:
         token = request_id.set(rid)
         try:
             await self.app(scope, receive, send_with_request_id)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running at GRACEFUL_SHUTDOWN_TIMEOUT: a 503
+            # (retry elsewhere) tells the client more than uvicorn's bare text 500.
+            if not status:
+                await SHUTTING_DOWN(scope, receive, send_with_request_id)
+            raise
         finally:
+            status = status or 500
             seconds = time.perf_counter() - start
             route = _route_template(scope)
             method = scope["method"] if scope["method"] in _METHODS else "other"

@@ -4,17 +4,12 @@ Outage tests take this server down, never the machine's shared one. It listens o
 free port (TCP, as a deployed service reaches its database) and on no Unix socket.
 """
 
-import socket
 from pathlib import Path
 
 import pgserver
 import psutil
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.processes import free_port
 
 
 class PrivatePostgres:

@@ -1,0 +1,71 @@
+"""`sessions-service serve` in a process of its own on 127.0.0.1, as deployed."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Self
+
+import httpx
+import orjson
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServiceProcess:
+    def __init__(self, database_url: str, **environment: str) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        # A file, not a pipe: a full pipe would block the service's logging, and so the service.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
+        env = {k: v for k, v in os.environ.items() if k != "TEST_DATABASE_URL"}
+        env |= {"DATABASE_URL": database_url, "PORT": str(self.port)} | environment
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve"],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_until_ready(self, timeout: float = 60) -> Self:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"the service exited:\n{self.output()}"
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"{self.base_url} was not ready within {timeout} s:\n{self.output()}")
+
+    def terminate(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """Every line the service wrote, each parsed as JSON (failing on any that is not)."""
+        return [orjson.loads(line) for line in self.output().splitlines() if line.strip()]

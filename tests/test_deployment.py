@@ -1,0 +1,224 @@
+"""The service as deployed: several replicas on one database, and a graceful stop."""
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from service.migrations import migrate
+from service.schemas import format_utc
+from tests.conftest import asyncpg_dsn, create_database, drop_database, session_body
+from tests.processes import ServiceProcess
+
+# Each PATCH changes a field no other PATCH of the same session touches.
+CHANGES: list[dict[str, Any]] = [
+    {"subtitle": "A subtitle"},
+    {"short_abstract": "Short"},
+    {"long_abstract": "Long"},
+    {"comments": "Comments"},
+    {"level": "Advanced"},
+    {"language": "en"},
+    {"track_id": 3},
+    {"session_type_id": 4},
+    {"microlocation_id": 5},
+    {"slides_url": "https://example.org/slides"},
+]
+SESSIONS = 6
+EXTRA_CREATES = 12
+
+
+@pytest.fixture(scope="module")
+def deployed_database(server_url: str) -> Iterator[str]:
+    """A database of its own, migrated as the deployment's migration step does."""
+    url = create_database(server_url, prefix="sessions_deployed")
+    migrate(url, configure_logging=False)
+    yield url
+    drop_database(server_url, url)
+
+
+@pytest.fixture(scope="module")
+def replicas(deployed_database: str) -> Iterator[list[ServiceProcess]]:
+    started = [ServiceProcess(deployed_database) for _ in range(2)]
+    try:
+        yield [replica.wait_until_ready() for replica in started]
+    finally:
+        for replica in started:
+            replica.stop()
+
+
+async def stored_rows(url: str) -> dict[int, dict[str, Any]]:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        return {row["id"]: dict(row) for row in await conn.fetch("SELECT * FROM sessions")}
+    finally:
+        await conn.close()
+
+
+def stamp(response: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(response["last_modified_at"])
+
+
+async def test_concurrent_writes_through_two_replicas_keep_every_rule(
+    replicas: list[ServiceProcess], deployed_database: str
+) -> None:
+    clients = [httpx.AsyncClient(base_url=r.base_url, timeout=30) for r in replicas]
+    alternate = itertools.cycle(clients)
+    try:
+        created = await asyncio.gather(
+            *(next(alternate).post("/sessions", json=session_body()) for _ in range(SESSIONS))
+        )
+        assert [r.status_code for r in created] == [201] * SESSIONS
+        sessions = [r.json() for r in created]
+
+        # Per session: every field change, plus a PATCH that changes nothing, all at once,
+        # alternating between the replicas; and more creates meanwhile.
+        requests = []
+        for session in sessions:
+            for patch in [*CHANGES, {"title": session["title"]}]:
+                requests.append(next(alternate).patch(f"/sessions/{session['id']}", json=patch))
+        requests += [
+            next(alternate).post("/sessions", json=session_body(title=f"Extra {n}"))
+            for n in range(EXTRA_CREATES)
+        ]
+        responses = await asyncio.gather(*requests)
+        assert {r.status_code for r in responses[: -EXTRA_CREATES or None]} == {200}
+        assert {r.status_code for r in responses[-EXTRA_CREATES:]} == {201}
+
+        rows = await stored_rows(deployed_database)
+        extra_ids = {r.json()["id"] for r in responses[-EXTRA_CREATES:]}
+        # Nothing lost: every create is a row of its own.
+        assert set(rows) == {s["id"] for s in sessions} | extra_ids
+        assert len(rows) == SESSIONS + EXTRA_CREATES
+
+        for session in sessions:
+            mine = [
+                r.json()
+                for r in responses[: -EXTRA_CREATES or None]
+                if r.json()["id"] == session["id"]
+            ]
+            row = rows[session["id"]]
+            # The version rises by exactly the number of real changes: the no-op PATCH adds none.
+            assert row["version"] == 1 + len(CHANGES)
+            for change in CHANGES:
+                ((field, value),) = change.items()
+                assert row[field] == value
+            # One stamp per version, across both replicas, strictly later at every version.
+            by_version = {1: session["last_modified_at"]}
+            for response in mine:
+                assert (
+                    by_version.setdefault(response["version"], response["last_modified_at"])
+                    == (response["last_modified_at"])
+                )
+            assert sorted(by_version) == list(range(1, 2 + len(CHANGES)))
+            stamps = [datetime.fromisoformat(by_version[v]) for v in sorted(by_version)]
+            assert all(a < b for a, b in itertools.pairwise(stamps))
+            # The latest response is the stored row, and both replicas serve it alike.
+            latest = max(mine, key=lambda r: r["version"])
+            assert latest["last_modified_at"] == format_utc(row["last_modified_at"])
+            assert latest["created_at"] == format_utc(row["created_at"])
+            for client in clients:
+                assert (await client.get(f"/sessions/{session['id']}")).json() == latest
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_sigterm_drains_the_request_in_flight_and_exits_0(deployed_database: str) -> None:
+    service = ServiceProcess(deployed_database, LOG_LEVEL="info").wait_until_ready()
+    try:
+        async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as client:
+            session = (await client.post("/sessions", json=session_body())).json()
+            # Hold the row's lock, so that the PATCH below waits inside the service.
+            blocker = await asyncpg.connect(asyncpg_dsn(deployed_database))
+            try:
+                locked = blocker.transaction()
+                await locked.start()
+                await blocker.execute(
+                    "SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session["id"]
+                )
+                in_flight = asyncio.create_task(
+                    client.patch(
+                        f"/sessions/{session['id']}",
+                        json={"title": "Drained"},
+                        headers={"X-Request-ID": "drain-1"},
+                    )
+                )
+                await wait_for_lock_waiter(blocker)
+                service.terminate()
+                await asyncio.sleep(0.5)
+                assert service.process.poll() is None, "exited with a request in flight"
+                assert not in_flight.done()
+                await locked.commit()
+            finally:
+                await blocker.close()
+            response = await in_flight
+        assert response.status_code == 200
+        assert response.json()["title"] == "Drained"
+        assert await asyncio.to_thread(service.wait) == 0
+        lines = service.log_lines()  # every line is JSON
+        (access,) = [line for line in lines if line.get("request_id") == "drain-1"]
+        assert access["logger"] == "service.access"
+        assert access["method"] == "PATCH"
+        assert access["route"] == "/sessions/{session_id}"
+        assert access["status"] == 200
+        assert access["duration_ms"] >= 500
+        assert not [line for line in lines if line["logger"] == "uvicorn.access"]
+    finally:
+        service.stop()
+
+
+async def test_sigterm_gives_up_on_a_stuck_request_after_the_graceful_timeout(
+    deployed_database: str,
+) -> None:
+    service = ServiceProcess(
+        deployed_database, GRACEFUL_SHUTDOWN_TIMEOUT="1", ACCESS_LOG="false"
+    ).wait_until_ready()
+    try:
+        async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as client:
+            session = (await client.post("/sessions", json=session_body())).json()
+            blocker = await asyncpg.connect(asyncpg_dsn(deployed_database))
+            try:
+                async with blocker.transaction():
+                    await blocker.execute(
+                        "SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session["id"]
+                    )
+                    stuck = asyncio.create_task(
+                        client.patch(f"/sessions/{session['id']}", json={"title": "Cut off"})
+                    )
+                    await wait_for_lock_waiter(blocker)
+                    service.terminate()
+                    # The lock is still held: only the timeout can end the process.
+                    assert await asyncio.to_thread(service.wait, 15) == 0
+                cut_off = await stuck
+                row = await blocker.fetchrow(
+                    "SELECT title, version FROM sessions WHERE id = $1", session["id"]
+                )
+            finally:
+                await blocker.close()
+        assert cut_off.status_code == 503
+        assert cut_off.headers["content-type"] == "application/problem+json"
+        assert cut_off.json()["type"] == "urn:sessions-service:problem:shutting-down"
+        # The cut-off transaction was rolled back.
+        assert dict(row) == {"title": session["title"], "version": 1}
+        lines = service.log_lines()
+        assert lines  # uvicorn's own lines, as JSON
+        assert not [line for line in lines if line["logger"] == "service.access"]
+    finally:
+        service.stop()
+
+
+async def wait_for_lock_waiter(conn: Any) -> None:
+    """Until a backend of this database waits on a lock (at most 10 s)."""
+    for _ in range(200):
+        if await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no request is waiting on the row lock")
