@@ -8,13 +8,14 @@ import tempfile
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from service.migrations import migrate
 from service.settings import Settings
-from tests.conftest import create_database, session_body, started
+from tests.conftest import asyncpg_dsn, create_database, session_body, started
 from tests.private_postgres import PrivatePostgres
 
 
@@ -150,3 +151,24 @@ async def test_frozen_database_gives_503_within_bounds_and_recovers(
     patched = await client.patch(f"/sessions/{session['id']}", json={"title": "Thawed"})
     assert patched.json()["version"] == 2
     assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_statement_over_the_timeout_gives_503_and_changes_nothing(
+    database_url: str, service: tuple[FastAPI, httpx.AsyncClient]
+) -> None:
+    """A PATCH stuck behind a row lock is ended by PostgreSQL's statement_timeout."""
+    _, client = service
+    session = (await client.post("/sessions", json=session_body())).json()
+    blocker = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        async with blocker.transaction():
+            await blocker.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session["id"])
+            response = await answer(
+                client.patch(f"/sessions/{session['id']}", json={"title": "Too late"})
+            )
+    finally:
+        await blocker.close()
+    assert_unavailable(response)
+    assert (await client.get(f"/sessions/{session['id']}")).json() == session
+    patched = await client.patch(f"/sessions/{session['id']}", json={"title": "In time"})
+    assert patched.json()["version"] == 2
