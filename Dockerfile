@@ -13,21 +13,19 @@ WORKDIR /app
 # Dependencies first, from the lock only: this layer is rebuilt when the lock changes, not the code.
 COPY requirements.lock ./
 RUN pip install --no-cache-dir --requirement requirements.lock
-COPY pyproject.toml README.md alembic.ini ./
-COPY alembic ./alembic
-COPY service ./service
-# Editable on purpose: the service finds alembic/ and alembic.ini beside its package in /app.
+# The project itself, editable: the console script and metadata go into the venv, the code stays
+# in /app (the service finds alembic/ and alembic.ini beside its package). Installed against an
+# empty package so that this layer, like the one above, survives code changes.
 # `pip check` fails the build if the lock lacks a dependency that pyproject.toml declares.
-RUN pip install --no-cache-dir --no-deps --editable . \
-    && pip check \
-    && python -m compileall -q /app/service /app/alembic
+COPY pyproject.toml README.md ./
+RUN mkdir service \
+    && touch service/__init__.py \
+    && pip install --no-cache-dir --no-deps --editable . \
+    && pip check
 
 FROM ${PYTHON_IMAGE} AS runtime
-RUN groupadd --system --gid 10001 app \
-    && useradd --system --uid 10001 --gid app --no-create-home --home-dir /app --shell /usr/sbin/nologin app
-COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder /app /app
-WORKDIR /app
+RUN groupadd --gid 10001 app \
+    && useradd --uid 10001 --gid app --no-create-home --home-dir /app --shell /usr/sbin/nologin app
 # HOST defaults to all interfaces here (the service itself defaults to 127.0.0.1).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -35,13 +33,20 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOST=0.0.0.0 \
     PORT=8000 \
     LOG_LEVEL=info
-USER app
+COPY --from=builder /opt/venv /opt/venv
+WORKDIR /app
+COPY alembic.ini ./
+COPY alembic ./alembic
+COPY service ./service
+RUN python -m compileall -q service alembic
+USER 10001:10001
 EXPOSE 8000
 # No curl in the slim image: probe liveness with the standard library.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/healthz', timeout=2)"]
 # Exec form: the console script is PID 1 and receives SIGTERM itself; uvicorn stops accepting,
-# finishes in-flight requests and exits 0.
+# finishes in-flight requests (up to GRACEFUL_SHUTDOWN_TIMEOUT, 20 s) and exits 0. Give the
+# platform's stop timeout more than that (`docker stop -t 30`, terminationGracePeriodSeconds).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["sessions-service"]
 CMD ["serve"]
