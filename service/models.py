@@ -1,6 +1,8 @@
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     DateTime,
     Identity,
@@ -9,8 +11,11 @@ from sqlalchemy import (
     String,
     Text,
     false,
+    func,
+    literal_column,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from service.db import Base
 
@@ -22,6 +27,12 @@ SUBTITLE_MAX = 255
 TEXT_MAX = 10_000
 LANGUAGE_MAX = 64
 URL_MAX = 2048
+
+
+# Sort keys of nullable columns: NULL becomes the infinity that sorts last in that direction, so
+# "unscheduled last" holds both ways and each order is one index range (see migration 0002).
+POSITIVE_INFINITY: ColumnElement[datetime] = literal_column("'infinity'::timestamptz")
+NEGATIVE_INFINITY: ColumnElement[datetime] = literal_column("'-infinity'::timestamptz")
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
@@ -66,3 +77,46 @@ class Session(Base):
     last_modified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     version: Mapped[int] = mapped_column(Integer)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The id of the last transaction that wrote the row (pg_current_xact_id()), stamped with
+    # last_modified_at; the change feed's position. Never loaded implicitly: reading it by
+    # accident would be I/O under asyncio, so it raises instead.
+    txid: Mapped[int] = mapped_column(BigInteger, deferred=True, deferred_raiseload=True)
+
+
+def nulls_last(column: Any, *, descending: bool) -> ColumnElement[Any]:
+    """A non-null sort expression that puts NULL last in the given direction."""
+    return func.coalesce(column, NEGATIVE_INFINITY if descending else POSITIVE_INFINITY)
+
+
+_LISTED = Session.deleted_at.is_(None)
+
+# One index per sort order that a page may be asked for across all events, each partial (lists
+# never show deleted rows) and ending in id, the tie-breaker; the plans that chose them are in
+# alembic/versions/0002_listing_and_change_feed.py.
+Index("ix_sessions_title_id", Session.title, Session.id, postgresql_where=_LISTED)
+Index("ix_sessions_created_at_id", Session.created_at, Session.id, postgresql_where=_LISTED)
+Index(
+    "ix_sessions_last_modified_at_id",
+    Session.last_modified_at,
+    Session.id,
+    postgresql_where=_LISTED,
+)
+for _name in ("starts_at", "ends_at"):
+    for _descending in (False, True):
+        Index(
+            f"ix_sessions_{_name}_{'desc' if _descending else 'asc'}_nulls_last_id",
+            nulls_last(getattr(Session, _name), descending=_descending),
+            Session.id,
+            postgresql_where=_LISTED,
+        )
+# The schedule of one event, the list asked for most.
+Index(
+    "ix_sessions_event_id_starts_at_asc_nulls_last_id",
+    Session.event_id,
+    nulls_last(Session.starts_at, descending=False),
+    Session.id,
+    postgresql_where=_LISTED,
+)
+# The change feed reads in (txid, id) order, tombstones included, of all events or of one.
+Index("ix_sessions_txid_id", Session.txid, Session.id)
+Index("ix_sessions_event_id_txid_id", Session.event_id, Session.txid, Session.id)

@@ -1,21 +1,42 @@
-"""Queries and writes on sessions, and the one place that stamps last_modified_at.
+"""Queries and writes on sessions, and the one place that stamps last_modified_at and txid.
 
 The repository flushes and never commits: the request's unit of work (service.db.get_db)
 owns the transaction.
 """
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, orm, select
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Text,
+    and_,
+    cast,
+    event,
+    func,
+    literal,
+    or_,
+    orm,
+    select,
+)
+from sqlalchemy import tuple_ as row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from service.errors import Conflict, InvalidInput
-from service.models import Session
+from service.models import NEGATIVE_INFINITY, POSITIVE_INFINITY, Session, nulls_last
+from service.pagination import NULLABLE_SORT_KEYS, SortKey
 
 ONE_TICK = timedelta(microseconds=1)  # timestamptz resolution
+
+# The id of the writing transaction (xid8, 64 bits with epoch: it never wraps) as a bigint.
+CURRENT_TXID = cast(cast(func.pg_current_xact_id(), Text), BigInteger)
+# Every transaction with a smaller id has ended: none of them can still commit a row.
+SNAPSHOT_XMIN = cast(cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger)
 
 
 class StampingSession(orm.Session):
@@ -26,16 +47,20 @@ class StampingSession(orm.Session):
 def _stamp_changed_sessions(db: orm.Session, flush_context: Any, instances: Any) -> None:
     # before_flush, not after_update (an assignment there is never written) nor before_update
     # (it fires for objects whose attributes were set to the values they already had).
+    # txid is a SQL expression evaluated by the INSERT or UPDATE itself; the attribute is
+    # expired afterwards and never read back (it is deferred and raises if touched).
     now = datetime.now(UTC)
     for obj in db.new:
         if isinstance(obj, Session):
             obj.created_at = obj.last_modified_at = now
             obj.version = 1
+            obj.txid = CURRENT_TXID
     for obj in db.dirty:
         if isinstance(obj, Session) and db.is_modified(obj, include_collections=False):
             # Strictly later than the stored stamp, even if this host's clock is behind.
             obj.last_modified_at = max(now, obj.last_modified_at + ONE_TICK)
             obj.version += 1
+            obj.txid = CURRENT_TXID
 
 
 def make_sessionmaker(
@@ -64,15 +89,65 @@ class SessionRepository:
         return (await self.db.execute(query)).scalar_one_or_none()
 
     async def list(
-        self, *, event_id: int | None, after_id: int | None, limit: int
+        self,
+        filters: "SessionFilter",
+        sort: Sequence[SortKey],
+        *,
+        after: Sequence[Any] | None,
+        limit: int,
+        where: Sequence[ColumnElement[bool]] = (),
     ) -> Sequence[Session]:
-        query = select(Session).where(Session.deleted_at.is_(None))
+        """Sessions that are not deleted, in `sort` order, after the keyset position `after`.
+
+        `after` holds the values of the sort keys of the last row of the previous page
+        (`keyset_position`); `where` adds conditions of the caller's, such as visibility.
+        """
+        expressions = [_sort_expression(key) for key in sort]
+        query = select(Session).where(Session.deleted_at.is_(None), *filters.clauses(), *where)
+        if after is not None:
+            query = query.where(_after(sort, expressions, after))
+        query = query.order_by(
+            *(
+                expr.desc() if key.descending else expr.asc()
+                for key, expr in zip(sort, expressions, strict=True)
+            )
+        )
+        return (await self.db.scalars(query.limit(limit))).all()
+
+    async def changes(
+        self,
+        *,
+        event_id: int | None,
+        after: tuple[int, int] | None,
+        limit: int,
+        where: Sequence[ColumnElement[bool]] = (),
+    ) -> tuple[Sequence[tuple[Session, int]], int]:
+        """Sessions (deleted ones too) written after the feed position `after` = (txid, id).
+
+        Returns the rows with their txid, oldest write first, and the horizon: every change by
+        a transaction with an id below it is in the rows or before `after`.
+
+        Why not `last_modified_at > :since`: a transaction stamps last_modified_at when it
+        flushes but its rows become visible when it commits, later. A transaction that stamped
+        10:00:00 and commits at 10:00:05 is invisible to a poll at 10:00:03, which already saw a
+        10:00:02 change and so moves its watermark past 10:00:00 for good: the row is never
+        served. Clocks of several service hosts make it worse. Transaction ids give a position
+        that is safe instead: pg_snapshot_xmin() is the oldest transaction still running, so
+        every transaction below it has committed or aborted, and any later write gets an id at
+        or above it. Serving only rows with txid below the horizon, in (txid, id) order, means
+        that nothing can appear later behind a position once it has been handed out. A write
+        that is still open (or a long transaction anywhere on the server) holds the horizon
+        back: the feed then lags, it never skips.
+        """
+        horizon: int = (await self.db.execute(select(SNAPSHOT_XMIN))).scalar_one()
+        query = select(Session, Session.txid).where(Session.txid < horizon, *where)
         if event_id is not None:
             query = query.where(Session.event_id == event_id)
-        if after_id is not None:
-            query = query.where(Session.id > after_id)
-        query = query.order_by(Session.id).limit(limit)
-        return (await self.db.scalars(query)).all()
+        if after is not None:
+            query = query.where(row(Session.txid, Session.id) > row(*after))
+        query = query.order_by(Session.txid, Session.id).limit(limit)
+        rows = (await self.db.execute(query)).all()
+        return rows, horizon
 
     async def create(self, values: Mapping[str, Any]) -> Session:
         session = Session(**values)
@@ -115,3 +190,96 @@ def _check_schedule(session: Session) -> None:
     # Checked on the merged row, so a PATCH that sets only one end is checked too.
     if session.starts_at and session.ends_at and session.ends_at <= session.starts_at:
         raise InvalidInput(("body", "ends_at"), "must be later than starts_at")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionFilter:
+    """The list filters; every one that is set must hold."""
+
+    event_id: int | None = None
+    states: tuple[str, ...] = ()
+    track_id: int | None = None
+    session_type_id: int | None = None
+    microlocation_id: int | None = None
+    level: str | None = None
+    language: str | None = None
+    starts_after: datetime | None = None  # inclusive
+    starts_before: datetime | None = None  # exclusive: consecutive ranges never overlap
+    modified_since: datetime | None = None  # inclusive
+    q: str | None = None
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        clauses: list[ColumnElement[bool]] = []
+        for name in ("event_id", "track_id", "session_type_id", "microlocation_id", "level"):
+            value = getattr(self, name)
+            if value is not None:
+                clauses.append(getattr(Session, name) == value)
+        if self.language is not None:
+            clauses.append(func.lower(Session.language) == self.language.lower())
+        if self.states:
+            clauses.append(Session.state.in_(self.states))
+        if self.starts_after is not None:
+            clauses.append(Session.starts_at >= self.starts_after)
+        if self.starts_before is not None:
+            clauses.append(Session.starts_at < self.starts_before)
+        if self.modified_since is not None:
+            clauses.append(Session.last_modified_at >= self.modified_since)
+        if self.q:
+            pattern = "%" + _escape_like(self.q) + "%"
+            clauses.append(
+                or_(
+                    Session.title.ilike(pattern, escape="\\"),
+                    Session.subtitle.ilike(pattern, escape="\\"),
+                    Session.short_abstract.ilike(pattern, escape="\\"),
+                )
+            )
+        return clauses
+
+
+def _escape_like(text: str) -> str:
+    """`text` matched literally by LIKE: its wildcards and the escape character escaped."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _sort_expression(key: SortKey) -> ColumnElement[Any]:
+    # Nullable columns sort through a non-null expression (see models.nulls_last), matched by
+    # an expression index per direction; the keyset predicate then needs no NULL cases.
+    column = getattr(Session, key.name)
+    if key.name in NULLABLE_SORT_KEYS:
+        return nulls_last(column, descending=key.descending)
+    return column  # type: ignore[no-any-return]
+
+
+def keyset_position(session: Session, sort: Sequence[SortKey]) -> list[Any]:
+    """The values of the sort keys of a row: where the next page starts (None for NULL)."""
+    return [getattr(session, key.name) for key in sort]
+
+
+def _position_value(key: SortKey, value: Any) -> ColumnElement[Any]:
+    if key.name in NULLABLE_SORT_KEYS:
+        if value is None:
+            return NEGATIVE_INFINITY if key.descending else POSITIVE_INFINITY
+        return literal(value, DateTime(timezone=True))
+    return literal(value, getattr(Session, key.name).type)
+
+
+def _after(
+    sort: Sequence[SortKey], expressions: Sequence[ColumnElement[Any]], position: Sequence[Any]
+) -> ColumnElement[bool]:
+    """Rows strictly after `position` in the order of `sort`."""
+    values = [_position_value(key, value) for key, value in zip(sort, position, strict=True)]
+    if len({key.descending for key in sort}) == 1:
+        # One direction: a row comparison, which PostgreSQL reads as one index range.
+        if sort[0].descending:
+            return row(*expressions) < row(*values)
+        return row(*expressions) > row(*values)
+    # Mixed directions: after on the first key that differs, equal on all before it; the bound
+    # on the first key alone lets an index on it start the range.
+    alternatives = []
+    for i, key in enumerate(sort):
+        beyond = expressions[i] < values[i] if key.descending else expressions[i] > values[i]
+        alternatives.append(
+            and_(*(e == v for e, v in zip(expressions[:i], values[:i], strict=True)), beyond)
+        )
+    first = expressions[0] <= values[0] if sort[0].descending else expressions[0] >= values[0]
+    return and_(first, or_(*alternatives))

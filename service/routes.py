@@ -1,12 +1,12 @@
-import base64
-import binascii
-from typing import Annotated
+from dataclasses import asdict
+from functools import lru_cache
+from typing import Annotated, Any
 
-import orjson
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from pydantic import AfterValidator, Field
 
 from service.db import Db
-from service.errors import BadRequest, NotFound
+from service.errors import BadRequest, InvalidInput, NotFound
 from service.models import Session
 from service.preconditions import (
     CREATE_RESPONSES,
@@ -19,27 +19,70 @@ from service.preconditions import (
     not_modified_or_none,
     set_validators,
 )
-from service.repository import SessionRepository
-from service.schemas import INT4_MAX, SessionCreate, SessionPage, SessionRead, SessionUpdate
+from service.pagination import (
+    InvalidSort,
+    InvalidToken,
+    SortKey,
+    TokenSigner,
+    decode_position,
+    encode_position,
+    parse_sort,
+    query_fingerprint,
+)
+from service.repository import SessionFilter, SessionRepository, keyset_position
+from service.schemas import (
+    INT4_MAX,
+    ChangesPage,
+    InputDateTime,
+    Language,
+    Level,
+    SessionChange,
+    SessionCreate,
+    SessionPage,
+    SessionRead,
+    SessionTombstone,
+    SessionUpdate,
+    State,
+    no_nul,
+)
+from service.settings import get_settings
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 
 SessionId = Annotated[int, Path(ge=1, le=INT4_MAX, description="The session's id.")]
+OptionalId = Annotated[int | None, Query(ge=1, le=INT4_MAX)]
+SearchText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul)]
+
+# Token kinds: a list cursor is never accepted as a feed token, nor the other way round.
+LIST_CURSOR = "sessions-list"
+FEED_TOKEN = "sessions-changes"  # noqa: S105 (a token kind, not a secret)
+TOKEN_FORMAT = 1
 
 
-def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"after": last_id})).decode().rstrip("=")
+@lru_cache(maxsize=4)
+def _signer(secret: str) -> TokenSigner:
+    return TokenSigner(secret)
 
 
-def decode_cursor(cursor: str) -> int:
+def get_signer(request: Request) -> TokenSigner:
+    return _signer((request.app.state.settings or get_settings()).cursor_secret)
+
+
+Signer = Annotated[TokenSigner, Depends(get_signer)]
+
+
+def _bad_cursor(parameter: str, reason: str) -> BadRequest:
+    return BadRequest(f"The {parameter} {reason}; start again without it.", parameter=parameter)
+
+
+def _read_token(signer: TokenSigner, kind: str, parameter: str, token: str) -> dict[str, Any]:
     try:
-        data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        after = data["after"]
-    except (binascii.Error, ValueError, TypeError, KeyError):
-        raise BadRequest("The cursor is not one this service issued.", parameter="cursor") from None
-    if type(after) is not int or not 0 <= after <= INT4_MAX:
-        raise BadRequest("The cursor is not one this service issued.", parameter="cursor")
-    return after
+        data = signer.verify(kind, token)
+    except InvalidToken as exc:
+        raise _bad_cursor(parameter, str(exc)) from None
+    if data.get("format") != TOKEN_FORMAT:
+        raise _bad_cursor(parameter, "is from an older version of the service")
+    return data
 
 
 async def _get_or_404(repository: SessionRepository, session_id: int, **options: bool) -> Session:
@@ -62,18 +105,132 @@ async def create_session(body: SessionCreate, db: Db, response: Response) -> Ses
 
 @router.get("", response_model=SessionPage)
 async def list_sessions(
+    request: Request,
+    response: Response,
     db: Db,
-    event_id: Annotated[int | None, Query(ge=1, le=INT4_MAX)] = None,
+    signer: Signer,
+    event_id: OptionalId = None,
+    state: Annotated[list[State] | None, Query(description="Repeatable: any of these.")] = None,
+    track_id: OptionalId = None,
+    session_type_id: OptionalId = None,
+    microlocation_id: OptionalId = None,
+    level: Level | None = None,
+    language: Annotated[Language | None, Query(description="Case-insensitive.")] = None,
+    starts_after: Annotated[
+        InputDateTime | None, Query(description="RFC 3339; starts_at at or after it.")
+    ] = None,
+    starts_before: Annotated[
+        InputDateTime | None, Query(description="RFC 3339; starts_at before it.")
+    ] = None,
+    modified_since: Annotated[
+        InputDateTime | None, Query(description="RFC 3339; last_modified_at at or after it.")
+    ] = None,
+    q: Annotated[
+        SearchText | None,
+        Query(description="Case-insensitive text in title, subtitle or short_abstract."),
+    ] = None,
+    sort: Annotated[
+        list[str] | None,
+        Query(
+            description="Sort keys, comma-separated or repeated, each optionally prefixed by "
+            "'-' (descending): id, title, starts_at, ends_at, created_at, last_modified_at. "
+            "id is the final tie-breaker; sessions without starts_at or ends_at come last."
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> dict[str, object]:
-    """List sessions ordered by id, a page at a time."""
-    after_id = decode_cursor(cursor) if cursor else None
+    """List sessions, filtered and sorted, a page at a time (keyset pagination)."""
+    try:
+        sort_keys = parse_sort(sort or ["id"])
+    except InvalidSort as exc:
+        raise InvalidInput(("query", "sort"), str(exc)) from None
+    filters = SessionFilter(
+        event_id=event_id,
+        states=tuple(sorted(set(state or ()))),
+        track_id=track_id,
+        session_type_id=session_type_id,
+        microlocation_id=microlocation_id,
+        level=level,
+        language=language,
+        starts_after=starts_after,
+        starts_before=starts_before,
+        modified_since=modified_since,
+        q=q,
+    )
+    # The cursor is bound to the query it continues: with other filters or another order its
+    # position would silently skip or repeat rows.
+    bound_to = query_fingerprint({"sort": [str(key) for key in sort_keys], **asdict(filters)})
+    after = _read_cursor(signer, cursor, sort_keys, bound_to) if cursor else None
     # One row more than the page tells whether another page follows.
-    rows = await SessionRepository(db).list(event_id=event_id, after_id=after_id, limit=limit + 1)
+    rows = await SessionRepository(db).list(filters, sort_keys, after=after, limit=limit + 1)
     page = rows[:limit]
-    next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
+    next_cursor = None
+    if len(rows) > limit:
+        position = encode_position(sort_keys, keyset_position(page[-1], sort_keys))
+        next_cursor = signer.sign(
+            LIST_CURSOR, {"format": TOKEN_FORMAT, "query": bound_to, "after": position}
+        )
+        next_url = request.url.include_query_params(cursor=next_cursor)
+        response.headers["Link"] = f'<{next_url}>; rel="next"'
     return {"items": page, "next_cursor": next_cursor}
+
+
+def _read_cursor(
+    signer: TokenSigner, cursor: str, sort_keys: tuple[SortKey, ...], bound_to: str
+) -> list[Any]:
+    data = _read_token(signer, LIST_CURSOR, "cursor", cursor)
+    if data.get("query") != bound_to:
+        raise _bad_cursor("cursor", "was issued for other filters or another sort order")
+    try:
+        return decode_position(sort_keys, data.get("after"))
+    except InvalidToken as exc:
+        raise _bad_cursor("cursor", str(exc)) from None
+
+
+@router.get("/changes", response_model=ChangesPage)
+async def list_changes(
+    db: Db,
+    signer: Signer,
+    since: Annotated[
+        str | None,
+        Query(max_length=1000, description="The next_token of the previous poll; omit to start."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    event_id: OptionalId = None,
+) -> ChangesPage:
+    """Sessions created, changed or deleted since a token, oldest change first; deletions as
+    tombstones."""
+    after = _read_feed_token(signer, since, event_id) if since else None
+    rows, horizon = await SessionRepository(db).changes(event_id=event_id, after=after, limit=limit)
+    items = [
+        SessionTombstone.model_validate(session)
+        if session.deleted_at is not None
+        else SessionChange.model_validate(session)
+        for session, _ in rows
+    ]
+    if len(rows) == limit:
+        session, txid = rows[-1]
+        position = (txid, session.id)
+    else:
+        # Every change below the horizon has been served: the next poll starts there, and
+        # skips the rows of other events or older writes that this one had to pass.
+        position = max((horizon, 0), after or (0, 0))
+    token = signer.sign(
+        FEED_TOKEN,
+        {"format": TOKEN_FORMAT, "event_id": event_id, "txid": position[0], "id": position[1]},
+    )
+    return ChangesPage(items=items, next_token=token)
+
+
+def _read_feed_token(signer: TokenSigner, since: str, event_id: int | None) -> tuple[int, int]:
+    data = _read_token(signer, FEED_TOKEN, "since", since)
+    if data.get("event_id") != event_id:
+        raise _bad_cursor("since", "was issued for another event_id")
+    txid, session_id = data.get("txid"), data.get("id")
+    if type(txid) is not int or type(session_id) is not int or txid < 0 or session_id < 0:
+        raise _bad_cursor("since", "is not one this service issued")
+    return txid, session_id
 
 
 # FastAPI does not answer HEAD for a GET route: declared here, it answers what GET would,

@@ -49,7 +49,7 @@ def _to_utc(value: datetime) -> datetime:
         raise ValueError("is out of the supported date range") from None
 
 
-def _no_nul(value: str) -> str:
+def no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
     return value
@@ -74,12 +74,12 @@ Id = Annotated[StrictInt, Field(ge=1, le=INT4_MAX)]
 Title = Annotated[
     str,
     Field(min_length=1, max_length=models.TITLE_MAX),
-    AfterValidator(_no_nul),
+    AfterValidator(no_nul),
     AfterValidator(_not_blank),
 ]
-Subtitle = Annotated[str, Field(max_length=models.SUBTITLE_MAX), AfterValidator(_no_nul)]
-LongText = Annotated[str, Field(max_length=models.TEXT_MAX), AfterValidator(_no_nul)]
-Language = Annotated[str, Field(max_length=models.LANGUAGE_MAX), AfterValidator(_no_nul)]
+Subtitle = Annotated[str, Field(max_length=models.SUBTITLE_MAX), AfterValidator(no_nul)]
+LongText = Annotated[str, Field(max_length=models.TEXT_MAX), AfterValidator(no_nul)]
+Language = Annotated[str, Field(max_length=models.LANGUAGE_MAX), AfterValidator(no_nul)]
 Url = Annotated[
     HttpUrl,
     Field(max_length=models.URL_MAX),
@@ -186,5 +186,34 @@ class SessionRead(BaseModel):
 class SessionPage(BaseModel):
     items: list[SessionRead]
     next_cursor: str | None = Field(
-        description="Pass as `cursor` to get the next page; null on the last page."
+        description="Pass as `cursor` (with the same filters and sort) to get the next page; "
+        "null on the last page."
+    )
+
+
+class SessionChange(SessionRead):
+    """A session created or changed: the client stores it (an upsert by id)."""
+
+    deleted: Literal[False] = False
+
+
+class SessionTombstone(BaseModel):
+    """A deleted session: the client drops its copy."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    deleted_at: UtcDateTime
+    last_modified_at: UtcDateTime
+    version: int
+    deleted: Literal[True] = True
+
+
+class ChangesPage(BaseModel):
+    items: list[Annotated[SessionChange | SessionTombstone, Field(discriminator="deleted")]] = (
+        Field(description="Changes in the order they became final, oldest first.")
+    )
+    next_token: str = Field(
+        description="Pass as `since` in the next poll. A page shorter than `limit` means the "
+        "client is up to date for now."
     )

@@ -7,6 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 Seconds = float
+DEVELOPMENT_CURSOR_SECRET = "development-only-cursor-secret"  # noqa: S105 (a documented default)
 
 
 def to_asyncpg_url(url: str) -> str:
@@ -38,6 +39,10 @@ class Settings(BaseSettings):
     readiness_timeout: Seconds = Field(default=2.0, gt=0)
     # PATCH and DELETE without If-Match or If-Unmodified-Since get 428 (RFC 6585).
     require_preconditions: bool = False
+    # Signs list cursors and change-feed tokens. The default is for development only: in
+    # production set a long random secret, the same on every replica (a token signed by one is
+    # then accepted by all); changing it makes every outstanding cursor and token a 400.
+    cursor_secret: str = DEVELOPMENT_CURSOR_SECRET
 
     @field_validator("database_url")
     @classmethod

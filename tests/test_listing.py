@@ -1,0 +1,328 @@
+"""GET /sessions: filters, sort orders, keyset pages and their signed cursors."""
+
+import itertools
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from service.pagination import TokenSigner
+from service.routes import LIST_CURSOR, TOKEN_FORMAT
+from tests.test_routes import assert_problem, create
+
+SORT_KEYS = ["id", "title", "starts_at", "ends_at", "created_at", "last_modified_at"]
+
+# Titles repeat (ties broken by id); some sessions have no schedule (NULL sorts last both ways).
+# Lower-case ASCII titles sort the same under every collation and in Python.
+SCHEDULE: list[tuple[str, str | None, str | None]] = [
+    ("bravo", "2027-05-04T10:00:00Z", "2027-05-04T11:00:00Z"),
+    ("alpha", None, None),
+    ("bravo", "2027-05-04T09:00:00Z", "2027-05-04T12:00:00Z"),
+    ("charlie", "2027-05-04T10:00:00Z", None),
+    ("alpha", "2027-05-03T10:00:00Z", "2027-05-03T10:30:00Z"),
+    ("delta", None, None),
+    ("alpha", "2027-05-04T10:00:00Z", "2027-05-04T11:00:00Z"),
+    ("echo", "2027-05-05T08:00:00Z", "2027-05-05T09:00:00Z"),
+    ("bravo", None, None),
+    ("charlie", "2027-05-04T09:00:00Z", "2027-05-04T09:30:00Z"),
+    ("delta", "2027-05-04T10:00:00Z", "2027-05-04T11:00:00Z"),
+]
+
+
+async def create_schedule(client: httpx.AsyncClient) -> list[dict[str, Any]]:
+    sessions = [
+        await create(client, title=title, starts_at=starts_at, ends_at=ends_at)
+        for title, starts_at, ends_at in SCHEDULE
+    ]
+    # Patch a few, so that last_modified_at is not in id order.
+    for session in (sessions[0], sessions[4], sessions[2]):
+        response = await client.patch(f"/sessions/{session['id']}", json={"comments": "moved"})
+        session.update(response.json())
+    return sessions
+
+
+def expected_order(sessions: list[dict[str, Any]], sort: list[str]) -> list[int]:
+    """The documented order, computed in Python: NULLs last both ways, then id."""
+    keys = [(key.removeprefix("-"), key.startswith("-")) for key in sort]
+    if "id" not in [name for name, _ in keys]:
+        keys.append(("id", bool(keys) and keys[-1][1]))
+    ordered = list(sessions)
+    for name, descending in reversed(keys):  # stable sorts, least significant key first
+        present = [s for s in ordered if s[name] is not None]
+        missing = [s for s in ordered if s[name] is None]
+        present.sort(key=lambda s: parse_value(s[name]), reverse=descending)
+        ordered = present + missing
+    return [s["id"] for s in ordered]
+
+
+def parse_value(value: Any) -> Any:
+    if isinstance(value, str) and value.endswith("Z"):
+        return datetime.fromisoformat(value)
+    return value
+
+
+async def walk(
+    client: httpx.AsyncClient, params: dict[str, Any], limit: int
+) -> tuple[list[int], int]:
+    """Follow next_cursor to the end: the ids seen and the number of pages."""
+    seen: list[int] = []
+    cursor: str | None = None
+    for pages in itertools.count(1):
+        assert pages <= 1000, "the cursor does not advance"
+        page_params = params | {"limit": limit} | ({"cursor": cursor} if cursor else {})
+        response = await client.get("/sessions", params=page_params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert len(page["items"]) <= limit
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        assert ("link" in response.headers) == (cursor is not None)
+        if cursor is None:
+            return seen, pages
+    raise AssertionError("unreachable")
+
+
+SORTS = [
+    *([key] for key in SORT_KEYS),
+    *([f"-{key}"] for key in SORT_KEYS),
+    ["title", "-starts_at"],
+    ["-title", "ends_at"],
+    ["starts_at", "title"],
+    ["-ends_at", "-title"],
+    ["title", "-id"],
+    ["-starts_at", "ends_at", "title"],
+]
+
+
+async def test_list_pages_follow_every_sort_order_exactly(client: httpx.AsyncClient) -> None:
+    sessions = await create_schedule(client)
+    for sort in SORTS:
+        # One row a page: every boundary between two rows is a keyset position.
+        seen, pages = await walk(client, {"sort": ",".join(sort)}, 1)
+        assert seen == expected_order(sessions, sort), sort
+        assert pages == len(sessions), sort
+
+
+async def test_list_sort_may_be_repeated_instead_of_comma_separated(
+    client: httpx.AsyncClient,
+) -> None:
+    sessions = await create_schedule(client)
+    seen, _ = await walk(client, {"sort": ["title", "-starts_at"]}, 4)
+    assert seen == expected_order(sessions, ["title", "-starts_at"])
+
+
+async def test_list_link_header_points_at_the_next_page(client: httpx.AsyncClient) -> None:
+    for n in range(3):
+        await create(client, event_id=5, state="accepted", title=f"t{n}")
+    params: dict[str, Any] = {
+        "event_id": 5,
+        "state": ["accepted", "confirmed"],
+        "sort": "-title",
+        "limit": 2,
+    }
+    first = await client.get("/sessions", params=params)
+    link = first.headers["link"]
+    assert link.endswith('>; rel="next"')
+    url = link.removeprefix("<").removesuffix('>; rel="next"')
+    query = parse_qs(urlsplit(url).query)
+    assert query["cursor"] == [first.json()["next_cursor"]]
+    assert query["state"] == ["accepted", "confirmed"]
+    second = await client.get(url)
+    assert second.status_code == 200
+    assert [item["title"] for item in second.json()["items"]] == ["t0"]
+    assert second.json()["next_cursor"] is None
+    assert "link" not in second.headers
+
+
+async def test_list_a_page_ends_where_the_rows_end(client: httpx.AsyncClient) -> None:
+    await create_schedule(client)
+    seen, pages = await walk(client, {"sort": "starts_at"}, len(SCHEDULE))
+    assert len(seen) == len(SCHEDULE)
+    assert pages == 1
+
+
+FILTER_CASES: list[tuple[dict[str, Any], Any]] = [
+    ({"event_id": 2}, lambda s: s["event_id"] == 2),
+    ({"state": "accepted"}, lambda s: s["state"] == "accepted"),
+    ({"state": ["accepted", "pending"]}, lambda s: s["state"] in {"accepted", "pending"}),
+    ({"track_id": 3}, lambda s: s["track_id"] == 3),
+    ({"session_type_id": 4}, lambda s: s["session_type_id"] == 4),
+    ({"microlocation_id": 5}, lambda s: s["microlocation_id"] == 5),
+    ({"level": "Expert"}, lambda s: s["level"] == "Expert"),
+    ({"language": "EN"}, lambda s: (s["language"] or "").lower() == "en"),
+    (
+        {"starts_after": "2027-05-04T10:00:00+02:00"},
+        lambda s: s["starts_at"] is not None and s["starts_at"] >= "2027-05-04T08:00:00.000000Z",
+    ),
+    (
+        {"starts_before": "2027-05-04T09:00:00Z"},
+        lambda s: s["starts_at"] is not None and s["starts_at"] < "2027-05-04T09:00:00.000000Z",
+    ),
+    (
+        {"starts_after": "2027-05-04T00:00:00Z", "starts_before": "2027-05-05T00:00:00Z"},
+        lambda s: s["starts_at"] is not None and s["starts_at"].startswith("2027-05-04"),
+    ),
+    ({"q": "keyset"}, lambda s: "keyset" in " ".join(filter(None, text_of(s))).lower()),
+    ({"q": "50%"}, lambda s: "50%" in " ".join(filter(None, text_of(s)))),
+    ({"q": "a_b"}, lambda s: "a_b" in " ".join(filter(None, text_of(s))).lower()),
+    ({"q": "back\\slash"}, lambda s: "back\\slash" in " ".join(filter(None, text_of(s)))),
+    (
+        {"event_id": 1, "state": "accepted", "level": "Expert"},
+        lambda s: (s["event_id"], s["state"], s["level"]) == (1, "accepted", "Expert"),
+    ),
+]
+
+
+def text_of(session: dict[str, Any]) -> list[str | None]:
+    return [session["title"], session["subtitle"], session["short_abstract"]]
+
+
+async def create_varied(client: httpx.AsyncClient) -> list[dict[str, Any]]:
+    variants: list[dict[str, Any]] = [
+        {"event_id": 1, "state": "accepted", "level": "Expert", "language": "en"},
+        {"event_id": 2, "state": "accepted", "track_id": 3, "title": "Keyset Pagination"},
+        {"event_id": 2, "state": "pending", "session_type_id": 4, "subtitle": "Why KEYSET wins"},
+        {"event_id": 1, "microlocation_id": 5, "short_abstract": "all about keysets"},
+        {"event_id": 1, "level": "Beginner", "language": "En", "title": "50% off"},
+        {"event_id": 3, "state": "accepted", "level": "Expert", "title": "500 errors"},
+        {"event_id": 1, "title": "a_b testing", "starts_at": "2027-05-04T08:00:00Z"},
+        {"event_id": 1, "title": "axb testing", "starts_at": "2027-05-04T07:59:59.999999Z"},
+        {"event_id": 2, "subtitle": "back\\slash", "starts_at": "2027-05-03T23:00:00Z"},
+        {"event_id": 2, "title": "backslash", "starts_at": "2027-05-05T00:00:00Z"},
+        {"event_id": 1, "state": "accepted", "level": "Expert", "language": "de"},
+    ]
+    return [await create(client, **variant) for variant in variants]
+
+
+@pytest.mark.parametrize(("params", "matches"), FILTER_CASES, ids=lambda v: str(v)[:60])
+async def test_list_filters_return_exactly_the_matching_sessions(
+    client: httpx.AsyncClient, params: dict[str, Any], matches: Any
+) -> None:
+    sessions = await create_varied(client)
+    expected = [s["id"] for s in sessions if matches(s)]
+    assert expected, "the case must match something"
+    assert len(expected) < len(sessions), "the case must exclude something"
+    seen, _ = await walk(client, params, 2)
+    assert seen == expected
+
+
+async def test_list_modified_since_compares_last_modified_at(client: httpx.AsyncClient) -> None:
+    old, changed = await create(client), await create(client)
+    patched = (await client.patch(f"/sessions/{changed['id']}", json={"title": "New"})).json()
+    page = (
+        await client.get("/sessions", params={"modified_since": patched["last_modified_at"]})
+    ).json()
+    assert [item["id"] for item in page["items"]] == [changed["id"]]
+    page = (await client.get("/sessions", params={"modified_since": old["created_at"]})).json()
+    assert [item["id"] for item in page["items"]] == [old["id"], changed["id"]]
+
+
+async def test_list_keeps_deleted_sessions_out_of_every_order(client: httpx.AsyncClient) -> None:
+    sessions = await create_schedule(client)
+    for session in sessions[::3]:
+        assert (await client.delete(f"/sessions/{session['id']}")).status_code == 204
+    remaining = [s for s in sessions if s not in sessions[::3]]
+    for sort in (["-starts_at"], ["title"]):
+        seen, _ = await walk(client, {"sort": ",".join(sort)}, 2)
+        assert seen == expected_order(remaining, sort)
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"sort": "speaker"}, "sort"),
+        ({"sort": "title,-speaker"}, "sort"),
+        ({"sort": "title,-title"}, "sort"),
+        ({"sort": "--title"}, "sort"),
+        ({"sort": ""}, "sort"),
+        ({"state": "published"}, "state"),
+        ({"level": "Guru"}, "level"),
+        ({"track_id": 0}, "track_id"),
+        ({"session_type_id": 2**31}, "session_type_id"),
+        ({"microlocation_id": "x"}, "microlocation_id"),
+        ({"starts_after": "yesterday"}, "starts_after"),
+        ({"starts_before": "2027-05-04T10:00:00"}, "starts_before"),
+        ({"modified_since": "2027-13-01T00:00:00Z"}, "modified_since"),
+        ({"starts_after": "0001-01-01T00:00:00+01:00"}, "starts_after"),
+        ({"q": ""}, "q"),
+        ({"q": "x" * 201}, "q"),
+        ({"q": "a\x00b"}, "q"),
+        ({"language": "e\x00n"}, "language"),
+    ],
+)
+async def test_list_bad_filter_or_sort_is_422_naming_the_parameter(
+    client: httpx.AsyncClient, params: dict[str, Any], parameter: str
+) -> None:
+    body = assert_problem(await client.get("/sessions", params=params), 422)
+    assert ["query", parameter] in [error["location"][:2] for error in body["errors"]]
+
+
+async def first_cursor(client: httpx.AsyncClient, **params: Any) -> str:
+    for n in range(3):
+        await create(client, event_id=1, title=f"t{n}")
+    cursor: str = (await client.get("/sessions", params=params | {"limit": 1})).json()[
+        "next_cursor"
+    ]
+    assert cursor
+    return cursor
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"sort": "-title"},
+        {"sort": "title,-id"},
+        {"event_id": 2},
+        {"state": "draft"},
+        {"q": "t"},
+        {"starts_after": "2027-01-01T00:00:00Z"},
+        {},
+    ],
+)
+async def test_list_cursor_used_with_other_parameters_is_400(
+    client: httpx.AsyncClient, other: dict[str, Any]
+) -> None:
+    cursor = await first_cursor(client, event_id=1, sort="title")
+    params: dict[str, Any] = {"event_id": 1, "sort": "title"}
+    ok = await client.get("/sessions", params=params | {"cursor": cursor})
+    assert ok.status_code == 200
+    changed = params | other if other else {}
+    body = assert_problem(await client.get("/sessions", params=changed | {"cursor": cursor}), 400)
+    assert body["parameter"] == "cursor"
+
+
+async def test_list_cursor_survives_a_change_of_limit(client: httpx.AsyncClient) -> None:
+    cursor = await first_cursor(client, sort="-title")
+    page = (await client.get("/sessions", params={"sort": "-title", "cursor": cursor})).json()
+    assert [item["title"] for item in page["items"]] == ["t1", "t0"]
+
+
+def tamper(token: str) -> str:
+    payload, signature = token.split(".")
+    flipped = "A" if payload[-2] != "A" else "B"
+    return f"{payload[:-2]}{flipped}{payload[-1]}.{signature}"
+
+
+async def test_list_tampered_or_foreign_cursor_is_400(client: httpx.AsyncClient) -> None:
+    cursor = await first_cursor(client)
+    payload = cursor.split(".")[0]
+    forged_position = TokenSigner("another secret").sign(
+        LIST_CURSOR, {"format": TOKEN_FORMAT, "after": [2]}
+    )
+    feed_token = (await client.get("/sessions/changes")).json()["next_token"]
+    for bad in (tamper(cursor), payload, payload + ".", forged_position, feed_token, "é.é"):
+        body = assert_problem(await client.get("/sessions", params={"cursor": bad}), 400)
+        assert body["parameter"] == "cursor"
+        assert "issued" in body["detail"]
+
+
+async def test_list_cursor_of_an_older_format_is_400(client: httpx.AsyncClient) -> None:
+    from service.routes import _signer
+    from service.settings import DEVELOPMENT_CURSOR_SECRET
+
+    stale = _signer(DEVELOPMENT_CURSOR_SECRET).sign(LIST_CURSOR, {"after": 1})
+    body = assert_problem(await client.get("/sessions", params={"cursor": stale}), 400)
+    assert body["parameter"] == "cursor"
+    assert "older version" in body["detail"]
