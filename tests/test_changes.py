@@ -1,0 +1,220 @@
+"""GET /sessions/changes: the change feed, on committed data (it serves only finished writes)."""
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.pagination import TokenSigner
+from service.repository import SessionRepository, make_sessionmaker
+from service.routes import FEED_TOKEN, TOKEN_FORMAT
+from service.schemas import SessionRead, format_utc
+from tests.conftest import StoredRows, session_body
+from tests.test_routes import assert_problem, create
+
+# The feed waits for every older writing transaction on the server to end; on a shared server
+# another client's transaction may hold it back for a while.
+CATCH_UP_SECONDS = 60
+
+View = dict[int, dict[str, Any]]
+
+
+async def poll(
+    client: httpx.AsyncClient, since: str | None = None, **params: Any
+) -> dict[str, Any]:
+    response = await client.get(
+        "/sessions/changes", params=params | ({"since": since} if since else {})
+    )
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def follow(
+    client: httpx.AsyncClient,
+    until: Callable[[list[dict[str, Any]]], bool],
+    since: str | None = None,
+    **params: Any,
+) -> tuple[list[dict[str, Any]], str]:
+    """Poll with each next_token until the changes received satisfy `until`."""
+    received: list[dict[str, Any]] = []
+    deadline = time.monotonic() + CATCH_UP_SECONDS
+    while not until(received):
+        assert time.monotonic() < deadline, f"feed did not catch up: {received}"
+        page = await poll(client, since, **params)
+        received += page["items"]
+        since = page["next_token"]
+        if not page["items"]:
+            await asyncio.sleep(0.05)
+    assert since is not None
+    return received, since
+
+
+def has_ids(*ids: int) -> Callable[[list[dict[str, Any]]], bool]:
+    return lambda received: set(ids) <= {item["id"] for item in received}
+
+
+def parse(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+async def test_changes_start_at_the_beginning_oldest_change_first_with_tombstones(
+    committed_client: httpx.AsyncClient, stored: StoredRows
+) -> None:
+    first, second, third = [await create(committed_client, title=f"t{n}") for n in range(3)]
+    patched = (
+        await committed_client.patch(f"/sessions/{first['id']}", json={"level": "Expert"})
+    ).json()
+    assert (await committed_client.delete(f"/sessions/{second['id']}")).status_code == 204
+
+    received, _ = await follow(committed_client, has_ids(first["id"], second["id"], third["id"]))
+
+    # One entry per session, at the place of its last change.
+    assert [item["id"] for item in received] == [third["id"], first["id"], second["id"]]
+    assert received[0] == third | {"deleted": False}
+    assert received[1] == patched | {"deleted": False}
+    row = await stored.row(second["id"])
+    assert received[2] == {
+        "id": second["id"],
+        "deleted_at": format_utc(row["deleted_at"]),
+        "last_modified_at": format_utc(row["last_modified_at"]),
+        "version": row["version"],
+        "deleted": True,
+    }
+    assert row["version"] == 2
+
+
+async def test_changes_page_through_with_next_token(
+    committed_client: httpx.AsyncClient,
+) -> None:
+    ids = [(await create(committed_client, title=f"t{n}"))["id"] for n in range(5)]
+    received, token = await follow(committed_client, has_ids(*ids), limit=2)
+    assert [item["id"] for item in received] == ids
+    # Nothing new: the same position comes back, and nothing is repeated.
+    page = await poll(committed_client, token, limit=2)
+    assert page["items"] == []
+    more = await create(committed_client, title="later")
+    received, _ = await follow(committed_client, has_ids(more["id"]), token, limit=2)
+    assert [item["id"] for item in received] == [more["id"]]
+
+
+async def test_changes_deliver_a_write_that_commits_after_a_later_stamp(
+    committed_client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """The case a `last_modified_at > watermark` poll gets wrong, step by step."""
+    maker = make_sessionmaker(engine)
+    async with maker() as db, db.begin():
+        held = await SessionRepository(db).create(session_body(title="held open"))
+        later = await create(committed_client, title="committed first")
+        # Stamped first, committed last.
+        assert held.last_modified_at < parse(later["last_modified_at"])
+        page = await poll(committed_client)
+        # The feed holds "committed first" back: an older transaction is still open.
+        assert later["id"] not in [item["id"] for item in page["items"]]
+        since = page["next_token"]
+        # A watermark client sees "committed first" now and moves past its stamp...
+        watermark = later["last_modified_at"]
+        seen = (
+            await committed_client.get(
+                "/sessions", params={"modified_since": "2000-01-01T00:00:00Z"}
+            )
+        ).json()
+        assert [item["id"] for item in seen["items"]] == [later["id"]]
+    # ...so once "held open" commits, with its earlier stamp, that client never sees it.
+    after_watermark = (
+        await committed_client.get("/sessions", params={"modified_since": watermark})
+    ).json()
+    assert held.id not in [item["id"] for item in after_watermark["items"]]
+    # The feed delivers both, in the order of their transactions.
+    received, _ = await follow(committed_client, has_ids(held.id, later["id"]), since)
+    assert [item["id"] for item in received] == [held.id, later["id"]]
+    assert received[0]["last_modified_at"] == format_utc(held.last_modified_at)
+
+
+async def test_changes_leave_out_rolled_back_writes_and_no_op_patches(
+    committed_client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    session = await create(committed_client, title="kept")
+    _, token = await follow(committed_client, has_ids(session["id"]))
+    maker = make_sessionmaker(engine)
+    async with maker() as db:
+        transaction = await db.begin()
+        await SessionRepository(db).create(session_body(title="rolled back"))
+        await transaction.rollback()
+    same = await committed_client.patch(f"/sessions/{session['id']}", json={"title": "kept"})
+    assert same.json()["version"] == 1
+    marker = await create(committed_client, title="marker")
+    received, _ = await follow(committed_client, has_ids(marker["id"]), token)
+    assert [item["id"] for item in received] == [marker["id"]]
+
+
+async def test_changes_filter_by_event(committed_client: httpx.AsyncClient) -> None:
+    mine = [(await create(committed_client, event_id=7, title=f"t{n}"))["id"] for n in range(3)]
+    other = await create(committed_client, event_id=8)
+    received, token = await follow(committed_client, has_ids(*mine), event_id=7, limit=2)
+    assert [item["id"] for item in received] == mine
+    assert other["id"] not in [item["id"] for item in received]
+    page = await poll(committed_client, token, event_id=7)
+    assert page["items"] == []
+
+
+async def test_changes_items_validate_against_the_session_schema(
+    committed_client: httpx.AsyncClient,
+) -> None:
+    session = await create(committed_client, starts_at="2027-05-04T10:00:00+02:00")
+    received, _ = await follow(committed_client, has_ids(session["id"]))
+    item = received[-1]
+    assert item.pop("deleted") is False
+    assert SessionRead.model_validate(item).model_dump(mode="json") == session
+
+
+async def test_changes_token_for_another_event_is_400(client: httpx.AsyncClient) -> None:
+    token = (await poll(client, event_id=1))["next_token"]
+    for params in ({}, {"event_id": 2}):
+        response = await client.get("/sessions/changes", params=params | {"since": token})
+        body = assert_problem(response, 400)
+        assert body["parameter"] == "since"
+    assert (
+        await client.get("/sessions/changes", params={"since": token, "event_id": 1})
+    ).is_success
+
+
+async def test_changes_forged_or_foreign_token_is_400(client: httpx.AsyncClient) -> None:
+    await create(client)
+    await create(client)
+    cursor = (await client.get("/sessions", params={"limit": 1})).json()["next_cursor"]
+    forged = TokenSigner("another secret").sign(
+        FEED_TOKEN, {"format": TOKEN_FORMAT, "event_id": None, "txid": 0, "id": 0}
+    )
+    token = (await poll(client))["next_token"]
+    payload, signature = token.split(".")
+    for bad in (cursor, forged, f"{payload}x.{signature}", "garbage!", "."):
+        body = assert_problem(await client.get("/sessions/changes", params={"since": bad}), 400)
+        assert body["parameter"] == "since"
+
+
+@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 1001}, {"event_id": 0}])
+async def test_changes_bad_parameters_are_422(
+    client: httpx.AsyncClient, params: dict[str, Any]
+) -> None:
+    body = assert_problem(await client.get("/sessions/changes", params=params), 422)
+    (name,) = params
+    assert ["query", name] in [error["location"] for error in body["errors"]]
+
+
+async def test_changes_follow_transaction_order_not_stamp_order(
+    committed_client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    maker = make_sessionmaker(engine)
+    async with maker() as db, db.begin():
+        repository = SessionRepository(db)
+        early = await repository.create(session_body(title="first write of A"))
+        between = await create(committed_client, title="B, between A's writes")
+        late = await repository.create(session_body(title="second write of A"))
+    # Stamps say early, between, late; the transactions say A (early, late), then B.
+    received, _ = await follow(committed_client, has_ids(early.id, late.id, between["id"]), limit=1)
+    assert [item["id"] for item in received] == [early.id, late.id, between["id"]]
