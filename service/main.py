@@ -1,3 +1,4 @@
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,7 +12,9 @@ from service.middleware import RequestTelemetry
 from service.migrations import known_revisions, migration_heads
 from service.preconditions import DateHeaderMiddleware
 from service.repository import make_sessionmaker
-from service.settings import Settings, get_settings
+from service.settings import DEVELOPMENT_CURSOR_SECRET, Settings, get_settings
+
+logger = logging.getLogger(__name__)
 
 
 @asynccontextmanager
@@ -21,6 +24,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise RuntimeError(
             "DATABASE_URL is not set: set it, or run `sessions-service serve`, "
             "which starts an embedded PostgreSQL"
+        )
+    if settings.cursor_secret == DEVELOPMENT_CURSOR_SECRET:
+        logger.warning(
+            "CURSOR_SECRET is not set: cursors and change-feed tokens are signed with the "
+            "development default; in production set one secret shared by every replica"
         )
     app.state.settings = settings
     # Read once: /readyz compares the database with these on every probe.

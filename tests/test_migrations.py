@@ -38,3 +38,32 @@ async def test_upgrade_downgrade_upgrade_round_trip(empty_database: str) -> None
     assert await tables(empty_database) == {"alembic_version"}
     await asyncio.to_thread(command.upgrade, config, "head")
     assert "sessions" in await tables(empty_database)
+
+
+async def test_upgrade_to_0002_stamps_existing_rows_for_the_change_feed(
+    empty_database: str,
+) -> None:
+    import asyncio
+
+    config = alembic_config(empty_database, configure_logging=False)
+    await asyncio.to_thread(command.upgrade, config, "0001")
+    conn = await asyncpg.connect(asyncpg_dsn(empty_database))
+    try:
+        await conn.execute(
+            "INSERT INTO sessions (event_id, title, created_at, last_modified_at, version) "
+            "VALUES (1, 'from before', now(), now(), 1)"
+        )
+        await asyncio.to_thread(command.upgrade, config, "head")
+        txid, own_txid = await conn.fetchrow(
+            "SELECT txid, pg_current_xact_id()::text::bigint FROM sessions"
+        )
+        # Stamped by the migration's transaction, an older one than this: the feed serves it.
+        assert 0 < txid < own_txid
+        await asyncio.to_thread(command.downgrade, config, "0001")
+        columns = await conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'sessions'"
+        )
+        assert "txid" not in {row["column_name"] for row in columns}
+        assert await conn.fetchval("SELECT count(*) FROM sessions") == 1
+    finally:
+        await conn.close()
