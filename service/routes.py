@@ -8,6 +8,16 @@ from pydantic import AfterValidator, Field
 from service.db import Db
 from service.errors import BadRequest, InvalidInput, NotFound
 from service.models import Session
+from service.pagination import (
+    InvalidSort,
+    InvalidToken,
+    SortKey,
+    TokenSigner,
+    decode_position,
+    encode_position,
+    parse_sort,
+    query_fingerprint,
+)
 from service.preconditions import (
     CREATE_RESPONSES,
     DELETE_RESPONSES,
@@ -18,16 +28,6 @@ from service.preconditions import (
     check_write,
     not_modified_or_none,
     set_validators,
-)
-from service.pagination import (
-    InvalidSort,
-    InvalidToken,
-    SortKey,
-    TokenSigner,
-    decode_position,
-    encode_position,
-    parse_sort,
-    query_fingerprint,
 )
 from service.repository import SessionFilter, SessionRepository, keyset_position
 from service.schemas import (
