@@ -17,7 +17,8 @@ the table (row ~900,000); "before" is with only the primary key and (event_id, i
 | changes, all events                            | parallel seq scan + top-N, 318 ms | index only scan ix_sessions_txid_id, 0.06 ms |
 | changes?event_id=500                           | bitmap and (event, txid) + sort, 13 ms | index only scan ix_sessions_event_id_txid_id, 0.08 ms |
 
-The first page costs the same as the deep one in every "after" row: each is one index range read
+`scripts/explain_listing.py SERVER_URL` reproduces the "after" column with the statements the
+repository really sends. The first page costs the same as the deep one in every "after" row: each is one index range read
 from the keyset position (a row comparison `(key, id) > (:key, :id)` as the Index Cond).
 
 Left without an index of their own, on purpose:
