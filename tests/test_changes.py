@@ -218,3 +218,17 @@ async def test_changes_follow_transaction_order_not_stamp_order(
     # Stamps say early, between, late; the transactions say A (early, late), then B.
     received, _ = await follow(committed_client, has_ids(early.id, late.id, between["id"]), limit=1)
     assert [item["id"] for item in received] == [early.id, late.id, between["id"]]
+
+
+async def test_writes_stamp_the_txid_of_their_transaction_and_no_ops_do_not(
+    committed_client: httpx.AsyncClient, stored: StoredRows
+) -> None:
+    session = await create(committed_client)
+    created = (await stored.row(session["id"]))["txid"]
+    await committed_client.patch(f"/sessions/{session['id']}", json={"title": session["title"]})
+    assert (await stored.row(session["id"]))["txid"] == created
+    await committed_client.patch(f"/sessions/{session['id']}", json={"title": "Changed"})
+    patched = (await stored.row(session["id"]))["txid"]
+    assert patched > created
+    await committed_client.delete(f"/sessions/{session['id']}")
+    assert (await stored.row(session["id"]))["txid"] > patched

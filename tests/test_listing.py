@@ -7,9 +7,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.pagination import TokenSigner
+from service.models import Session
+from service.pagination import TokenSigner, parse_sort
+from service.repository import SessionFilter, SessionRepository, make_sessionmaker
 from service.routes import LIST_CURSOR, TOKEN_FORMAT
+from tests.conftest import session_body
 from tests.test_routes import assert_problem, create
 
 SORT_KEYS = ["id", "title", "starts_at", "ends_at", "created_at", "last_modified_at"]
@@ -326,3 +330,20 @@ async def test_list_cursor_of_an_older_format_is_400(client: httpx.AsyncClient) 
     body = assert_problem(await client.get("/sessions", params={"cursor": stale}), 400)
     assert body["parameter"] == "cursor"
     assert "older version" in body["detail"]
+
+
+async def test_repository_list_takes_extra_conditions(connection: AsyncConnection) -> None:
+    maker = make_sessionmaker(connection, join_transaction_mode="create_savepoint")
+    async with maker() as db, db.begin():
+        repository = SessionRepository(db)
+        for state in ("accepted", "draft", "accepted"):
+            await repository.create(session_body(state=state))
+        rows = await repository.list(
+            SessionFilter(),
+            parse_sort(["-id"]),
+            after=None,
+            limit=10,
+            where=[Session.state == "accepted"],
+        )
+        assert [row.state for row in rows] == ["accepted", "accepted"]
+        assert rows[0].id > rows[1].id
