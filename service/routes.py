@@ -53,6 +53,44 @@ SessionId = Annotated[int, Path(ge=1, le=INT4_MAX, description="The session's id
 OptionalId = Annotated[int | None, Query(ge=1, le=INT4_MAX)]
 SearchText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul)]
 
+_PROBLEM_CONTENT = {
+    "application/problem+json": {
+        "schema": {
+            "type": "object",
+            "required": ["type", "title", "status"],
+            "properties": {
+                "type": {"type": "string"},
+                "title": {"type": "string"},
+                "status": {"type": "integer"},
+                "detail": {"type": "string"},
+                "parameter": {"type": "string"},
+            },
+        }
+    }
+}
+LIST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "headers": {
+            "Link": {
+                "description": 'The next page, `<url>; rel="next"`; absent on the last page.',
+                "schema": {"type": "string"},
+            }
+        }
+    },
+    400: {
+        "description": "The cursor was altered, signed with another secret, or issued for "
+        "other filters or another sort order (`parameter`: cursor).",
+        "content": _PROBLEM_CONTENT,
+    },
+}
+CHANGES_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {
+        "description": "The token was altered, signed with another secret, or issued for "
+        "another event_id (`parameter`: since).",
+        "content": _PROBLEM_CONTENT,
+    },
+}
+
 # Token kinds: a list cursor is never accepted as a feed token, nor the other way round.
 LIST_CURSOR = "sessions-list"
 FEED_TOKEN = "sessions-changes"  # noqa: S105 (a token kind, not a secret)
@@ -103,7 +141,7 @@ async def create_session(body: SessionCreate, db: Db, response: Response) -> Ses
     return session
 
 
-@router.get("", response_model=SessionPage)
+@router.get("", response_model=SessionPage, responses=LIST_RESPONSES)
 async def list_sessions(
     request: Request,
     response: Response,
@@ -188,7 +226,7 @@ def _read_cursor(
         raise _bad_cursor("cursor", str(exc)) from None
 
 
-@router.get("/changes", response_model=ChangesPage)
+@router.get("/changes", response_model=ChangesPage, responses=CHANGES_RESPONSES)
 async def list_changes(
     db: Db,
     signer: Signer,
