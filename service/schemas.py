@@ -194,13 +194,18 @@ class SessionPage(BaseModel):
 class SessionChange(SessionRead):
     """A session created or changed: the client stores it (an upsert by id)."""
 
+    # `deleted` is always sent: required in the response schema, so clients can branch on it.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     deleted: Literal[False] = False
 
 
 class SessionTombstone(BaseModel):
     """A deleted session: the client drops its copy."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_serialization_defaults_required=True
+    )
 
     id: int
     deleted_at: UtcDateTime
@@ -210,8 +215,10 @@ class SessionTombstone(BaseModel):
 
 
 class ChangesPage(BaseModel):
-    items: list[Annotated[SessionChange | SessionTombstone, Field(discriminator="deleted")]] = (
-        Field(description="Changes in the order they became final, oldest first.")
+    # A plain union, no OpenAPI discriminator: `deleted` is a boolean, and discriminators
+    # name string values; `deleted` being const false or true keeps oneOf unambiguous anyway.
+    items: list[SessionChange | SessionTombstone] = Field(
+        description="Changes in the order they became final, oldest first."
     )
     next_token: str = Field(
         description="Pass as `since` in the next poll. A page shorter than `limit` means the "
