@@ -234,7 +234,8 @@ async def list_changes(
         str | None,
         Query(max_length=1000, description="The next_token of the previous poll; omit to start."),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    # At most 200: a session carries up to three 10,000-character texts.
+    limit: Annotated[int, Query(ge=1, le=200)] = 100,
     event_id: OptionalId = None,
 ) -> ChangesPage:
     """Sessions created, changed or deleted since a token, oldest change first; deletions as
