@@ -57,6 +57,7 @@ http() {
     local args=(--silent --show-error --max-time 10 --output "$WORK/body" --write-out '%{http_code}'
         --request "$method")
     [[ -n $body ]] && args+=(--header "Content-Type: $content_type" --data "$body")
+    [[ -n ${TOKEN:-} ]] && args+=(--header "Authorization: Bearer $TOKEN")
     curl "${args[@]}" "http://127.0.0.1:$PORT$path"
 }
 
@@ -95,13 +96,20 @@ head_revision=$(timeout 10 psql --no-psqlrc --tuples-only --no-align --dbname "$
 [[ -n $head_revision ]] || fail "migrate left no alembic_version row"
 log "schema at revision $head_revision"
 
+# Writes need a bearer token: a throwaway HS256 secret, and an admin token from the image's own
+# `token` command signed with it.
+JWT_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+TOKEN=$(timeout 60 "${PODMAN_RUN[@]}" --rm --no-healthcheck -e JWT_SECRET="$JWT_SECRET" \
+    "$IMAGE" token --sub smoke --admin 2>/dev/null) || fail "token command"
+[[ -n $TOKEN ]] || fail "the token command printed nothing"
+
 PORT=$(free_port)
 log "starting the service on 127.0.0.1:$PORT"
 # The healthcheck timer needs systemd, which is absent here (podman says so on stderr, kept in
 # $WORK/run.err); the image's HEALTHCHECK is run on demand below instead.
 timeout 60 "${PODMAN_RUN[@]}" --detach --name "$CONTAINER" --health-interval disable \
     -e HOST=127.0.0.1 -e PORT="$PORT" -e DATABASE_URL="$DATABASE_URL" -e LOG_LEVEL=info \
-    -e GRACEFUL_SHUTDOWN_TIMEOUT=5 \
+    -e GRACEFUL_SHUTDOWN_TIMEOUT=5 -e JWT_SECRET="$JWT_SECRET" \
     "$IMAGE" >/dev/null 2>"$WORK/run.err" || { cat "$WORK/run.err" >&2; fail "podman run"; }
 
 deadline=$((SECONDS + 60))
@@ -117,6 +125,8 @@ expect_status 200 "$status" "GET /readyz (database answers, schema at head)"
 timeout 30 podman healthcheck run "$CONTAINER" >/dev/null || fail "the image's HEALTHCHECK reports unhealthy"
 log "image HEALTHCHECK -> healthy"
 
+status=$(TOKEN='' http POST /sessions '{"event_id": 1, "title": "Smoke"}')
+expect_status 401 "$status" "POST /sessions without a token"
 status=$(http POST /sessions '{"event_id": 1, "title": "Smoke"}')
 expect_status 201 "$status" "POST /sessions"
 session_id=$(json_field id)

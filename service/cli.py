@@ -1,18 +1,20 @@
-"""The `sessions-service` command: serve the API, migrate the database."""
+"""The `sessions-service` command: serve the API, migrate the database, print a dev token."""
 
 import argparse
 import logging
 import os
 import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
 import uvicorn
 
+from service.auth import issue_token
 from service.logs import configure_logging
 from service.migrations import migrate
-from service.settings import get_settings, to_asyncpg_url
+from service.settings import DEVELOPMENT_JWT_SECRET, get_settings, to_asyncpg_url
 
 logger = logging.getLogger("service.cli")
 
@@ -70,6 +72,32 @@ def serve(host: str | None, port: int | None) -> None:
     )
 
 
+def print_token(subject: str, organizer_events: list[int], admin: bool, lifetime: int) -> None:
+    settings = get_settings()
+    if not settings.jwt_secret:
+        raise SystemExit("JWT_SECRET is not set: there is no development secret to sign with")
+    if "HS256" not in settings.jwt_algorithms:
+        print(
+            "warning: JWT_ALGORITHMS leaves out HS256: the service will refuse this token",
+            file=sys.stderr,
+        )
+    if settings.jwt_secret == DEVELOPMENT_JWT_SECRET:
+        print(
+            "warning: signed with the built-in development secret; never accept it in "
+            "production (set JWT_SECRET, or leave HS256 out of JWT_ALGORITHMS)",
+            file=sys.stderr,
+        )
+    print(
+        issue_token(
+            settings,
+            subject,
+            organizer_events=organizer_events,
+            admin=admin,
+            lifetime_seconds=lifetime,
+        )
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sessions-service", description=__doc__)
     commands = parser.add_subparsers(dest="command")
@@ -77,11 +105,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve_parser.add_argument("--host", help="interface to bind (HOST, default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="port to listen on (PORT, default 8000)")
     commands.add_parser("migrate", help="migrate DATABASE_URL to the latest schema")
+    token_parser = commands.add_parser(
+        "token", help="print a development bearer token signed with JWT_SECRET (HS256)"
+    )
+    token_parser.add_argument("--sub", required=True, help="the user id (the token's subject)")
+    token_parser.add_argument(
+        "--organizer",
+        type=int,
+        action="append",
+        default=[],
+        metavar="EVENT_ID",
+        help="an event the user organises (repeatable)",
+    )
+    token_parser.add_argument("--admin", action="store_true", help="give the user the admin role")
+    token_parser.add_argument(
+        "--lifetime", type=int, default=3600, help="seconds until it expires (default 3600)"
+    )
     args = parser.parse_args(argv)
     settings = get_settings()
     configure_logging(settings.log_level, access_log=settings.access_log)
 
-    if args.command == "migrate":
+    if args.command == "token":
+        print_token(args.sub, args.organizer, args.admin, args.lifetime)
+    elif args.command == "migrate":
         url = settings.database_url
         if not url:
             raise SystemExit("DATABASE_URL is not set")

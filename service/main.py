@@ -5,7 +5,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import ops, routes
+from service.auth import token_verifier
 from service.db import create_engine
+from service.edge import BodySizeLimit, ConfiguredCORS
 from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import RequestTelemetry
@@ -38,6 +40,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.db_maker = make_sessionmaker(engine)
     app.state.metrics.watch_pool(engine.pool)
+    token_verifier(app)  # a bad key configuration fails the start, not the first request
     try:
         yield
     finally:
@@ -56,6 +59,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_error_handlers(app)
+    # The last added runs first: CORS headers go on every answer, 413s included, and
+    # RequestTelemetry counts and logs those too.
+    app.add_middleware(BodySizeLimit)
+    app.add_middleware(ConfiguredCORS)
     app.add_middleware(RequestTelemetry, metrics=app.state.metrics)
     # Added last, so outermost: the 503 RequestTelemetry sends at shutdown gets a Date too.
     app.add_middleware(DateHeaderMiddleware)

@@ -23,7 +23,9 @@ LEVELS = ("Beginner", "Intermediate", "Advanced", "Expert")
 STATES = ("draft", "pending", "accepted", "confirmed", "rejected", "canceled", "withdrawn")
 
 TITLE_MAX = 255
+USER_ID_MAX = 255
 SUBTITLE_MAX = 255
+USER_ID_MAX = 255
 TEXT_MAX = 10_000
 LANGUAGE_MAX = 64
 URL_MAX = 2048
@@ -50,6 +52,7 @@ class Session(Base):
         CheckConstraint("ends_at > starts_at", name="ends_after_start"),
         CheckConstraint("version >= 1", name="version_positive"),
         Index("ix_sessions_event_id_id", "event_id", "id"),
+        Index("ix_sessions_creator_id_id", "creator_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
@@ -72,6 +75,11 @@ class Session(Base):
     signup_url: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default="draft", server_default="draft")
     is_locked: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The token's `sub`: a string by RFC 7519 (identity providers use UUIDs, "auth0|…" and so on),
+    # so it is stored as sent, not as an integer. NULL for sessions created before authentication.
+    creator_id: Mapped[str | None] = mapped_column(String(USER_ID_MAX))
+    # Set by the repository when the session first enters "pending".
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Stamped by the repository's before_flush hook, never by clients or column defaults.
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_modified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -16,6 +16,7 @@ from sqlalchemy import (
     and_,
     cast,
     event,
+    false,
     func,
     literal,
     or_,
@@ -30,6 +31,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from service.errors import Conflict, InvalidInput
 from service.models import NEGATIVE_INFINITY, POSITIVE_INFINITY, Session, nulls_last
 from service.pagination import NULLABLE_SORT_KEYS, SortKey
+from service.policy import Visibility
 
 ONE_TICK = timedelta(microseconds=1)  # timestamptz resolution
 
@@ -149,8 +151,9 @@ class SessionRepository:
         rows = (await self.db.execute(query)).all()
         return rows, horizon
 
-    async def create(self, values: Mapping[str, Any]) -> Session:
-        session = Session(**values)
+    async def create(self, values: Mapping[str, Any], *, creator_id: str | None) -> Session:
+        session = Session(**values, creator_id=creator_id)
+        _stamp_submission(session)
         _check_schedule(session)
         self.db.add(session)
         await self._flush()
@@ -158,8 +161,11 @@ class SessionRepository:
 
     async def update(self, session: Session, changes: Mapping[str, Any]) -> Session:
         """Apply a merge patch; a patch that changes nothing issues no UPDATE."""
+        previous_state = session.state
         for name, value in changes.items():
             setattr(session, name, value)
+        if session.state != previous_state:
+            _stamp_submission(session)
         _check_schedule(session)
         await self._flush()
         return session
@@ -184,6 +190,25 @@ def _constraint_name(exc: IntegrityError) -> str | None:
     # The asyncpg error (with its constraint_name) is the cause of the DBAPI error SQLAlchemy wraps.
     driver_error = exc.orig.__cause__ if exc.orig is not None else None
     return getattr(driver_error, "constraint_name", None)
+
+
+def visibility_clauses(visible: Visibility) -> list[ColumnElement[bool]]:
+    """The `where` conditions of a list or feed that leave out what the caller may not see."""
+    if visible.everything:
+        return []
+    return [
+        or_(
+            Session.state.in_(visible.states),
+            Session.creator_id == visible.creator_id if visible.creator_id is not None else false(),
+            Session.event_id.in_(visible.event_ids) if visible.event_ids else false(),
+        )
+    ]
+
+
+def _stamp_submission(session: Session) -> None:
+    # The first time a session is pending; later round trips through pending keep that moment.
+    if session.state == "pending" and session.submitted_at is None:
+        session.submitted_at = datetime.now(UTC)
 
 
 def _check_schedule(session: Session) -> None:

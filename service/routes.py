@@ -5,6 +5,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from pydantic import AfterValidator, Field
 
+from service import policy
+from service.auth import (
+    CREATE_AUTH_RESPONSES,
+    LIST_AUTH_RESPONSES,
+    READ_AUTH_RESPONSES,
+    WRITE_AUTH_RESPONSES,
+    Reader,
+    Writer,
+)
 from service.db import Db
 from service.errors import BadRequest, InvalidInput, NotFound
 from service.models import Session
@@ -18,6 +27,7 @@ from service.pagination import (
     parse_sort,
     query_fingerprint,
 )
+from service.policy import Principal
 from service.preconditions import (
     CREATE_RESPONSES,
     DELETE_RESPONSES,
@@ -29,7 +39,12 @@ from service.preconditions import (
     not_modified_or_none,
     set_validators,
 )
-from service.repository import SessionFilter, SessionRepository, keyset_position
+from service.repository import (
+    SessionFilter,
+    SessionRepository,
+    keyset_position,
+    visibility_clauses,
+)
 from service.schemas import (
     INT4_MAX,
     ChangesPage,
@@ -43,6 +58,7 @@ from service.schemas import (
     SessionTombstone,
     SessionUpdate,
     State,
+    StateTables,
     no_nul,
 )
 from service.settings import get_settings
@@ -123,30 +139,41 @@ def _read_token(signer: TokenSigner, kind: str, parameter: str, token: str) -> d
     return data
 
 
-async def _get_or_404(repository: SessionRepository, session_id: int, **options: bool) -> Session:
+async def _get_or_404(
+    repository: SessionRepository, session_id: int, principal: Principal, **options: bool
+) -> Session:
+    """The session if this principal may see it: one they may not see does not exist for them."""
     session = await repository.get(session_id, **options)
-    if session is None:
+    if session is None or not policy.can_see(principal, session):
         raise NotFound(f"There is no session {session_id}.")
     return session
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=SessionRead, responses=CREATE_RESPONSES
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SessionRead,
+    responses=CREATE_RESPONSES | CREATE_AUTH_RESPONSES,
 )
-async def create_session(body: SessionCreate, db: Db, response: Response) -> Session:
-    """Create a session; its id, timestamps and version are set by the server."""
-    session = await SessionRepository(db).create(body.model_dump())
+async def create_session(
+    body: SessionCreate, db: Db, response: Response, principal: Writer
+) -> Session:
+    """Create a session as its speaker; its id, timestamps and version are set by the server."""
+    values = body.model_dump()
+    policy.check_create(principal, values)
+    session = await SessionRepository(db).create(values, creator_id=principal.user_id)
     response.headers["Location"] = f"{router.prefix}/{session.id}"
     set_validators(response, session)
     return session
 
 
-@router.get("", response_model=SessionPage, responses=LIST_RESPONSES)
+@router.get("", response_model=SessionPage, responses=LIST_RESPONSES | LIST_AUTH_RESPONSES)
 async def list_sessions(
     request: Request,
     response: Response,
     db: Db,
     signer: Signer,
+    principal: Reader,
     event_id: OptionalId = None,
     state: Annotated[list[State] | None, Query(description="Repeatable: any of these.")] = None,
     track_id: OptionalId = None,
@@ -178,7 +205,8 @@ async def list_sessions(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> dict[str, object]:
-    """List sessions, filtered and sorted, a page at a time (keyset pagination)."""
+    """List the sessions the caller may see, filtered and sorted, a page at a time (keyset
+    pagination)."""
     try:
         sort_keys = parse_sort(sort or ["id"])
     except InvalidSort as exc:
@@ -201,7 +229,13 @@ async def list_sessions(
     bound_to = query_fingerprint({"sort": [str(key) for key in sort_keys], **asdict(filters)})
     after = _read_cursor(signer, cursor, sort_keys, bound_to) if cursor else None
     # One row more than the page tells whether another page follows.
-    rows = await SessionRepository(db).list(filters, sort_keys, after=after, limit=limit + 1)
+    rows = await SessionRepository(db).list(
+        filters,
+        sort_keys,
+        after=after,
+        limit=limit + 1,
+        where=visibility_clauses(policy.visibility(principal)),
+    )
     page = rows[:limit]
     next_cursor = None
     if len(rows) > limit:
@@ -272,46 +306,76 @@ def _read_feed_token(signer: TokenSigner, since: str, event_id: int | None) -> t
     return txid, session_id
 
 
+# Before /{session_id}, which would otherwise take "states" for an id.
+@router.get("/states", response_model=StateTables)
+async def get_state_tables() -> dict[str, object]:
+    """The session workflow: the states, and who may move a session from which to which."""
+    return policy.state_tables()
+
+
 # FastAPI does not answer HEAD for a GET route: declared here, it answers what GET would,
 # and the server sends no body.
-@router.head("/{session_id}", response_model=SessionRead, responses=READ_RESPONSES)
-@router.get("/{session_id}", response_model=SessionRead, responses=READ_RESPONSES)
+@router.head(
+    "/{session_id}", response_model=SessionRead, responses=READ_RESPONSES | READ_AUTH_RESPONSES
+)
+@router.get(
+    "/{session_id}", response_model=SessionRead, responses=READ_RESPONSES | READ_AUTH_RESPONSES
+)
 async def get_session(
     session_id: SessionId,
     db: Db,
     preconditions: ReadPreconditions,
     request: Request,
     response: Response,
+    principal: Reader,
 ) -> Session | Response:
-    """Get one session; If-None-Match or If-Modified-Since make it a cheap revalidation (304)."""
-    session = await _get_or_404(SessionRepository(db), session_id)
+    """Get one session; anonymous clients see accepted and confirmed sessions only.
+
+    If-None-Match or If-Modified-Since make it a cheap revalidation (304).
+    """
+    session = await _get_or_404(SessionRepository(db), session_id, principal)
     if not_modified := not_modified_or_none(preconditions, request.method, session):
         return not_modified
     set_validators(response, session)
     return session
 
 
-@router.patch("/{session_id}", response_model=SessionRead, responses=UPDATE_RESPONSES)
+@router.patch(
+    "/{session_id}", response_model=SessionRead, responses=UPDATE_RESPONSES | WRITE_AUTH_RESPONSES
+)
 async def update_session(
     session_id: SessionId,
     body: SessionUpdate,
     db: Db,
     preconditions: WritePreconditions,
     response: Response,
+    principal: Writer,
 ) -> Session:
     """Change a session with a JSON Merge Patch (RFC 7396); null clears a field."""
     repository = SessionRepository(db)
-    session = await _get_or_404(repository, session_id, for_update=True)
+    session = await _get_or_404(repository, session_id, principal, for_update=True)
+    # Who may change it at all is decided before the preconditions (RFC 9110 13.2.1), what
+    # the patch changes after them.
+    policy.check_update(principal, session, {})
     check_write(preconditions, "PATCH", session)
-    session = await repository.update(session, body.model_dump())
+    changes = policy.real_changes(session, body.model_dump())
+    policy.check_update(principal, session, changes)
+    session = await repository.update(session, changes)
     set_validators(response, session)
     return session
 
 
-@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=DELETE_RESPONSES)
-async def delete_session(session_id: SessionId, db: Db, preconditions: WritePreconditions) -> None:
+@router.delete(
+    "/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=DELETE_RESPONSES | WRITE_AUTH_RESPONSES,
+)
+async def delete_session(
+    session_id: SessionId, db: Db, preconditions: WritePreconditions, principal: Writer
+) -> None:
     """Delete a session; it is no longer visible through the API."""
     repository = SessionRepository(db)
-    session = await _get_or_404(repository, session_id, for_update=True)
+    session = await _get_or_404(repository, session_id, principal, for_update=True)
+    policy.check_delete(principal, session)
     check_write(preconditions, "DELETE", session)
     await repository.delete(session)

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from service import models
+from service.content import sanitize_html
 
 INT4_MAX = 2**31 - 1
 
@@ -32,7 +33,9 @@ Level = Literal["Beginner", "Intermediate", "Advanced", "Expert"]
 State = Literal["draft", "pending", "accepted", "confirmed", "rejected", "canceled", "withdrawn"]
 
 # Sent back by clients that echo what they read; accepted and ignored (rule: output only).
-READ_ONLY_FIELDS = frozenset({"id", "created_at", "last_modified_at", "version"})
+READ_ONLY_FIELDS = frozenset(
+    {"id", "created_at", "last_modified_at", "version", "creator_id", "submitted_at"}
+)
 
 
 def _require_rfc3339_string(value: object) -> object:
@@ -61,6 +64,13 @@ def _not_blank(value: str) -> str:
     return value
 
 
+def _fits_once_sanitised(value: str) -> str:
+    # Escaping can lengthen a value ("<" becomes "&lt;"): the stored form must fit the column.
+    if len(value) > models.TEXT_MAX:
+        raise ValueError(f"must be at most {models.TEXT_MAX} characters once sanitised")
+    return value
+
+
 def format_utc(value: datetime) -> str:
     """RFC 3339 in UTC with microseconds, e.g. 2026-11-26T15:06:27.123456Z."""
     return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -79,6 +89,12 @@ Title = Annotated[
 ]
 Subtitle = Annotated[str, Field(max_length=models.SUBTITLE_MAX), AfterValidator(no_nul)]
 LongText = Annotated[str, Field(max_length=models.TEXT_MAX), AfterValidator(no_nul)]
+SafeHtml = Annotated[
+    LongText,
+    AfterValidator(sanitize_html),
+    AfterValidator(_fits_once_sanitised),
+    Field(description="HTML; sanitised on write to a small safe subset (see the README)."),
+]
 Language = Annotated[str, Field(max_length=models.LANGUAGE_MAX), AfterValidator(no_nul)]
 Url = Annotated[
     HttpUrl,
@@ -102,9 +118,9 @@ class SessionCreate(_Input):
     event_id: Id
     title: Title
     subtitle: Subtitle | None = None
-    short_abstract: LongText | None = None
-    long_abstract: LongText | None = None
-    comments: LongText | None = None
+    short_abstract: SafeHtml | None = None
+    long_abstract: SafeHtml | None = None
+    comments: SafeHtml | None = None
     level: Level | None = None
     language: Language | None = None
     starts_at: InputDateTime | None = None
@@ -126,9 +142,9 @@ class SessionUpdate(_Input):
     event_id: Id | MISSING = MISSING
     title: Title | MISSING = MISSING
     subtitle: Subtitle | None | MISSING = MISSING
-    short_abstract: LongText | None | MISSING = MISSING
-    long_abstract: LongText | None | MISSING = MISSING
-    comments: LongText | None | MISSING = MISSING
+    short_abstract: SafeHtml | None | MISSING = MISSING
+    long_abstract: SafeHtml | None | MISSING = MISSING
+    comments: SafeHtml | None | MISSING = MISSING
     level: Level | None | MISSING = MISSING
     language: Language | None | MISSING = MISSING
     starts_at: InputDateTime | None | MISSING = MISSING
@@ -178,6 +194,10 @@ class SessionRead(BaseModel):
     signup_url: str | None
     state: State
     is_locked: bool
+    creator_id: str | None = Field(description="The `sub` of the token that created it.")
+    submitted_at: UtcDateTime | None = Field(
+        description="When the session first entered `pending`; set by the server."
+    )
     created_at: UtcDateTime
     last_modified_at: UtcDateTime
     version: int
@@ -223,4 +243,18 @@ class ChangesPage(BaseModel):
     next_token: str = Field(
         description="Pass as `since` in the next poll. A page shorter than `limit` means the "
         "client is up to date for now."
+    )
+
+
+class StateTables(BaseModel):
+    """The session workflow: who may move a session from which state to which."""
+
+    states: list[State]
+    public_states: list[State] = Field(description="The states anonymous clients can see.")
+    speaker_create_states: list[State] = Field(
+        description="The states a session may be created in by someone not organising its event."
+    )
+    speaker: dict[State, list[State]] = Field(description="state -> states its speaker may set.")
+    organizer: dict[State, list[State]] = Field(
+        description="state -> states an organiser of its event may set."
     )

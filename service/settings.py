@@ -1,9 +1,19 @@
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Signs the development tokens of `sessions-service token`; anyone who reads this file can mint
+# an admin token with it, so production sets JWT_SECRET to its own value or turns HS256 off.
+DEVELOPMENT_JWT_SECRET = "sessions-service-development-secret-replace-me-in-production"  # noqa: S105
+
+# The JWS algorithms a deployment may allow; "none" is not one of them, whatever is configured.
+SIGNING_ALGORITHMS = frozenset(
+    {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+    | {"ES256", "ES384", "ES512", "EdDSA"}
+)
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 Seconds = float
@@ -43,6 +53,40 @@ class Settings(BaseSettings):
     # production set a long random secret, the same on every replica (a token signed by one is
     # then accepted by all); changing it makes every outstanding cursor and token a 400.
     cursor_secret: str = DEVELOPMENT_CURSOR_SECRET
+
+    # Bearer tokens (JWT). Each algorithm family has its own key: HS* the shared secret, the others
+    # the identity provider's public key, so a public key can never be used as an HMAC secret.
+    jwt_algorithms: Annotated[list[str], NoDecode] = ["RS256", "ES256", "HS256"]
+    jwt_public_key: str | None = None  # PEM text
+    jwt_public_key_file: Path | None = None  # or a PEM file
+    jwt_secret: str | None = DEVELOPMENT_JWT_SECRET
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: float = Field(default=30, ge=0, le=300)
+    # Where the claims are, if the identity provider names them differently ("a.b" is nested).
+    jwt_subject_claim: str = "sub"
+    jwt_roles_claim: str = "roles"
+    jwt_organizer_events_claim: str = "organizer_events"
+    jwt_admin_role: str = "admin"
+
+    max_body_size: int = Field(default=1024 * 1024, ge=1)
+    cors_origins: Annotated[list[str], NoDecode] = []
+
+    @field_validator("jwt_algorithms", "cors_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        # From the environment: a comma-separated list ("RS256,ES256").
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _known_algorithms(cls, algorithms: list[str]) -> list[str]:
+        unknown = set(algorithms) - SIGNING_ALGORITHMS
+        if unknown:
+            raise ValueError(f"not signing algorithms this service accepts: {sorted(unknown)}")
+        return algorithms
 
     @field_validator("database_url")
     @classmethod

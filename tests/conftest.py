@@ -9,7 +9,7 @@ import asyncio
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,10 +21,29 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from service.auth import issue_token
 from service.main import create_app
 from service.migrations import migrate
 from service.repository import make_sessionmaker
 from service.settings import Settings, to_asyncpg_url
+
+# The tests' own HS256 secret, whatever JWT_* the environment holds.
+TEST_JWT_SECRET = "sessions-service-tests-secret-0123456789abcdef"
+TEST_AUTH_SETTINGS: dict[str, Any] = {
+    "jwt_secret": TEST_JWT_SECRET,
+    "jwt_algorithms": ["RS256", "ES256", "HS256"],
+    "jwt_public_key": None,
+    "jwt_public_key_file": None,
+    "jwt_issuer": None,
+    "jwt_audience": None,
+    "jwt_subject_claim": "sub",
+    "jwt_roles_claim": "roles",
+    "jwt_organizer_events_claim": "organizer_events",
+    "jwt_admin_role": "admin",
+    "max_body_size": 1024 * 1024,
+    "cors_origins": [],
+}
+ADMIN_ID = "admin-1"
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -98,8 +117,34 @@ async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         await conn.rollback()
 
 
-def build_app(database_url: str) -> FastAPI:
-    return create_app(Settings(database_url=database_url))
+def settings_for(database_url: str, **overrides: Any) -> Settings:
+    return Settings(database_url=database_url, **(TEST_AUTH_SETTINGS | overrides))
+
+
+def build_app(database_url: str, **overrides: Any) -> FastAPI:
+    """The app on database_url, with the tests' token settings (overrides: other settings)."""
+    return create_app(settings_for(database_url, **overrides))
+
+
+def token_for(subject: str, *, organizer_events: Iterable[int] = (), admin: bool = False) -> str:
+    """A valid bearer token for the test apps."""
+    settings = Settings(**TEST_AUTH_SETTINGS)
+    return issue_token(settings, subject, organizer_events=organizer_events, admin=admin)
+
+
+def auth_headers(
+    subject: str, *, organizer_events: Iterable[int] = (), admin: bool = False
+) -> dict[str, str]:
+    token = token_for(subject, organizer_events=organizer_events, admin=admin)
+    return {"Authorization": f"Bearer {token}"}
+
+
+ADMIN_HEADERS = auth_headers(ADMIN_ID, admin=True)
+
+
+def asgi_client(app: FastAPI, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers)
 
 
 @pytest.fixture
@@ -112,9 +157,44 @@ def app(database_url: str, connection: AsyncConnection) -> FastAPI:
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    """A client authenticated as an admin (sub ADMIN_ID): it may do everything.
+
+    For tests about what the service does rather than who may do it; the tests of the rules use
+    anonymous_client and client_as.
+    """
+    async with asgi_client(app, ADMIN_HEADERS) as client:
         yield client
+
+
+@pytest.fixture
+async def anonymous_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client without a token, on the same app (and transaction) as client."""
+    async with asgi_client(app) as client:
+        yield client
+
+
+ClientAs = Callable[..., httpx.AsyncClient]
+
+
+@pytest.fixture
+async def client_as(app: FastAPI) -> AsyncIterator[ClientAs]:
+    """Clients on the same app as client, each signed in as a user of its own.
+
+    client_as("7") is a speaker with no other role, client_as("8", organizer_events=[3]) an
+    organiser of event 3, client_as("9", admin=True) an admin.
+    """
+    opened: list[httpx.AsyncClient] = []
+
+    def make(
+        subject: str, *, organizer_events: Iterable[int] = (), admin: bool = False
+    ) -> httpx.AsyncClient:
+        headers = auth_headers(subject, organizer_events=organizer_events, admin=admin)
+        opened.append(asgi_client(app, headers))
+        return opened[-1]
+
+    yield make
+    for client in opened:
+        await client.aclose()
 
 
 @pytest.fixture
@@ -123,12 +203,12 @@ async def committed_client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client whose requests really commit, each on a pooled connection of its own.
 
-    For claims about commits and concurrency; the table is emptied afterwards.
+    For claims about commits and concurrency; the table is emptied afterwards. Authenticated as
+    an admin, like client.
     """
     app = build_app(database_url)
     app.state.db_maker = make_sessionmaker(engine)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with asgi_client(app, ADMIN_HEADERS) as client:
         yield client
     async with engine.begin() as conn:
         await conn.execute(text("TRUNCATE sessions RESTART IDENTITY"))

@@ -34,8 +34,22 @@ def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: floa
 
 def test_serve_without_database_url_uses_embedded_postgres(tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "TEST_DATABASE_URL"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "TEST_DATABASE_URL"} and not k.startswith("JWT_")
+    }
     env |= {"EMBEDDED_DATA_DIR": str(tmp_path / "pg"), "PORT": str(port)}
+    # The README's way in: a development token for user 7, signed with the built-in secret.
+    token = subprocess.run(
+        [sys.executable, "-m", "service", "token", "--sub", "7"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout.strip()
+    headers = {"Authorization": f"Bearer {token}"}
     process = subprocess.Popen(
         [sys.executable, "-m", "service", "serve"],
         env=env,
@@ -46,20 +60,24 @@ def test_serve_without_database_url_uses_embedded_postgres(tmp_path: Path) -> No
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(f"{base}/sessions", process)
-        created = httpx.post(f"{base}/sessions", json=session_body())
+        assert httpx.post(f"{base}/sessions", json=session_body()).status_code == 401
+        created = httpx.post(f"{base}/sessions", json=session_body(), headers=headers)
         assert created.status_code == 201
-        fetched = httpx.get(f"{base}{created.headers['location']}")
+        assert created.json()["creator_id"] == "7"
+        fetched = httpx.get(f"{base}{created.headers['location']}", headers=headers)
         assert fetched.json() == created.json()
         # On the wire: one Date (the app's, not uvicorn's as well), never before Last-Modified.
         (date,) = fetched.headers.get_list("date")
         assert parsedate_to_datetime(fetched.headers["last-modified"]) <= parsedate_to_datetime(
             date
         )
-        head = httpx.head(f"{base}{created.headers['location']}")
+        head = httpx.head(f"{base}{created.headers['location']}", headers=headers)
         assert head.status_code == 200
         assert head.content == b""
         assert head.headers["content-length"] == fetched.headers["content-length"]
         assert head.headers["etag"] == fetched.headers["etag"]
+        # A draft is its speaker's: to anyone else it does not exist.
+        assert httpx.get(f"{base}{created.headers['location']}").status_code == 404
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)

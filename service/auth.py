@@ -1,0 +1,253 @@
+"""Bearer token authentication: a JWT from the identity provider, verified with PyJWT.
+
+The token's algorithm must be on the configured allow-list, and each algorithm family is verified
+with its own key (HS* with the shared development secret, RS*/PS*/ES*/EdDSA with the provider's
+public key), so `alg: none` and a public key abused as an HMAC secret both fail. `exp` and `sub`
+are required, `exp`/`nbf` are checked with a small leeway, `iss` and `aud` when configured. Every
+failure is a 401 problem with `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750).
+"""
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any
+
+import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from fastapi import FastAPI, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.errors import ServiceError
+from service.models import USER_ID_MAX
+from service.policy import ANONYMOUS, Principal, require_authenticated
+from service.schemas import INT4_MAX
+from service.settings import DEVELOPMENT_JWT_SECRET, Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    bearerFormat="JWT",
+    description="A JWT from the identity provider; claims `sub`, `roles`, `organizer_events`.",
+)
+
+
+class InvalidToken(ServiceError):
+    status = 401
+    slug = "invalid-token"
+
+    def __init__(self, description: str, *, error: str = "invalid_token") -> None:
+        # RFC 6750 leaves quotes and backslashes out of error_description.
+        plain = description.replace('"', "'").replace("\\", "/")
+        challenge = f'Bearer error="{error}", error_description="{plain}"'
+        super().__init__(description, headers={"WWW-Authenticate": challenge})
+
+
+class TokenVerifier:
+    """Verifies tokens against one configuration; built once per app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.algorithms = frozenset(settings.jwt_algorithms)
+        self.secret = settings.jwt_secret or None
+        self.public_key = _load_public_key(settings)
+        required = ["exp", settings.jwt_subject_claim.split(".")[0]]
+        required += ["iss"] * bool(settings.jwt_issuer) + ["aud"] * bool(settings.jwt_audience)
+        self.options: Any = {"require": required, "enforce_minimum_key_length": True}
+
+    def verify(self, token: str) -> Principal:
+        try:
+            algorithm = self._allowed(jwt.get_unverified_header(token).get("alg"))
+            key = self.secret if algorithm.startswith("HS") else self.public_key
+            if key is None:
+                raise jwt.InvalidAlgorithmError("no key is configured for the algorithm")
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self.settings.jwt_audience,
+                issuer=self.settings.jwt_issuer,
+                leeway=self.settings.jwt_leeway_seconds,
+                options=self.options,
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("The token has expired.") from None
+        except jwt.ImmatureSignatureError:
+            raise InvalidToken("The token is not valid yet.") from None
+        except jwt.InvalidAudienceError:
+            raise InvalidToken("The token is for another audience.") from None
+        except jwt.InvalidIssuerError:
+            raise InvalidToken("The token is from another issuer.") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise InvalidToken(f'The token lacks the "{exc.claim}" claim.') from None
+        except jwt.PyJWTError:
+            raise InvalidToken("The token is malformed or its signature does not verify.") from None
+        return self._principal(claims)
+
+    def _allowed(self, algorithm: object) -> str:
+        if not isinstance(algorithm, str) or algorithm not in self.algorithms:
+            raise jwt.InvalidAlgorithmError("the algorithm is not allowed")
+        return algorithm
+
+    def _principal(self, claims: Mapping[str, Any]) -> Principal:
+        settings = self.settings
+        user_id = _claim(claims, settings.jwt_subject_claim)
+        if not isinstance(user_id, str) or not 0 < len(user_id) <= USER_ID_MAX:
+            raise InvalidToken(f"The subject must be a string of 1 to {USER_ID_MAX} characters.")
+        roles = _claim(claims, settings.jwt_roles_claim)
+        if roles is None:
+            roles = []
+        elif isinstance(roles, str):
+            roles = roles.split()
+        if not _all(roles, str):
+            raise InvalidToken(f'The "{settings.jwt_roles_claim}" claim must be a list of strings.')
+        events = _claim(claims, settings.jwt_organizer_events_claim) or []
+        if not _all(events, int) or not all(0 < event <= INT4_MAX for event in events):
+            raise InvalidToken(
+                f'The "{settings.jwt_organizer_events_claim}" claim must be a list of event ids.'
+            )
+        return Principal(
+            user_id=user_id,
+            is_admin=settings.jwt_admin_role in roles,
+            organizer_events=frozenset(events),
+        )
+
+
+def _claim(claims: Mapping[str, Any], path: str) -> Any:
+    value: Any = claims
+    for name in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(name)
+    return value
+
+
+def _all(values: object, kind: type) -> bool:
+    # bool is an int in Python, never an event id or a role.
+    return isinstance(values, list) and all(
+        isinstance(v, kind) and not isinstance(v, bool) for v in values
+    )
+
+
+def _load_public_key(settings: Settings) -> Any:
+    pem = settings.jwt_public_key
+    if settings.jwt_public_key_file is not None:
+        pem = settings.jwt_public_key_file.read_text()
+    if not pem:
+        return None
+    try:
+        return load_pem_public_key(pem.encode())
+    except ValueError:
+        raise ValueError("JWT_PUBLIC_KEY(_FILE) is not a PEM public key") from None
+
+
+def token_verifier(app: FastAPI) -> TokenVerifier:
+    """The app's verifier, built from its settings the first time it is needed."""
+    verifier: TokenVerifier | None = getattr(app.state, "token_verifier", None)
+    if verifier is None:
+        settings = app.state.settings or get_settings()
+        verifier = app.state.token_verifier = TokenVerifier(settings)
+        if verifier.secret == DEVELOPMENT_JWT_SECRET and "HS256" in verifier.algorithms:
+            logger.warning(
+                "accepting HS256 tokens signed with the development secret: "
+                "set JWT_SECRET (or leave HS256 out of JWT_ALGORITHMS) in production"
+            )
+    return verifier
+
+
+async def authenticate(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+) -> Principal:
+    """The principal of a request: anonymous without an Authorization header."""
+    if credentials is None:
+        if "authorization" in request.headers:
+            raise InvalidToken(
+                'The Authorization header must be "Bearer <token>".', error="invalid_request"
+            )
+        return ANONYMOUS
+    return token_verifier(request.app).verify(credentials.credentials)
+
+
+async def authenticated(principal: Annotated[Principal, Security(authenticate)]) -> Principal:
+    return require_authenticated(principal)
+
+
+# OpenAPI: what authentication and the rules answer.
+Responses = dict[int | str, dict[str, Any]]
+_PROBLEM: dict[str, Any] = {
+    "application/problem+json": {
+        "schema": {
+            "type": "object",
+            "required": ["type", "title", "status"],
+            "properties": {
+                "type": {"type": "string"},
+                "title": {"type": "string"},
+                "status": {"type": "integer"},
+                "detail": {"type": "string"},
+                "rule": {"type": "string", "description": "403: the rule that refused it."},
+            },
+        }
+    }
+}
+_INVALID_TOKEN: Responses = {
+    401: {
+        "description": "The bearer token is missing (writes), malformed, expired, not signed by "
+        'the identity provider or not for this service. WWW-Authenticate: Bearer error="...".',
+        "content": _PROBLEM,
+    }
+}
+_NOT_FOUND: Responses = {
+    404: {
+        "description": "No such session, or one the caller may not see.",
+        "content": _PROBLEM,
+    }
+}
+_FORBIDDEN: Responses = {
+    403: {
+        "description": "The caller may see the session but not do this; `rule` names the rule "
+        "(GET /sessions/states lists the state transitions). Nothing changed.",
+        "content": _PROBLEM,
+    }
+}
+_TOO_LARGE: Responses = {
+    413: {"description": "The body is larger than MAX_BODY_SIZE.", "content": _PROBLEM}
+}
+LIST_AUTH_RESPONSES: Responses = _INVALID_TOKEN
+READ_AUTH_RESPONSES: Responses = _INVALID_TOKEN | _NOT_FOUND
+CREATE_AUTH_RESPONSES: Responses = _INVALID_TOKEN | _FORBIDDEN | _TOO_LARGE
+WRITE_AUTH_RESPONSES: Responses = READ_AUTH_RESPONSES | _FORBIDDEN | _TOO_LARGE
+
+# A reader: anonymous or signed in. A writer: signed in (401 otherwise).
+Reader = Annotated[Principal, Security(authenticate)]
+Writer = Annotated[Principal, Security(authenticated)]
+
+
+def issue_token(
+    settings: Settings,
+    subject: str,
+    *,
+    organizer_events: Iterable[int] = (),
+    admin: bool = False,
+    lifetime_seconds: int = 3600,
+) -> str:
+    """An HS256 token signed with the configured secret, for development and tests."""
+    if not settings.jwt_secret:
+        raise ValueError("JWT_SECRET is not set: there is no key to sign with")
+    now = int(time.time())
+    claims: dict[str, Any] = {"iat": now, "exp": now + lifetime_seconds}
+    _set_claim(claims, settings.jwt_subject_claim, subject)
+    _set_claim(claims, settings.jwt_roles_claim, [settings.jwt_admin_role] if admin else [])
+    _set_claim(claims, settings.jwt_organizer_events_claim, sorted(set(organizer_events)))
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
+
+
+def _set_claim(claims: dict[str, Any], path: str, value: Any) -> None:
+    *parents, name = path.split(".")
+    for parent in parents:
+        claims = claims.setdefault(parent, {})
+    claims[name] = value

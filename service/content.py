@@ -1,0 +1,26 @@
+"""Safe HTML for the free-text fields (abstracts, comments), sanitised on write with nh3.
+
+A small subset survives: paragraphs, line breaks, emphasis, lists, quotes, code and links to
+http(s) or mailto. Scripts and styles are dropped with their content; event handlers, `style`,
+`javascript:` and other URL schemes never get stored. Sanitising is idempotent (cleaning a clean
+value returns it unchanged), so a client that sends back what it read changes nothing.
+"""
+
+import nh3
+
+ALLOWED_TAGS = frozenset(
+    {"a", "b", "blockquote", "br", "code", "em", "i", "li", "ol", "p", "pre", "strong", "ul"}
+)
+ALLOWED_ATTRIBUTES = {"a": {"href", "title"}}
+URL_SCHEMES = frozenset({"http", "https", "mailto"})
+
+
+def sanitize_html(value: str) -> str:
+    return nh3.clean(
+        value,
+        tags=set(ALLOWED_TAGS),
+        attributes={tag: set(names) for tag, names in ALLOWED_ATTRIBUTES.items()},
+        url_schemes=set(URL_SCHEMES),
+        link_rel="noopener noreferrer nofollow",
+        strip_comments=True,
+    )

@@ -1,0 +1,113 @@
+"""Pure ASGI middleware at the edge of the app, configured from its settings on first use.
+
+- BodySizeLimit: a request body over MAX_BODY_SIZE gets 413 without being read whole: a declared
+  Content-Length over the limit is refused before the app runs, and a streamed (chunked) body is
+  counted as it arrives and refused at the chunk that crosses the limit.
+- ConfiguredCORS: Starlette's CORSMiddleware for the CORS_ORIGINS, or nothing when there are none.
+"""
+
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import problem
+from service.settings import Settings, get_settings
+
+
+def _settings(scope: Scope) -> Settings:
+    configured: Settings | None = scope["app"].state.settings
+    return configured or get_settings()
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from receive(); an HTTPException, so the app's handlers render it as a problem."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The request body is larger than {limit} bytes.")
+
+
+class BodySizeLimit:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = _settings(scope).max_body_size
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await self._refuse(limit, scope, send)
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        response_started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            response_started |= message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            # Only when the app let it through (read the body outside its handlers).
+            if response_started:
+                raise
+            await self._refuse(limit, scope, send)
+
+    @staticmethod
+    async def _refuse(limit: int, scope: Scope, send: Send) -> None:
+        response = problem(
+            413,
+            f"The request body is larger than {limit} bytes.",
+            headers={"Connection": "close"},
+        )
+        await response(scope, _no_body, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the server rejects a malformed Content-Length itself
+    return None
+
+
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}
+
+
+class ConfiguredCORS:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.handler: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.handler is None and scope["type"] == "http":
+            origins = _settings(scope).cors_origins
+            self.handler = (
+                CORSMiddleware(
+                    self.app,
+                    allow_origins=origins,
+                    allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                    allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match"],
+                    expose_headers=["Location", "ETag", "Last-Modified", "WWW-Authenticate"],
+                    max_age=600,
+                )
+                if origins
+                else self.app
+            )
+        await (self.handler or self.app)(scope, receive, send)

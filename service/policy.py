@@ -1,0 +1,259 @@
+"""Who may do what with a session: the workflow as data, and the functions that apply it.
+
+Route handlers ask here and nowhere else. The tables follow the Open Event Server
+(`app/api/sessions.py`, `SESSION_STATE_DICT`); `GET /sessions/states` publishes them.
+
+Standing, from most to least: an admin may do everything; an organiser of the session's event
+everything on that event's sessions, moving states by the organiser table; the creator (speaker)
+reads, edits and deletes their own sessions, moving states by the speaker table, and not once the
+session is locked; anyone else, signed in or not, reads public sessions only. What someone may not
+see does not exist for them (404, never 403), so a refusal never tells that a session exists.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from service.errors import ServiceError
+from service.models import STATES
+
+# What the public sees.
+PUBLIC_STATES = frozenset({"accepted", "confirmed"})
+
+# The states a session may be created in by someone who does not organise its event.
+SPEAKER_CREATE_STATES = frozenset({"draft", "pending"})
+
+# state -> the states its speaker may move it to. Withdrawn is final for a speaker.
+SPEAKER_TRANSITIONS: Mapping[str, frozenset[str]] = {
+    "draft": frozenset({"pending", "withdrawn"}),
+    "pending": frozenset({"withdrawn"}),
+    "accepted": frozenset({"withdrawn"}),
+    "confirmed": frozenset({"withdrawn"}),
+    "rejected": frozenset({"withdrawn"}),
+    "canceled": frozenset({"withdrawn"}),
+    "withdrawn": frozenset(),
+}
+
+# state -> the states an organiser of the event may move it to, as in SESSION_STATE_DICT
+# (its "withdrawn -> withdrawn" self-loop left out: staying in a state is no transition).
+ORGANIZER_TRANSITIONS: Mapping[str, frozenset[str]] = {
+    "draft": frozenset(),  # a draft is its speaker's until submitted
+    "pending": frozenset({"accepted", "confirmed", "rejected", "withdrawn"}),
+    "accepted": frozenset({"pending", "confirmed", "rejected", "canceled", "withdrawn"}),
+    "confirmed": frozenset({"pending", "accepted", "rejected", "canceled", "withdrawn"}),
+    "rejected": frozenset({"pending", "accepted", "confirmed", "withdrawn"}),
+    "canceled": frozenset({"pending", "accepted", "confirmed", "rejected", "withdrawn"}),
+    "withdrawn": frozenset({"pending", "accepted", "rejected", "canceled"}),
+}
+
+# Fields only an organiser of the event (or an admin) may set.
+ORGANIZER_FIELDS = frozenset({"is_locked"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: the verified claims of a bearer token, or nobody (user_id None)."""
+
+    user_id: str | None = None
+    is_admin: bool = False
+    organizer_events: frozenset[int] = field(default_factory=frozenset)
+
+    @property
+    def is_authenticated(self) -> bool:
+        return self.user_id is not None
+
+    def organizes(self, event_id: int) -> bool:
+        return event_id in self.organizer_events
+
+
+ANONYMOUS = Principal()
+
+
+class SessionFacts(Protocol):
+    """What the rules need to know of a stored session."""
+
+    @property
+    def event_id(self) -> int: ...
+    @property
+    def creator_id(self) -> str | None: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def is_locked(self) -> bool: ...
+
+
+class Forbidden(ServiceError):
+    """403: the user may see the session but not do this to it; `rule` names the rule."""
+
+    status = 403
+    slug = "forbidden"
+
+    def __init__(self, rule: str, detail: str, **extensions: Any) -> None:
+        super().__init__(detail, rule=rule, **extensions)
+
+
+class AuthenticationRequired(ServiceError):
+    """401 for a write without a token (RFC 6750: a bare challenge, no error code)."""
+
+    status = 401
+    slug = "authentication-required"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Sign in: this needs a bearer token.", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """Which sessions a principal may see, for a query: all, or the union of the parts."""
+
+    everything: bool
+    states: frozenset[str] = PUBLIC_STATES
+    creator_id: str | None = None
+    event_ids: frozenset[int] = frozenset()
+
+
+def visibility(principal: Principal) -> Visibility:
+    if principal.is_admin:
+        return Visibility(everything=True)
+    return Visibility(
+        everything=False,
+        creator_id=principal.user_id,
+        event_ids=principal.organizer_events,
+    )
+
+
+def _owns(principal: Principal, session: SessionFacts) -> bool:
+    return principal.is_authenticated and session.creator_id == principal.user_id
+
+
+def _manages(principal: Principal, event_id: int) -> bool:
+    return principal.is_admin or principal.organizes(event_id)
+
+
+def can_see(principal: Principal, session: SessionFacts) -> bool:
+    return (
+        session.state in PUBLIC_STATES
+        or _manages(principal, session.event_id)
+        or _owns(principal, session)
+    )
+
+
+def transitions_for(principal: Principal, session: SessionFacts) -> frozenset[str]:
+    """The states this principal may move this session to (admins: see check_update)."""
+    allowed: frozenset[str] = frozenset()
+    if principal.organizes(session.event_id):
+        allowed |= ORGANIZER_TRANSITIONS[session.state]
+    if _owns(principal, session):
+        allowed |= SPEAKER_TRANSITIONS[session.state]
+    return allowed
+
+
+def require_authenticated(principal: Principal) -> Principal:
+    """Writes need a signed-in user, whatever they write to."""
+    if not principal.is_authenticated:
+        raise AuthenticationRequired
+    return principal
+
+
+def check_create(principal: Principal, values: Mapping[str, Any]) -> None:
+    require_authenticated(principal)
+    if _manages(principal, values["event_id"]):
+        return
+    if values["state"] not in SPEAKER_CREATE_STATES:
+        raise Forbidden(
+            "speaker-create-states",
+            f"Only an organiser of event {values['event_id']} may create a session in state "
+            f'"{values["state"]}"; create it as "draft" or "pending".',
+        )
+    if values.get("is_locked"):
+        raise Forbidden(
+            "organizer-fields", f"Only an organiser of event {values['event_id']} may lock it."
+        )
+
+
+def real_changes(session: object, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The members of a patch that differ from the stored values (sending one back is no edit)."""
+    return {name: value for name, value in changes.items() if getattr(session, name) != value}
+
+
+def check_update(principal: Principal, session: SessionFacts, changes: Mapping[str, Any]) -> None:
+    """Raise unless the principal may apply these real changes; call after can_see.
+
+    Who may edit at all is checked for every PATCH; the rules on what changes only for real
+    changes, so echoing a session back unchanged is never refused for its locked or state fields.
+    """
+    require_authenticated(principal)
+    if principal.is_admin:
+        return
+    _check_standing(principal, session, "change")
+    if not changes:
+        return
+    _check_lock(principal, session, "change")
+    if "event_id" in changes:
+        _check_event_change(principal, session, changes["event_id"])
+    if "state" in changes:
+        _check_transition(principal, session, changes["state"])
+    if not principal.organizes(session.event_id) and ORGANIZER_FIELDS & changes.keys():
+        raise Forbidden(
+            "organizer-fields",
+            f"Only an organiser of event {session.event_id} may lock or unlock its sessions.",
+        )
+
+
+def check_delete(principal: Principal, session: SessionFacts) -> None:
+    require_authenticated(principal)
+    if not principal.is_admin:
+        _check_standing(principal, session, "delete")
+        _check_lock(principal, session, "delete")
+
+
+def _check_standing(principal: Principal, session: SessionFacts, action: str) -> None:
+    if not (principal.organizes(session.event_id) or _owns(principal, session)):
+        raise Forbidden(
+            "owner-only", f"Only its speaker or an organiser may {action} this session."
+        )
+
+
+def _check_lock(principal: Principal, session: SessionFacts, action: str) -> None:
+    if session.is_locked and not principal.organizes(session.event_id):
+        raise Forbidden("locked", f"The session is locked: only an organiser may {action} it now.")
+
+
+def _check_event_change(principal: Principal, session: SessionFacts, event_id: int) -> None:
+    if principal.organizes(session.event_id) and principal.organizes(event_id):
+        return
+    # A submitted session was submitted to its event: moving it would skip the other's review.
+    if _owns(principal, session) and session.state == "draft":
+        return
+    raise Forbidden(
+        "event-change",
+        "A speaker may move only a draft to another event, an organiser only between "
+        "events they organise.",
+    )
+
+
+def _check_transition(principal: Principal, session: SessionFacts, new_state: str) -> None:
+    if new_state in transitions_for(principal, session):
+        return
+    table = (
+        "organizer-transitions" if principal.organizes(session.event_id) else "speaker-transitions"
+    )
+    raise Forbidden(
+        table,
+        f'You cannot change a session\'s state from "{session.state}" to "{new_state}".',
+        from_state=session.state,
+        to_state=new_state,
+    )
+
+
+def state_tables() -> dict[str, Any]:
+    """The rules as data, for GET /sessions/states."""
+    return {
+        "states": list(STATES),
+        "public_states": sorted(PUBLIC_STATES, key=STATES.index),
+        "speaker_create_states": sorted(SPEAKER_CREATE_STATES, key=STATES.index),
+        "speaker": {s: sorted(to, key=STATES.index) for s, to in SPEAKER_TRANSITIONS.items()},
+        "organizer": {s: sorted(to, key=STATES.index) for s, to in ORGANIZER_TRANSITIONS.items()},
+    }
