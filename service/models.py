@@ -78,7 +78,7 @@ class Session(Base):
     # The token's `sub`: a string by RFC 7519 (identity providers use UUIDs, "auth0|…" and so on),
     # so it is stored as sent, not as an integer. NULL for sessions created before authentication.
     creator_id: Mapped[str | None] = mapped_column(String(USER_ID_MAX))
-    # Set by the repository when the session first enters "pending".
+    # Stamped by the before_flush hook when the session first enters "pending".
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Stamped by the repository's before_flush hook, never by clients or column defaults.
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,4 +1,5 @@
-"""Queries and writes on sessions, and the one place that stamps last_modified_at and txid.
+"""Queries and writes on sessions, and the one place that stamps last_modified_at and txid (and
+submitted_at, with the same stamp).
 
 The repository flushes and never commits: the request's unit of work (service.db.get_db)
 owns the transaction.
@@ -57,12 +58,22 @@ def _stamp_changed_sessions(db: orm.Session, flush_context: Any, instances: Any)
             obj.created_at = obj.last_modified_at = now
             obj.version = 1
             obj.txid = CURRENT_TXID
+            _stamp_submission(obj)
     for obj in db.dirty:
         if isinstance(obj, Session) and db.is_modified(obj, include_collections=False):
             # Strictly later than the stored stamp, even if this host's clock is behind.
             obj.last_modified_at = max(now, obj.last_modified_at + ONE_TICK)
             obj.version += 1
             obj.txid = CURRENT_TXID
+            if orm.attributes.get_history(obj, "state").has_changes():
+                _stamp_submission(obj)
+
+
+def _stamp_submission(session: Session) -> None:
+    # submitted_at: the stamp of the change that first made the session pending; later round
+    # trips through pending keep it. Sessions pending before the column existed stay unknown.
+    if session.state == "pending" and session.submitted_at is None:
+        session.submitted_at = session.last_modified_at
 
 
 def make_sessionmaker(
@@ -153,7 +164,6 @@ class SessionRepository:
 
     async def create(self, values: Mapping[str, Any], *, creator_id: str | None) -> Session:
         session = Session(**values, creator_id=creator_id)
-        _stamp_submission(session)
         _check_schedule(session)
         self.db.add(session)
         await self._flush()
@@ -161,11 +171,8 @@ class SessionRepository:
 
     async def update(self, session: Session, changes: Mapping[str, Any]) -> Session:
         """Apply a merge patch; a patch that changes nothing issues no UPDATE."""
-        previous_state = session.state
         for name, value in changes.items():
             setattr(session, name, value)
-        if session.state != previous_state:
-            _stamp_submission(session)
         _check_schedule(session)
         await self._flush()
         return session
@@ -203,12 +210,6 @@ def visibility_clauses(visible: Visibility) -> list[ColumnElement[bool]]:
             Session.event_id.in_(visible.event_ids) if visible.event_ids else false(),
         )
     ]
-
-
-def _stamp_submission(session: Session) -> None:
-    # The first time a session is pending; later round trips through pending keep that moment.
-    if session.state == "pending" and session.submitted_at is None:
-        session.submitted_at = datetime.now(UTC)
 
 
 def _check_schedule(session: Session) -> None:

@@ -1,0 +1,287 @@
+"""Bearer tokens: what verifies, and every forged, stale or misdirected token refused with 401."""
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import orjson
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.repository import make_sessionmaker
+from tests.conftest import TEST_JWT_SECRET, asgi_client, build_app, session_body
+
+PROBLEM_JSON = "application/problem+json"
+
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+OTHER_RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def public_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"sub": "7", "iat": now, "exp": now + 600, "organizer_events": [3]} | overrides
+
+
+def hs256(secret: str = TEST_JWT_SECRET, **overrides: Any) -> str:
+    return jwt.encode(claims(**overrides), secret, algorithm="HS256")
+
+
+def b64(data: object) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(data)).decode().rstrip("=")
+
+
+MakeClient = Callable[..., httpx.AsyncClient]
+
+
+@pytest.fixture
+def app_with(database_url: str, connection: AsyncConnection) -> Callable[..., FastAPI]:
+    """Apps with other token settings, in the test's rolled-back transaction."""
+
+    def make(**overrides: Any) -> FastAPI:
+        app = build_app(database_url, **overrides)
+        app.state.db_maker = make_sessionmaker(connection, join_transaction_mode="create_savepoint")
+        return app
+
+    return make
+
+
+async def post_with(app: FastAPI, token: str) -> httpx.Response:
+    async with asgi_client(app, {"Authorization": f"Bearer {token}"}) as client:
+        return await client.post("/sessions", json=session_body())
+
+
+def assert_invalid_token(response: httpx.Response, error: str = "invalid_token") -> None:
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.json()["status"] == 401
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith(f'Bearer error="{error}"'), challenge
+    assert challenge.count('"') == 4  # error and error_description, nothing leaking a quote
+
+
+async def count_sessions(connection: AsyncConnection) -> int:
+    count: int = (await connection.execute(text("SELECT count(*) FROM sessions"))).scalar_one()
+    return count
+
+
+def alg_none_token() -> str:
+    return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims(roles=['admin']))}."
+
+
+def tampered_token() -> str:
+    header, _, signature = hs256().split(".")
+    return f"{header}.{b64(claims(sub='8', roles=['admin']))}.{signature}"
+
+
+def key_confusion_token() -> str:
+    # The provider's public key (which is public) used as an HMAC secret, with alg HS256.
+    header = b64({"alg": "HS256", "typ": "JWT"})
+    body = b64(claims(roles=["admin"]))
+    mac = hmac.new(public_pem(RSA_KEY).encode(), f"{header}.{body}".encode(), hashlib.sha256)
+    signature = base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+    return f"{header}.{body}.{signature}"
+
+
+ATTACKS = [
+    pytest.param(alg_none_token, {}, id="alg none"),
+    pytest.param(
+        lambda: f"{b64({'alg': 'None'})}.{b64(claims(roles=['admin']))}.", {}, id="alg None"
+    ),
+    pytest.param(
+        lambda: f"{b64({'alg': 'HS256'})}.{b64(claims(roles=['admin']))}.", {}, id="no signature"
+    ),
+    pytest.param(lambda: hs256("another-secret-of-at-least-32-bytes!!"), {}, id="wrong secret"),
+    pytest.param(tampered_token, {}, id="tampered payload"),
+    pytest.param(
+        lambda: jwt.encode(claims(), OTHER_RSA_KEY, algorithm="RS256"),
+        {"jwt_public_key": public_pem(RSA_KEY)},
+        id="RS256 wrong key",
+    ),
+    pytest.param(
+        key_confusion_token,
+        {"jwt_public_key": public_pem(RSA_KEY)},
+        id="public key as HMAC secret",
+    ),
+    pytest.param(
+        lambda: jwt.encode(claims(), RSA_KEY, algorithm="RS256"),
+        {},
+        id="RS256 without a configured key",
+    ),
+    pytest.param(
+        lambda: jwt.encode(claims(), RSA_KEY, algorithm="RS512"),
+        {"jwt_public_key": public_pem(RSA_KEY)},
+        id="algorithm not on the allow-list",
+    ),
+    pytest.param(lambda: hs256(), {"jwt_algorithms": ["RS256"]}, id="HS256 turned off"),
+    pytest.param(
+        lambda: jwt.encode(claims(), RSA_KEY, algorithm="RS256"),
+        {"jwt_public_key": public_pem(EC_KEY)},
+        id="RS256 against an EC key",
+    ),
+    pytest.param(
+        lambda: jwt.encode(claims(), EC_KEY, algorithm="ES256"),
+        {"jwt_public_key": public_pem(RSA_KEY)},
+        id="ES256 against an RSA key",
+    ),
+    pytest.param(lambda: hs256(exp=int(time.time()) - 120), {}, id="expired beyond the leeway"),
+    pytest.param(lambda: hs256(nbf=int(time.time()) + 120), {}, id="not valid yet"),
+    pytest.param(lambda: hs256(exp=None), {}, id="no exp"),
+    pytest.param(lambda: hs256(sub=None), {}, id="no sub"),
+    pytest.param(lambda: hs256(sub=7), {}, id="numeric sub"),
+    pytest.param(lambda: hs256(sub=""), {}, id="empty sub"),
+    pytest.param(lambda: hs256(sub="x" * 256), {}, id="sub too long for creator_id"),
+    pytest.param(
+        lambda: hs256(aud="another-service"), {"jwt_audience": "sessions"}, id="other audience"
+    ),
+    pytest.param(lambda: hs256(), {"jwt_audience": "sessions"}, id="no audience"),
+    pytest.param(lambda: hs256(aud="sessions"), {}, id="audience where none is configured"),
+    pytest.param(
+        lambda: hs256(iss="https://evil.example"),
+        {"jwt_issuer": "https://idp.example"},
+        id="other issuer",
+    ),
+    pytest.param(lambda: hs256(organizer_events="3"), {}, id="organizer_events a string"),
+    pytest.param(lambda: hs256(organizer_events=[True]), {}, id="organizer_events booleans"),
+    pytest.param(lambda: hs256(organizer_events=[2**31]), {}, id="organizer_events too big"),
+    pytest.param(lambda: hs256(roles=[1]), {}, id="roles not strings"),
+    pytest.param(lambda: "not-a-jwt", {}, id="garbage"),
+    pytest.param(lambda: "a.b.c", {}, id="three garbage segments"),
+    pytest.param(lambda: f"{b64({'alg': 'HS256'})}.e30.", {}, id="empty signature"),
+    pytest.param(lambda: f"{b64([1])}.{b64(claims())}.x", {}, id="header not an object"),
+]
+
+
+@pytest.mark.parametrize(("make_token", "settings"), ATTACKS)
+async def test_bad_token_is_401_and_stores_nothing(
+    app_with: Callable[..., FastAPI],
+    connection: AsyncConnection,
+    make_token: Callable[[], str],
+    settings: dict[str, Any],
+) -> None:
+    response = await post_with(app_with(**settings), make_token())
+    assert_invalid_token(response)
+    assert await count_sessions(connection) == 0
+
+
+async def test_bad_token_on_a_read_is_401_not_anonymous(
+    anonymous_client: httpx.AsyncClient,
+) -> None:
+    response = await anonymous_client.get(
+        "/sessions", headers={"Authorization": f"Bearer {alg_none_token()}"}
+    )
+    assert_invalid_token(response)
+
+
+@pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "Token abc", "bearer"])
+async def test_authorization_that_is_not_a_bearer_token_is_401(
+    anonymous_client: httpx.AsyncClient, header: str
+) -> None:
+    response = await anonymous_client.get("/sessions", headers={"Authorization": header})
+    assert_invalid_token(response, error="invalid_request")
+
+
+async def test_expired_token_message_says_so(app_with: Callable[..., FastAPI]) -> None:
+    response = await post_with(app_with(), hs256(exp=int(time.time()) - 120))
+    assert_invalid_token(response)
+    assert "expired" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("make_token", "settings"),
+    [
+        pytest.param(lambda: hs256(), {}, id="HS256 with the secret"),
+        pytest.param(
+            lambda: jwt.encode(claims(), RSA_KEY, algorithm="RS256"),
+            {"jwt_public_key": public_pem(RSA_KEY), "jwt_secret": None},
+            id="RS256 with the public key",
+        ),
+        pytest.param(lambda: hs256(exp=int(time.time()) - 10), {}, id="expired within the leeway"),
+        pytest.param(lambda: hs256(nbf=int(time.time()) + 10), {}, id="nbf within the leeway"),
+        pytest.param(
+            lambda: hs256(aud=["other", "sessions"], iss="https://idp.example"),
+            {"jwt_audience": "sessions", "jwt_issuer": "https://idp.example"},
+            id="audience and issuer",
+        ),
+    ],
+)
+async def test_valid_token_creates_a_session_owned_by_its_subject(
+    app_with: Callable[..., FastAPI], make_token: Callable[[], str], settings: dict[str, Any]
+) -> None:
+    response = await post_with(app_with(**settings), make_token())
+    assert response.status_code == 201, response.text
+    assert response.json()["creator_id"] == "7"
+
+
+async def test_es256_public_key_from_a_pem_file(
+    app_with: Callable[..., FastAPI], tmp_path: Path
+) -> None:
+    pem_file = tmp_path / "idp.pem"
+    pem_file.write_text(public_pem(EC_KEY))
+    app = app_with(jwt_public_key_file=pem_file, jwt_algorithms=["ES256"])
+    response = await post_with(app, jwt.encode(claims(sub="ec-user"), EC_KEY, algorithm="ES256"))
+    assert response.status_code == 201, response.text
+    assert response.json()["creator_id"] == "ec-user"
+    # The same app refuses an HS256 token, though its secret is set: not on its allow-list.
+    assert_invalid_token(await post_with(app, hs256()))
+
+
+async def test_claim_names_are_configurable(app_with: Callable[..., FastAPI]) -> None:
+    app = app_with(
+        jwt_subject_claim="user_id",
+        jwt_roles_claim="realm_access.roles",
+        jwt_organizer_events_claim="https://sessions.example/organizes",
+        jwt_admin_role="sessions-admin",
+    )
+    provider_claims = claims(
+        sub="provider|abc",
+        user_id="u-42",
+        realm_access={"roles": ["sessions-admin"]},
+        organizer_events=None,
+    ) | {"https://sessions.example/organizes": []}
+    token = jwt.encode(provider_claims, TEST_JWT_SECRET, algorithm="HS256")
+    # Admin through the nested roles claim: it may create a session in any state.
+    async with asgi_client(app, {"Authorization": f"Bearer {token}"}) as client:
+        response = await client.post("/sessions", json=session_body(state="confirmed"))
+    assert response.status_code == 201, response.text
+    assert response.json()["creator_id"] == "u-42"
+
+
+async def test_openapi_declares_the_bearer_scheme(anonymous_client: httpx.AsyncClient) -> None:
+    spec = (await anonymous_client.get("/openapi.json")).json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["HTTPBearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": schemes["HTTPBearer"]["description"],
+    }
+    assert {"HTTPBearer": []} in spec["paths"]["/sessions"]["post"]["security"]
+
+
+def test_settings_refuse_alg_none() -> None:
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    with pytest.raises(ValidationError, match="none"):
+        Settings(jwt_algorithms=["HS256", "none"])
+    assert Settings(jwt_algorithms="RS256, ES256").jwt_algorithms == ["RS256", "ES256"]

@@ -1,0 +1,131 @@
+"""Request bodies over MAX_BODY_SIZE get 413 unread; CORS only for the configured origins."""
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.repository import make_sessionmaker
+from tests.conftest import ADMIN_HEADERS, asgi_client, build_app, session_body
+
+LIMIT = 1000
+
+
+@pytest.fixture
+def app_with(database_url: str, connection: AsyncConnection) -> Callable[..., FastAPI]:
+    def make(**overrides: Any) -> FastAPI:
+        app = build_app(database_url, **overrides)
+        app.state.db_maker = make_sessionmaker(connection, join_transaction_mode="create_savepoint")
+        return app
+
+    return make
+
+
+async def count_sessions(connection: AsyncConnection) -> int:
+    count: int = (await connection.execute(text("SELECT count(*) FROM sessions"))).scalar_one()
+    return count
+
+
+def body_of_size(size: int) -> bytes:
+    body = orjson.dumps(session_body(comments=""))
+    padding = size - len(body)
+    assert padding >= 0
+    return orjson.dumps(session_body(comments="x" * padding))
+
+
+def assert_413(response: httpx.Response) -> None:
+    assert response.status_code == 413, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 413
+
+
+async def test_body_at_the_limit_is_accepted(app_with: Callable[..., FastAPI]) -> None:
+    async with asgi_client(app_with(max_body_size=LIMIT), ADMIN_HEADERS) as client:
+        body = body_of_size(LIMIT)
+        assert len(body) == LIMIT
+        response = await client.post(
+            "/sessions", content=body, headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 201, response.text
+
+
+async def test_declared_length_over_the_limit_is_413_before_the_app_runs(
+    app_with: Callable[..., FastAPI], connection: AsyncConnection
+) -> None:
+    async with asgi_client(app_with(max_body_size=LIMIT)) as client:
+        # No token: had the app run, this would be a 401.
+        response = await client.post(
+            "/sessions",
+            content=body_of_size(LIMIT + 1),
+            headers={"content-type": "application/json"},
+        )
+    assert_413(response)
+    assert await count_sessions(connection) == 0
+
+
+async def test_streamed_body_over_the_limit_is_413_without_reading_it_all(
+    app_with: Callable[..., FastAPI], connection: AsyncConnection
+) -> None:
+    sent_chunks = 0
+
+    async def endless_chunks() -> AsyncIterator[bytes]:
+        nonlocal sent_chunks
+        while sent_chunks < 10_000:
+            sent_chunks += 1
+            yield b"x" * 100
+
+    async with asgi_client(app_with(max_body_size=LIMIT), ADMIN_HEADERS) as client:
+        response = await client.post(
+            "/sessions", content=endless_chunks(), headers={"content-type": "application/json"}
+        )
+    assert "content-length" not in response.request.headers
+    assert_413(response)
+    # Refused at the chunk that crossed the limit (httpx may have one more in flight).
+    assert sent_chunks <= LIMIT // 100 + 2
+    assert await count_sessions(connection) == 0
+
+
+async def test_default_limit_is_one_mebibyte(app_with: Callable[..., FastAPI]) -> None:
+    async with asgi_client(app_with(max_body_size=1024 * 1024), ADMIN_HEADERS) as client:
+        response = await client.post(
+            "/sessions",
+            content=b"{" + b" " * (1024 * 1024) + b"}",
+            headers={"content-type": "application/json"},
+        )
+    assert_413(response)
+
+
+async def test_no_cors_headers_by_default(anonymous_client: httpx.AsyncClient) -> None:
+    response = await anonymous_client.get("/sessions", headers={"Origin": "https://app.example"})
+    assert response.status_code == 200
+    assert "access-control-allow-origin" not in response.headers
+    preflight = await anonymous_client.options(
+        "/sessions",
+        headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+
+
+async def test_cors_for_configured_origins_only(app_with: Callable[..., FastAPI]) -> None:
+    app = app_with(cors_origins=["https://app.example"])
+    async with asgi_client(app) as client:
+        preflight = await client.options(
+            "/sessions",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+        response = await client.get("/sessions", headers={"Origin": "https://app.example"})
+        assert response.headers["access-control-allow-origin"] == "https://app.example"
+        other = await client.get("/sessions", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
