@@ -374,3 +374,35 @@ async def test_states_endpoint_returns_the_tables(anonymous_client: httpx.AsyncC
     assert set(tables["speaker_create_states"]) == {"draft", "pending"}
     assert {k: set(v) for k, v in tables["speaker"].items()} == SPEAKER_TABLE
     assert {k: set(v) for k, v in tables["organizer"].items()} == ORGANIZER_TABLE
+
+
+async def test_head_and_revalidation_do_not_reveal_hidden_sessions(actors: Actors) -> None:
+    session = await arrange(actors, "pending")
+    etag = (await actors["speaker"].get(f"/sessions/{session['id']}")).headers["etag"]
+    url = f"/sessions/{session['id']}"
+    anonymous = actors["anonymous"]
+    assert (await anonymous.head(url)).status_code == 404
+    assert_problem(await anonymous.get(url, headers={"If-None-Match": etag}), 404)
+    assert (await actors["speaker"].get(url, headers={"If-None-Match": etag})).status_code == 304
+
+
+async def test_who_may_change_is_decided_before_preconditions(actors: Actors) -> None:
+    # RFC 9110 13.2.1: without the precondition this would be a 403, so it is ignored.
+    session = await arrange(actors, "accepted")
+    response = await actors["user"].patch(
+        f"/sessions/{session['id']}", json={"title": "x"}, headers={"If-Match": '"999"'}
+    )
+    assert assert_problem(response, 403)["rule"] == "owner-only"
+
+
+async def test_what_the_patch_changes_is_checked_after_preconditions(actors: Actors) -> None:
+    session = await arrange(actors, "accepted")
+    url = f"/sessions/{session['id']}"
+    stale = await actors["speaker"].patch(
+        url, json={"state": "confirmed"}, headers={"If-Match": '"999"'}
+    )
+    assert_problem(stale, 412)
+    current = await actors["speaker"].patch(
+        url, json={"state": "confirmed"}, headers={"If-Match": f'"{session["version"]}"'}
+    )
+    assert assert_problem(current, 403)["rule"] == "speaker-transitions"

@@ -13,10 +13,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.conditional import format_http_date, parse_http_date, truncate_to_second
-from service.main import create_app
 from service.repository import make_sessionmaker
 from service.settings import Settings
-from tests.conftest import StoredRows, session_body
+from tests.conftest import ADMIN_HEADERS, StoredRows, asgi_client, build_app, session_body
 from tests.test_routes import assert_problem, create
 
 
@@ -456,11 +455,10 @@ async def test_concurrent_patch_and_delete_with_the_same_if_match_one_wins(
 async def strict_client(
     database_url: str, connection: AsyncConnection
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of an app with REQUIRE_PRECONDITIONS on, in the test's transaction."""
-    app = create_app(Settings(database_url=database_url, require_preconditions=True))
+    """A client of an app with REQUIRE_PRECONDITIONS on, in the test's transaction (an admin)."""
+    app = build_app(database_url, require_preconditions=True)
     app.state.db_maker = make_sessionmaker(connection, join_transaction_mode="create_savepoint")
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with asgi_client(app, ADMIN_HEADERS) as client:
         yield client
 
 
