@@ -219,6 +219,10 @@ READ_AUTH_RESPONSES: Responses = _INVALID_TOKEN | _NOT_FOUND
 CREATE_AUTH_RESPONSES: Responses = _INVALID_TOKEN | _FORBIDDEN | _TOO_LARGE
 WRITE_AUTH_RESPONSES: Responses = READ_AUTH_RESPONSES | _FORBIDDEN | _TOO_LARGE
 
+# For the read operations' openapi_extra: FastAPI appends it to their security list, making the
+# token optional in the spec ({} is "no authentication"), as it is in fact.
+OPTIONAL_BEARER: dict[str, Any] = {"security": [{}]}
+
 # A reader: anonymous or signed in. A writer: signed in (401 otherwise).
 Reader = Annotated[Principal, Security(authenticate)]
 Writer = Annotated[Principal, Security(authenticated)]

@@ -9,6 +9,7 @@ from service import policy
 from service.auth import (
     CREATE_AUTH_RESPONSES,
     LIST_AUTH_RESPONSES,
+    OPTIONAL_BEARER,
     READ_AUTH_RESPONSES,
     WRITE_AUTH_RESPONSES,
     Reader,
@@ -167,7 +168,12 @@ async def create_session(
     return session
 
 
-@router.get("", response_model=SessionPage, responses=LIST_RESPONSES | LIST_AUTH_RESPONSES)
+@router.get(
+    "",
+    response_model=SessionPage,
+    responses=LIST_RESPONSES | LIST_AUTH_RESPONSES,
+    openapi_extra=OPTIONAL_BEARER,
+)
 async def list_sessions(
     request: Request,
     response: Response,
@@ -316,10 +322,16 @@ async def get_state_tables() -> dict[str, object]:
 # FastAPI does not answer HEAD for a GET route: declared here, it answers what GET would,
 # and the server sends no body.
 @router.head(
-    "/{session_id}", response_model=SessionRead, responses=READ_RESPONSES | READ_AUTH_RESPONSES
+    "/{session_id}",
+    response_model=SessionRead,
+    responses=READ_RESPONSES | READ_AUTH_RESPONSES,
+    openapi_extra=OPTIONAL_BEARER,
 )
 @router.get(
-    "/{session_id}", response_model=SessionRead, responses=READ_RESPONSES | READ_AUTH_RESPONSES
+    "/{session_id}",
+    response_model=SessionRead,
+    responses=READ_RESPONSES | READ_AUTH_RESPONSES,
+    openapi_extra=OPTIONAL_BEARER,
 )
 async def get_session(
     session_id: SessionId,

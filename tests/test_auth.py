@@ -274,7 +274,14 @@ async def test_openapi_declares_the_bearer_scheme(anonymous_client: httpx.AsyncC
         "bearerFormat": "JWT",
         "description": schemes["HTTPBearer"]["description"],
     }
-    assert {"HTTPBearer": []} in spec["paths"]["/sessions"]["post"]["security"]
+    paths = spec["paths"]
+    # Writes need the token, reads take it if given.
+    for path, method in [("/sessions", "post"), ("/sessions/{session_id}", "patch")]:
+        assert paths[path][method]["security"] == [{"HTTPBearer": []}]
+    assert paths["/sessions/{session_id}"]["delete"]["security"] == [{"HTTPBearer": []}]
+    for path, method in [("/sessions", "get"), ("/sessions/{session_id}", "get")]:
+        assert paths[path][method]["security"] == [{"HTTPBearer": []}, {}]
+    assert "security" not in paths["/sessions/states"]["get"]
 
 
 def test_settings_refuse_alg_none() -> None:
