@@ -252,11 +252,14 @@ def statements(engine: AsyncEngine) -> Iterator[list[str]]:
 
 @asynccontextmanager
 async def started(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """The app as deployed (its lifespan run: an engine of its own) and a client on it."""
+    """The app as deployed (its lifespan run: an engine of its own) and a client on it.
+
+    The client is signed in as an admin, with a token signed by the settings' own secret.
+    """
     app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
+    token = issue_token(settings, ADMIN_ID, admin=True)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        asgi_client(app, {"Authorization": f"Bearer {token}"}) as client,
     ):
         yield app, client

@@ -12,6 +12,8 @@ from typing import Any, Self
 import httpx
 import orjson
 
+from tests.conftest import TEST_JWT_SECRET
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -25,8 +27,14 @@ class ServiceProcess:
         self.base_url = f"http://127.0.0.1:{self.port}"
         # A file, not a pipe: a full pipe would block the service's logging, and so the service.
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
-        env = {k: v for k, v in os.environ.items() if k != "TEST_DATABASE_URL"}
-        env |= {"DATABASE_URL": database_url, "PORT": str(self.port)} | environment
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k != "TEST_DATABASE_URL" and not k.startswith("JWT_")
+        }
+        # The tests' secret, so that conftest's ADMIN_HEADERS sign in.
+        env |= {"DATABASE_URL": database_url, "PORT": str(self.port), "JWT_SECRET": TEST_JWT_SECRET}
+        env |= environment
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service", "serve"],
             env=env,

@@ -12,7 +12,13 @@ import pytest
 
 from service.migrations import migrate
 from service.schemas import format_utc
-from tests.conftest import asyncpg_dsn, create_database, drop_database, session_body
+from tests.conftest import (
+    ADMIN_HEADERS,
+    asyncpg_dsn,
+    create_database,
+    drop_database,
+    session_body,
+)
 from tests.processes import ServiceProcess
 
 # Each PATCH changes a field no other PATCH of the same session touches.
@@ -66,7 +72,9 @@ def stamp(response: dict[str, Any]) -> datetime:
 async def test_concurrent_writes_through_two_replicas_keep_every_rule(
     replicas: list[ServiceProcess], deployed_database: str
 ) -> None:
-    clients = [httpx.AsyncClient(base_url=r.base_url, timeout=30) for r in replicas]
+    clients = [
+        httpx.AsyncClient(base_url=r.base_url, timeout=30, headers=ADMIN_HEADERS) for r in replicas
+    ]
     alternate = itertools.cycle(clients)
     try:
         created = await asyncio.gather(
@@ -131,7 +139,9 @@ async def test_concurrent_writes_through_two_replicas_keep_every_rule(
 async def test_sigterm_drains_the_request_in_flight_and_exits_0(deployed_database: str) -> None:
     service = ServiceProcess(deployed_database, LOG_LEVEL="info").wait_until_ready()
     try:
-        async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=service.base_url, timeout=30, headers=ADMIN_HEADERS
+        ) as client:
             session = (await client.post("/sessions", json=session_body())).json()
             # Hold the row's lock, so that the PATCH below waits inside the service.
             blocker = await asyncpg.connect(asyncpg_dsn(deployed_database))
@@ -179,7 +189,9 @@ async def test_sigterm_gives_up_on_a_stuck_request_after_the_graceful_timeout(
         deployed_database, GRACEFUL_SHUTDOWN_TIMEOUT="1", ACCESS_LOG="false"
     ).wait_until_ready()
     try:
-        async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=service.base_url, timeout=30, headers=ADMIN_HEADERS
+        ) as client:
             session = (await client.post("/sessions", json=session_body())).json()
             blocker = await asyncpg.connect(asyncpg_dsn(deployed_database))
             try:

@@ -114,7 +114,12 @@ async def test_ops_endpoints_stay_out_of_the_openapi_document(
 ) -> None:
     _, client = service
     paths = (await client.get("/openapi.json")).json()["paths"]
-    assert set(paths) == {"/sessions", "/sessions/changes", "/sessions/{session_id}"}
+    assert set(paths) == {
+        "/sessions",
+        "/sessions/changes",
+        "/sessions/states",
+        "/sessions/{session_id}",
+    }
     for path in ("/healthz", "/readyz", "/metrics"):
         assert (await client.get(path)).status_code == 200
 
