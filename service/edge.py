@@ -103,8 +103,23 @@ class ConfiguredCORS:
                     self.app,
                     allow_origins=origins,
                     allow_methods=["GET", "POST", "PATCH", "DELETE"],
-                    allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match"],
-                    expose_headers=["Location", "ETag", "Last-Modified", "WWW-Authenticate"],
+                    allow_headers=[
+                        "Authorization",
+                        "Content-Type",
+                        "If-Match",
+                        "If-None-Match",
+                        "If-Modified-Since",
+                        "If-Unmodified-Since",
+                        "X-Request-ID",
+                    ],
+                    expose_headers=[
+                        "Location",
+                        "ETag",
+                        "Last-Modified",
+                        "Retry-After",
+                        "WWW-Authenticate",
+                        "X-Request-ID",
+                    ],
                     max_age=600,
                 )
                 if origins
