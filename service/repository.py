@@ -162,7 +162,7 @@ class SessionRepository:
         rows = (await self.db.execute(query)).all()
         return rows, horizon
 
-    async def create(self, values: Mapping[str, Any], *, creator_id: str | None) -> Session:
+    async def create(self, values: Mapping[str, Any], *, creator_id: str | None = None) -> Session:
         session = Session(**values, creator_id=creator_id)
         _check_schedule(session)
         self.db.add(session)
