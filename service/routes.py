@@ -266,10 +266,16 @@ def _read_cursor(
         raise _bad_cursor("cursor", str(exc)) from None
 
 
-@router.get("/changes", response_model=ChangesPage, responses=CHANGES_RESPONSES)
+@router.get(
+    "/changes",
+    response_model=ChangesPage,
+    responses=CHANGES_RESPONSES | LIST_AUTH_RESPONSES,
+    openapi_extra=OPTIONAL_BEARER,
+)
 async def list_changes(
     db: Db,
     signer: Signer,
+    principal: Reader,
     since: Annotated[
         str | None,
         Query(max_length=1000, description="The next_token of the previous poll; omit to start."),
@@ -278,14 +284,16 @@ async def list_changes(
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
     event_id: OptionalId = None,
 ) -> ChangesPage:
-    """Sessions created, changed or deleted since a token, oldest change first; deletions as
-    tombstones."""
+    """Sessions created, changed or deleted since a token, oldest change first; deletions, and
+    sessions the caller may not see (anonymous: all but accepted and confirmed), as tombstones."""
     after = _read_feed_token(signer, since, event_id) if since else None
     rows, horizon = await SessionRepository(db).changes(event_id=event_id, after=after, limit=limit)
+    # Every row is served, hidden ones as tombstones: a session that stops being visible must
+    # reach the client's copy, and positions stay the same for every caller.
     items = [
-        SessionTombstone.model_validate(session)
-        if session.deleted_at is not None
-        else SessionChange.model_validate(session)
+        SessionChange.model_validate(session)
+        if session.deleted_at is None and policy.can_see(principal, session)
+        else SessionTombstone.model_validate(session)
         for session, _ in rows
     ]
     if len(rows) == limit:

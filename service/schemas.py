@@ -221,14 +221,17 @@ class SessionChange(SessionRead):
 
 
 class SessionTombstone(BaseModel):
-    """A deleted session: the client drops its copy."""
+    """A session deleted, or one the caller may no longer see: the client drops its copy."""
 
     model_config = ConfigDict(
         from_attributes=True, json_schema_serialization_defaults_required=True
     )
 
     id: int
-    deleted_at: UtcDateTime
+    deleted_at: UtcDateTime | None = Field(
+        description="When it was deleted; null when it still exists but is no longer visible to "
+        "the caller (an anonymous client, when a session stops being accepted or confirmed)."
+    )
     last_modified_at: UtcDateTime
     version: int
     deleted: Literal[True] = True
