@@ -202,6 +202,11 @@ def check_update(principal: Principal, session: SessionFacts, changes: Mapping[s
         )
 
 
+def check_may_change(principal: Principal, session: SessionFacts) -> None:
+    """Whether the principal may change this session at all, whatever a patch holds."""
+    check_update(principal, session, {})
+
+
 def check_delete(principal: Principal, session: SessionFacts) -> None:
     require_authenticated(principal)
     if not principal.is_admin:

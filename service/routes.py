@@ -376,7 +376,7 @@ async def update_session(
     session = await _get_or_404(repository, session_id, principal, for_update=True)
     # Who may change it at all is decided before the preconditions (RFC 9110 13.2.1), what
     # the patch changes after them.
-    policy.check_update(principal, session, {})
+    policy.check_may_change(principal, session)
     check_write(preconditions, "PATCH", session)
     changes = policy.real_changes(session, body.model_dump())
     policy.check_update(principal, session, changes)
