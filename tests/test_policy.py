@@ -406,3 +406,14 @@ async def test_what_the_patch_changes_is_checked_after_preconditions(actors: Act
         url, json={"state": "confirmed"}, headers={"If-Match": f'"{session["version"]}"'}
     )
     assert assert_problem(current, 403)["rule"] == "speaker-transitions"
+
+
+@pytest.mark.parametrize("state", STATES)
+async def test_list_filtered_by_state_still_hides_what_anonymous_may_not_see(
+    actors: Actors, state: str
+) -> None:
+    session = await arrange(actors, state)
+    response = await actors["anonymous"].get("/sessions", params={"state": state})
+    assert response.status_code == 200, response.text
+    listed = [item["id"] for item in response.json()["items"]]
+    assert listed == ([session["id"]] if state in PUBLIC else [])
