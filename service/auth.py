@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.errors import ServiceError
 from service.models import USER_ID_MAX
+from service.openapi import Responses, header, problem_response
 from service.policy import ANONYMOUS, Principal, require_authenticated
 from service.schemas import INT4_MAX
 from service.settings import DEVELOPMENT_JWT_SECRET, Settings, get_settings
@@ -175,45 +176,19 @@ async def authenticated(principal: Annotated[Principal, Security(authenticate)])
 
 
 # OpenAPI: what authentication and the rules answer.
-Responses = dict[int | str, dict[str, Any]]
-_PROBLEM: dict[str, Any] = {
-    "application/problem+json": {
-        "schema": {
-            "type": "object",
-            "required": ["type", "title", "status"],
-            "properties": {
-                "type": {"type": "string"},
-                "title": {"type": "string"},
-                "status": {"type": "integer"},
-                "detail": {"type": "string"},
-                "rule": {"type": "string", "description": "403: the rule that refused it."},
-            },
-        }
-    }
-}
-_INVALID_TOKEN: Responses = {
-    401: {
-        "description": "The bearer token is missing (writes), malformed, expired, not signed by "
-        'the identity provider or not for this service. WWW-Authenticate: Bearer error="...".',
-        "content": _PROBLEM,
-    }
-}
-_NOT_FOUND: Responses = {
-    404: {
-        "description": "No such session, or one the caller may not see.",
-        "content": _PROBLEM,
-    }
-}
-_FORBIDDEN: Responses = {
-    403: {
-        "description": "The caller may see the session but not do this; `rule` names the rule "
-        "(GET /sessions/states lists the state transitions). Nothing changed.",
-        "content": _PROBLEM,
-    }
-}
-_TOO_LARGE: Responses = {
-    413: {"description": "The body is larger than MAX_BODY_SIZE.", "content": _PROBLEM}
-}
+_INVALID_TOKEN = problem_response(
+    401,
+    "The bearer token is missing (writes), malformed, expired, not signed by the identity "
+    'provider or not for this service. WWW-Authenticate: Bearer error="...".',
+    headers={"WWW-Authenticate": header('Bearer, with error="..." for a bad token.')},
+)
+_NOT_FOUND = problem_response(404, "No such session, or one the caller may not see.")
+_FORBIDDEN = problem_response(
+    403,
+    "The caller may see the session but not do this; `rule` names the rule "
+    "(GET /sessions/states lists the state transitions). Nothing changed.",
+)
+_TOO_LARGE = problem_response(413, "The body is larger than MAX_BODY_SIZE.")
 LIST_AUTH_RESPONSES: Responses = _INVALID_TOKEN
 READ_AUTH_RESPONSES: Responses = _INVALID_TOKEN | _NOT_FOUND
 CREATE_AUTH_RESPONSES: Responses = _INVALID_TOKEN | _FORBIDDEN | _TOO_LARGE

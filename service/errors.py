@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import MISSING, BaseModel, Field
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -20,6 +21,39 @@ PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:sessions-service:problem:"
 
 logger = logging.getLogger(__name__)
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem detail: the body of every error response."""
+
+    type: str = Field(
+        description="A URI naming the kind of problem; about:blank when the status says it all.",
+        examples=["urn:sessions-service:problem:bad-request"],
+    )
+    title: str = Field(description="The HTTP status phrase.", examples=["Bad Request"])
+    status: int = Field(description="The HTTP status code.", examples=[400])
+    detail: str | MISSING = Field(
+        MISSING,
+        description="What went wrong, in a sentence written for the client.",
+        examples=["The cursor is not one this service issued."],
+    )
+
+
+class FieldError(BaseModel):
+    """One invalid part of a request."""
+
+    location: list[str | int] = Field(
+        description="Where: body, query, path or header, then the path to the field.",
+        examples=[["body", "title"]],
+    )
+    message: str = Field(description="What is wrong with it.", examples=["Field required"])
+    type: str = Field(description="A machine-readable kind of error.", examples=["missing"])
+
+
+class ValidationProblem(Problem):
+    """A problem detail for a request that failed validation: one entry per invalid field."""
+
+    errors: list[FieldError] = Field(description="The invalid fields.")
 
 
 class ServiceError(Exception):

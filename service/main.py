@@ -3,6 +3,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from service import ops, routes
 from service.auth import token_verifier
@@ -12,11 +13,19 @@ from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import RequestTelemetry
 from service.migrations import known_revisions, migration_heads
+from service.openapi import install_openapi, operation_id
 from service.preconditions import DateHeaderMiddleware
 from service.repository import make_sessionmaker
 from service.settings import DEVELOPMENT_CURSOR_SECRET, Settings, get_settings
 
 logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Sessions (talks, workshops...) of conference events, with a trustworthy `last_modified_at`:
+set by the server on every real change and only then, in UTC, equal to what the database holds.
+
+Errors are RFC 9457 problem details (`application/problem+json`).
+"""
 
 
 @asynccontextmanager
@@ -50,10 +59,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The ASGI app; settings are read when it starts, not when it is built."""
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from files the package ships,
+    # not from a CDN, so the docs work without internet access.
+    app = FastAPIOffline(
         title="Sessions service",
         version="0.1.0",
         summary="Sessions (talks, workshops) of conference events.",
+        description=DESCRIPTION,
+        openapi_tags=[{"name": "sessions", "description": "The sessions of conference events."}],
+        generate_unique_id_function=operation_id,
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -68,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(DateHeaderMiddleware)
     app.include_router(ops.router)
     app.include_router(routes.router)
+    install_openapi(app)
     return app
 
 

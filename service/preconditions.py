@@ -6,7 +6,7 @@ The rules themselves are in service.conditional; this module binds them to FastA
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Header, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,6 +23,7 @@ from service.conditional import (
 )
 from service.errors import BadRequest, PreconditionFailed, PreconditionRequired
 from service.models import Session
+from service.openapi import Responses, problem_response
 from service.settings import Settings, get_settings
 
 # Clients and caches may store a session, but must revalidate it (If-None-Match) before each use.
@@ -226,36 +227,17 @@ VALIDATOR_HEADERS = {
     "Last-Modified": LAST_MODIFIED_HEADER,
     "Cache-Control": CACHE_CONTROL_HEADER,
 }
-_PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "title", "status"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-    },
-}
-_PROBLEM = {"application/problem+json": {"schema": _PROBLEM_SCHEMA}}
-
-Responses = dict[int | str, dict[str, Any]]
-_MALFORMED: Responses = {
-    400: {"description": "If-Match or If-None-Match is malformed.", "content": _PROBLEM}
-}
-_FAILED: Responses = {
-    412: {
-        "description": "A precondition failed; nothing changed. ETag is the session's current one.",
-        "headers": {"ETag": ETAG_HEADER},
-        "content": _PROBLEM,
-    }
-}
-_REQUIRED: Responses = {
-    428: {
-        "description": "REQUIRE_PRECONDITIONS is on and the request has neither If-Match nor "
-        "If-Unmodified-Since: read the session and send its ETag in If-Match.",
-        "content": _PROBLEM,
-    }
-}
+_MALFORMED = problem_response(400, "If-Match or If-None-Match is malformed.")
+_FAILED = problem_response(
+    412,
+    "A precondition failed; nothing changed. ETag is the session's current one.",
+    headers={"ETag": ETAG_HEADER},
+)
+_REQUIRED = problem_response(
+    428,
+    "REQUIRE_PRECONDITIONS is on and the request has neither If-Match nor If-Unmodified-Since: "
+    "read the session and send its ETag in If-Match.",
+)
 CREATE_RESPONSES: Responses = {201: {"headers": VALIDATOR_HEADERS}}
 READ_RESPONSES: Responses = {
     200: {"headers": VALIDATOR_HEADERS},

@@ -2,7 +2,7 @@ from dataclasses import asdict
 from functools import lru_cache
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
 from pydantic import AfterValidator, Field
 
 from service import policy
@@ -18,7 +18,9 @@ from service.auth import (
 from service.db import Db
 from service.errors import BadRequest, InvalidInput, NotFound
 from service.models import Session
+from service.openapi import header, merge_responses, problem_response, problems
 from service.pagination import (
+    SORT_PATTERN,
     InvalidSort,
     InvalidToken,
     SortKey,
@@ -64,49 +66,40 @@ from service.schemas import (
 )
 from service.settings import get_settings
 
-router = APIRouter(prefix="/sessions", tags=["sessions"])
+# Every operation here validates its input and needs the database.
+router = APIRouter(prefix="/sessions", tags=["sessions"], responses=problems(422, 503))
 
+# Routes say {session_id:int}: only digits match, so /sessions/changes is never a session id
+# (PATCH /sessions/changes is a 405, as the spec's concrete path says), and /sessions/abc a 404.
 SessionId = Annotated[int, Path(ge=1, le=INT4_MAX, description="The session's id.")]
+# The spec names only the precise media type: documenting application/json as well (which is
+# accepted all the same) makes openapi-python-client 0.29 generate code that does not import
+# (its open issues #1451 and #1276: several media types for one body).
+MergePatch = Annotated[SessionUpdate, Body(media_type="application/merge-patch+json")]
 OptionalId = Annotated[int | None, Query(ge=1, le=INT4_MAX)]
+# Documents the syntax parse_sort reads (it gives the errors, naming the bad key).
+SortValue = Annotated[str, Field(json_schema_extra={"pattern": SORT_PATTERN})]
 SearchText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul)]
 
-_PROBLEM_CONTENT = {
-    "application/problem+json": {
-        "schema": {
-            "type": "object",
-            "required": ["type", "title", "status"],
-            "properties": {
-                "type": {"type": "string"},
-                "title": {"type": "string"},
-                "status": {"type": "integer"},
-                "detail": {"type": "string"},
-                "parameter": {"type": "string"},
-            },
-        }
-    }
-}
-LIST_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "headers": {
-            "Link": {
-                "description": 'The next page, `<url>; rel="next"`; absent on the last page.',
-                "schema": {"type": "string"},
+LIST_RESPONSES = merge_responses(
+    {
+        200: {
+            "headers": {
+                "Link": header('The next page, `<url>; rel="next"`; absent on the last page.')
             }
         }
     },
-    400: {
-        "description": "The cursor was altered, signed with another secret, or issued for "
-        "other filters or another sort order (`parameter`: cursor).",
-        "content": _PROBLEM_CONTENT,
-    },
-}
-CHANGES_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {
-        "description": "The token was altered, signed with another secret, or issued for "
-        "another event_id (`parameter`: since).",
-        "content": _PROBLEM_CONTENT,
-    },
-}
+    problem_response(
+        400,
+        "The cursor was altered, signed with another secret, or issued for other filters or "
+        "another sort order (`parameter`: cursor).",
+    ),
+)
+CHANGES_RESPONSES = problem_response(
+    400,
+    "The token was altered, signed with another secret, or issued for another event_id "
+    "(`parameter`: since).",
+)
 
 # Token kinds: a list cursor is never accepted as a feed token, nor the other way round.
 LIST_CURSOR = "sessions-list"
@@ -150,11 +143,29 @@ async def _get_or_404(
     return session
 
 
+# The new session's id feeds the operations on one session (OpenAPI links).
+_CREATED_SESSION_LINKS = {
+    name: {"operationId": name, "parameters": {"session_id": "$response.body#/id"}}
+    for name in ("getSession", "updateSession", "deleteSession")
+}
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=SessionRead,
-    responses=CREATE_RESPONSES | CREATE_AUTH_RESPONSES,
+    summary="Create a session",
+    response_description="The session as stored.",
+    responses=merge_responses(
+        CREATE_RESPONSES,
+        CREATE_AUTH_RESPONSES,
+        {
+            201: {
+                "headers": {"Location": header("The new session's URL.", format="uri-reference")},
+                "links": _CREATED_SESSION_LINKS,
+            }
+        },
+    ),
 )
 async def create_session(
     body: SessionCreate, db: Db, response: Response, principal: Writer
@@ -171,7 +182,9 @@ async def create_session(
 @router.get(
     "",
     response_model=SessionPage,
-    responses=LIST_RESPONSES | LIST_AUTH_RESPONSES,
+    summary="List sessions",
+    response_description="A page of sessions.",
+    responses=merge_responses(LIST_RESPONSES, LIST_AUTH_RESPONSES),
     openapi_extra=OPTIONAL_BEARER,
 )
 async def list_sessions(
@@ -201,7 +214,7 @@ async def list_sessions(
         Query(description="Case-insensitive text in title, subtitle or short_abstract."),
     ] = None,
     sort: Annotated[
-        list[str] | None,
+        list[SortValue] | None,
         Query(
             description="Sort keys, comma-separated or repeated, each optionally prefixed by "
             "'-' (descending): id, title, starts_at, ends_at, created_at, last_modified_at. "
@@ -269,10 +282,12 @@ def _read_cursor(
 @router.get(
     "/changes",
     response_model=ChangesPage,
-    responses=CHANGES_RESPONSES | LIST_AUTH_RESPONSES,
+    summary="List changes since a token",
+    response_description="The changes, and the token for the next poll.",
+    responses=merge_responses(CHANGES_RESPONSES, LIST_AUTH_RESPONSES),
     openapi_extra=OPTIONAL_BEARER,
 )
-async def list_changes(
+async def list_session_changes(
     db: Db,
     signer: Signer,
     principal: Reader,
@@ -321,7 +336,12 @@ def _read_feed_token(signer: TokenSigner, since: str, event_id: int | None) -> t
 
 
 # Before /{session_id}, which would otherwise take "states" for an id.
-@router.get("/states", response_model=StateTables)
+@router.get(
+    "/states",
+    response_model=StateTables,
+    summary="Get the session workflow",
+    response_description="The states and their transitions.",
+)
 async def get_state_tables() -> dict[str, object]:
     """The session workflow: the states, and who may move a session from which to which."""
     return policy.state_tables()
@@ -330,15 +350,19 @@ async def get_state_tables() -> dict[str, object]:
 # FastAPI does not answer HEAD for a GET route: declared here, it answers what GET would,
 # and the server sends no body.
 @router.head(
-    "/{session_id}",
+    "/{session_id:int}",
     response_model=SessionRead,
-    responses=READ_RESPONSES | READ_AUTH_RESPONSES,
+    summary="Get a session's headers",
+    response_description="The session's headers, without a body.",
+    responses=merge_responses(READ_RESPONSES, READ_AUTH_RESPONSES),
     openapi_extra=OPTIONAL_BEARER,
 )
 @router.get(
-    "/{session_id}",
+    "/{session_id:int}",
     response_model=SessionRead,
-    responses=READ_RESPONSES | READ_AUTH_RESPONSES,
+    summary="Get a session",
+    response_description="The session.",
+    responses=merge_responses(READ_RESPONSES, READ_AUTH_RESPONSES),
     openapi_extra=OPTIONAL_BEARER,
 )
 async def get_session(
@@ -361,17 +385,24 @@ async def get_session(
 
 
 @router.patch(
-    "/{session_id}", response_model=SessionRead, responses=UPDATE_RESPONSES | WRITE_AUTH_RESPONSES
+    "/{session_id:int}",
+    response_model=SessionRead,
+    summary="Change a session",
+    response_description="The session as stored after the change.",
+    responses=merge_responses(UPDATE_RESPONSES, WRITE_AUTH_RESPONSES),
 )
 async def update_session(
     session_id: SessionId,
-    body: SessionUpdate,
+    body: MergePatch,
     db: Db,
     preconditions: WritePreconditions,
     response: Response,
     principal: Writer,
 ) -> Session:
-    """Change a session with a JSON Merge Patch (RFC 7396); null clears a field."""
+    """Change a session with a JSON Merge Patch (RFC 7396); null clears a field.
+
+    Sent as application/merge-patch+json or as application/json.
+    """
     repository = SessionRepository(db)
     session = await _get_or_404(repository, session_id, principal, for_update=True)
     # Who may change it at all is decided before the preconditions (RFC 9110 13.2.1), what
@@ -386,9 +417,11 @@ async def update_session(
 
 
 @router.delete(
-    "/{session_id}",
+    "/{session_id:int}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=DELETE_RESPONSES | WRITE_AUTH_RESPONSES,
+    summary="Delete a session",
+    response_description="Deleted.",
+    responses=merge_responses(DELETE_RESPONSES, WRITE_AUTH_RESPONSES),
 )
 async def delete_session(
     session_id: SessionId, db: Db, preconditions: WritePreconditions, principal: Writer

@@ -20,17 +20,25 @@ from pydantic import (
     StrictBool,
     StrictInt,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticUndefined
+from typing_extensions import TypeAliasType
 
 from service import models
 from service.content import sanitize_html
 
 INT4_MAX = 2**31 - 1
 
-Level = Literal["Beginner", "Intermediate", "Advanced", "Expert"]
-State = Literal["draft", "pending", "accepted", "confirmed", "rejected", "canceled", "withdrawn"]
+# Named aliases: each enum is one schema in the OpenAPI document (one type in generated clients)
+# instead of an inline copy per field and model.
+Level = TypeAliasType("Level", Literal["Beginner", "Intermediate", "Advanced", "Expert"])
+State = TypeAliasType(
+    "State",
+    Literal["draft", "pending", "accepted", "confirmed", "rejected", "canceled", "withdrawn"],
+)
 
 # Sent back by clients that echo what they read; accepted and ignored (rule: output only).
 READ_ONLY_FIELDS = frozenset(
@@ -76,7 +84,12 @@ def format_utc(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-UtcDateTime = Annotated[datetime, PlainSerializer(format_utc, return_type=str)]
+# The serializer returns a string; the schema still says date-time, so clients parse a datetime.
+UtcDateTime = Annotated[
+    datetime,
+    PlainSerializer(format_utc, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 InputDateTime = Annotated[
     AwareDatetime, BeforeValidator(_require_rfc3339_string), AfterValidator(_to_utc)
 ]
@@ -103,6 +116,61 @@ Url = Annotated[
 ]
 
 
+# What the OpenAPI document says about each field (description, example), shared by the models.
+FIELD_DOCS: dict[str, tuple[str, object]] = {
+    "id": ("The session's id, assigned by the server.", 42),
+    "event_id": ("The id of the event the session belongs to.", 7),
+    "title": ("The session's title; not blank.", "Keyset pagination in practice"),
+    "subtitle": ("A line shown under the title.", "Why OFFSET hurts"),
+    "short_abstract": ("A summary of a few sentences; HTML, sanitised on write.", "How to page through large tables fast."),
+    "long_abstract": ("The full abstract; HTML, sanitised on write.", "Keyset pagination reads only the rows it returns..."),
+    "comments": ("Notes for the organisers; HTML, sanitised on write.", "Needs a projector."),
+    "level": ("The level of the audience.", "Intermediate"),
+    "language": ("The language the session is held in.", "English"),
+    "starts_at": (
+        "When the session starts: RFC 3339 with an offset; returned in UTC.",
+        "2027-05-04T08:00:00.000000Z",
+    ),
+    "ends_at": (
+        "When the session ends, later than starts_at: RFC 3339 with an offset; returned in UTC.",
+        "2027-05-04T09:00:00.000000Z",
+    ),
+    "track_id": ("The id of the track the session is in.", 3),
+    "session_type_id": ("The id of the session's type (talk, workshop...).", 1),
+    "microlocation_id": ("The id of the room the session is held in.", 12),
+    "slides_url": ("Where the slides are (http or https).", "https://example.org/slides.pdf"),
+    "video_url": ("Where the recording is (http or https).", "https://example.org/video"),
+    "audio_url": ("Where the audio recording is (http or https).", "https://example.org/audio"),
+    "signup_url": ("Where attendees sign up (http or https).", "https://example.org/signup"),
+    "state": ("Where the session is in the review workflow.", "draft"),
+    "is_locked": ("Whether the session is locked against changes by its speakers.", False),
+    "created_at": ("When the session was created, in UTC.", "2026-11-26T15:06:27.123456Z"),
+    "last_modified_at": (
+        "When the session last really changed, in UTC; a request that changes nothing "
+        "leaves it as it is.",
+        "2026-11-26T15:06:27.123456Z",
+    ),
+    "version": ("1 when created, one more on each real change.", 1),
+    "creator_id": ("The `sub` of the token that created the session.", "speaker-17"),
+    "submitted_at": (
+        "When the session first entered `pending`, in UTC; set by the server.",
+        "2026-11-27T09:30:00.000000Z",
+    ),
+}
+
+
+def about(name: str, default: Any = PydanticUndefined) -> Any:
+    """The field called name, with its description and example."""
+    description, example = FIELD_DOCS[name]
+    return Field(default, description=description, examples=[example])
+
+
+def output_only(name: str) -> Any:
+    """A field the server sets: readOnly in the schema, ignored in requests."""
+    description, example = FIELD_DOCS[name]
+    return Field(description=description, examples=[example], json_schema_extra={"readOnly": True})
+
+
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -115,49 +183,51 @@ class _Input(BaseModel):
 
 
 class SessionCreate(_Input):
-    event_id: Id
-    title: Title
-    subtitle: Subtitle | None = None
-    short_abstract: SafeHtml | None = None
-    long_abstract: SafeHtml | None = None
-    comments: SafeHtml | None = None
-    level: Level | None = None
-    language: Language | None = None
-    starts_at: InputDateTime | None = None
-    ends_at: InputDateTime | None = None
-    track_id: Id | None = None
-    session_type_id: Id | None = None
-    microlocation_id: Id | None = None
-    slides_url: Url | None = None
-    video_url: Url | None = None
-    audio_url: Url | None = None
-    signup_url: Url | None = None
-    state: State = "draft"
-    is_locked: StrictBool = False
+    """A new session. Output-only fields (id, timestamps, version) may be sent; they are ignored."""
+
+    event_id: Id = about("event_id")
+    title: Title = about("title")
+    subtitle: Subtitle | None = about("subtitle", None)
+    short_abstract: SafeHtml | None = about("short_abstract", None)
+    long_abstract: SafeHtml | None = about("long_abstract", None)
+    comments: SafeHtml | None = about("comments", None)
+    level: Level | None = about("level", None)
+    language: Language | None = about("language", None)
+    starts_at: InputDateTime | None = about("starts_at", None)
+    ends_at: InputDateTime | None = about("ends_at", None)
+    track_id: Id | None = about("track_id", None)
+    session_type_id: Id | None = about("session_type_id", None)
+    microlocation_id: Id | None = about("microlocation_id", None)
+    slides_url: Url | None = about("slides_url", None)
+    video_url: Url | None = about("video_url", None)
+    audio_url: Url | None = about("audio_url", None)
+    signup_url: Url | None = about("signup_url", None)
+    state: State = about("state", "draft")
+    is_locked: StrictBool = about("is_locked", False)
 
 
 class SessionUpdate(_Input):
-    """A JSON Merge Patch of a session: absent members stay as they are."""
+    """A JSON Merge Patch (RFC 7396) of a session: absent members stay as they are, null clears."""
 
-    event_id: Id | MISSING = MISSING
-    title: Title | MISSING = MISSING
-    subtitle: Subtitle | None | MISSING = MISSING
-    short_abstract: SafeHtml | None | MISSING = MISSING
-    long_abstract: SafeHtml | None | MISSING = MISSING
-    comments: SafeHtml | None | MISSING = MISSING
-    level: Level | None | MISSING = MISSING
-    language: Language | None | MISSING = MISSING
-    starts_at: InputDateTime | None | MISSING = MISSING
-    ends_at: InputDateTime | None | MISSING = MISSING
-    track_id: Id | None | MISSING = MISSING
-    session_type_id: Id | None | MISSING = MISSING
-    microlocation_id: Id | None | MISSING = MISSING
-    slides_url: Url | None | MISSING = MISSING
-    video_url: Url | None | MISSING = MISSING
-    audio_url: Url | None | MISSING = MISSING
-    signup_url: Url | None | MISSING = MISSING
-    state: State | MISSING = MISSING
-    is_locked: StrictBool | MISSING = MISSING
+    event_id: Id | MISSING = about("event_id", MISSING)
+    title: Title | MISSING = about("title", MISSING)
+    subtitle: Subtitle | None | MISSING = about("subtitle", MISSING)
+    short_abstract: SafeHtml | None | MISSING = about("short_abstract", MISSING)
+    long_abstract: SafeHtml | None | MISSING = about("long_abstract", MISSING)
+    comments: SafeHtml | None | MISSING = about("comments", MISSING)
+    level: Level | None | MISSING = about("level", MISSING)
+    language: Language | None | MISSING = about("language", MISSING)
+    starts_at: InputDateTime | None | MISSING = about("starts_at", MISSING)
+    ends_at: InputDateTime | None | MISSING = about("ends_at", MISSING)
+    track_id: Id | None | MISSING = about("track_id", MISSING)
+    session_type_id: Id | None | MISSING = about("session_type_id", MISSING)
+    microlocation_id: Id | None | MISSING = about("microlocation_id", MISSING)
+    slides_url: Url | None | MISSING = about("slides_url", MISSING)
+    video_url: Url | None | MISSING = about("video_url", MISSING)
+    audio_url: Url | None | MISSING = about("audio_url", MISSING)
+    signup_url: Url | None | MISSING = about("signup_url", MISSING)
+    state: State | MISSING = about("state", MISSING)
+    is_locked: StrictBool | MISSING = about("is_locked", MISSING)
 
     @field_validator("ends_at")
     @classmethod
@@ -172,39 +242,41 @@ class SessionUpdate(_Input):
 
 
 class SessionRead(BaseModel):
+    """A session (talk, workshop...) of a conference event, as the server holds it."""
+
     model_config = ConfigDict(from_attributes=True)
 
-    id: int
-    event_id: int
-    title: str
-    subtitle: str | None
-    short_abstract: str | None
-    long_abstract: str | None
-    comments: str | None
-    level: Level | None
-    language: str | None
-    starts_at: UtcDateTime | None
-    ends_at: UtcDateTime | None
-    track_id: int | None
-    session_type_id: int | None
-    microlocation_id: int | None
-    slides_url: str | None
-    video_url: str | None
-    audio_url: str | None
-    signup_url: str | None
-    state: State
-    is_locked: bool
-    creator_id: str | None = Field(description="The `sub` of the token that created it.")
-    submitted_at: UtcDateTime | None = Field(
-        description="When the session first entered `pending`; set by the server."
-    )
-    created_at: UtcDateTime
-    last_modified_at: UtcDateTime
-    version: int
+    id: int = output_only("id")
+    event_id: int = about("event_id")
+    title: str = about("title")
+    subtitle: str | None = about("subtitle")
+    short_abstract: str | None = about("short_abstract")
+    long_abstract: str | None = about("long_abstract")
+    comments: str | None = about("comments")
+    level: Level | None = about("level")
+    language: str | None = about("language")
+    starts_at: UtcDateTime | None = about("starts_at")
+    ends_at: UtcDateTime | None = about("ends_at")
+    track_id: int | None = about("track_id")
+    session_type_id: int | None = about("session_type_id")
+    microlocation_id: int | None = about("microlocation_id")
+    slides_url: str | None = about("slides_url")
+    video_url: str | None = about("video_url")
+    audio_url: str | None = about("audio_url")
+    signup_url: str | None = about("signup_url")
+    state: State = about("state")
+    is_locked: bool = about("is_locked")
+    creator_id: str | None = output_only("creator_id")
+    submitted_at: UtcDateTime | None = output_only("submitted_at")
+    created_at: UtcDateTime = output_only("created_at")
+    last_modified_at: UtcDateTime = output_only("last_modified_at")
+    version: int = output_only("version")
 
 
 class SessionPage(BaseModel):
-    items: list[SessionRead]
+    """One page of sessions in id order."""
+
+    items: list[SessionRead] = Field(description="The sessions of this page, in id order.")
     next_cursor: str | None = Field(
         description="Pass as `cursor` (with the same filters and sort) to get the next page; "
         "null on the last page."

@@ -1,0 +1,149 @@
+"""The OpenAPI document: what it says beyond what FastAPI infers, and the committed openapi.json.
+
+Client generators turn operation ids into method names and schema names into types, so both are
+chosen here for every route; errors are documented as they are sent, problem+json.
+
+`python -m service.openapi` writes openapi.json at the repository root; `--check` only compares.
+"""
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+
+from service.errors import PROBLEM_JSON, Problem, ValidationProblem
+
+SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
+REGENERATE = "python -m service.openapi"
+REF_PREFIX = "#/components/schemas/"
+
+PROBLEMS = {
+    400: "The request is malformed.",
+    401: "Authentication is required, or the token is not valid.",
+    403: "The caller may not do this.",
+    404: "There is no session with this id, or it was deleted.",
+    409: "The request conflicts with the stored data.",
+    412: "A precondition failed: the session changed since it was read.",
+    413: "The body is too large.",
+    422: "The request is invalid; `errors` names each invalid field.",
+    428: "The request must be conditional.",
+    503: "The database is unavailable; retry after `Retry-After` seconds.",
+}
+
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def operation_id(route: APIRoute) -> str:
+    """The handler's name in camelCase (create_session: createSession), a method name in clients.
+
+    A HEAD route that shares a GET handler takes head for its verb (get_session: headSession).
+    """
+    first, *rest = route.name.split("_")
+    if route.methods == {"HEAD"}:
+        first = "head"
+    return first + "".join(word.capitalize() for word in rest)
+
+
+def header(description: str, **schema: Any) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string"} | schema}
+
+
+def problem_response(status: int, description: str | None = None, **extra: Any) -> Responses:
+    """A problem+json response of an operation, for a route's `responses=`."""
+    response: dict[str, Any] = {
+        "model": ValidationProblem if status == 422 else Problem,
+        "description": description or PROBLEMS[status],
+    }
+    if status == 503:
+        response["headers"] = {
+            "Retry-After": header("Seconds to wait before retrying.", pattern="^[0-9]+$")
+        }
+    return {status: response | extra}
+
+
+def problems(*statuses: int) -> Responses:
+    """The problem+json responses of an operation, with their default descriptions."""
+    return merge_responses(*(problem_response(status) for status in statuses))
+
+
+def merge_responses(*parts: Responses) -> Responses:
+    """Responses declared in several places, merged status by status (headers too)."""
+    merged: Responses = {}
+    for part in parts:
+        for status, response in part.items():
+            into = merged.setdefault(status, {})
+            for key, value in response.items():
+                into[key] = into[key] | value if isinstance(into.get(key), dict) else value
+    return merged
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Make app.openapi() return the document as the service really answers."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _as_sent(generate())
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _as_sent(document: dict[str, Any]) -> None:
+    # FastAPI documents every response model as application/json, and adds its own 422 shape to
+    # operations that declare none; errors go out as problem+json in the ValidationProblem shape.
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for path in document.get("paths", {}).values():
+        for operation in path.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if status[0] in "45" and "application/json" in content:
+                    content[PROBLEM_JSON] = content.pop("application/json")
+                    if content[PROBLEM_JSON]["schema"] == {
+                        "$ref": REF_PREFIX + "HTTPValidationError"
+                    }:
+                        content[PROBLEM_JSON]["schema"] = {"$ref": REF_PREFIX + "ValidationProblem"}
+                        response["description"] = PROBLEMS[422]
+                        _add_schema(schemas, ValidationProblem)
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+
+
+def _add_schema(schemas: dict[str, Any], model: type[BaseModel]) -> None:
+    schema = model.model_json_schema(ref_template=REF_PREFIX + "{model}", mode="serialization")
+    schemas.update(schema.pop("$defs", {}))
+    schemas.setdefault(model.__name__, schema)
+
+
+def render(document: dict[str, Any]) -> str:
+    """The committed form: sorted keys and fixed indentation, so that diffs show real changes."""
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=REGENERATE, description="Write openapi.json.")
+    parser.add_argument("--check", action="store_true", help="fail if openapi.json is stale")
+    args = parser.parse_args(argv)
+    # The one import of main outside the server: this module is also a command.
+    from service.main import create_app
+
+    text = render(create_app().openapi())
+    if args.check:
+        if not SPEC_PATH.exists() or SPEC_PATH.read_text() != text:
+            print(f"{SPEC_PATH.name} is stale: run `{REGENERATE}`", file=sys.stderr)
+            return 1
+        return 0
+    SPEC_PATH.write_text(text)
+    print(f"wrote {SPEC_PATH}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

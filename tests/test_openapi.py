@@ -1,0 +1,155 @@
+"""The OpenAPI document: committed, valid, and written for client generators; the offline docs."""
+
+import json
+import re
+from html.parser import HTMLParser
+from typing import Any
+
+import httpx
+import pytest
+from openapi_spec_validator import OpenAPIV31SpecValidator
+
+from service.main import create_app
+from service.openapi import REGENERATE, SPEC_PATH, render
+from service.schemas import READ_ONLY_FIELDS
+
+PROBLEM_JSON = "application/problem+json"
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    return create_app().openapi()
+
+
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    ]
+
+
+def test_committed_openapi_json_is_what_the_code_generates(document: dict[str, Any]) -> None:
+    committed = SPEC_PATH.read_text() if SPEC_PATH.exists() else ""
+    assert committed == render(document), (
+        f"{SPEC_PATH.name} differs from the spec the code generates: run `{REGENERATE}` "
+        "and commit the result"
+    )
+
+
+def test_spec_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
+    assert document["openapi"].startswith("3.1.")
+    errors = [str(error) for error in OpenAPIV31SpecValidator(document).iter_errors()]
+    assert errors == []
+
+
+async def test_served_spec_equals_the_committed_one(client: httpx.AsyncClient) -> None:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.json() == json.loads(SPEC_PATH.read_text())
+
+
+def test_every_operation_has_a_readable_id_tags_summary_and_description(
+    document: dict[str, Any],
+) -> None:
+    ids = []
+    for method, path, operation in operations(document):
+        assert re.fullmatch(r"[a-z]+(?:[A-Z][a-z]+)+", operation["operationId"]), (method, path)
+        assert operation["tags"], (method, path)
+        assert operation["summary"], (method, path)
+        assert operation["description"], (method, path)
+        ids.append(operation["operationId"])
+    assert {"createSession", "getSession", "listSessions", "updateSession", "deleteSession"} <= set(
+        ids
+    )
+    assert len(ids) == len(set(ids))
+
+
+def test_output_only_fields_are_read_only_in_responses_and_absent_from_requests(
+    document: dict[str, Any],
+) -> None:
+    schemas = document["components"]["schemas"]
+    read = schemas["SessionRead"]
+    for name in READ_ONLY_FIELDS:
+        assert read["properties"][name]["readOnly"] is True
+        assert name in read["required"]
+        assert name not in schemas["SessionCreate"]["properties"]
+        assert name not in schemas["SessionUpdate"]["properties"]
+    assert not any(prop.get("readOnly") for prop in schemas["SessionCreate"]["properties"].values())
+
+
+def test_every_field_has_a_description_and_an_example(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    for model in ("SessionCreate", "SessionUpdate", "SessionRead"):
+        for name, prop in schemas[model]["properties"].items():
+            assert prop.get("description"), (model, name)
+            assert prop.get("examples"), (model, name)
+
+
+def test_timestamps_are_documented_as_date_times(document: dict[str, Any]) -> None:
+    read = document["components"]["schemas"]["SessionRead"]["properties"]
+    assert read["created_at"]["format"] == "date-time"
+    assert read["last_modified_at"]["format"] == "date-time"
+    assert {"type": "string", "format": "date-time"} in read["starts_at"]["anyOf"]
+
+
+def test_error_responses_are_problem_json(document: dict[str, Any]) -> None:
+    problem_refs = {"#/components/schemas/Problem", "#/components/schemas/ValidationProblem"}
+    for method, path, operation in operations(document):
+        responses = operation["responses"]
+        assert "422" in responses, (method, path)
+        assert responses["422"]["content"][PROBLEM_JSON]["schema"]["$ref"].endswith(
+            "/ValidationProblem"
+        )
+        for status, response in responses.items():
+            if status[0] in "45":
+                assert list(response["content"]) == [PROBLEM_JSON], (method, path, status)
+                assert response["content"][PROBLEM_JSON]["schema"]["$ref"] in problem_refs
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+def test_operations_on_one_session_document_404(document: dict[str, Any]) -> None:
+    for method, path, operation in operations(document):
+        if "{session_id}" in path:
+            assert "404" in operation["responses"], (method, path)
+
+
+def test_create_documents_location_header_and_links(document: dict[str, Any]) -> None:
+    created = document["paths"]["/sessions"]["post"]["responses"]["201"]
+    assert "Location" in created["headers"]
+    assert {link["operationId"] for link in created["links"].values()} == {
+        "getSession",
+        "updateSession",
+        "deleteSession",
+    }
+
+
+def test_patch_accepts_json_and_merge_patch_json(document: dict[str, Any]) -> None:
+    content = document["paths"]["/sessions/{session_id}"]["patch"]["requestBody"]["content"]
+    update = {"$ref": "#/components/schemas/SessionUpdate"}
+    assert content["application/json"]["schema"] == update
+    assert content["application/merge-patch+json"]["schema"] == update
+
+
+class AssetReferences(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [value for name, value in attrs if name in {"src", "href"} and value]
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+async def test_docs_page_loads_only_local_assets(client: httpx.AsyncClient, page: str) -> None:
+    response = await client.get(page)
+    assert response.status_code == 200
+    parser = AssetReferences()
+    parser.feed(response.text)
+    assert parser.urls, "the page references no assets"
+    for url in parser.urls:
+        assert url.startswith("/") and not url.startswith("//"), url
+        asset = await client.get(url)
+        assert asset.status_code == 200, url
+        assert asset.content
+    assert not re.search(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", response.text, re.IGNORECASE)
