@@ -16,9 +16,11 @@ from pydantic import MISSING, BaseModel, Field
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:sessions-service:problem:"
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +173,34 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == HTTPStatus.BAD_REQUEST and exc.__cause__ is not None:
+        # FastAPI's 400 for a body it could not decode at all (not UTF-8, nested too deeply):
+        # malformed JSON, a 422 like every other one.
+        return problem(
+            422,
+            "The request body is not valid JSON.",
+            slug="validation-error",
+            errors=[{"location": ["body"], "message": "Invalid JSON", "type": "json_invalid"}],
+        )
     detail = exc.detail if exc.detail != HTTPStatus(exc.status_code).phrase else None
-    return problem(exc.status_code, detail, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+    return problem(exc.status_code, detail, headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    # Starlette names only the methods of the first route that matches the path; here each route
+    # has one method, so Allow must gather the methods of all of them (RFC 9110, 15.5.6).
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+    return ", ".join(allowed)
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:

@@ -18,7 +18,7 @@ from pydantic import (
     HttpUrl,
     PlainSerializer,
     StrictBool,
-    StrictInt,
+    UrlConstraints,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -93,25 +93,48 @@ UtcDateTime = Annotated[
 InputDateTime = Annotated[
     AwareDatetime, BeforeValidator(_require_rfc3339_string), AfterValidator(_to_utc)
 ]
-Id = Annotated[StrictInt, Field(ge=1, le=INT4_MAX)]
+
+
+def _json_integer(value: object) -> object:
+    # JSON Schema's "integer" includes numbers like 7.0; strings and booleans stay invalid.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be an integer")
+    return value
+
+
+Id = Annotated[int, Field(ge=1, le=INT4_MAX), BeforeValidator(_json_integer)]
+# The schema's patterns state the validators' rules (no NUL, which PostgreSQL text cannot hold;
+# a title not blank), whitespace spelled out as str.isspace() sees it so that every regex engine
+# reads them alike.
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NO_NUL = Field(json_schema_extra={"pattern": r"^[^\x00]*$"})
+NOT_BLANK = Field(json_schema_extra={"pattern": rf"^[^\x00]*[^\x00{_SPACE}][^\x00]*$"})
+
 Title = Annotated[
     str,
     Field(min_length=1, max_length=models.TITLE_MAX),
     AfterValidator(no_nul),
     AfterValidator(_not_blank),
+    NOT_BLANK,
 ]
-Subtitle = Annotated[str, Field(max_length=models.SUBTITLE_MAX), AfterValidator(no_nul)]
-LongText = Annotated[str, Field(max_length=models.TEXT_MAX), AfterValidator(no_nul)]
+Subtitle = Annotated[str, Field(max_length=models.SUBTITLE_MAX), AfterValidator(no_nul), NO_NUL]
+LongText = Annotated[str, Field(max_length=models.TEXT_MAX), AfterValidator(no_nul), NO_NUL]
 SafeHtml = Annotated[
     LongText,
     AfterValidator(sanitize_html),
     AfterValidator(_fits_once_sanitised),
     Field(description="HTML; sanitised on write to a small safe subset (see the README)."),
 ]
-Language = Annotated[str, Field(max_length=models.LANGUAGE_MAX), AfterValidator(no_nul)]
+Language = Annotated[str, Field(max_length=models.LANGUAGE_MAX), AfterValidator(no_nul), NO_NUL]
 Url = Annotated[
     HttpUrl,
-    Field(max_length=models.URL_MAX),
+    # On the URL as sent: Field(max_length) would check the normalised URL, which can be longer
+    # (a "/" added), and so reject a URL that the schema's maxLength allows.
+    UrlConstraints(max_length=models.URL_MAX),
+    # Documents the http(s)-only rule HttpUrl enforces; "format: uri" alone allows any scheme.
+    Field(json_schema_extra={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"}),
     PlainSerializer(str, return_type=str),
 ]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from service.cli import migrate
+from service.migrations import migrate
 from service.openapi import SPEC_PATH
 from tests.conftest import create_database, drop_database
 from tests.test_cli import free_port, wait_until_serving
