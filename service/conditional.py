@@ -43,6 +43,12 @@ EntityTags = tuple[EntityTag, ...] | Literal["*"]
 # entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE; etagc = %x21 / %x23-7E / obs-text (RFC 9110 8.8.3)
 _ENTITY_TAG = re.compile(r'(W/)?"([\x21\x23-\x7e\x80-\xff]*)"')
 _OWS = " \t"
+# What parse_entity_tags accepts, as one pattern for the OpenAPI document: "*", or entity-tags
+# separated by commas, empty list elements and optional whitespace allowed.
+_TAG = r'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"'
+ENTITY_TAGS_PATTERN = (
+    rf"^(?:[ \t]*\*[ \t]*|[ \t,]*(?:{_TAG}[ \t]*(?:,[ \t,]*{_TAG}[ \t]*)*(?:,[ \t,]*)?)?)$"
+)
 
 
 def parse_entity_tags(value: str, field: str) -> EntityTags:

@@ -102,6 +102,8 @@ def _as_sent(document: dict[str, Any]) -> None:
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for path in document.get("paths", {}).values():
         for operation in path.values():
+            for parameter in operation.get("parameters", []):
+                _not_nullable(parameter["schema"])
             for status, response in operation.get("responses", {}).items():
                 content = response.get("content", {})
                 if status[0] in "45" and "application/json" in content:
@@ -114,6 +116,15 @@ def _as_sent(document: dict[str, Any]) -> None:
                         _add_schema(schemas, ValidationProblem)
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
+
+
+def _not_nullable(schema: dict[str, Any]) -> None:
+    # An optional parameter is left out, never sent as null: `int | None` in a handler is
+    # `integer` in the document, and `int | Unset` (not `int | None | Unset`) in a client.
+    variants = [variant for variant in schema.get("anyOf", []) if variant != {"type": "null"}]
+    if len(variants) == 1 and len(schema["anyOf"]) == 2:
+        del schema["anyOf"]
+        schema.update(variants[0])
 
 
 def _add_schema(schemas: dict[str, Any], model: type[BaseModel]) -> None:

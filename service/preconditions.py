@@ -12,6 +12,7 @@ from fastapi import Depends, Header, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.conditional import (
+    ENTITY_TAGS_PATTERN,
     EntityTag,
     MalformedHeader,
     Outcome,
@@ -80,6 +81,7 @@ IfMatch = Annotated[
         alias="If-Match",
         description="Proceed only if the session's ETag is one of these (strong comparison): "
         '`"3"`, `"3", "4"` or `*`. Otherwise 412 and nothing changes.',
+        json_schema_extra={"pattern": ENTITY_TAGS_PATTERN},
     ),
 ]
 IfUnmodifiedSince = Annotated[
@@ -97,6 +99,7 @@ IfNoneMatch = Annotated[
         alias="If-None-Match",
         description="If the session's ETag is one of these (weak comparison), or `*`: 304 on GET "
         "and HEAD, 412 on other methods.",
+        json_schema_extra={"pattern": ENTITY_TAGS_PATTERN},
     ),
 ]
 IfModifiedSince = Annotated[

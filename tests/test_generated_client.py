@@ -104,9 +104,10 @@ def test_generated_client_creates_reads_lists_patches_and_deletes(
     assert created.state == models.State.DRAFT
     assert created.version == 1
 
-    fetched = api["get_session"].sync(session_id=created.id, client=client)
-    assert isinstance(fetched, models.SessionRead)
-    assert fetched.to_dict() == created.to_dict()
+    read = api["get_session"].sync_detailed(session_id=created.id, client=client)
+    assert read.parsed.to_dict() == created.to_dict()
+    etag = read.headers["etag"]
+    assert etag == response.headers["etag"] == '"1"'
 
     page = api["list_sessions"].sync(client=client, event_id=7, limit=10)
     assert isinstance(page, models.SessionPage)
@@ -117,6 +118,7 @@ def test_generated_client_creates_reads_lists_patches_and_deletes(
         session_id=created.id,
         client=client,
         body=models.SessionUpdate(title="Renamed", starts_at=None),
+        if_match=etag,
     )
     assert isinstance(patched, models.SessionRead)
     assert (patched.title, patched.starts_at, patched.version) == ("Renamed", None, 2)
@@ -125,13 +127,26 @@ def test_generated_client_creates_reads_lists_patches_and_deletes(
     assert patched.last_modified_at.tzinfo is not None
     assert patched.last_modified_at <= datetime.now(UTC)
 
+    # The ETag read before the change is stale now: the precondition fails, nothing changes.
+    stale = api["update_session"].sync_detailed(
+        session_id=created.id,
+        client=client,
+        body=models.SessionUpdate(title="Lost update"),
+        if_match=etag,
+    )
+    assert stale.status_code == 412
+    assert isinstance(stale.parsed, models.Problem)
+    assert stale.headers["etag"] == '"2"'
+
     invalid = api["update_session"].sync(
         session_id=created.id, client=client, body=models.SessionUpdate(title="")
     )
     assert isinstance(invalid, models.ValidationProblem)
     assert invalid.errors[0].location == ["body", "title"]
 
-    deleted = api["delete_session"].sync_detailed(session_id=created.id, client=client)
+    deleted = api["delete_session"].sync_detailed(
+        session_id=created.id, client=client, if_match='"2"'
+    )
     assert deleted.status_code == 204
     gone = api["get_session"].sync(session_id=created.id, client=client)
     assert isinstance(gone, models.Problem)

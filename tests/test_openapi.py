@@ -9,6 +9,7 @@ import httpx
 import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
+from service.conditional import ENTITY_TAGS_PATTERN, MalformedHeader, parse_entity_tags
 from service.main import create_app
 from service.openapi import REGENERATE, SPEC_PATH, render
 from service.schemas import READ_ONLY_FIELDS
@@ -59,9 +60,8 @@ def test_every_operation_has_a_readable_id_tags_summary_and_description(
         assert operation["summary"], (method, path)
         assert operation["description"], (method, path)
         ids.append(operation["operationId"])
-    assert {"createSession", "getSession", "listSessions", "updateSession", "deleteSession"} <= set(
-        ids
-    )
+    expected = {"createSession", "listSessions", "getSession", "headSession", "updateSession"}
+    assert expected | {"deleteSession"} <= set(ids)
     assert len(ids) == len(set(ids))
 
 
@@ -169,3 +169,27 @@ async def test_docs_page_loads_only_local_assets(client: httpx.AsyncClient, page
         assert asset.status_code == 200, url
         assert asset.content
     assert not re.search(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", response.text, re.IGNORECASE)
+
+
+def test_optional_parameters_are_absent_rather_than_null(document: dict[str, Any]) -> None:
+    for method, path, operation in operations(document):
+        for parameter in operation.get("parameters", []):
+            assert {"type": "null"} not in parameter["schema"].get("anyOf", []), (
+                method,
+                path,
+                parameter["name"],
+            )
+
+
+WELL_FORMED = ["", "*", " * ", '"1"', 'W/"1"', '"1", "2"', ',"1",', '"1",,"2"', '\t"1"\t']
+MALFORMED = ['"1" "2"', '"1"x', "null", "**", '"1', 'w/"1"', '"a b"', '* ,"1"']
+
+
+@pytest.mark.parametrize("value", [*WELL_FORMED, *MALFORMED])
+def test_entity_tags_pattern_accepts_what_the_parser_accepts(value: str) -> None:
+    try:
+        parse_entity_tags(value, "If-Match")
+        parsed = True
+    except MalformedHeader:
+        parsed = False
+    assert (re.search(ENTITY_TAGS_PATTERN, value) is not None) == parsed
