@@ -97,14 +97,22 @@ def install_openapi(app: FastAPI) -> None:
 
 
 def _as_sent(document: dict[str, Any]) -> None:
-    # FastAPI documents every response model as application/json, and adds its own 422 shape to
-    # operations that declare none; errors go out as problem+json in the ValidationProblem shape.
+    """Correct what FastAPI's spec says about the service's answers.
+
+    FastAPI documents every response model as application/json, adds its own 422 shape to the
+    operations that declare none, gives HEAD the body of GET, and makes optional parameters
+    nullable. Errors go out as problem+json (Problem, or ValidationProblem for a 422), HEAD has
+    no body, and a parameter is sent or left out, never null.
+    """
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for path in document.get("paths", {}).values():
-        for operation in path.values():
+        for method, operation in path.items():
             for parameter in operation.get("parameters", []):
                 _not_nullable(parameter["schema"])
             for status, response in operation.get("responses", {}).items():
+                if method == "head":
+                    # The answer to HEAD has the headers of GET's, never a body.
+                    response.pop("content", None)
                 content = response.get("content", {})
                 if status[0] in "45" and "application/json" in content:
                     content[PROBLEM_JSON] = content.pop("application/json")

@@ -20,7 +20,8 @@ from tests.test_cli import free_port, wait_until_serving
 
 PACKAGE = "sessions_client"
 UVICORN = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1"]
-OPERATIONS = ["create_session", "get_session", "list_sessions", "update_session", "delete_session"]
+OPERATIONS = ["create_session", "get_session", "head_session", "list_sessions"]
+OPERATIONS += ["update_session", "delete_session"]
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +109,12 @@ def test_generated_client_creates_reads_lists_patches_and_deletes(
     assert read.parsed.to_dict() == created.to_dict()
     etag = read.headers["etag"]
     assert etag == response.headers["etag"] == '"1"'
+    head = api["head_session"].sync_detailed(session_id=created.id, client=client)
+    assert (head.status_code, head.headers["etag"], head.content) == (200, etag, b"")
+    not_modified = api["get_session"].sync_detailed(
+        session_id=created.id, client=client, if_none_match=etag
+    )
+    assert (not_modified.status_code, not_modified.parsed) == (304, None)
 
     page = api["list_sessions"].sync(client=client, event_id=7, limit=10)
     assert isinstance(page, models.SessionPage)

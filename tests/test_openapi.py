@@ -98,6 +98,8 @@ def test_error_responses_are_problem_json(document: dict[str, Any]) -> None:
     for method, path, operation in operations(document):
         responses = operation["responses"]
         assert "422" in responses, (method, path)
+        if method == "HEAD":
+            continue
         assert responses["422"]["content"][PROBLEM_JSON]["schema"]["$ref"].endswith(
             "/ValidationProblem"
         )
@@ -106,6 +108,12 @@ def test_error_responses_are_problem_json(document: dict[str, Any]) -> None:
                 assert list(response["content"]) == [PROBLEM_JSON], (method, path, status)
                 assert response["content"][PROBLEM_JSON]["schema"]["$ref"] in problem_refs
     assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+def test_head_responses_have_no_body(document: dict[str, Any]) -> None:
+    head = document["paths"]["/sessions/{session_id}"]["head"]
+    assert "ETag" in head["responses"]["200"]["headers"]
+    assert all("content" not in response for response in head["responses"].values())
 
 
 def test_operations_on_one_session_document_404(document: dict[str, Any]) -> None:
