@@ -110,6 +110,21 @@ def test_error_responses_are_problem_json(document: dict[str, Any]) -> None:
     assert "HTTPValidationError" not in document["components"]["schemas"]
 
 
+def test_route_declaring_no_errors_still_documents_its_422_as_a_problem() -> None:
+    app = create_app()
+
+    @app.get("/extra/{number}")
+    async def extra_route(number: int) -> int:
+        return number
+
+    operation = app.openapi()["paths"]["/extra/{number}"]["get"]
+    assert operation["operationId"] == "extraRoute"
+    assert operation["responses"]["422"]["content"] == {
+        PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ValidationProblem"}}
+    }
+    assert "ValidationProblem" in app.openapi()["components"]["schemas"]
+
+
 def test_head_responses_have_no_body(document: dict[str, Any]) -> None:
     head = document["paths"]["/sessions/{session_id}"]["head"]
     assert "ETag" in head["responses"]["200"]["headers"]
