@@ -21,8 +21,8 @@ from service.settings import DEVELOPMENT_CURSOR_SECRET, Settings, get_settings
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = """\
-Sessions (talks, workshops...) of conference events, with a trustworthy `last_modified_at`:
-set by the server on every real change and only then, in UTC, equal to what the database holds.
+Every session carries a trustworthy `last_modified_at`: set by the server on every real change
+and only then, in UTC, equal to what the database holds.
 
 Errors are RFC 9457 problem details (`application/problem+json`).
 """
