@@ -87,7 +87,9 @@ def _request_id(scope: Scope) -> str:
 
 
 def _route_template(scope: Scope) -> str:
-    path: object = getattr(scope.get("route"), "path", None)
+    # path_format: the template without convertors ({session_id}, not {session_id:int}).
+    route = scope.get("route")
+    path: object = getattr(route, "path_format", None) or getattr(route, "path", None)
     return path if isinstance(path, str) else UNMATCHED
 
 

@@ -41,9 +41,11 @@ class SortKey:
 def parse_sort(values: Iterable[str]) -> tuple[SortKey, ...]:
     """`sort` values, each comma-separated, in order; `id` is appended as the tie-breaker.
 
-    Keys after `id` could never decide an order, so they are dropped.
+    Keys after `id` could never decide an order, so they are dropped (once checked: what the
+    service accepts is what SORT_PATTERN documents).
     """
     keys: list[SortKey] = []
+    seen: set[str] = set()
     for value in values:
         for item in value.split(","):
             item = item.strip()
@@ -53,14 +55,23 @@ def parse_sort(values: Iterable[str]) -> tuple[SortKey, ...]:
                     f"unknown sort key {item!r}; use {', '.join(SORT_KEYS)}, "
                     "each optionally prefixed by '-'"
                 )
-            if any(key.name == name for key in keys):
+            if name in seen:
                 raise InvalidSort(f"sort key {name!r} is given twice")
-            keys.append(SortKey(name, descending=item.startswith("-")))
-            if name == "id":
-                return tuple(keys)
+            seen.add(name)
+            if "id" not in {key.name for key in keys}:
+                keys.append(SortKey(name, descending=item.startswith("-")))
+    if keys and keys[-1].name == "id":
+        return tuple(keys)
     # The tie-breaker runs in the direction of the last key, so that one index read backwards
     # serves a descending order.
     return (*keys, SortKey("id", descending=bool(keys) and keys[-1].descending))
+
+
+# One `sort` value as parse_sort reads it, for the OpenAPI document: keys, each optionally
+# prefixed by '-', separated by commas, with whitespace (as str.strip sees it) around each.
+_SPACE = r"[\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*"
+_SORT_ITEM = rf"{_SPACE}-?(?:{'|'.join(SORT_KEYS)}){_SPACE}"
+SORT_PATTERN = rf"^{_SORT_ITEM}(?:,{_SORT_ITEM})*$"
 
 
 class TokenSigner:

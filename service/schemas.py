@@ -4,6 +4,7 @@ PATCH follows JSON Merge Patch (RFC 7396): a member left out is MISSING (unchang
 set to null clears a nullable field; `model_dump()` leaves MISSING members out.
 """
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -46,11 +47,18 @@ READ_ONLY_FIELDS = frozenset(
 )
 
 
+# RFC 3339 date-time, as "format: date-time" in the schema says; the offset is checked after.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
+
+
 def _require_rfc3339_string(value: object) -> object:
-    # Without this, lax mode would also take Unix timestamps for a date-time.
-    if not isinstance(value, str | datetime):
-        raise ValueError("must be an RFC 3339 date-time string with an offset")
-    return value
+    # Without this, lax mode would also take Unix timestamps ("1800000000" too) and other
+    # shapes (no seconds, a space for T) for a date-time.
+    if isinstance(value, datetime) or (isinstance(value, str) and _RFC3339.fullmatch(value)):
+        return value
+    raise ValueError("must be an RFC 3339 date-time string with an offset")
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -177,6 +185,11 @@ FIELD_DOCS: dict[str, tuple[str, object]] = {
     "creator_id": ("The `sub` of the token that created the session.", "speaker-17"),
     "submitted_at": (
         "When the session first entered `pending`, in UTC; set by the server.",
+        "2026-11-27T09:30:00.000000Z",
+    ),
+    "deleted_at": (
+        "When it was deleted; null when it still exists but is no longer visible to the caller "
+        "(an anonymous client, when a session stops being accepted or confirmed).",
         "2026-11-27T09:30:00.000000Z",
     ),
 }
@@ -312,7 +325,7 @@ class SessionChange(SessionRead):
     # `deleted` is always sent: required in the response schema, so clients can branch on it.
     model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
-    deleted: Literal[False] = False
+    deleted: Literal[False] = Field(False, description="Always false: the session exists.")
 
 
 class SessionTombstone(BaseModel):
@@ -322,14 +335,13 @@ class SessionTombstone(BaseModel):
         from_attributes=True, json_schema_serialization_defaults_required=True
     )
 
-    id: int
-    deleted_at: UtcDateTime | None = Field(
-        description="When it was deleted; null when it still exists but is no longer visible to "
-        "the caller (an anonymous client, when a session stops being accepted or confirmed)."
+    id: int = output_only("id")
+    deleted_at: UtcDateTime | None = output_only("deleted_at")
+    last_modified_at: UtcDateTime = output_only("last_modified_at")
+    version: int = output_only("version")
+    deleted: Literal[True] = Field(
+        True, description="Always true: the session is gone for this caller."
     )
-    last_modified_at: UtcDateTime
-    version: int
-    deleted: Literal[True] = True
 
 
 class ChangesPage(BaseModel):

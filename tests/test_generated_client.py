@@ -21,7 +21,7 @@ from tests.test_cli import free_port, wait_until_serving
 PACKAGE = "sessions_client"
 UVICORN = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1"]
 OPERATIONS = ["create_session", "get_session", "head_session", "list_sessions"]
-OPERATIONS += ["update_session", "delete_session"]
+OPERATIONS += ["update_session", "delete_session", "list_session_changes"]
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +158,10 @@ def test_generated_client_creates_reads_lists_patches_and_deletes(
     gone = api["get_session"].sync(session_id=created.id, client=client)
     assert isinstance(gone, models.Problem)
     assert gone.status == 404
+
+    feed = api["list_session_changes"].sync(client=client, event_id=7)
+    assert isinstance(feed, models.ChangesPage)
+    (tombstone,) = feed.items
+    assert isinstance(tombstone, models.SessionTombstone)
+    assert (tombstone.id, tombstone.version, tombstone.deleted) == (created.id, 3, True)
+    assert tombstone.deleted_at.tzinfo is not None

@@ -78,11 +78,15 @@ def test_output_only_fields_are_read_only_in_responses_and_absent_from_requests(
     assert not any(prop.get("readOnly") for prop in schemas["SessionCreate"]["properties"].values())
 
 
-def test_every_field_has_a_description_and_an_example(document: dict[str, Any]) -> None:
+def test_every_field_has_a_description_and_session_fields_an_example(
+    document: dict[str, Any],
+) -> None:
     schemas = document["components"]["schemas"]
+    for model, schema in schemas.items():
+        for name, prop in schema.get("properties", {}).items():
+            assert prop.get("description"), (model, name)
     for model in ("SessionCreate", "SessionUpdate", "SessionRead"):
         for name, prop in schemas[model]["properties"].items():
-            assert prop.get("description"), (model, name)
             assert prop.get("examples"), (model, name)
 
 

@@ -102,7 +102,8 @@ async def test_get_missing_session_is_404_problem(client: httpx.AsyncClient, pat
 
 async def test_get_out_of_range_id_is_422_problem(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get("/sessions/99999999999999999999"), 422)
-    assert_problem(await client.get("/sessions/abc"), 422)
+    # Not a number: no session can be there (and /sessions/changes is another resource).
+    assert_problem(await client.get("/sessions/abc"), 404)
 
 
 async def test_patch_merges_and_null_clears_nullable_field(client: httpx.AsyncClient) -> None:

@@ -43,9 +43,9 @@ CONFIG = schemathesis.Config.from_dict(
     {
         "operations": [
             {
-                # A cursor is opaque: a schema-valid string can still be one this service never
-                # issued, which is the documented 400.
-                "include-name": "GET /sessions",
+                # A cursor or a feed token is opaque: a schema-valid string can still be one this
+                # service never issued, which is the documented 400.
+                "include-name-regex": "^GET /sessions(/changes)?$",
                 "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "400"]}},
             },
             {
@@ -99,26 +99,28 @@ def empty_table(database_url: str) -> None:
 def valid_data_is_accepted(
     ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case[Any]
 ) -> bool | None:
-    """schemathesis' positive_data_acceptance, but for the one rule JSON Schema cannot state.
+    """schemathesis' positive_data_acceptance, but for the rules JSON Schema cannot state.
 
-    ends_at must be later than starts_at, on the merged session for a PATCH (so it depends on
-    the stored row too). A schema-valid request that breaks it gets the documented 422 with
-    that error alone; every other schema-valid request must still be accepted.
+    They relate two values: ends_at must be later than starts_at (on the merged session for a
+    PATCH, so it depends on the stored row too), and a sort key may be given once. A
+    schema-valid request that breaks one gets the documented 422 with that error alone; every
+    other schema-valid request must still be accepted.
     """
     if response.status_code == 422 and response.content:
         errors = response.json().get("errors", [])
-        if len(errors) == 1 and _is_schedule_error(errors[0]):
+        if len(errors) == 1 and _breaks_a_cross_field_rule(errors[0]):
             return None
     return positive_data_acceptance(ctx, response, case)
 
 
-def _is_schedule_error(error: dict[str, Any]) -> bool:
-    # Raised by the patch's own validator ("Value error, ...") or against the stored row.
-    return (
-        error["location"] == ["body", "ends_at"]
-        and error["type"] == "value_error"
-        and str(error["message"]).endswith("must be later than starts_at")
-    )
+def _breaks_a_cross_field_rule(error: dict[str, Any]) -> bool:
+    message = str(error["message"])
+    if error["location"] == ["body", "ends_at"]:
+        # Raised by the patch's own validator ("Value error, ...") or against the stored row.
+        return message.endswith("must be later than starts_at")
+    if error["location"] == ["query", "sort"]:
+        return message.endswith("is given twice")
+    return False
 
 
 CHECKS: dict[str, Any] = {
@@ -213,3 +215,29 @@ async def test_body_that_is_not_utf8_is_422(client: httpx.AsyncClient) -> None:
     assert response.json()["errors"] == [
         {"location": ["body"], "message": "Invalid JSON", "type": "json_invalid"}
     ]
+
+
+async def test_date_time_must_be_rfc_3339_not_a_timestamp_string(client: httpx.AsyncClient) -> None:
+    # Found by schemathesis: "0.5" was read as a Unix timestamp, against "format: date-time".
+    for value in ("1800000000", "0.5", "2027-05-04T10:00Z", "2027-05-04 10:00:00Z"):
+        response = await client.post(
+            "/sessions", json={"event_id": 1, "title": "x", "starts_at": value}
+        )
+        assert response.status_code == 422, value
+        response = await client.get("/sessions", params={"starts_before": value})
+        assert response.status_code == 422, value
+
+
+async def test_sort_keys_after_id_are_checked_too(client: httpx.AsyncClient) -> None:
+    # Found by schemathesis: keys after id were dropped unread, so "id,garbage" passed.
+    assert (await client.get("/sessions", params={"sort": "id,garbage"})).status_code == 422
+    assert (
+        await client.get("/sessions", params={"sort": "title,id,-starts_at"})
+    ).status_code == 200
+
+
+async def test_other_methods_on_the_change_feed_are_405(client: httpx.AsyncClient) -> None:
+    # Found by schemathesis: PATCH /sessions/changes went to PATCH /sessions/{session_id}.
+    response = await client.patch("/sessions/changes", json={})
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET"

@@ -68,3 +68,20 @@ export function typesArePrecise(session: Session): void {
   const untitled: components["schemas"]["SessionCreate"] = { event_id: 1 };
   void [level, create, untitled];
 }
+
+export async function syncOnce(since?: string): Promise<string | undefined> {
+  const feed = await client.GET("/sessions/changes", {
+    params: { query: since === undefined ? {} : { since } },
+  });
+  for (const item of feed.data?.items ?? []) {
+    // `deleted` tells a tombstone from a stored session: TypeScript narrows the union on it.
+    if (item.deleted) {
+      const gone: components["schemas"]["SessionTombstone"] = item;
+      void gone.deleted_at;
+    } else {
+      const kept: components["schemas"]["SessionChange"] = item;
+      void kept.title;
+    }
+  }
+  return feed.data?.next_token;
+}
