@@ -142,7 +142,11 @@ def test_workflows_along_the_spec_links_conform(
 ) -> None:
     seen: set[tuple[str, int]] = set()
 
-    class Workflow(schema.as_state_machine()):  # type: ignore[misc]
+    # Not the change feed: what it serves depends on transactions anywhere on the server (its
+    # snapshot horizon), and hypothesis must see the same answers when it replays a workflow.
+    workflows = schema.exclude(path="/sessions/changes")
+
+    class Workflow(workflows.as_state_machine()):  # type: ignore[misc]
         def setup(self) -> None:
             # Each workflow starts from an empty table: the steps hypothesis draws depend on the
             # responses, which must be the same when it replays a workflow.
