@@ -153,8 +153,14 @@ FIELD_DOCS: dict[str, tuple[str, object]] = {
     "event_id": ("The id of the event the session belongs to.", 7),
     "title": ("The session's title; not blank.", "Keyset pagination in practice"),
     "subtitle": ("A line shown under the title.", "Why OFFSET hurts"),
-    "short_abstract": ("A summary of a few sentences; HTML, sanitised on write.", "How to page through large tables fast."),
-    "long_abstract": ("The full abstract; HTML, sanitised on write.", "Keyset pagination reads only the rows it returns..."),
+    "short_abstract": (
+        "A summary of a few sentences; HTML, sanitised on write.",
+        "How to page through large tables fast.",
+    ),
+    "long_abstract": (
+        "The full abstract; HTML, sanitised on write.",
+        "Keyset pagination reads only the rows it returns...",
+    ),
     "comments": ("Notes for the organisers; HTML, sanitised on write.", "Needs a projector."),
     "level": ("The level of the audience.", "Intermediate"),
     "language": ("The language the session is held in.", "English"),
@@ -359,7 +365,7 @@ class ChangesPage(BaseModel):
 class StateTables(BaseModel):
     """The session workflow: who may move a session from which state to which."""
 
-    states: list[State]
+    states: list[State] = Field(description="Every state, in workflow order.")
     public_states: list[State] = Field(description="The states anonymous clients can see.")
     speaker_create_states: list[State] = Field(
         description="The states a session may be created in by someone not organising its event."

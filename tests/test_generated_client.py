@@ -16,7 +16,7 @@ import pytest
 
 from service.migrations import migrate
 from service.openapi import SPEC_PATH
-from tests.conftest import create_database, drop_database
+from tests.conftest import ADMIN_ID, TEST_JWT_SECRET, create_database, drop_database, token_for
 from tests.test_cli import free_port, wait_until_serving
 
 PACKAGE = "sessions_client"
@@ -33,7 +33,7 @@ def live_server(server_url: str) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [*UVICORN, "--port", str(port)],
-        env=os.environ | {"DATABASE_URL": database_url},
+        env=os.environ | {"DATABASE_URL": database_url, "JWT_SECRET": TEST_JWT_SECRET},
         cwd=SPEC_PATH.parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -85,7 +85,9 @@ def test_generated_client_creates_reads_lists_patches_and_deletes(
 ) -> None:
     models: Any = generated["models"]
     api: dict[str, Any] = {name.rpartition(".")[2]: module for name, module in generated.items()}
-    client = generated["client"].Client(base_url=live_server, raise_on_unexpected_status=True)
+    client = generated["client"].AuthenticatedClient(
+        base_url=live_server, token=token_for(ADMIN_ID, admin=True), raise_on_unexpected_status=True
+    )
 
     starts_at = datetime(2027, 5, 4, 10, tzinfo=timezone(timedelta(hours=2)))
     response = api["create_session"].sync_detailed(

@@ -23,7 +23,14 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from service.migrations import migrate
 from service.openapi import SPEC_PATH
-from tests.conftest import asyncpg_dsn, build_app, create_database, drop_database
+from tests.conftest import (
+    ADMIN_HEADERS,
+    asyncpg_dsn,
+    build_app,
+    create_database,
+    drop_database,
+    settings_for,
+)
 
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "0"))
 FUZZ_SETTINGS = settings(
@@ -61,7 +68,11 @@ CONFIG = schemathesis.Config.from_dict(
 # Loaded here rather than through schemathesis.pytest.from_fixture, which fails under pytest 9
 # (it reads a private attribute pytest no longer has).
 schema = schemathesis.openapi.from_path(SPEC_PATH, config=CONFIG)
-# Every call goes through app_client, to the app in-process; the URL only names the origin.
+# Every call goes to this app in-process (what schemathesis.openapi.from_asgi sets up), also the
+# ones schemathesis makes itself, such as a request without the token; the URL only names the
+# origin. The app reads its database URL when it starts: app_client sets it first.
+APP = build_app("postgresql://127.0.0.1/set-by-app-client")
+schema.app = APP
 schema.config.update(base_url="http://127.0.0.1")
 
 
@@ -79,7 +90,10 @@ def app_client(fuzz_database: str) -> Iterator[asgi.ASGIClient]:
     try:
         # The client runs the app's lifespan (its engine) in a thread of its own.
         # (schemathesis types an ASGI app's scope as dict, Starlette as MutableMapping.)
-        with asgi.get_client(build_app(fuzz_database)) as client:  # type: ignore[arg-type]
+        APP.state.settings = settings_for(fuzz_database)
+        with asgi.get_client(APP) as client:  # type: ignore[arg-type]
+            # An admin may do everything: every operation is reached, not only its 401 and 403.
+            client.headers.update(ADMIN_HEADERS)
             yield client
     finally:
         asgi.shutdown_lifespans()
