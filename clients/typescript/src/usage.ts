@@ -14,7 +14,12 @@ type Session = components["schemas"]["SessionRead"];
 type Problem = components["schemas"]["Problem"];
 type ValidationProblem = components["schemas"]["ValidationProblem"];
 
-const client = createClient<paths>({ baseUrl: "http://127.0.0.1:8000" });
+declare const token: string; // a JWT from the identity provider
+
+const client = createClient<paths>({
+  baseUrl: "http://127.0.0.1:8000",
+  headers: { Authorization: `Bearer ${token}` },
+});
 
 export async function renameSession(title: string): Promise<Session | Problem> {
   const created = await client.POST("/sessions", {
