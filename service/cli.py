@@ -69,6 +69,10 @@ def serve(host: str | None, port: int | None) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
+        # Named, not "auto": a missing uvloop or httptools (uvicorn[standard]) fails loudly
+        # instead of silently serving on the pure-Python event loop and HTTP parser.
+        loop="uvloop",
+        http="httptools",
     )
 
 

@@ -1,10 +1,12 @@
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import MetaData, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -66,6 +68,29 @@ async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
         yield db
 
 
+async def get_reader(request: Request) -> AsyncIterator[Any]:
+    """A driver (asyncpg) connection from the app's pool, for reads of one statement.
+
+    No ORM session and no transaction: one statement reads one consistent snapshot on its own,
+    so BEGIN and COMMIT would only add two round trips. Where the app's sessionmaker is bound
+    to an open connection (the tests' transaction), reads run in that connection.
+    """
+    maker: async_sessionmaker[AsyncSession] = request.app.state.db_maker
+    bind: AsyncEngine | AsyncConnection = maker.kw["bind"]
+    if isinstance(bind, AsyncConnection):
+        yield (await bind.get_raw_connection()).driver_connection
+        return
+    async with bind.connect() as conn:
+        try:
+            yield (await conn.get_raw_connection()).driver_connection
+        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
+            # The pool cannot see errors raised past SQLAlchemy: drop the connection ourselves.
+            await conn.invalidate()
+            raise
+
+
 # scope="function" closes the dependency (and so commits) before the response goes out:
 # a failed commit then reaches the client as an error, never as a success.
 Db = Annotated[AsyncSession, Depends(get_db, scope="function")]
+# Released before the response goes out too: the connection goes back to the pool sooner.
+ReadConnection = Annotated[Any, Depends(get_reader, scope="function")]

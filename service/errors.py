@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -234,19 +235,29 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 _UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
 
 
+def _is_unavailable_sqlstate(sqlstate: object) -> bool:
+    return isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+
+
 def _is_connection_error(exc: sa_exc.DBAPIError) -> bool:
     if exc.connection_invalidated or isinstance(
         exc, sa_exc.OperationalError | sa_exc.InterfaceError
     ):
         return True
     # asyncpg errors are wrapped as the generic DBAPIError: their SQLSTATE tells them apart.
-    sqlstate = getattr(exc.orig, "sqlstate", None)
-    return isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+    return _is_unavailable_sqlstate(getattr(exc.orig, "sqlstate", None))
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, sa_exc.DBAPIError)
     if _is_connection_error(exc):
+        return await _database_unavailable(request, exc)
+    return _internal_error(request)
+
+
+async def _driver_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, asyncpg.PostgresError)
+    if _is_unavailable_sqlstate(exc.sqlstate):
         return await _database_unavailable(request, exc)
     return _internal_error(request)
 
@@ -262,4 +273,7 @@ def install_error_handlers(app: FastAPI) -> None:
     # socket errors, and TimeoutError (connect timeout, or a server that stopped answering).
     # The database is the only I/O a request does, so an OSError here is always about it.
     app.add_exception_handler(OSError, _database_unavailable)
+    # The read path runs asyncpg itself: its errors arrive unwrapped.
+    app.add_exception_handler(asyncpg.PostgresError, _driver_error)
+    app.add_exception_handler(asyncpg.InterfaceError, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)

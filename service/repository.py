@@ -1,10 +1,13 @@
 """Queries and writes on sessions, and the one place that stamps last_modified_at and txid (and
 submitted_at, with the same stamp).
 
-The repository flushes and never commits: the request's unit of work (service.db.get_db)
-owns the transaction.
+Writes go through the ORM unit of work, whose before_flush hook stamps what they change; the
+repository flushes and never commits: the request's unit of work (service.db.get_db) owns the
+transaction. Reads need neither the hook nor an identity map: they select columns (Core), and
+the read of one session runs, compiled once, straight on the driver (SessionReads).
 """
 
+from collections import namedtuple
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,8 +16,11 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Row,
+    Select,
     Text,
     and_,
+    bindparam,
     cast,
     event,
     false,
@@ -25,6 +31,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy import tuple_ as row
+from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
@@ -90,6 +97,53 @@ _CONSTRAINT_FIELDS = {
 }
 
 
+_sessions = Session.__table__
+# What reads return: the columns of the API's session, in table order (not deleted_at, null on
+# every listed session, nor txid, the change feed's position).
+_READ_COLUMNS = [column for column in _sessions.c if column.name not in {"deleted_at", "txid"}]
+_DIALECT = postgresql_asyncpg.dialect()  # type: ignore[no-untyped-call]
+# A read session as a named tuple: attributes, like the ORM objects writes return.
+SessionRow: Any = namedtuple(  # type: ignore[misc]  # its fields are the columns above
+    "SessionRow", [column.name for column in _READ_COLUMNS]
+)
+
+
+class _Query:
+    """A Core SELECT compiled once, run by asyncpg as one of its cached prepared statements.
+
+    SQLAlchemy's execution and result layers cost more than the query on a read of one row;
+    the statement is still written (and checked) against the model's table.
+    """
+
+    def __init__(self, statement: Select[Any]) -> None:
+        compiled = statement.compile(dialect=_DIALECT)
+        self.sql = compiled.string
+        self.parameters = compiled.positiontup or []
+
+    async def fetch(self, conn: Any, **values: object) -> list[Any]:
+        records = await conn.fetch(self.sql, *(values[name] for name in self.parameters))
+        return [SessionRow._make(record.values()) for record in records]
+
+
+_GET = _Query(
+    select(*_READ_COLUMNS).where(
+        _sessions.c.id == bindparam("id"), _sessions.c.deleted_at.is_(None)
+    )
+)
+
+
+class SessionReads:
+    """The read of one live session, on a driver connection (service.db.ReadConnection)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    async def get(self, session_id: int) -> Any | None:
+        """A SessionRow, or None."""
+        rows = await _GET.fetch(self.conn, id=session_id)
+        return rows[0] if rows else None
+
+
 class SessionRepository:
     def __init__(self, db: AsyncSession) -> None:
         self.db = db
@@ -109,14 +163,17 @@ class SessionRepository:
         after: Sequence[Any] | None,
         limit: int,
         where: Sequence[ColumnElement[bool]] = (),
-    ) -> Sequence[Session]:
+    ) -> Sequence[Row[Any]]:
         """Sessions that are not deleted, in `sort` order, after the keyset position `after`.
 
         `after` holds the values of the sort keys of the last row of the previous page
         (`keyset_position`); `where` adds conditions of the caller's, such as visibility.
         """
         expressions = [_sort_expression(key) for key in sort]
-        query = select(Session).where(Session.deleted_at.is_(None), *filters.clauses(), *where)
+        # Columns, not entities: rows with attributes, without the identity map's bookkeeping.
+        query = select(*_READ_COLUMNS).where(
+            Session.deleted_at.is_(None), *filters.clauses(), *where
+        )
         if after is not None:
             query = query.where(_after(sort, expressions, after))
         query = query.order_by(
@@ -125,7 +182,7 @@ class SessionRepository:
                 for key, expr in zip(sort, expressions, strict=True)
             )
         )
-        return (await self.db.scalars(query.limit(limit))).all()
+        return (await self.db.execute(query.limit(limit))).all()
 
     async def changes(
         self,
@@ -276,7 +333,7 @@ def _sort_expression(key: SortKey) -> ColumnElement[Any]:
     return column  # type: ignore[no-any-return]
 
 
-def keyset_position(session: Session, sort: Sequence[SortKey]) -> list[Any]:
+def keyset_position(session: Session | Row[Any], sort: Sequence[SortKey]) -> list[Any]:
     """The values of the sort keys of a row: where the next page starts (None for NULL)."""
     return [getattr(session, key.name) for key in sort]
 

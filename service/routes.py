@@ -1,3 +1,4 @@
+from collections.abc import Mapping
 from dataclasses import asdict
 from functools import lru_cache
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ from service.auth import (
     Reader,
     Writer,
 )
-from service.db import Db
+from service.db import Db, ReadConnection
 from service.errors import BadRequest, InvalidInput, NotFound
 from service.models import Session
 from service.openapi import header, merge_responses, problem_response, problems
@@ -44,6 +45,7 @@ from service.preconditions import (
 )
 from service.repository import (
     SessionFilter,
+    SessionReads,
     SessionRepository,
     keyset_position,
     visibility_clauses,
@@ -62,7 +64,9 @@ from service.schemas import (
     SessionUpdate,
     State,
     StateTables,
+    dump_json,
     no_nul,
+    session_content,
 )
 from service.settings import get_settings
 
@@ -133,14 +137,27 @@ def _read_token(signer: TokenSigner, kind: str, parameter: str, token: str) -> d
     return data
 
 
-async def _get_or_404(
-    repository: SessionRepository, session_id: int, principal: Principal, **options: bool
-) -> Session:
+def json_response(
+    content: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    # The handlers render their JSON themselves, in the shape response_model documents (see
+    # dump_json): FastAPI then skips validating and re-serializing it through the model.
+    return Response(dump_json(content), status_code, headers, media_type="application/json")
+
+
+def _visible_or_404(session: Any, session_id: int, principal: Principal) -> Any:
     """The session if this principal may see it: one they may not see does not exist for them."""
-    session = await repository.get(session_id, **options)
     if session is None or not policy.can_see(principal, session):
         raise NotFound(f"There is no session {session_id}.")
     return session
+
+
+async def _get_for_update_or_404(
+    repository: SessionRepository, session_id: int, principal: Principal
+) -> Session:
+    session = await repository.get(session_id, for_update=True)
+    visible: Session = _visible_or_404(session, session_id, principal)
+    return visible
 
 
 # The new session's id feeds the operations on one session (OpenAPI links).
@@ -167,16 +184,15 @@ _CREATED_SESSION_LINKS = {
         },
     ),
 )
-async def create_session(
-    body: SessionCreate, db: Db, response: Response, principal: Writer
-) -> Session:
+async def create_session(body: SessionCreate, db: Db, principal: Writer) -> Response:
     """Create a session as its speaker; its id, timestamps and version are set by the server."""
     values = body.model_dump()
     policy.check_create(principal, values)
     session = await SessionRepository(db).create(values, creator_id=principal.user_id)
-    response.headers["Location"] = f"{router.prefix}/{session.id}"
+    location = {"Location": f"{router.prefix}/{session.id}"}
+    response = json_response(session_content(session), status.HTTP_201_CREATED, location)
     set_validators(response, session)
-    return session
+    return response
 
 
 @router.get(
@@ -189,7 +205,6 @@ async def create_session(
 )
 async def list_sessions(
     request: Request,
-    response: Response,
     db: Db,
     signer: Signer,
     principal: Reader,
@@ -223,7 +238,7 @@ async def list_sessions(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=4096)] = None,
-) -> dict[str, object]:
+) -> Response:
     """List the sessions the caller may see, filtered and sorted, a page at a time (keyset
     pagination)."""
     try:
@@ -257,14 +272,16 @@ async def list_sessions(
     )
     page = rows[:limit]
     next_cursor = None
+    headers = {}
     if len(rows) > limit:
         position = encode_position(sort_keys, keyset_position(page[-1], sort_keys))
         next_cursor = signer.sign(
             LIST_CURSOR, {"format": TOKEN_FORMAT, "query": bound_to, "after": position}
         )
         next_url = request.url.include_query_params(cursor=next_cursor)
-        response.headers["Link"] = f'<{next_url}>; rel="next"'
-    return {"items": page, "next_cursor": next_cursor}
+        headers["Link"] = f'<{next_url}>; rel="next"'
+    items = [session_content(row) for row in page]
+    return json_response({"items": items, "next_cursor": next_cursor}, headers=headers)
 
 
 def _read_cursor(
@@ -367,21 +384,21 @@ async def get_state_tables() -> dict[str, object]:
 )
 async def get_session(
     session_id: SessionId,
-    db: Db,
+    conn: ReadConnection,
     preconditions: ReadPreconditions,
     request: Request,
-    response: Response,
     principal: Reader,
-) -> Session | Response:
+) -> Response:
     """Get one session; anonymous clients see accepted and confirmed sessions only.
 
     If-None-Match or If-Modified-Since make it a cheap revalidation (304).
     """
-    session = await _get_or_404(SessionRepository(db), session_id, principal)
+    session = _visible_or_404(await SessionReads(conn).get(session_id), session_id, principal)
     if not_modified := not_modified_or_none(preconditions, request.method, session):
         return not_modified
+    response = json_response(session_content(session))
     set_validators(response, session)
-    return session
+    return response
 
 
 @router.patch(
@@ -396,15 +413,14 @@ async def update_session(
     body: MergePatch,
     db: Db,
     preconditions: WritePreconditions,
-    response: Response,
     principal: Writer,
-) -> Session:
+) -> Response:
     """Change a session with a JSON Merge Patch (RFC 7396); null clears a field.
 
     Sent as application/merge-patch+json or as application/json.
     """
     repository = SessionRepository(db)
-    session = await _get_or_404(repository, session_id, principal, for_update=True)
+    session = await _get_for_update_or_404(repository, session_id, principal)
     # Who may change it at all is decided before the preconditions (RFC 9110 13.2.1), what
     # the patch changes after them.
     policy.check_may_change(principal, session)
@@ -412,8 +428,9 @@ async def update_session(
     changes = policy.real_changes(session, body.model_dump())
     policy.check_update(principal, session, changes)
     session = await repository.update(session, changes)
+    response = json_response(session_content(session))
     set_validators(response, session)
-    return session
+    return response
 
 
 @router.delete(
@@ -428,7 +445,7 @@ async def delete_session(
 ) -> None:
     """Delete a session; it is no longer visible through the API."""
     repository = SessionRepository(db)
-    session = await _get_or_404(repository, session_id, principal, for_update=True)
+    session = await _get_for_update_or_404(repository, session_id, principal)
     policy.check_delete(principal, session)
     check_write(preconditions, "DELETE", session)
     await repository.delete(session)

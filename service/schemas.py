@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     MISSING,
     AfterValidator,
@@ -374,3 +375,26 @@ class StateTables(BaseModel):
     organizer: dict[State, list[State]] = Field(
         description="state -> states an organiser of its event may set."
     )
+
+
+SESSION_FIELDS = tuple(SessionRead.model_fields)
+
+
+def session_content(session: Any) -> dict[str, Any]:
+    """A session (ORM object or row) as SessionRead renders it, field order included."""
+    return {name: getattr(session, name) for name in SESSION_FIELDS}
+
+
+def _encode_datetime(value: object) -> str:
+    if isinstance(value, datetime):
+        return format_utc(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dump_json(content: Any) -> bytes:
+    """The JSON bytes SessionRead and SessionPage document, without building the models.
+
+    orjson renders date-times its own way (no microseconds when they are 0): they go through
+    format_utc instead. tests/test_json.py holds this to the models' own serialization.
+    """
+    return orjson.dumps(content, default=_encode_datetime, option=orjson.OPT_PASSTHROUGH_DATETIME)

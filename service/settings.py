@@ -40,8 +40,10 @@ class Settings(BaseSettings):
     access_log: bool = True
     # uvicorn's wait for in-flight requests after SIGTERM; below Kubernetes' default 30 s grace.
     graceful_shutdown_timeout: int = Field(default=20, ge=0)
-    db_pool_size: int = Field(default=10, ge=1)
-    db_max_overflow: int = Field(default=10, ge=0)
+    # Overflow connections are closed as soon as they are returned: under steady load they are
+    # opened and closed again request after request, so the pool holds all it may use.
+    db_pool_size: int = Field(default=20, ge=1)
+    db_max_overflow: int = Field(default=0, ge=0)
     # Every wait on the database is bounded, so that an outage answers 503 instead of hanging.
     db_pool_timeout: Seconds = Field(default=5.0, gt=0)
     db_connect_timeout: Seconds = Field(default=5.0, gt=0)

@@ -153,7 +153,7 @@ async def test_metrics_read_the_pool_when_scraped(
     app, client = service
     await client.get("/sessions/1")  # opens a connection and returns it to the pool
     text = (await client.get("/metrics")).text
-    assert sample(text, "db_pool_size") == 10
+    assert sample(text, "db_pool_size") == 20
     assert sample(text, "db_pool_checked_out") == 0
     assert sample(text, "db_pool_checked_in") == 1
     assert sample(text, "db_pool_overflow") == 0
