@@ -1,0 +1,161 @@
+"""The benchmark's parts: its seed obeys the service's rules, its reference app answers the
+service's bytes, its wrk output parser reads wrk, and (where wrk is installed) a tiny run works.
+
+No timing is asserted here: the benchmark measures, the tests only check that it measures the
+right thing.
+"""
+
+import asyncio
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import httpx
+import pytest
+
+from bench import seed
+from bench.reference_app import create_app as create_reference_app
+from bench.run import ROOT, parse_wrk
+from tests.conftest import asyncpg_dsn, create_database, drop_database, session_body
+
+WRK_OUTPUT = """\
+Running 10s test @ http://127.0.0.1:8000
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    12.04ms    3.10ms  45.22ms   80.00%
+    Req/Sec     5.33k   200.00     5.80k    70.00%
+  Latency Distribution
+     50%   11.52ms
+     75%   13.01ms
+     90%  800.00us
+     99%    1.20s
+  53012 requests in 10.00s, 60.12MB read
+  Socket errors: connect 0, read 2, write 0, timeout 3
+  Non-2xx or 3xx responses: 4
+Requests/sec:   5301.20
+Transfer/sec:      6.01MB
+"""
+
+
+def test_parse_wrk_reads_rate_percentiles_and_errors() -> None:
+    run = parse_wrk(WRK_OUTPUT)
+    assert run.requests_per_second == 5301.20
+    assert run.p50_ms == 11.52
+    assert run.p99_ms == 1200.0
+    assert run.errors == 4 + 2 + 3
+
+
+@pytest.fixture(scope="module")
+def seeded_url(server_url: str) -> Iterator[str]:
+    url = create_database(server_url, prefix="sessions_bench_test")
+    seed.migrate_database(url)
+    asyncio.run(seed.seed(url, sessions=1_000, events=10))
+    yield url
+    drop_database(server_url, url)
+
+
+async def test_seed_obeys_the_stamp_rules(seeded_url: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(seeded_url))
+    try:
+        facts = await conn.fetchrow(
+            """
+            SELECT count(*) AS sessions,
+                count(DISTINCT event_id) AS events,
+                bool_and((version = 1) = (created_at = last_modified_at)) AS first_versions_equal,
+                bool_and(last_modified_at >= created_at) AS never_before_creation,
+                bool_and(last_modified_at < now()) AS all_in_the_past,
+                bool_and(ends_at > starts_at) AS ends_after_start,
+                bool_and((deleted_at IS NOT NULL) = (id % $1 = 0)) AS deleted_as_announced,
+                bool_and(deleted_at IS NULL OR deleted_at = last_modified_at) AS deletes_stamped,
+                max(id) AS max_id
+            FROM sessions
+            """,
+            seed.DELETED_EVERY,
+        )
+        next_id = await conn.fetchval("SELECT nextval(pg_get_serial_sequence('sessions', 'id'))")
+    finally:
+        await conn.close()
+    assert facts["sessions"] == 1_000
+    assert facts["events"] == 10
+    for rule in ("first_versions_equal", "never_before_creation", "all_in_the_past"):
+        assert facts[rule], rule
+    for rule in ("ends_after_start", "deleted_as_announced", "deletes_stamped"):
+        assert facts[rule], rule
+    assert next_id == facts["max_id"] + 1
+
+
+@pytest.fixture
+async def reference(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_reference_app(asyncpg_dsn(database_url), pool_size=2)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://reference") as client:
+            yield client
+
+
+async def test_reference_reads_answer_the_services_bytes(
+    committed_client: httpx.AsyncClient, reference: httpx.AsyncClient
+) -> None:
+    body = session_body(event_id=5, subtitle="Sub", starts_at="2027-05-04T10:00:00+02:00")
+    body |= {"ends_at": "2027-05-04T12:00:00Z", "slides_url": "https://example.org/s/1"}
+    ids = [(await committed_client.post("/sessions", json=body)).json()["id"] for _ in range(3)]
+    for path in (f"/sessions/{ids[0]}", "/sessions?event_id=5&limit=2"):
+        service, bare = await committed_client.get(path), await reference.get(path)
+        assert service.status_code == bare.status_code == 200
+        assert service.content == bare.content, path
+    cursor = (await committed_client.get("/sessions?event_id=5&limit=2")).json()["next_cursor"]
+    path = f"/sessions?event_id=5&limit=2&cursor={cursor}"
+    assert (await committed_client.get(path)).content == (await reference.get(path)).content
+
+
+async def test_reference_writes_answer_the_services_bytes(
+    committed_client: httpx.AsyncClient, reference: httpx.AsyncClient
+) -> None:
+    body = session_body(level="Beginner", starts_at="2027-05-04T10:00:00+02:00")
+    created = await reference.post("/sessions", json=body)
+    assert created.status_code == 201
+    assert created.headers["location"] == f"/sessions/{created.json()['id']}"
+    assert created.content == (await committed_client.get(created.headers["location"])).content
+
+    patched = await reference.patch(
+        created.headers["location"],
+        content=b'{"subtitle": "Revision 2", "level": "Expert"}',
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    assert patched.json()["version"] == 2
+    assert patched.json()["last_modified_at"] > created.json()["last_modified_at"]
+    assert patched.content == (await committed_client.get(created.headers["location"])).content
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
+)
+def test_bench_command_runs_end_to_end(server_url: str) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "bench",
+        "--database-url",
+        server_url,
+        "--sessions",
+        "1000",
+        "--events",
+        "10",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--operations",
+        "GET by id",
+        "PATCH real change",
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0] for row in rows] == ["| GET by id", "| PATCH real change"]
+    for row in rows:
+        assert row.endswith(" | 0 |"), row  # no errors: every request answered 2xx
