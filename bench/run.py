@@ -10,6 +10,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -338,13 +339,13 @@ async def explain(database_url: str, sql: str, *params: object) -> tuple[float, 
 _EVENT_PAGE = (
     "SELECT * FROM sessions WHERE deleted_at IS NULL AND event_id = $1 {after}ORDER BY id LIMIT 51"
 )
+# The change feed's statement, as the repository builds it (horizon: pg_snapshot_xmin).
+_FEED_PAGE = "SELECT * FROM sessions WHERE txid < $1 {after}ORDER BY txid, id LIMIT 100"
 BENCH_CURSOR_SECRET = "bench-cursor-secret"  # noqa: S105 (the service's secret in the bench)
 
 
-def caught_up_token(database_url: str) -> str:
-    """A change-feed token at the end of the table: the poll of a client that is up to date."""
-
-    async def newest_txid() -> int:
+def newest_txid(database_url: str) -> int:
+    async def query() -> int:
         conn = await asyncpg.connect(seed.asyncpg_dsn(database_url))
         try:
             txid: int = await conn.fetchval("SELECT max(txid) FROM sessions")
@@ -352,8 +353,13 @@ def caught_up_token(database_url: str) -> str:
             await conn.close()
         return txid
 
-    payload = {"format": TOKEN_FORMAT, "event_id": None, "txid": asyncio.run(newest_txid()) + 1}
-    return TokenSigner(BENCH_CURSOR_SECRET).sign(FEED_TOKEN, payload | {"id": 0})
+    return asyncio.run(query())
+
+
+def caught_up_token(txid: int) -> str:
+    """A change-feed token past the newest write: the poll of a client that is up to date."""
+    payload = {"format": TOKEN_FORMAT, "event_id": None, "txid": txid + 1, "id": 0}
+    return TokenSigner(BENCH_CURSOR_SECRET).sign(FEED_TOKEN, payload)
 
 
 def scale(args: argparse.Namespace, database_url: str) -> str:
@@ -367,7 +373,7 @@ def scale(args: argparse.Namespace, database_url: str) -> str:
     service = apps(database_url)["service"]
     lines = [
         "| sessions in table | request | rows before it | req/s | p50 ms | p99 ms | CPU µs/req "
-        "| keyset query: ms / buffers | same page by OFFSET: ms / buffers |",
+        "| its query in PostgreSQL: ms / buffers | same page by OFFSET: ms / buffers |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for size in (args.sessions, args.sessions * 10):
@@ -400,18 +406,29 @@ def scale(args: argparse.Namespace, database_url: str) -> str:
                     f"| {run.p50_ms:.2f} | {run.p99_ms:.2f} | {run.cpu_us_per_request:.0f} "
                     f"| {keyset[0]:.3f} / {keyset[1]} | {offset[0]:.3f} / {offset[1]} |"
                 )
-            for feed, path in (
-                ("change feed from the start", "/sessions/changes?limit=100"),
+            txid = newest_txid(database_url)
+            horizon = txid + 1_000_000  # above every row: what the statement costs, not waits
+            feeds = [
+                ("change feed from the start", "/sessions/changes?limit=100", "", (horizon,)),
                 (
                     "change feed, caught-up poll",
-                    f"/sessions/changes?since={caught_up_token(database_url)}",
+                    f"/sessions/changes?since={caught_up_token(txid)}",
+                    "AND (txid, id) > ($2, 0) ",
+                    (horizon, txid + 1),
                 ),
-            ):
+            ]
+            for feed, path, after, params in feeds:
                 run = measure(server, path, None, (), args, wrk_cpus)
-                print(f"  {size:>9,} {feed:28} {run.requests_per_second:6.0f} req/s", flush=True)
+                cost = asyncio.run(explain(database_url, _FEED_PAGE.format(after=after), *params))
+                print(
+                    f"  {size:>9,} {feed:28} {run.requests_per_second:6.0f} req/s  "
+                    f"query {cost[0]:.3f} ms",
+                    flush=True,
+                )
                 lines.append(
                     f"| {size:,} | {feed} | | {run.requests_per_second:.0f} | {run.p50_ms:.2f} "
-                    f"| {run.p99_ms:.2f} | {run.cpu_us_per_request:.0f} | | |"
+                    f"| {run.p99_ms:.2f} | {run.cpu_us_per_request:.0f} "
+                    f"| {cost[0]:.3f} / {cost[1]} | |"
                 )
     return "\n".join(lines)
 
@@ -456,6 +473,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    # Stopped with SIGTERM too, it still stops its servers and drops its database.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (Debian: apt-get install -y wrk)")
     server_url = seed.to_asyncpg_url(args.database_url)
