@@ -381,8 +381,15 @@ SESSION_FIELDS = tuple(SessionRead.model_fields)
 
 
 def session_content(session: Any) -> dict[str, Any]:
-    """A session (ORM object or row) as SessionRead renders it, field order included."""
-    return {name: getattr(session, name) for name in SESSION_FIELDS}
+    """A session as SessionRead renders it, field order included.
+
+    An ORM object (writes), or a row of the read columns (reads: the repository selects exactly
+    SessionRead's fields, in its order, so the row's own dict is the content, made in C).
+    """
+    if isinstance(session, models.Session):
+        return {name: getattr(session, name) for name in SESSION_FIELDS}
+    content: dict[str, Any] = session._asdict()
+    return content
 
 
 def _encode_datetime(value: object) -> str:
