@@ -4,11 +4,13 @@ What a careful hand-written service costs at least: the statements the service s
 read and no transaction around it; BEGIN, a locking read, a column-exact UPDATE and COMMIT for
 PATCH; BEGIN, one INSERT … RETURNING and COMMIT for POST) and the same JSON bytes. It checks
 only the shape of request bodies (JSON objects with known fields), not every rule the service
-enforces, so it is a lower bound on cost.
+enforces, and checks no bearer token (it only reads the `sub` it stamps as creator_id), so it is
+a lower bound on cost.
 
 Run: BENCH_REFERENCE_DSN=postgresql://… uvicorn bench.reference_app:app
 """
 
+import base64
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -33,13 +35,15 @@ COLUMNS = (
     "id", "event_id", "title", "subtitle", "short_abstract", "long_abstract", "comments",
     "level", "language", "starts_at", "ends_at", "track_id", "session_type_id",
     "microlocation_id", "slides_url", "video_url", "audio_url", "signup_url", "state",
-    "is_locked", "created_at", "last_modified_at", "version",
+    "is_locked", "creator_id", "submitted_at", "created_at", "last_modified_at", "version",
 )  # fmt: skip
-DATETIMES = ("starts_at", "ends_at", "created_at", "last_modified_at")
+DATETIMES = ("starts_at", "ends_at", "submitted_at", "created_at", "last_modified_at")
 READABLE = frozenset(COLUMNS)
-WRITABLE = READABLE - {"id", "created_at", "last_modified_at", "version"}
+SERVER_SET = {"id", "creator_id", "submitted_at", "created_at", "last_modified_at", "version"}
+WRITABLE = READABLE - SERVER_SET
 CREATE_DEFAULTS: dict[str, Any] = dict.fromkeys(WRITABLE) | {"state": "draft", "is_locked": False}
-INSERTED = (*sorted(WRITABLE), "created_at", "last_modified_at", "version")
+INSERTED = (*sorted(WRITABLE), "creator_id", "submitted_at", "created_at", "last_modified_at")
+INSERTED += ("version",)
 ONE_TICK = timedelta(microseconds=1)
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM sessions"
@@ -91,6 +95,16 @@ def parse_input(body: bytes) -> dict[str, Any] | None:
             except ValueError:
                 return None
     return changes
+
+
+def subject(request: Request) -> str | None:
+    """The token's `sub`, read without checking the token: the reference does no auth."""
+    token = request.headers.get("authorization", "").removeprefix("Bearer ")
+    try:
+        payload = token.split(".")[1]
+        return orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"]  # type: ignore[no-any-return]
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
 
 
 def session_id(request: Request) -> int | None:
@@ -154,6 +168,8 @@ async def update_session(request: Request) -> Response:
                 datetime.now(UTC), session["last_modified_at"] + ONE_TICK
             )
             changes["version"] = session["version"] + 1
+            if patch.get("state") == "pending" and session["submitted_at"] is None:
+                changes["submitted_at"] = changes["last_modified_at"]
             assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changes, 2))
             await conn.execute(
                 f"UPDATE sessions SET {assignments}, txid = {TXID} WHERE id = $1",
@@ -170,7 +186,11 @@ async def create_session(request: Request) -> Response:
     if values is None or not {"event_id", "title"} <= values.keys():
         return problem(422, "Unprocessable Entity")
     now = datetime.now(UTC)
-    session = CREATE_DEFAULTS | values | {"created_at": now, "last_modified_at": now, "version": 1}
+    stamps = {"created_at": now, "last_modified_at": now, "version": 1}
+    stamps |= {"creator_id": subject(request), "submitted_at": None}
+    session = CREATE_DEFAULTS | values | stamps
+    if session["state"] == "pending":
+        session["submitted_at"] = now
     async with pool.acquire() as conn, conn.transaction():  # BEGIN and COMMIT, as the service
         session["id"] = await conn.fetchval(INSERT, *(session[name] for name in INSERTED))
     body = render({name: session[name] for name in COLUMNS})

@@ -29,8 +29,10 @@ import asyncpg
 import orjson
 
 from bench import seed
+from service.auth import issue_token
 from service.pagination import TokenSigner
 from service.routes import FEED_TOKEN, TOKEN_FORMAT
+from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent / "wrk"
@@ -72,6 +74,19 @@ class App:
     name: str
     command: list[str]
     env: dict[str, str]
+    probe: str  # a path that answers 200 once the app serves
+
+
+BENCH_JWT_SECRET = "bench-jwt-secret-of-at-least-thirty-two-bytes"  # noqa: S105 (the bench's own)
+
+
+def bearer_token() -> str:
+    """An admin's token for the service in the bench: it may see and change every session."""
+    settings = Settings(jwt_secret=BENCH_JWT_SECRET, jwt_algorithms=["HS256"])
+    return issue_token(settings, "bench-admin", admin=True, lifetime_seconds=24 * 3600)
+
+
+AUTHORIZATION = f"Authorization: Bearer {bearer_token()}"
 
 
 def free_port() -> int:
@@ -94,7 +109,7 @@ def pinned(command: list[str], cpus: str | None) -> list[str]:
 
 
 @contextlib.contextmanager
-def serving(app: App, cpus: str | None, probe_path: str) -> Iterator[Server]:
+def serving(app: App, cpus: str | None) -> Iterator[Server]:
     """Start the app on a free loopback port; yield it once it answers; stop it."""
     port = free_port()
     command = [part.replace("{port}", str(port)) for part in app.command]
@@ -105,7 +120,7 @@ def serving(app: App, cpus: str | None, probe_path: str) -> Iterator[Server]:
             pinned(command, cpus), cwd=ROOT, env=os.environ | app.env, stdout=log, stderr=log
         )
         try:
-            _wait_until_it_answers(app, process, log, f"http://127.0.0.1:{port}{probe_path}")
+            _wait_until_it_answers(app, process, log, f"http://127.0.0.1:{port}{app.probe}")
             yield Server(f"http://127.0.0.1:{port}", process.pid)  # taskset execs the server
         finally:
             process.terminate()
@@ -173,7 +188,8 @@ def wrk(
     threads = len(cpus.split(",")) if cpus else 2
     # A 10 s timeout: on a busy machine a slow answer is a slow answer, not an error.
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
-    command += ["--latency"]
+    # Every request signed in (the reference ignores the token but stamps its subject).
+    command += ["--latency", "-H", AUTHORIZATION]
     if script:
         command += ["-s", str(SCRIPTS / script)]
     command += [server.url + path]
@@ -209,7 +225,13 @@ def apps(database_url: str) -> dict[str, App]:
         "service": App(
             "service",
             [sys.executable, "-m", "service", "serve", "--port", "{port}"],
-            {"DATABASE_URL": database_url, "CURSOR_SECRET": BENCH_CURSOR_SECRET},
+            {
+                "DATABASE_URL": database_url,
+                "CURSOR_SECRET": BENCH_CURSOR_SECRET,
+                "JWT_SECRET": BENCH_JWT_SECRET,
+                "JWT_ALGORITHMS": "HS256",
+            },
+            "/healthz",
         ),
         "reference": App(
             "reference",
@@ -229,6 +251,7 @@ def apps(database_url: str) -> dict[str, App]:
                 "warning",
             ],
             {"BENCH_REFERENCE_DSN": dsn, "CURSOR_SECRET": BENCH_CURSOR_SECRET},
+            "/sessions/1",
         ),
     }
 
@@ -256,7 +279,7 @@ def throughput(args: argparse.Namespace, database_url: str) -> dict[str, dict[st
     operations = {name: OPERATIONS[name] for name in args.operations}
     for round_number in range(1, args.repeats + 1):
         for app in order:
-            with serving(app, server_cpus, "/sessions/1") as server:
+            with serving(app, server_cpus) as server:
                 for operation, (script, _) in operations.items():
                     run = measure(server, "", script, script_args, args, wrk_cpus)
                     results.setdefault(operation, {}).setdefault(app.name, []).append(run)
@@ -313,7 +336,9 @@ def walk_to_last_page(base_url: str, event_id: int, limit: int) -> tuple[str, in
     url = f"/sessions?event_id={event_id}&limit={limit}"
     pages, after_id = 0, 0
     while True:
-        with urllib.request.urlopen(base_url + url, timeout=10) as response:
+        request = urllib.request.Request(base_url + url)
+        request.add_header(*AUTHORIZATION.split(": ", 1))
+        with urllib.request.urlopen(request, timeout=10) as response:
             page = orjson.loads(response.read())
         pages += 1
         if page["next_cursor"] is None:
@@ -380,7 +405,7 @@ def scale(args: argparse.Namespace, database_url: str) -> str:
         if size != args.sessions:
             print(f"growing the table to {size:,} sessions…", flush=True)
             asyncio.run(seed.grow(database_url, sessions=size, events=args.events))
-        with serving(service, server_cpus, "/sessions/1") as server:
+        with serving(service, server_cpus) as server:
             deep_path, pages, after_id = walk_to_last_page(server.url, event_id=1, limit=50)
             for page, path, depth in (
                 ("list, first page of event 1", "/sessions?event_id=1&limit=50", 0),

@@ -22,4 +22,11 @@ function common.event_id()
   return math.random(common.events)
 end
 
+function common.with_wrk_headers(headers)
+  for name, value in pairs(wrk.headers) do
+    headers[name] = value
+  end
+  return headers
+end
+
 return common

@@ -2,10 +2,12 @@
 package.path = debug.getinfo(1, "S").source:match("@?(.*/)") .. "?.lua;" .. package.path
 local common = require("common")
 local levels = { "Beginner", "Intermediate", "Advanced", "Expert" }
-local headers = { ["Content-Type"] = "application/merge-patch+json" }
+local headers
 
 function init(args)
   common.init(args)
+  -- A headers table of the script's own replaces wrk's (-H): copy those in.
+  headers = common.with_wrk_headers({ ["Content-Type"] = "application/merge-patch+json" })
 end
 
 function request()

@@ -1,10 +1,12 @@
 -- POST /sessions with a realistic body on a random event.
 package.path = debug.getinfo(1, "S").source:match("@?(.*/)") .. "?.lua;" .. package.path
 local common = require("common")
-local headers = { ["Content-Type"] = "application/json" }
+local headers
 
 function init(args)
   common.init(args)
+  -- A headers table of the script's own replaces wrk's (-H): copy those in.
+  headers = common.with_wrk_headers({ ["Content-Type"] = "application/json" })
 end
 
 function request()
