@@ -6,9 +6,9 @@ See bench/README.md for what is measured and how to read the table.
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import platform
-import re
 import shutil
 import signal
 import socket
@@ -29,6 +29,7 @@ import asyncpg
 import orjson
 
 from bench import seed
+from bench.wrk_output import Run, parse_wrk
 from service.auth import issue_token
 from service.pagination import TokenSigner
 from service.routes import FEED_TOKEN, TOKEN_FORMAT
@@ -46,16 +47,6 @@ OPERATIONS = {
     "POST": ("post.lua", 0.40),
 }
 P99_LIMIT = 3.0  # the service's p99 at most 3x the reference's
-
-
-@dataclass
-class Run:
-    requests_per_second: float
-    p50_ms: float
-    p99_ms: float
-    errors: int  # non-2xx answers and socket errors
-    requests: int
-    cpu_us_per_request: float = 0.0  # the server's CPU time (user + system) per request
 
 
 @dataclass
@@ -80,13 +71,12 @@ class App:
 BENCH_JWT_SECRET = "bench-jwt-secret-of-at-least-thirty-two-bytes"  # noqa: S105 (the bench's own)
 
 
-def bearer_token() -> str:
-    """An admin's token for the service in the bench: it may see and change every session."""
+@functools.cache
+def authorization() -> str:
+    """An admin's bearer token for the service in the bench: it may see and change everything."""
     settings = Settings(jwt_secret=BENCH_JWT_SECRET, jwt_algorithms=["HS256"])
-    return issue_token(settings, "bench-admin", admin=True, lifetime_seconds=24 * 3600)
-
-
-AUTHORIZATION = f"Authorization: Bearer {bearer_token()}"
+    token = issue_token(settings, "bench-admin", admin=True, lifetime_seconds=24 * 3600)
+    return f"Authorization: Bearer {token}"
 
 
 def free_port() -> int:
@@ -149,32 +139,6 @@ def _wait_until_it_answers(
             time.sleep(0.2)
 
 
-_DURATION = re.compile(r"([\d.]+)(us|ms|s|m)\b")
-_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
-
-
-def _ms(text: str) -> float:
-    match = _DURATION.fullmatch(text.strip())
-    if not match:
-        raise ValueError(f"not a wrk duration: {text!r}")
-    return float(match[1]) * _UNIT_MS[match[2]]
-
-
-def parse_wrk(output: str) -> Run:
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE)
-    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE)
-    if not (rps and p50 and p99):
-        raise ValueError(f"unexpected wrk output:\n{output}")
-    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    socket_errors = re.search(r"Socket errors:(.*)", output)
-    errors = int(non_2xx[1]) if non_2xx else 0
-    if socket_errors:
-        errors += sum(int(n) for n in re.findall(r"\d+", socket_errors[1]))
-    requests = re.search(r"(\d+) requests in", output)
-    return Run(float(rps[1]), _ms(p50[1]), _ms(p99[1]), errors, int(requests[1]) if requests else 0)
-
-
 def wrk(
     server: Server,
     path: str,
@@ -189,7 +153,7 @@ def wrk(
     # A 10 s timeout: on a busy machine a slow answer is a slow answer, not an error.
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
     # Every request signed in (the reference ignores the token but stamps its subject).
-    command += ["--latency", "-H", AUTHORIZATION]
+    command += ["--latency", "-H", authorization()]
     if script:
         command += ["-s", str(SCRIPTS / script)]
     command += [server.url + path]
@@ -337,7 +301,7 @@ def walk_to_last_page(base_url: str, event_id: int, limit: int) -> tuple[str, in
     pages, after_id = 0, 0
     while True:
         request = urllib.request.Request(base_url + url)
-        request.add_header(*AUTHORIZATION.split(": ", 1))
+        request.add_header(*authorization().split(": ", 1))
         with urllib.request.urlopen(request, timeout=10) as response:
             page = orjson.loads(response.read())
         pages += 1

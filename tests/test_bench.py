@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -17,8 +18,11 @@ import pytest
 
 from bench import seed
 from bench.reference_app import create_app as create_reference_app
-from bench.run import ROOT, parse_wrk
+from bench.wrk_output import parse_wrk
 from tests.conftest import asyncpg_dsn, create_database, drop_database, session_body
+
+# The repository. bench.run itself runs only in its own process (test_bench_command_...).
+ROOT = Path(__file__).resolve().parent.parent
 
 WRK_OUTPUT = """\
 Running 10s test @ http://127.0.0.1:8000
