@@ -263,3 +263,26 @@ async def started(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.Asyn
         asgi_client(app, {"Authorization": f"Bearer {token}"}) as client,
     ):
         yield app, client
+
+
+# Patches that each change a field no other one touches: concurrent, they must all take effect.
+DISJOINT_PATCHES: list[dict[str, Any]] = [
+    {"subtitle": "A subtitle"},
+    {"short_abstract": "Short"},
+    {"long_abstract": "Long"},
+    {"comments": "Comments"},
+    {"level": "Advanced"},
+    {"language": "en"},
+    {"track_id": 3},
+    {"session_type_id": 4},
+    {"microlocation_id": 5},
+    {"slides_url": "https://example.org/slides"},
+]
+
+
+async def create_session(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
+    """POST a valid session with these fields; fails the test on any status but 201."""
+    response = await client.post("/sessions", json=session_body(**fields))
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body

@@ -14,8 +14,8 @@ from service.pagination import TokenSigner
 from service.repository import SessionRepository, make_sessionmaker
 from service.routes import FEED_TOKEN, TOKEN_FORMAT
 from service.schemas import SessionRead, format_utc
-from tests.conftest import StoredRows, session_body
-from tests.test_routes import assert_problem, create
+from tests.conftest import StoredRows, create_session, session_body
+from tests.test_routes import assert_problem
 
 # The feed waits for every older writing transaction on the server to end; on a shared server
 # another client's transaction may hold it back for a while.
@@ -65,7 +65,7 @@ def parse(value: str) -> datetime:
 async def test_changes_start_at_the_beginning_oldest_change_first_with_tombstones(
     committed_client: httpx.AsyncClient, stored: StoredRows
 ) -> None:
-    first, second, third = [await create(committed_client, title=f"t{n}") for n in range(3)]
+    first, second, third = [await create_session(committed_client, title=f"t{n}") for n in range(3)]
     patched = (
         await committed_client.patch(f"/sessions/{first['id']}", json={"level": "Expert"})
     ).json()
@@ -91,13 +91,13 @@ async def test_changes_start_at_the_beginning_oldest_change_first_with_tombstone
 async def test_changes_page_through_with_next_token(
     committed_client: httpx.AsyncClient,
 ) -> None:
-    ids = [(await create(committed_client, title=f"t{n}"))["id"] for n in range(5)]
+    ids = [(await create_session(committed_client, title=f"t{n}"))["id"] for n in range(5)]
     received, token = await follow(committed_client, has_ids(*ids), limit=2)
     assert [item["id"] for item in received] == ids
     # Nothing new: the same position comes back, and nothing is repeated.
     page = await poll(committed_client, token, limit=2)
     assert page["items"] == []
-    more = await create(committed_client, title="later")
+    more = await create_session(committed_client, title="later")
     received, _ = await follow(committed_client, has_ids(more["id"]), token, limit=2)
     assert [item["id"] for item in received] == [more["id"]]
 
@@ -109,7 +109,7 @@ async def test_changes_deliver_a_write_that_commits_after_a_later_stamp(
     maker = make_sessionmaker(engine)
     async with maker() as db, db.begin():
         held = await SessionRepository(db).create(session_body(title="held open"))
-        later = await create(committed_client, title="committed first")
+        later = await create_session(committed_client, title="committed first")
         # Stamped first, committed last.
         assert held.last_modified_at < parse(later["last_modified_at"])
         page = await poll(committed_client)
@@ -138,7 +138,7 @@ async def test_changes_deliver_a_write_that_commits_after_a_later_stamp(
 async def test_changes_leave_out_rolled_back_writes_and_no_op_patches(
     committed_client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
-    session = await create(committed_client, title="kept")
+    session = await create_session(committed_client, title="kept")
     _, token = await follow(committed_client, has_ids(session["id"]))
     maker = make_sessionmaker(engine)
     async with maker() as db:
@@ -147,14 +147,16 @@ async def test_changes_leave_out_rolled_back_writes_and_no_op_patches(
         await transaction.rollback()
     same = await committed_client.patch(f"/sessions/{session['id']}", json={"title": "kept"})
     assert same.json()["version"] == 1
-    marker = await create(committed_client, title="marker")
+    marker = await create_session(committed_client, title="marker")
     received, _ = await follow(committed_client, has_ids(marker["id"]), token)
     assert [item["id"] for item in received] == [marker["id"]]
 
 
 async def test_changes_filter_by_event(committed_client: httpx.AsyncClient) -> None:
-    mine = [(await create(committed_client, event_id=7, title=f"t{n}"))["id"] for n in range(3)]
-    other = await create(committed_client, event_id=8)
+    mine = [
+        (await create_session(committed_client, event_id=7, title=f"t{n}"))["id"] for n in range(3)
+    ]
+    other = await create_session(committed_client, event_id=8)
     received, token = await follow(committed_client, has_ids(*mine), event_id=7, limit=2)
     assert [item["id"] for item in received] == mine
     assert other["id"] not in [item["id"] for item in received]
@@ -165,7 +167,7 @@ async def test_changes_filter_by_event(committed_client: httpx.AsyncClient) -> N
 async def test_changes_items_validate_against_the_session_schema(
     committed_client: httpx.AsyncClient,
 ) -> None:
-    session = await create(committed_client, starts_at="2027-05-04T10:00:00+02:00")
+    session = await create_session(committed_client, starts_at="2027-05-04T10:00:00+02:00")
     received, _ = await follow(committed_client, has_ids(session["id"]))
     item = received[-1]
     assert item.pop("deleted") is False
@@ -184,8 +186,8 @@ async def test_changes_token_for_another_event_is_400(client: httpx.AsyncClient)
 
 
 async def test_changes_forged_or_foreign_token_is_400(client: httpx.AsyncClient) -> None:
-    await create(client)
-    await create(client)
+    await create_session(client)
+    await create_session(client)
     cursor = (await client.get("/sessions", params={"limit": 1})).json()["next_cursor"]
     forged = TokenSigner("another secret").sign(
         FEED_TOKEN, {"format": TOKEN_FORMAT, "event_id": None, "txid": 0, "id": 0}
@@ -213,7 +215,7 @@ async def test_changes_follow_transaction_order_not_stamp_order(
     async with maker() as db, db.begin():
         repository = SessionRepository(db)
         early = await repository.create(session_body(title="first write of A"))
-        between = await create(committed_client, title="B, between A's writes")
+        between = await create_session(committed_client, title="B, between A's writes")
         late = await repository.create(session_body(title="second write of A"))
     # Stamps say early, between, late; the transactions say A (early, late), then B.
     received, _ = await follow(committed_client, has_ids(early.id, late.id, between["id"]), limit=1)
@@ -223,7 +225,7 @@ async def test_changes_follow_transaction_order_not_stamp_order(
 async def test_writes_stamp_the_txid_of_their_transaction_and_no_ops_do_not(
     committed_client: httpx.AsyncClient, stored: StoredRows
 ) -> None:
-    session = await create(committed_client)
+    session = await create_session(committed_client)
     created = (await stored.row(session["id"]))["txid"]
     await committed_client.patch(f"/sessions/{session['id']}", json={"title": session["title"]})
     assert (await stored.row(session["id"]))["txid"] == created

@@ -14,6 +14,7 @@ from service.migrations import migrate
 from service.schemas import format_utc
 from tests.conftest import (
     ADMIN_HEADERS,
+    DISJOINT_PATCHES,
     asyncpg_dsn,
     create_database,
     drop_database,
@@ -21,19 +22,7 @@ from tests.conftest import (
 )
 from tests.processes import ServiceProcess
 
-# Each PATCH changes a field no other PATCH of the same session touches.
-CHANGES: list[dict[str, Any]] = [
-    {"subtitle": "A subtitle"},
-    {"short_abstract": "Short"},
-    {"long_abstract": "Long"},
-    {"comments": "Comments"},
-    {"level": "Advanced"},
-    {"language": "en"},
-    {"track_id": 3},
-    {"session_type_id": 4},
-    {"microlocation_id": 5},
-    {"slides_url": "https://example.org/slides"},
-]
+CHANGES = DISJOINT_PATCHES
 SESSIONS = 6
 EXTRA_CREATES = 12
 

@@ -2,39 +2,32 @@
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.schemas import format_utc
-from tests.conftest import StoredRows, session_body
+from tests.conftest import DISJOINT_PATCHES, StoredRows, create_session, session_body
 
 
 def parse(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-async def create(client: httpx.AsyncClient, **fields: object) -> dict[str, object]:
-    response = await client.post("/sessions", json=session_body(**fields))
-    assert response.status_code == 201, response.text
-    return response.json()  # type: ignore[no-any-return]
-
-
 async def test_create_stamps_created_and_modified_equal_with_version_1(
     client: httpx.AsyncClient,
 ) -> None:
     before = datetime.now(UTC)
-    session = await create(client)
-    stamp = parse(session["last_modified_at"])  # type: ignore[arg-type]
+    session = await create_session(client)
+    stamp = parse(session["last_modified_at"])
     assert session["created_at"] == session["last_modified_at"]
     assert session["version"] == 1
     assert before <= stamp <= datetime.now(UTC)
 
 
 async def test_timestamps_are_utc_with_microseconds_in_json(client: httpx.AsyncClient) -> None:
-    session = await create(client, starts_at="2027-05-04T10:00:00+02:00")
+    session = await create_session(client, starts_at="2027-05-04T10:00:00+02:00")
     for field in ("created_at", "last_modified_at", "starts_at"):
         value = session[field]
         assert isinstance(value, str)
@@ -56,11 +49,11 @@ async def test_column_is_timestamptz_not_null(connection: AsyncConnection) -> No
 async def test_patch_with_change_moves_stamp_forward_and_bumps_version(
     client: httpx.AsyncClient,
 ) -> None:
-    session = await create(client)
+    session = await create_session(client)
     response = await client.patch(f"/sessions/{session['id']}", json={"title": "Renamed"})
     assert response.status_code == 200
     patched = response.json()
-    assert parse(patched["last_modified_at"]) > parse(session["last_modified_at"])  # type: ignore[arg-type]
+    assert parse(patched["last_modified_at"]) > parse(session["last_modified_at"])
     assert patched["created_at"] == session["created_at"]
     assert patched["version"] == 2
     assert patched["title"] == "Renamed"
@@ -69,7 +62,7 @@ async def test_patch_with_change_moves_stamp_forward_and_bumps_version(
 async def test_patch_stamp_never_goes_backwards_when_clock_is_behind(
     client: httpx.AsyncClient, connection: AsyncConnection
 ) -> None:
-    session = await create(client)
+    session = await create_session(client)
     # A stamp from a host whose clock ran an hour ahead of this one.
     ahead = datetime.now(UTC) + timedelta(hours=1)
     await connection.execute(
@@ -83,7 +76,7 @@ async def test_patch_stamp_never_goes_backwards_when_clock_is_behind(
 async def test_patch_changing_nothing_issues_no_update(
     client: httpx.AsyncClient, connection: AsyncConnection, statements: list[str]
 ) -> None:
-    session = await create(client, subtitle="Same", starts_at="2027-05-04T10:00:00+02:00")
+    session = await create_session(client, subtitle="Same", starts_at="2027-05-04T10:00:00+02:00")
     xmin_before = (
         await connection.execute(
             text("SELECT xmin::text FROM sessions WHERE id = :id"), {"id": session["id"]}
@@ -117,7 +110,7 @@ async def test_output_only_fields_sent_by_client_are_ignored(client: httpx.Async
         "last_modified_at": "2000-01-01T00:00:00Z",
         "version": 42,
     }
-    session = await create(client, **forged)
+    session = await create_session(client, **forged)
     assert session["id"] != 999_999
     assert session["version"] == 1
     assert session["created_at"] != forged["created_at"]
@@ -129,7 +122,7 @@ async def test_output_only_fields_sent_by_client_are_ignored(client: httpx.Async
 
 
 async def test_unknown_field_is_rejected(client: httpx.AsyncClient) -> None:
-    session = await create(client)
+    session = await create_session(client)
     response = await client.patch(f"/sessions/{session['id']}", json={"speaker": "Ada"})
     assert response.status_code == 422
     assert response.json()["errors"][0]["location"] == ["body", "speaker"]
@@ -177,18 +170,7 @@ async def test_concurrent_patches_of_different_fields_all_take_effect(
     committed_client: httpx.AsyncClient, stored: StoredRows
 ) -> None:
     session = (await committed_client.post("/sessions", json=session_body())).json()
-    patches: list[dict[str, Any]] = [
-        {"subtitle": "A subtitle"},
-        {"short_abstract": "Short"},
-        {"long_abstract": "Long"},
-        {"comments": "Comments"},
-        {"level": "Advanced"},
-        {"language": "en"},
-        {"track_id": 3},
-        {"session_type_id": 4},
-        {"microlocation_id": 5},
-        {"slides_url": "https://example.org/slides"},
-    ]
+    patches = DISJOINT_PATCHES
     responses = await asyncio.gather(
         *(committed_client.patch(f"/sessions/{session['id']}", json=p) for p in patches)
     )

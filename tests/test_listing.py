@@ -13,8 +13,8 @@ from service.models import Session
 from service.pagination import TokenSigner, parse_sort
 from service.repository import SessionFilter, SessionRepository, make_sessionmaker
 from service.routes import LIST_CURSOR, TOKEN_FORMAT
-from tests.conftest import session_body
-from tests.test_routes import assert_problem, create
+from tests.conftest import create_session, session_body
+from tests.test_routes import assert_problem
 
 SORT_KEYS = ["id", "title", "starts_at", "ends_at", "created_at", "last_modified_at"]
 
@@ -37,7 +37,7 @@ SCHEDULE: list[tuple[str, str | None, str | None]] = [
 
 async def create_schedule(client: httpx.AsyncClient) -> list[dict[str, Any]]:
     sessions = [
-        await create(client, title=title, starts_at=starts_at, ends_at=ends_at)
+        await create_session(client, title=title, starts_at=starts_at, ends_at=ends_at)
         for title, starts_at, ends_at in SCHEDULE
     ]
     # Patch a few, so that last_modified_at is not in id order.
@@ -119,7 +119,7 @@ async def test_list_sort_may_be_repeated_instead_of_comma_separated(
 
 async def test_list_link_header_points_at_the_next_page(client: httpx.AsyncClient) -> None:
     for n in range(3):
-        await create(client, event_id=5, state="accepted", title=f"t{n}")
+        await create_session(client, event_id=5, state="accepted", title=f"t{n}")
     params: dict[str, Any] = {
         "event_id": 5,
         "state": ["accepted", "confirmed"],
@@ -197,7 +197,7 @@ async def create_varied(client: httpx.AsyncClient) -> list[dict[str, Any]]:
         {"event_id": 2, "title": "backslash", "starts_at": "2027-05-05T00:00:00Z"},
         {"event_id": 1, "state": "accepted", "level": "Expert", "language": "de"},
     ]
-    return [await create(client, **variant) for variant in variants]
+    return [await create_session(client, **variant) for variant in variants]
 
 
 @pytest.mark.parametrize(("params", "matches"), FILTER_CASES, ids=lambda v: str(v)[:60])
@@ -213,7 +213,7 @@ async def test_list_filters_return_exactly_the_matching_sessions(
 
 
 async def test_list_modified_since_compares_last_modified_at(client: httpx.AsyncClient) -> None:
-    old, changed = await create(client), await create(client)
+    old, changed = await create_session(client), await create_session(client)
     patched = (await client.patch(f"/sessions/{changed['id']}", json={"title": "New"})).json()
     page = (
         await client.get("/sessions", params={"modified_since": patched["last_modified_at"]})
@@ -265,7 +265,7 @@ async def test_list_bad_filter_or_sort_is_422_naming_the_parameter(
 
 async def first_cursor(client: httpx.AsyncClient, **params: Any) -> str:
     for n in range(3):
-        await create(client, event_id=1, title=f"t{n}")
+        await create_session(client, event_id=1, title=f"t{n}")
     cursor: str = (await client.get("/sessions", params=params | {"limit": 1})).json()[
         "next_cursor"
     ]

@@ -15,8 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.conditional import format_http_date, parse_http_date, truncate_to_second
 from service.repository import make_sessionmaker
 from service.settings import Settings
-from tests.conftest import ADMIN_HEADERS, StoredRows, asgi_client, build_app, session_body
-from tests.test_routes import assert_problem, create
+from tests.conftest import (
+    ADMIN_HEADERS,
+    StoredRows,
+    asgi_client,
+    build_app,
+    create_session,
+    session_body,
+)
+from tests.test_routes import assert_problem
 
 
 def http_date(response: httpx.Response, field: str) -> datetime:
@@ -66,7 +73,7 @@ async def test_create_get_and_patch_carry_validators_of_the_stored_row(
 async def test_last_modified_is_capped_at_date_when_the_stamp_is_ahead(
     client: httpx.AsyncClient, connection: AsyncConnection
 ) -> None:
-    session = await create(client)
+    session = await create_session(client)
     # Written by a host whose clock runs an hour ahead of this one.
     await connection.execute(
         text("UPDATE sessions SET last_modified_at = now() + interval '1 hour' WHERE id = :id"),
@@ -101,7 +108,7 @@ async def test_every_response_has_one_date(
 async def test_read_if_none_match_current_is_304_with_the_headers_of_a_200(
     client: httpx.AsyncClient, method: str, if_none_match: list[str]
 ) -> None:
-    session = await create(client)
+    session = await create_session(client)
     url = f"/sessions/{session['id']}"
     full = await client.request(method, url)
     headers = [("If-None-Match", value) for value in if_none_match]
@@ -116,7 +123,7 @@ async def test_read_if_none_match_current_is_304_with_the_headers_of_a_200(
 
 
 async def test_get_if_none_match_stale_is_200_with_the_session(client: httpx.AsyncClient) -> None:
-    session = await create(client)
+    session = await create_session(client)
     url = f"/sessions/{session['id']}"
     await client.patch(url, json={"title": "Changed"})
     response = await client.get(url, headers={"If-None-Match": '"1", W/"3"'})
@@ -126,7 +133,7 @@ async def test_get_if_none_match_stale_is_200_with_the_session(client: httpx.Asy
 
 
 async def test_head_answers_what_get_answers_without_a_body(client: httpx.AsyncClient) -> None:
-    session = await create(client)
+    session = await create_session(client)
     url = f"/sessions/{session['id']}"
     get, head = await client.get(url), await client.head(url)
     assert head.status_code == 200
@@ -139,7 +146,7 @@ async def test_head_answers_what_get_answers_without_a_body(client: httpx.AsyncC
 async def test_get_if_modified_since_echoed_last_modified_is_304(
     client: httpx.AsyncClient,
 ) -> None:
-    session = await create(client)
+    session = await create_session(client)
     url = f"/sessions/{session['id']}"
     last_modified = (await client.get(url)).headers["last-modified"]
     response = await client.get(url, headers={"If-Modified-Since": last_modified})
@@ -165,7 +172,7 @@ async def test_get_if_modified_since_echoed_last_modified_is_304(
 async def test_get_if_modified_since_ignored_is_200(
     client: httpx.AsyncClient, headers: dict[str, str]
 ) -> None:
-    session = await create(client)
+    session = await create_session(client)
     response = await client.get(f"/sessions/{session['id']}", headers=headers)
     assert response.status_code == 200
     assert response.json() == session
@@ -174,7 +181,7 @@ async def test_get_if_modified_since_ignored_is_200(
 async def test_get_if_modified_since_obsolete_formats_are_understood(
     client: httpx.AsyncClient,
 ) -> None:
-    session = await create(client)
+    session = await create_session(client)
     url = f"/sessions/{session['id']}"
     for future in ("Friday, 01-Jan-60 00:00:00 GMT", "Fri Jan  1 00:00:00 2060"):
         response = await client.get(url, headers={"If-Modified-Since": future})
@@ -188,7 +195,7 @@ async def test_get_if_modified_since_obsolete_formats_are_understood(
 async def test_patch_if_match_current_changes_the_session(
     client: httpx.AsyncClient, if_match: str
 ) -> None:
-    session = await create(client)
+    session = await create_session(client)
     response = await client.patch(
         f"/sessions/{session['id']}", json={"title": "Mine"}, headers={"If-Match": if_match}
     )
@@ -216,7 +223,7 @@ async def test_write_failed_precondition_is_412_with_etag_and_changes_nothing(
     method: str,
     headers: dict[str, str],
 ) -> None:
-    session = await create(client)
+    session = await create_session(client)
     before = await stored_row(connection, session["id"])
     response = await client.request(
         method, f"/sessions/{session['id']}", json={"title": "Lost"}, headers=headers
@@ -228,7 +235,7 @@ async def test_write_failed_precondition_is_412_with_etag_and_changes_nothing(
 
 
 async def test_delete_if_match_current_deletes(client: httpx.AsyncClient) -> None:
-    session = await create(client)
+    session = await create_session(client)
     url = f"/sessions/{session['id']}"
     assert (await client.delete(url, headers={"If-Match": '"1"'})).status_code == 204
     assert_problem(await client.get(url), 404)
@@ -237,7 +244,7 @@ async def test_delete_if_match_current_deletes(client: httpx.AsyncClient) -> Non
 async def test_patch_if_unmodified_since_echoed_last_modified_never_412(
     client: httpx.AsyncClient,
 ) -> None:
-    session = await create(client)
+    session = await create_session(client)
     url = f"/sessions/{session['id']}"
     # Right after creation the stamp and Last-Modified share their second: the hard case.
     last_modified = (await client.get(url)).headers["last-modified"]
@@ -252,7 +259,7 @@ async def test_patch_if_unmodified_since_echoed_last_modified_never_412(
 
 
 async def test_patch_if_match_decides_over_if_unmodified_since(client: httpx.AsyncClient) -> None:
-    session = await create(client)
+    session = await create_session(client)
     response = await client.patch(
         f"/sessions/{session['id']}",
         json={"title": "Mine"},
@@ -264,7 +271,7 @@ async def test_patch_if_match_decides_over_if_unmodified_since(client: httpx.Asy
 async def test_same_second_edits_only_if_match_tells_them_apart(
     client: httpx.AsyncClient,
 ) -> None:
-    session = await create(client)
+    session = await create_session(client)
     url = f"/sessions/{session['id']}"
     for _ in range(5):
         seen = await client.get(url)
@@ -290,7 +297,7 @@ async def test_same_second_edits_only_if_match_tells_them_apart(
 async def test_noop_patch_with_matching_if_match_keeps_the_etag(
     client: httpx.AsyncClient, connection: AsyncConnection
 ) -> None:
-    session = await create(client)
+    session = await create_session(client)
     before = await stored_row(connection, session["id"])
     response = await client.patch(
         f"/sessions/{session['id']}", json={"title": session["title"]}, headers={"If-Match": '"1"'}
@@ -305,7 +312,7 @@ async def test_noop_patch_with_matching_if_match_keeps_the_etag(
 async def test_missing_or_deleted_session_is_404_before_412(
     client: httpx.AsyncClient, method: str
 ) -> None:
-    deleted = await create(client)
+    deleted = await create_session(client)
     await client.delete(f"/sessions/{deleted['id']}")
     for path in ("/sessions/999", f"/sessions/{deleted['id']}"):
         for if_match in ('"1"', '"7"', "*"):
@@ -326,7 +333,7 @@ async def test_missing_or_deleted_session_is_404_before_412(
 async def test_patch_invalid_body_is_422_before_412(
     client: httpx.AsyncClient, body: dict[str, Any], field: str
 ) -> None:
-    session = await create(client)
+    session = await create_session(client)
     response = await client.patch(
         f"/sessions/{session['id']}", json=body, headers={"If-Match": '"7"'}
     )
@@ -337,7 +344,7 @@ async def test_patch_invalid_body_is_422_before_412(
 async def test_patch_invalid_against_a_stale_state_is_412(client: httpx.AsyncClient) -> None:
     # Whether ends_at alone is valid depends on the stored starts_at, which this client has not
     # seen in its current state: 412 tells it to re-read first.
-    session = await create(client, starts_at="2027-05-04T10:00:00Z")
+    session = await create_session(client, starts_at="2027-05-04T10:00:00Z")
     response = await client.patch(
         f"/sessions/{session['id']}",
         json={"ends_at": "2027-05-04T09:00:00Z"},
@@ -366,7 +373,7 @@ async def test_malformed_entity_tags_are_400_and_change_nothing(
     field: str,
     value: str,
 ) -> None:
-    session = await create(client)
+    session = await create_session(client)
     before = await stored_row(connection, session["id"])
     response = await client.request(
         method, f"/sessions/{session['id']}", json={"title": "x"}, headers={field: value}
@@ -385,7 +392,7 @@ async def test_malformed_entity_tags_are_400_and_change_nothing(
 async def test_invalid_dates_are_ignored(
     client: httpx.AsyncClient, method: str, field: str, value: bytes
 ) -> None:
-    session = await create(client)
+    session = await create_session(client)
     response = await client.request(
         method, f"/sessions/{session['id']}", json={}, headers={field.encode(): value}
     )
@@ -474,7 +481,7 @@ async def test_write_without_precondition_is_428_when_required(
     method: str,
     headers: dict[str, str],
 ) -> None:
-    session = await create(strict_client)
+    session = await create_session(strict_client)
     before = await stored_row(connection, session["id"])
     url = f"/sessions/{session['id']}"
     response = await strict_client.request(method, url, json={"title": "x"}, headers=headers)
@@ -487,7 +494,7 @@ async def test_write_without_precondition_is_428_when_required(
 async def test_write_with_precondition_passes_when_required(
     strict_client: httpx.AsyncClient,
 ) -> None:
-    session = await create(strict_client)
+    session = await create_session(strict_client)
     url = f"/sessions/{session['id']}"
     assert (await strict_client.get(url)).status_code == 200
     last_modified = (await strict_client.get(url)).headers["last-modified"]

@@ -7,15 +7,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tests.conftest import session_body
+from tests.conftest import create_session, session_body
 
 PROBLEM_JSON = "application/problem+json"
-
-
-async def create(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
-    response = await client.post("/sessions", json=session_body(**fields))
-    assert response.status_code == 201, response.text
-    return response.json()  # type: ignore[no-any-return]
 
 
 async def count_sessions(connection: AsyncConnection) -> int:
@@ -68,7 +62,7 @@ async def test_create_stores_every_field(
         "state": "pending",
         "is_locked": True,
     }
-    session = await create(client, **fields)
+    session = await create_session(client, **fields)
     row = (
         (
             await connection.execute(
@@ -88,7 +82,7 @@ async def test_create_stores_every_field(
 
 
 async def test_get_returns_the_session(client: httpx.AsyncClient) -> None:
-    session = await create(client)
+    session = await create_session(client)
     response = await client.get(f"/sessions/{session['id']}")
     assert response.status_code == 200
     assert response.json() == session
@@ -107,7 +101,7 @@ async def test_get_out_of_range_id_is_422_problem(client: httpx.AsyncClient) -> 
 
 
 async def test_patch_merges_and_null_clears_nullable_field(client: httpx.AsyncClient) -> None:
-    session = await create(client, subtitle="Old", language="en")
+    session = await create_session(client, subtitle="Old", language="en")
     response = await client.patch(
         f"/sessions/{session['id']}",
         content=b'{"subtitle": null, "level": "Expert"}',
@@ -125,7 +119,7 @@ async def test_patch_merges_and_null_clears_nullable_field(client: httpx.AsyncCl
 async def test_patch_null_for_required_field_is_422_and_changes_nothing(
     client: httpx.AsyncClient, field: str
 ) -> None:
-    session = await create(client)
+    session = await create_session(client)
     response = await client.patch(
         f"/sessions/{session['id']}", json={field: None, "level": "Expert"}
     )
@@ -137,7 +131,9 @@ async def test_patch_null_for_required_field_is_422_and_changes_nothing(
 async def test_patch_setting_only_ends_at_before_starts_at_is_422(
     client: httpx.AsyncClient,
 ) -> None:
-    session = await create(client, starts_at="2027-05-04T10:00:00Z", ends_at="2027-05-04T11:00:00Z")
+    session = await create_session(
+        client, starts_at="2027-05-04T10:00:00Z", ends_at="2027-05-04T11:00:00Z"
+    )
     response = await client.patch(
         f"/sessions/{session['id']}", json={"ends_at": "2027-05-04T09:00:00Z"}
     )
@@ -157,7 +153,7 @@ async def test_patch_missing_session_is_404(client: httpx.AsyncClient) -> None:
 async def test_delete_hides_the_session_but_keeps_the_row(
     client: httpx.AsyncClient, connection: AsyncConnection
 ) -> None:
-    session = await create(client)
+    session = await create_session(client)
     response = await client.delete(f"/sessions/{session['id']}")
     assert response.status_code == 204
     assert response.content == b""
@@ -244,7 +240,7 @@ async def test_create_malformed_or_non_json_body_is_422(
 
 
 async def test_patch_malformed_json_is_422_and_changes_nothing(client: httpx.AsyncClient) -> None:
-    session = await create(client)
+    session = await create_session(client)
     response = await client.patch(
         f"/sessions/{session['id']}",
         content=b'{"title": "x"',
@@ -280,7 +276,7 @@ async def test_unexpected_error_is_a_500_problem_without_details(database_url: s
 
 
 async def test_list_pages_through_all_sessions_in_id_order(client: httpx.AsyncClient) -> None:
-    ids = [(await create(client, title=f"Talk {n}"))["id"] for n in range(5)]
+    ids = [(await create_session(client, title=f"Talk {n}"))["id"] for n in range(5)]
     seen: list[int] = []
     cursor = None
     pages = 0
@@ -300,7 +296,7 @@ async def test_list_pages_through_all_sessions_in_id_order(client: httpx.AsyncCl
 
 async def test_list_last_full_page_has_no_next_cursor(client: httpx.AsyncClient) -> None:
     for _ in range(2):
-        await create(client)
+        await create_session(client)
     page = (await client.get("/sessions", params={"limit": 2})).json()
     assert len(page["items"]) == 2
     assert page["next_cursor"] is None
@@ -308,15 +304,15 @@ async def test_list_last_full_page_has_no_next_cursor(client: httpx.AsyncClient)
 
 async def test_list_default_limit_is_20(client: httpx.AsyncClient) -> None:
     for _ in range(21):
-        await create(client)
+        await create_session(client)
     page = (await client.get("/sessions")).json()
     assert len(page["items"]) == 20
     assert page["next_cursor"] is not None
 
 
 async def test_list_filters_by_event(client: httpx.AsyncClient) -> None:
-    mine = await create(client, event_id=11)
-    await create(client, event_id=12)
+    mine = await create_session(client, event_id=11)
+    await create_session(client, event_id=12)
     page = (await client.get("/sessions", params={"event_id": 11})).json()
     assert [item["id"] for item in page["items"]] == [mine["id"]]
 
