@@ -13,8 +13,9 @@ from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
 import jwt
+from cachetools import TLRUCache
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from fastapi import FastAPI, Request, Security
+from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.errors import ServiceError
@@ -44,8 +45,23 @@ class InvalidToken(ServiceError):
         super().__init__(description, headers={"WWW-Authenticate": challenge})
 
 
+# How many verified tokens a verifier remembers: a client sends the same token with every request
+# until it expires, and verifying it again (base64, JSON, the signature) costs more than serving
+# a read. At most a few megabytes.
+VERIFIED_TOKENS_KEPT = 4096
+
+
+def _until_unusable(token: str, verified: tuple[Principal, float], now: float) -> float:
+    return verified[1]
+
+
 class TokenVerifier:
-    """Verifies tokens against one configuration; built once per app."""
+    """Verifies tokens against one configuration; built once per app.
+
+    A token that verified is remembered, by its exact text, until it would no longer verify
+    (`exp` plus the leeway): nothing else a verification checks changes over a token's life,
+    since the keys and the settings are the app's for as long as it runs.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -55,8 +71,22 @@ class TokenVerifier:
         required = ["exp", settings.jwt_subject_claim.split(".")[0]]
         required += ["iss"] * bool(settings.jwt_issuer) + ["aud"] * bool(settings.jwt_audience)
         self.options: Any = {"require": required, "enforce_minimum_key_length": True}
+        # time.time, as PyJWT's own checks of exp use the wall clock.
+        self._verified: TLRUCache[str, tuple[Principal, float]] = TLRUCache(
+            VERIFIED_TOKENS_KEPT, ttu=_until_unusable, timer=time.time
+        )
 
     def verify(self, token: str) -> Principal:
+        if (verified := self._verified.get(token)) is not None:
+            return verified[0]
+        claims = self._decode(token)
+        principal = self._principal(claims)
+        # int(): as PyJWT reads exp (a numeric string passes its check too).
+        unusable_at = int(claims["exp"]) + self.settings.jwt_leeway_seconds
+        self._verified[token] = (principal, unusable_at)
+        return principal
+
+    def _decode(self, token: str) -> dict[str, Any]:
         try:
             algorithm = self._allowed(jwt.get_unverified_header(token).get("alg"))
             key = self.secret if algorithm.startswith("HS") else self.public_key
@@ -84,7 +114,7 @@ class TokenVerifier:
         except (jwt.PyJWTError, ValueError, TypeError):
             # ValueError, TypeError: a key of another kind than the token's algorithm needs.
             raise InvalidToken("The token is malformed or its signature does not verify.") from None
-        return self._principal(claims)
+        return claims
 
     def _allowed(self, algorithm: object) -> str:
         if not isinstance(algorithm, str) or algorithm not in self.algorithms:
@@ -159,7 +189,7 @@ def token_verifier(app: FastAPI) -> TokenVerifier:
 
 async def authenticate(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal:
     """The principal of a request: anonymous without an Authorization header."""
     if credentials is None:
@@ -171,7 +201,7 @@ async def authenticate(
     return token_verifier(request.app).verify(credentials.credentials)
 
 
-async def authenticated(principal: Annotated[Principal, Security(authenticate)]) -> Principal:
+async def authenticated(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     return require_authenticated(principal)
 
 
@@ -199,8 +229,8 @@ WRITE_AUTH_RESPONSES: Responses = READ_AUTH_RESPONSES | _FORBIDDEN | _TOO_LARGE
 OPTIONAL_BEARER: dict[str, Any] = {"security": [{}]}
 
 # A reader: anonymous or signed in. A writer: signed in (401 otherwise).
-Reader = Annotated[Principal, Security(authenticate)]
-Writer = Annotated[Principal, Security(authenticated)]
+Reader = Annotated[Principal, Depends(authenticate)]
+Writer = Annotated[Principal, Depends(authenticated)]
 
 
 def issue_token(

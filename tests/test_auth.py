@@ -1,5 +1,6 @@
 """Bearer tokens: what verifies, and every forged, stale or misdirected token refused with 401."""
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -292,3 +293,51 @@ def test_settings_refuse_alg_none() -> None:
     with pytest.raises(ValidationError, match="none"):
         Settings(jwt_algorithms=["HS256", "none"])
     assert Settings(jwt_algorithms="RS256, ES256").jwt_algorithms == ["RS256", "ES256"]
+
+
+async def test_a_remembered_token_is_refused_once_it_expires(
+    app_with: Callable[..., FastAPI], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Verified tokens are remembered until exp (+ leeway): the second request is served from
+    # that memory, the third comes after exp and must be refused all the same.
+    decoded: list[str] = []
+    decode = jwt.decode
+
+    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    app = app_with(jwt_leeway_seconds=0)
+    token = hs256(exp=int(time.time()) + 2)
+    first = await post_with(app, token)
+    second = await post_with(app, token)
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert decoded == [token]  # verified once
+    exp = decode(token, options={"verify_signature": False})["exp"]
+    await asyncio.sleep(max(0.0, exp - time.time()))
+    expired = await post_with(app, token)
+    assert_invalid_token(expired)
+    assert "expired" in expired.json()["detail"]
+
+
+@pytest.mark.parametrize("exp", ["4102444800", 4102444800.5], ids=["numeric string", "float"])
+async def test_exp_of_another_numeric_type_verifies_and_is_remembered(
+    app_with: Callable[..., FastAPI], exp: object
+) -> None:
+    app = app_with()
+    token = hs256(exp=exp)
+    for _ in range(2):
+        response = await post_with(app, token)
+        assert response.status_code == 201, response.text
+
+
+async def test_an_altered_remembered_token_is_refused(app_with: Callable[..., FastAPI]) -> None:
+    app = app_with()
+    token = hs256()
+    assert (await post_with(app, token)).status_code == 201
+    header, _, signature = token.split(".")
+    forged_payload = b64(
+        claims(sub="8") | {"exp": jwt.decode(token, TEST_JWT_SECRET, algorithms=["HS256"])["exp"]}
+    )
+    assert_invalid_token(await post_with(app, f"{header}.{forged_payload}.{signature}"))
