@@ -133,7 +133,7 @@ _GET = _Query(
 
 
 class SessionReads:
-    """The read of one live session, on a driver connection (service.db.ReadConnection)."""
+    """The read of one live session, on a driver connection (service.db.read_connection)."""
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
@@ -144,16 +144,20 @@ class SessionReads:
         return rows[0] if rows else None
 
 
+# Built once: a statement object keeps its cache key, which SQLAlchemy would otherwise derive
+# anew, from a new statement, on every request.
+_LIVE_SESSION = select(Session).where(Session.id == bindparam("id"), Session.deleted_at.is_(None))
+_LIVE_SESSION_FOR_UPDATE = _LIVE_SESSION.with_for_update()
+
+
 class SessionRepository:
     def __init__(self, db: AsyncSession) -> None:
         self.db = db
 
     async def get(self, session_id: int, *, for_update: bool = False) -> Session | None:
         """A session that is not deleted; locked until the transaction ends if for_update."""
-        query = select(Session).where(Session.id == session_id, Session.deleted_at.is_(None))
-        if for_update:
-            query = query.with_for_update()
-        return (await self.db.execute(query)).scalar_one_or_none()
+        query = _LIVE_SESSION_FOR_UPDATE if for_update else _LIVE_SESSION
+        return (await self.db.execute(query, {"id": session_id})).scalar_one_or_none()
 
     async def list(
         self,
