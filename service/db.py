@@ -1,8 +1,9 @@
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from sqlalchemy import MetaData, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -68,29 +69,37 @@ async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
         yield db
 
 
-async def get_reader(request: Request) -> AsyncIterator[Any]:
+@asynccontextmanager
+async def read_connection(app: FastAPI) -> AsyncIterator[Any]:
     """A driver (asyncpg) connection from the app's pool, for reads of one statement.
 
     No ORM session and no transaction: one statement reads one consistent snapshot on its own,
-    so BEGIN and COMMIT would only add two round trips. Where the app's sessionmaker is bound
-    to an open connection (the tests' transaction), reads run in that connection.
+    so BEGIN and COMMIT would only add two round trips. The pool's raw connection, without the
+    Core `Connection` around it, which a read that never begins a transaction does not need:
+    returning it to the pool then sends nothing (there is nothing to roll back). Where the app's
+    sessionmaker is bound to an open connection (the tests' transaction), reads run in that
+    connection.
+
+    A context manager in the handler rather than a dependency: the connection goes back to the
+    pool as soon as the statement has run, and FastAPI's machinery for dependencies that yield
+    costs more than the statement.
     """
-    maker: async_sessionmaker[AsyncSession] = request.app.state.db_maker
+    maker: async_sessionmaker[AsyncSession] = app.state.db_maker
     bind: AsyncEngine | AsyncConnection = maker.kw["bind"]
     if isinstance(bind, AsyncConnection):
         yield (await bind.get_raw_connection()).driver_connection
         return
-    async with bind.connect() as conn:
-        try:
-            yield (await conn.get_raw_connection()).driver_connection
-        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
-            # The pool cannot see errors raised past SQLAlchemy: drop the connection ourselves.
-            await conn.invalidate()
-            raise
+    connection = await bind.raw_connection()
+    try:
+        yield connection.driver_connection
+    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
+        # The pool cannot see errors raised past SQLAlchemy: drop the connection ourselves.
+        connection.invalidate()
+        raise
+    finally:
+        connection.close()
 
 
 # scope="function" closes the dependency (and so commits) before the response goes out:
 # a failed commit then reaches the client as an error, never as a success.
 Db = Annotated[AsyncSession, Depends(get_db, scope="function")]
-# Released before the response goes out too: the connection goes back to the pool sooner.
-ReadConnection = Annotated[Any, Depends(get_reader, scope="function")]

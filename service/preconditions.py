@@ -6,9 +6,9 @@ The rules themselves are in service.conditional; this module binds them to FastA
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request, Response
+from fastapi import Depends, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.conditional import (
@@ -75,52 +75,51 @@ def _parse(request: Request) -> Preconditions:
         ) from None
 
 
-IfMatch = Annotated[
-    str | None,
-    Header(
-        alias="If-Match",
-        description="Proceed only if the session's ETag is one of these (strong comparison): "
-        '`"3"`, `"3", "4"` or `*`. Otherwise 412 and nothing changes.',
-        json_schema_extra={"pattern": ENTITY_TAGS_PATTERN},
-    ),
-]
-IfUnmodifiedSince = Annotated[
-    str | None,
-    Header(
-        alias="If-Unmodified-Since",
-        description="Only without If-Match: proceed only if the session has not changed after this "
-        "HTTP-date, else 412. Dates have whole seconds, so changes within one second go unseen: "
-        "If-Match is the reliable precondition. An invalid date is ignored.",
-    ),
-]
-IfNoneMatch = Annotated[
-    str | None,
-    Header(
-        alias="If-None-Match",
-        description="If the session's ETag is one of these (weak comparison), or `*`: 304 on GET "
-        "and HEAD, 412 on other methods.",
-        json_schema_extra={"pattern": ENTITY_TAGS_PATTERN},
-    ),
-]
-IfModifiedSince = Annotated[
-    str | None,
-    Header(
-        alias="If-Modified-Since",
-        description="GET and HEAD, only without If-None-Match: 304 if the session has not changed "
-        "after this HTTP-date. An invalid date is ignored.",
-    ),
-]
+def _header(name: str, description: str, *, pattern: str | None = None) -> dict[str, Any]:
+    schema = {"type": "string", "title": name, "description": description}
+    if pattern:
+        schema["pattern"] = pattern
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
 
 
-# The parameters document the headers in OpenAPI; their values are read from request.headers,
-# which keeps every line of a field sent on several lines.
-async def read_preconditions(
-    request: Request,
-    if_none_match: IfNoneMatch = None,
-    if_modified_since: IfModifiedSince = None,
-    if_match: IfMatch = None,
-    if_unmodified_since: IfUnmodifiedSince = None,
-) -> Preconditions:
+IF_MATCH = _header(
+    "If-Match",
+    "Proceed only if the session's ETag is one of these (strong comparison): "
+    '`"3"`, `"3", "4"` or `*`. Otherwise 412 and nothing changes.',
+    pattern=ENTITY_TAGS_PATTERN,
+)
+IF_UNMODIFIED_SINCE = _header(
+    "If-Unmodified-Since",
+    "Only without If-Match: proceed only if the session has not changed after this "
+    "HTTP-date, else 412. Dates have whole seconds, so changes within one second go unseen: "
+    "If-Match is the reliable precondition. An invalid date is ignored.",
+)
+IF_NONE_MATCH = _header(
+    "If-None-Match",
+    "If the session's ETag is one of these (weak comparison), or `*`: 304 on GET "
+    "and HEAD, 412 on other methods.",
+    pattern=ENTITY_TAGS_PATTERN,
+)
+IF_MODIFIED_SINCE = _header(
+    "If-Modified-Since",
+    "GET and HEAD, only without If-None-Match: 304 if the session has not changed "
+    "after this HTTP-date. An invalid date is ignored.",
+)
+# For the operations' openapi_extra. The headers are documented there rather than declared as
+# Header parameters, which FastAPI would validate on every request only to hand over the last
+# line of each: the values are read from request.headers, which keeps every line of a field
+# sent on several lines, and parsed (and refused with 400) by parse_preconditions.
+READ_PRECONDITION_HEADERS = [IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_MATCH, IF_UNMODIFIED_SINCE]
+WRITE_PRECONDITION_HEADERS = [IF_MATCH, IF_UNMODIFIED_SINCE, IF_NONE_MATCH]
+
+
+async def read_preconditions(request: Request) -> Preconditions:
     return _parse(request)
 
 
@@ -130,12 +129,7 @@ class WriteConditions:
     required: bool  # the REQUIRE_PRECONDITIONS setting
 
 
-async def write_preconditions(
-    request: Request,
-    if_match: IfMatch = None,
-    if_unmodified_since: IfUnmodifiedSince = None,
-    if_none_match: IfNoneMatch = None,
-) -> WriteConditions:
+async def write_preconditions(request: Request) -> WriteConditions:
     settings: Settings = request.app.state.settings or get_settings()
     return WriteConditions(_parse(request), required=settings.require_preconditions)
 

@@ -16,7 +16,7 @@ from service.auth import (
     Reader,
     Writer,
 )
-from service.db import Db, ReadConnection
+from service.db import Db, read_connection
 from service.errors import BadRequest, InvalidInput, NotFound
 from service.models import Session
 from service.openapi import header, merge_responses, problem_response, problems
@@ -35,8 +35,10 @@ from service.policy import Principal
 from service.preconditions import (
     CREATE_RESPONSES,
     DELETE_RESPONSES,
+    READ_PRECONDITION_HEADERS,
     READ_RESPONSES,
     UPDATE_RESPONSES,
+    WRITE_PRECONDITION_HEADERS,
     ReadPreconditions,
     WritePreconditions,
     check_write,
@@ -372,7 +374,7 @@ async def get_state_tables() -> dict[str, object]:
     summary="Get a session's headers",
     response_description="The session's headers, without a body.",
     responses=merge_responses(READ_RESPONSES, READ_AUTH_RESPONSES),
-    openapi_extra=OPTIONAL_BEARER,
+    openapi_extra=OPTIONAL_BEARER | {"parameters": READ_PRECONDITION_HEADERS},
 )
 @router.get(
     "/{session_id:int}",
@@ -380,11 +382,10 @@ async def get_state_tables() -> dict[str, object]:
     summary="Get a session",
     response_description="The session.",
     responses=merge_responses(READ_RESPONSES, READ_AUTH_RESPONSES),
-    openapi_extra=OPTIONAL_BEARER,
+    openapi_extra=OPTIONAL_BEARER | {"parameters": READ_PRECONDITION_HEADERS},
 )
 async def get_session(
     session_id: SessionId,
-    conn: ReadConnection,
     preconditions: ReadPreconditions,
     request: Request,
     principal: Reader,
@@ -393,7 +394,9 @@ async def get_session(
 
     If-None-Match or If-Modified-Since make it a cheap revalidation (304).
     """
-    session = _visible_or_404(await SessionReads(conn).get(session_id), session_id, principal)
+    async with read_connection(request.app) as conn:
+        stored = await SessionReads(conn).get(session_id)
+    session = _visible_or_404(stored, session_id, principal)
     if not_modified := not_modified_or_none(preconditions, request.method, session):
         return not_modified
     response = json_response(session_content(session))
@@ -407,6 +410,7 @@ async def get_session(
     summary="Change a session",
     response_description="The session as stored after the change.",
     responses=merge_responses(UPDATE_RESPONSES, WRITE_AUTH_RESPONSES),
+    openapi_extra={"parameters": WRITE_PRECONDITION_HEADERS},
 )
 async def update_session(
     session_id: SessionId,
@@ -439,6 +443,7 @@ async def update_session(
     summary="Delete a session",
     response_description="Deleted.",
     responses=merge_responses(DELETE_RESPONSES, WRITE_AUTH_RESPONSES),
+    openapi_extra={"parameters": WRITE_PRECONDITION_HEADERS},
 )
 async def delete_session(
     session_id: SessionId, db: Db, preconditions: WritePreconditions, principal: Writer
