@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from service.migrations import migrate
 from service.pagination import parse_sort
-from service.repository import SessionFilter, SessionRepository, make_sessionmaker
+from service.policy import Visibility
+from service.repository import SessionFilter, SessionRepository, list_query, make_sessionmaker
 from service.settings import to_asyncpg_url
 
 SEED = """
@@ -103,9 +104,12 @@ async def run(database_url: str, rows: int) -> None:
     )
     async with make_sessionmaker(engine)() as db, db.begin():
         repository = SessionRepository(db)
+        everything = Visibility(everything=True)
         for name, filters, sort, after in LIST_CASES:
-            await repository.list(filters, parse_sort([sort]), after=after, limit=21)
-            await explain(db, name, *sent[-1])
+            query, values = list_query(
+                filters, parse_sort([sort]), after=after, limit=21, visible=everything
+            )
+            await explain(db, name, query.sql, [values[name] for name in query.parameters])
         for name, event_id in (("changes", None), ("changes?event_id", 500)):
             await repository.changes(event_id=event_id, after=(deep_txid, 900_000), limit=100)
             await explain(db, name, *sent[-1])

@@ -11,6 +11,7 @@ from collections import namedtuple
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -20,12 +21,11 @@ from sqlalchemy import (
     Select,
     Text,
     and_,
+    any_,
     bindparam,
     cast,
     event,
-    false,
     func,
-    literal,
     or_,
     orm,
     select,
@@ -133,7 +133,7 @@ _GET = _Query(
 
 
 class SessionReads:
-    """The read of one live session, on a driver connection (service.db.read_connection)."""
+    """Reads of live sessions, on a driver connection (service.db.read_connection)."""
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
@@ -142,6 +142,66 @@ class SessionReads:
         """A SessionRow, or None."""
         rows = await _GET.fetch(self.conn, id=session_id)
         return rows[0] if rows else None
+
+    async def list(
+        self,
+        filters: "SessionFilter",
+        sort: Sequence[SortKey],
+        *,
+        after: Sequence[Any] | None,
+        limit: int,
+        visible: Visibility,
+    ) -> list[Any]:
+        """SessionRows that are not deleted and `visible`, in `sort` order, after the keyset
+        position `after`: the values of the sort keys of the last row of the previous page
+        (`keyset_position`)."""
+        query, values = list_query(filters, sort, after=after, limit=limit, visible=visible)
+        return await query.fetch(self.conn, **values)
+
+
+def list_query(
+    filters: "SessionFilter",
+    sort: Sequence[SortKey],
+    *,
+    after: Sequence[Any] | None,
+    limit: int,
+    visible: Visibility,
+) -> tuple[_Query, dict[str, Any]]:
+    """The list statement for these arguments, and the values of its parameters.
+
+    Its SQL depends only on which filters are set, the visibility's parts, the sort and which
+    keys of `after` are null, never on the values: compiled once for each such shape.
+    """
+    values = {"limit": limit} | filters.parameters() | _visibility_parameters(visible)
+    if after is not None:
+        values |= {f"after_{i}": value for i, value in enumerate(after) if value is not None}
+    nulls_after = None if after is None else tuple(value is None for value in after)
+    shape = (frozenset(values), visible.everything, tuple(sort), nulls_after)
+    return _compiled_list_query(*shape), values
+
+
+@lru_cache(maxsize=1024)
+def _compiled_list_query(
+    parameters: frozenset[str],
+    everything: bool,
+    sort: tuple[SortKey, ...],
+    nulls_after: tuple[bool, ...] | None,
+) -> _Query:
+    conditions: list[ColumnElement[bool]] = [Session.deleted_at.is_(None)]
+    conditions += [_FILTERS[name](bindparam(name)) for name in _FILTERS if name in parameters]
+    if not everything:
+        visible = (_VISIBLE[name](bindparam(name)) for name in _VISIBLE if name in parameters)
+        conditions.append(or_(*visible))
+    expressions = [_sort_expression(key) for key in sort]
+    if nulls_after is not None:
+        conditions.append(_after(sort, expressions, nulls_after))
+    order = (
+        expr.desc() if key.descending else expr.asc()
+        for key, expr in zip(sort, expressions, strict=True)
+    )
+    return _Query(
+        select(*_READ_COLUMNS).where(*conditions).order_by(*order).limit(bindparam("limit"))
+    )
 
 
 # Built once: a statement object keeps its cache key, which SQLAlchemy would otherwise derive
@@ -158,35 +218,6 @@ class SessionRepository:
         """A session that is not deleted; locked until the transaction ends if for_update."""
         query = _LIVE_SESSION_FOR_UPDATE if for_update else _LIVE_SESSION
         return (await self.db.execute(query, {"id": session_id})).scalar_one_or_none()
-
-    async def list(
-        self,
-        filters: "SessionFilter",
-        sort: Sequence[SortKey],
-        *,
-        after: Sequence[Any] | None,
-        limit: int,
-        where: Sequence[ColumnElement[bool]] = (),
-    ) -> Sequence[Row[Any]]:
-        """Sessions that are not deleted, in `sort` order, after the keyset position `after`.
-
-        `after` holds the values of the sort keys of the last row of the previous page
-        (`keyset_position`); `where` adds conditions of the caller's, such as visibility.
-        """
-        expressions = [_sort_expression(key) for key in sort]
-        # Columns, not entities: rows with attributes, without the identity map's bookkeeping.
-        query = select(*_READ_COLUMNS).where(
-            Session.deleted_at.is_(None), *filters.clauses(), *where
-        )
-        if after is not None:
-            query = query.where(_after(sort, expressions, after))
-        query = query.order_by(
-            *(
-                expr.desc() if key.descending else expr.asc()
-                for key, expr in zip(sort, expressions, strict=True)
-            )
-        )
-        return (await self.db.execute(query.limit(limit))).all()
 
     async def changes(
         self,
@@ -260,17 +291,23 @@ def _constraint_name(exc: IntegrityError) -> str | None:
     return getattr(driver_error, "constraint_name", None)
 
 
-def visibility_clauses(visible: Visibility) -> list[ColumnElement[bool]]:
-    """The `where` conditions of a list or feed that leave out what the caller may not see."""
+# Who may see what (policy.visibility): a session is visible by any of these that is set.
+_VISIBLE: dict[str, Any] = {
+    "visible_states": lambda states: Session.state == any_(states),
+    "visible_creator_id": lambda creator_id: Session.creator_id == creator_id,
+    "visible_event_ids": lambda event_ids: Session.event_id == any_(event_ids),
+}
+
+
+def _visibility_parameters(visible: Visibility) -> dict[str, Any]:
     if visible.everything:
-        return []
-    return [
-        or_(
-            Session.state.in_(visible.states),
-            Session.creator_id == visible.creator_id if visible.creator_id is not None else false(),
-            Session.event_id.in_(visible.event_ids) if visible.event_ids else false(),
-        )
-    ]
+        return {}
+    values: dict[str, Any] = {"visible_states": sorted(visible.states)}
+    if visible.creator_id is not None:
+        values["visible_creator_id"] = visible.creator_id
+    if visible.event_ids:
+        values["visible_event_ids"] = sorted(visible.event_ids)
+    return values
 
 
 def _check_schedule(session: Session) -> None:
@@ -295,32 +332,40 @@ class SessionFilter:
     modified_since: datetime | None = None  # inclusive
     q: str | None = None
 
-    def clauses(self) -> list[ColumnElement[bool]]:
-        clauses: list[ColumnElement[bool]] = []
-        for name in ("event_id", "track_id", "session_type_id", "microlocation_id", "level"):
-            value = getattr(self, name)
-            if value is not None:
-                clauses.append(getattr(Session, name) == value)
+    def parameters(self) -> dict[str, Any]:
+        """The filters that are set, by name, with the values their conditions compare with."""
+        values = {name: getattr(self, name) for name in _EQUAL if getattr(self, name) is not None}
         if self.language is not None:
-            clauses.append(func.lower(Session.language) == self.language.lower())
+            values["language"] = self.language.lower()
         if self.states:
-            clauses.append(Session.state.in_(self.states))
-        if self.starts_after is not None:
-            clauses.append(Session.starts_at >= self.starts_after)
-        if self.starts_before is not None:
-            clauses.append(Session.starts_at < self.starts_before)
-        if self.modified_since is not None:
-            clauses.append(Session.last_modified_at >= self.modified_since)
+            values["states"] = list(self.states)
+        for name in ("starts_after", "starts_before", "modified_since"):
+            if getattr(self, name) is not None:
+                values[name] = getattr(self, name)
         if self.q:
-            pattern = "%" + _escape_like(self.q) + "%"
-            clauses.append(
-                or_(
-                    Session.title.ilike(pattern, escape="\\"),
-                    Session.subtitle.ilike(pattern, escape="\\"),
-                    Session.short_abstract.ilike(pattern, escape="\\"),
-                )
-            )
-        return clauses
+            values["q"] = "%" + _escape_like(self.q) + "%"
+        return values
+
+
+_EQUAL = ("event_id", "track_id", "session_type_id", "microlocation_id", "level")
+# The condition of each filter, given its bound parameter.
+_FILTERS: dict[str, Any] = {
+    "event_id": lambda event_id: Session.event_id == event_id,
+    "track_id": lambda track_id: Session.track_id == track_id,
+    "session_type_id": lambda session_type_id: Session.session_type_id == session_type_id,
+    "microlocation_id": lambda microlocation_id: Session.microlocation_id == microlocation_id,
+    "level": lambda level: Session.level == level,
+    "language": lambda language: func.lower(Session.language) == language,
+    "states": lambda states: Session.state == any_(states),
+    "starts_after": lambda instant: Session.starts_at >= instant,
+    "starts_before": lambda instant: Session.starts_at < instant,
+    "modified_since": lambda instant: Session.last_modified_at >= instant,
+    "q": lambda pattern: or_(
+        Session.title.ilike(pattern, escape="\\"),
+        Session.subtitle.ilike(pattern, escape="\\"),
+        Session.short_abstract.ilike(pattern, escape="\\"),
+    ),
+}
 
 
 def _escape_like(text: str) -> str:
@@ -342,19 +387,23 @@ def keyset_position(session: Session | Row[Any], sort: Sequence[SortKey]) -> lis
     return [getattr(session, key.name) for key in sort]
 
 
-def _position_value(key: SortKey, value: Any) -> ColumnElement[Any]:
+def _position_value(i: int, key: SortKey, null: bool) -> ColumnElement[Any]:
+    """The bound parameter after_<i>, or the infinity that a null of a nullable key sorts as."""
     if key.name in NULLABLE_SORT_KEYS:
-        if value is None:
+        if null:
             return NEGATIVE_INFINITY if key.descending else POSITIVE_INFINITY
-        return literal(value, DateTime(timezone=True))
-    return literal(value, getattr(Session, key.name).type)
+        return bindparam(f"after_{i}", type_=DateTime(timezone=True))
+    return bindparam(f"after_{i}", type_=getattr(Session, key.name).type)
 
 
 def _after(
-    sort: Sequence[SortKey], expressions: Sequence[ColumnElement[Any]], position: Sequence[Any]
+    sort: Sequence[SortKey], expressions: Sequence[ColumnElement[Any]], nulls: Sequence[bool]
 ) -> ColumnElement[bool]:
-    """Rows strictly after `position` in the order of `sort`."""
-    values = [_position_value(key, value) for key, value in zip(sort, position, strict=True)]
+    """Rows strictly after the position after_0, after_1... in the order of `sort`; `nulls`
+    tells which of its values are null."""
+    values = [
+        _position_value(i, key, null) for i, (key, null) in enumerate(zip(sort, nulls, strict=True))
+    ]
     if len({key.descending for key in sort}) == 1:
         # One direction: a row comparison, which PostgreSQL reads as one index range.
         if sort[0].descending:

@@ -50,7 +50,6 @@ from service.repository import (
     SessionReads,
     SessionRepository,
     keyset_position,
-    visibility_clauses,
 )
 from service.schemas import (
     INT4_MAX,
@@ -207,7 +206,6 @@ async def create_session(body: SessionCreate, db: Db, principal: Writer) -> Resp
 )
 async def list_sessions(
     request: Request,
-    db: Db,
     signer: Signer,
     principal: Reader,
     event_id: OptionalId = None,
@@ -265,13 +263,14 @@ async def list_sessions(
     bound_to = query_fingerprint({"sort": [str(key) for key in sort_keys], **asdict(filters)})
     after = _read_cursor(signer, cursor, sort_keys, bound_to) if cursor else None
     # One row more than the page tells whether another page follows.
-    rows = await SessionRepository(db).list(
-        filters,
-        sort_keys,
-        after=after,
-        limit=limit + 1,
-        where=visibility_clauses(policy.visibility(principal)),
-    )
+    async with read_connection(request.app) as conn:
+        rows = await SessionReads(conn).list(
+            filters,
+            sort_keys,
+            after=after,
+            limit=limit + 1,
+            visible=policy.visibility(principal),
+        )
     page = rows[:limit]
     next_cursor = None
     headers = {}
