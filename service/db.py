@@ -1,3 +1,4 @@
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
-from service.settings import Settings
+from service.settings import Settings, get_settings
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -62,10 +63,43 @@ def _discard_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) -
         raise DisconnectionError("the server closed this pooled connection")
 
 
+class ConnectionLine:
+    """Requests wait for the pool's connections here, first come, first served.
+
+    SQLAlchemy's asyncio pool hands a returned connection to whichever task asks next: a waiter
+    it wakes but that finds the connection already taken queues again at the back (as with any
+    asyncio.Queue). Under overload one request could then wait out DB_POOL_TIMEOUT, and get a
+    503, while later ones were served. asyncio.Semaphore serves its waiters strictly in order,
+    and with a slot per connection no request waits in the pool itself. A wait longer than
+    DB_POOL_TIMEOUT raises TimeoutError (an OSError: 503 "database unavailable").
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._slots = asyncio.Semaphore(settings.db_pool_size + settings.db_max_overflow)
+        self._timeout = settings.db_pool_timeout
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        async with asyncio.timeout(self._timeout):
+            await self._slots.acquire()
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+def connection_line(app: FastAPI) -> ConnectionLine:
+    """The app's line, built from its settings the first time it is needed."""
+    line: ConnectionLine | None = getattr(app.state, "connection_line", None)
+    if line is None:
+        line = app.state.connection_line = ConnectionLine(app.state.settings or get_settings())
+    return line
+
+
 async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
     """The unit of work: one transaction per request, committed before the response is sent."""
     maker: async_sessionmaker[AsyncSession] = request.app.state.db_maker
-    async with maker() as db, db.begin():
+    async with connection_line(request.app).turn(), maker() as db, db.begin():
         yield db
 
 
@@ -89,15 +123,16 @@ async def read_connection(app: FastAPI) -> AsyncIterator[Any]:
     if isinstance(bind, AsyncConnection):
         yield (await bind.get_raw_connection()).driver_connection
         return
-    connection = await bind.raw_connection()
-    try:
-        yield connection.driver_connection
-    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
-        # The pool cannot see errors raised past SQLAlchemy: drop the connection ourselves.
-        connection.invalidate()
-        raise
-    finally:
-        connection.close()
+    async with connection_line(app).turn():
+        connection = await bind.raw_connection()
+        try:
+            yield connection.driver_connection
+        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
+            # The pool cannot see errors raised past SQLAlchemy: drop the connection ourselves.
+            connection.invalidate()
+            raise
+        finally:
+            connection.close()
 
 
 # scope="function" closes the dependency (and so commits) before the response goes out:

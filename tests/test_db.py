@@ -1,0 +1,53 @@
+"""The wait for a database connection: first come, first served, and bounded by DB_POOL_TIMEOUT."""
+
+import asyncio
+
+import pytest
+
+from service.db import ConnectionLine, connection_line
+from service.settings import Settings
+from tests.conftest import create_session, started
+
+
+async def test_waiters_get_their_turn_in_order_and_newcomers_queue_behind_them() -> None:
+    line = ConnectionLine(Settings(db_pool_size=1, db_max_overflow=0, db_pool_timeout=5))
+    served: list[str] = []
+
+    async def request(name: str) -> None:
+        async with line.turn():
+            served.append(name)
+            await asyncio.sleep(0)
+
+    holder = line.turn()
+    await holder.__aenter__()
+    waiters = [asyncio.create_task(request(f"waiter {i}")) for i in range(3)]
+    await asyncio.sleep(0.01)  # all three wait, in this order
+    await holder.__aexit__(None, None, None)
+    # Asks at the moment the slot is handed to the first waiter: it must not overtake anyone.
+    newcomer = asyncio.create_task(request("newcomer"))
+    await asyncio.gather(*waiters, newcomer)
+    assert served == ["waiter 0", "waiter 1", "waiter 2", "newcomer"]
+
+
+async def test_a_request_that_waits_longer_than_the_pool_timeout_gets_503(
+    database_url: str,
+) -> None:
+    settings = Settings(database_url=database_url, db_pool_size=1, db_pool_timeout=0.2)
+    async with started(settings) as (app, client):
+        session = await create_session(client)
+        async with connection_line(app).turn():  # the only connection is busy meanwhile
+            response = await client.get(f"/sessions/{session['id']}")
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["type"] == "urn:sessions-service:problem:database-unavailable"
+        # Once the connection is free again, requests are served.
+        assert (await client.get(f"/sessions/{session['id']}")).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/sessions", "/sessions/changes"])
+async def test_lists_and_the_feed_wait_in_the_same_line(database_url: str, path: str) -> None:
+    settings = Settings(database_url=database_url, db_pool_size=1, db_pool_timeout=0.2)
+    async with started(settings) as (app, client):
+        async with connection_line(app).turn():
+            assert (await client.get(path)).status_code == 503
+        assert (await client.get(path)).status_code == 200
