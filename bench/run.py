@@ -182,6 +182,11 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+# How the reference and the bare FastAPI app are served: one worker, as the service is.
+UVICORN_BARE = ["--port", "{port}", "--loop", "uvloop", "--http", "httptools"]
+UVICORN_BARE += ["--no-access-log", "--log-level", "warning"]
+
+
 def apps(database_url: str) -> dict[str, App]:
     dsn = seed.asyncpg_dsn(database_url)
     return {
@@ -204,16 +209,15 @@ def apps(database_url: str) -> dict[str, App]:
                 "-m",
                 "uvicorn",
                 "bench.reference_app:app",
-                "--port",
-                "{port}",
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-                "--log-level",
-                "warning",
+                *UVICORN_BARE,
             ],
+            {"BENCH_REFERENCE_DSN": dsn, "CURSOR_SECRET": BENCH_CURSOR_SECRET},
+            "/sessions/1",
+        ),
+        # The reference's handlers under FastAPI: the best ratio a FastAPI app can reach.
+        "bare fastapi": App(
+            "bare fastapi",
+            [sys.executable, "-m", "uvicorn", "bench.bare_fastapi:app", *UVICORN_BARE],
             {"BENCH_REFERENCE_DSN": dsn, "CURSOR_SECRET": BENCH_CURSOR_SECRET},
             "/sessions/1",
         ),
@@ -248,7 +252,7 @@ def throughput(args: argparse.Namespace, database_url: str) -> dict[str, dict[st
                     run = measure(server, "", script, script_args, args, wrk_cpus)
                     results.setdefault(operation, {}).setdefault(app.name, []).append(run)
                     print(
-                        f"  round {round_number} {app.name:9} {operation:17} "
+                        f"  round {round_number} {app.name:12} {operation:17} "
                         f"{run.requests_per_second:8.0f} req/s  p50 {run.p50_ms:6.2f} ms  "
                         f"p99 {run.p99_ms:6.2f} ms  {run.cpu_us_per_request:5.0f} µs CPU/req  "
                         f"errors {run.errors}  load {load_average()}",
@@ -262,11 +266,12 @@ def throughput_table(results: dict[str, dict[str, list[Run]]]) -> str:
     lines = [
         "| operation | service req/s | reference req/s | ratio (target) "
         "| service p50 / p99 ms | reference p50 / p99 ms | p99 ratio (≤ 3) "
-        "| CPU µs/req service / reference | CPU ratio | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| CPU µs/req service / reference | CPU ratio | bare FastAPI ratio | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for operation, by_app in results.items():
         service, reference = by_app["service"], by_app["reference"]
+        bare = by_app.get("bare fastapi")
 
         def rps(runs: list[Run]) -> str:
             values = [run.requests_per_second for run in runs]
@@ -277,10 +282,12 @@ def throughput_table(results: dict[str, dict[str, list[Run]]]) -> str:
             values: list[float] = [getattr(run, field) for run in runs]
             return statistics.median(values)
 
-        ratio = median(service, "requests_per_second") / median(reference, "requests_per_second")
+        reference_rps = median(reference, "requests_per_second")
+        ratio = median(service, "requests_per_second") / reference_rps
         p99_ratio = median(service, "p99_ms") / median(reference, "p99_ms")
         target = OPERATIONS[operation][1]
-        errors = sum(run.errors for run in service + reference)
+        errors = sum(run.errors for runs in by_app.values() for run in runs)
+        bare_ratio = f"{median(bare, 'requests_per_second') / reference_rps:.2f}" if bare else "-"
         cpu_service = median(service, "cpu_us_per_request")
         cpu_reference = median(reference, "cpu_us_per_request")
         lines.append(
@@ -289,7 +296,7 @@ def throughput_table(results: dict[str, dict[str, list[Run]]]) -> str:
             f"| {median(service, 'p50_ms'):.2f} / {median(service, 'p99_ms'):.2f} "
             f"| {median(reference, 'p50_ms'):.2f} / {median(reference, 'p99_ms'):.2f} "
             f"| {p99_ratio:.2f} | {cpu_service:.0f} / {cpu_reference:.0f} "
-            f"| {cpu_reference / cpu_service:.2f} | {errors} |"
+            f"| {cpu_reference / cpu_service:.2f} | {bare_ratio} | {errors} |"
         )
     return "\n".join(lines)
 

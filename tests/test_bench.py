@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from bench import seed
+from bench.bare_fastapi import create_app as create_bare_fastapi_app
 from bench.reference_app import create_app as create_reference_app
 from bench.wrk_output import parse_wrk
 from tests.conftest import asyncpg_dsn, create_database, drop_database, session_body
@@ -90,9 +91,12 @@ async def test_seed_obeys_the_stamp_rules(seeded_url: str) -> None:
     assert next_id == facts["max_id"] + 1
 
 
-@pytest.fixture
-async def reference(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_reference_app(asyncpg_dsn(database_url), pool_size=2)
+# The bare FastAPI app serves the reference's own handlers: it must answer the same bytes.
+@pytest.fixture(params=[create_reference_app, create_bare_fastapi_app], ids=["reference", "bare"])
+async def reference(
+    database_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = request.param(asyncpg_dsn(database_url), pool_size=2)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://reference") as client:
