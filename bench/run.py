@@ -28,7 +28,7 @@ from typing import IO
 import asyncpg
 import orjson
 
-from bench import seed
+from bench import seed, unit_of_work
 from bench.wrk_output import Run, parse_wrk
 from service.auth import issue_token
 from service.pagination import TokenSigner
@@ -301,6 +301,24 @@ def throughput_table(results: dict[str, dict[str, list[Run]]]) -> str:
     return "\n".join(lines)
 
 
+def unit_of_work_table(
+    results: dict[str, dict[str, list[Run]]], database_url: str, sessions: int, writes: list[str]
+) -> str:
+    """The writes' unit of work alone (bench/unit_of_work.py) against their budget."""
+    with unit_of_work.pinned_to(cores()[0]):
+        costs = asyncio.run(unit_of_work.cpu_per_write(database_url, sessions=sessions))
+    lines = [
+        "| write | its unit of work alone (AsyncSession + before_flush, no HTTP): CPU µs "
+        "| the reference's whole request: CPU µs | a whole request at the target ratio: CPU µs |",
+        "|---|---|---|---|",
+    ]
+    for name in writes:
+        reference = statistics.median(run.cpu_us_per_request for run in results[name]["reference"])
+        budget = reference / OPERATIONS[name][1]
+        lines.append(f"| {name} | {costs[name]:.0f} | {reference:.0f} | {budget:.0f} |")
+    return "\n".join(lines)
+
+
 def walk_to_last_page(base_url: str, event_id: int, limit: int) -> tuple[str, int, int]:
     """Follow next_cursor through one event's pages: the last one's URL, the number of pages,
     and the id the last page starts after."""
@@ -497,6 +515,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print()
         if results:
             print(throughput_table(results))
+            if writes := [name for name in unit_of_work.WRITES if name in results]:
+                print()
+                print(unit_of_work_table(results, database_url, args.sessions, writes))
         if args.scale:
             print()
             print(scale(args, database_url))

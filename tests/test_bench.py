@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
-from bench import seed
+from bench import seed, unit_of_work
 from bench.bare_fastapi import create_app as create_bare_fastapi_app
 from bench.reference_app import create_app as create_reference_app
 from bench.wrk_output import parse_wrk
@@ -163,7 +163,35 @@ def test_bench_command_runs_end_to_end(server_url: str) -> None:
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")][1:]
+    tables = {
+        block.splitlines()[0].split(" | ")[1]: block.splitlines()[2:]
+        for block in result.stdout.split("\n\n")
+        if block.startswith("| ")
+    }
+    rows = tables["service req/s"]
     assert [row.split(" | ")[0] for row in rows] == ["| GET by id", "| PATCH real change"]
     for row in rows:
         assert row.endswith(" | 0 |"), row  # no errors: every request answered 2xx
+    # The unit of work of the one write measured, against its budget.
+    [unit_of_work_row] = next(rows for header, rows in tables.items() if "unit of work" in header)
+    assert unit_of_work_row.startswith("| PATCH real change | ")
+
+
+async def test_unit_of_work_runs_the_repositorys_writes(seeded_url: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(seeded_url))
+    try:
+        before = await conn.fetchrow(
+            "SELECT count(*) AS rows, sum(version) AS versions FROM sessions"
+        )
+        costs = await unit_of_work.cpu_per_write(seeded_url, sessions=1_000, writes=20)
+        after = await conn.fetchrow(
+            "SELECT count(*) AS rows, sum(version) AS versions FROM sessions"
+        )
+    finally:
+        await conn.close()
+    assert set(costs) == set(unit_of_work.WRITES)
+    assert all(cost > 0 for cost in costs.values())
+    # 20 measured writes of each kind and 2 of warm-up: each PATCH made a new version of an
+    # existing session (as the hook stamps it), each POST a new session at version 1.
+    assert after["rows"] - before["rows"] == 22
+    assert after["versions"] - before["versions"] == 22 + 22

@@ -1,0 +1,75 @@
+"""The writes' unit of work on its own: what the ORM path that stamps last_modified_at costs.
+
+The issue requires writes to go through the AsyncSession and its before_flush hook. This runs
+exactly the repository code a PATCH and a POST run (load the session FOR UPDATE, apply the
+patch, flush, commit; add, flush, commit), without HTTP, FastAPI or any other feature, one
+after the other in this process, and reports its CPU time per write. Next to the reference's
+CPU per whole request it tells how much of a target ratio the unit of work alone leaves.
+"""
+
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bench.seed import DELETED_EVERY
+from service.repository import SessionRepository, make_sessionmaker
+
+WRITES = {"PATCH real change": "patch", "POST": "post"}
+
+
+@contextmanager
+def pinned_to(cpus: str | None) -> Iterator[None]:
+    """This process on the server's CPU meanwhile, as the servers are."""
+    if not cpus:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(cpu) for cpu in cpus.split(",")})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+async def cpu_per_write(
+    database_url: str, *, sessions: int, writes: int = 1000
+) -> dict[str, float]:
+    """µs of CPU per unit of work, by operation name (as in bench.run.OPERATIONS)."""
+    engine = create_async_engine(database_url, pool_size=1, max_overflow=0)
+    maker = make_sessionmaker(engine)
+    rng = random.Random(writes)  # noqa: S311 (ids and subtitles, not secrets)
+
+    async def patch() -> None:
+        session_id = rng.randrange(1, sessions + 1)
+        if session_id % DELETED_EVERY == 0:
+            session_id -= 1
+        async with maker() as db, db.begin():
+            repository = SessionRepository(db)
+            session = await repository.get(session_id, for_update=True)
+            assert session is not None
+            revision = {"subtitle": f"Revision {rng.randrange(10**9)}", "level": "Expert"}
+            await repository.update(session, revision)
+
+    async def post() -> None:
+        async with maker() as db, db.begin():
+            values = {"event_id": 1 + rng.randrange(100), "title": "A unit of work"}
+            await SessionRepository(db).create(values, creator_id="bench-admin")
+
+    async def measure(write: Callable[[], Awaitable[None]]) -> float:
+        for _ in range(writes // 10):  # warm-up: statement caches, prepared statements
+            await write()
+        started = time.process_time()
+        for _ in range(writes):
+            await write()
+        return (time.process_time() - started) * 1e6 / writes
+
+    try:
+        return {
+            name: await measure(patch if kind == "patch" else post) for name, kind in WRITES.items()
+        }
+    finally:
+        await engine.dispose()
