@@ -16,7 +16,7 @@ import jwt
 from cachetools import TLRUCache
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Depends, FastAPI, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
 from service.errors import ServiceError
 from service.models import USER_ID_MAX
@@ -26,12 +26,6 @@ from service.schemas import INT4_MAX
 from service.settings import DEVELOPMENT_JWT_SECRET, Settings, get_settings
 
 logger = logging.getLogger(__name__)
-
-bearer_scheme = HTTPBearer(
-    auto_error=False,
-    bearerFormat="JWT",
-    description="A JWT from the identity provider; claims `sub`, `roles`, `organizer_events`.",
-)
 
 
 class InvalidToken(ServiceError):
@@ -187,22 +181,37 @@ def token_verifier(app: FastAPI) -> TokenVerifier:
     return verifier
 
 
-async def authenticate(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-) -> Principal:
-    """The principal of a request: anonymous without an Authorization header."""
-    if credentials is None:
-        if "authorization" in request.headers:
-            raise InvalidToken(
-                'The Authorization header must be "Bearer <token>".', error="invalid_request"
-            )
-        return ANONYMOUS
-    return token_verifier(request.app).verify(credentials.credentials)
+class BearerAuthentication(HTTPBearer):
+    """The principal of a request, from its bearer token; anonymous without an Authorization
+    header, unless `required`.
 
+    An HTTPBearer itself, so that one dependency both authenticates and documents the scheme
+    (FastAPI puts a dependency that is an HTTPBearer in the OpenAPI security requirements):
+    FastAPI solves each dependency of every request, and a second one only to parse the header
+    would cost more than looking up a token that was verified before.
+    """
 
-async def authenticated(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-    return require_authenticated(principal)
+    def __init__(self, *, required: bool) -> None:
+        super().__init__(
+            auto_error=False,
+            bearerFormat="JWT",
+            scheme_name="HTTPBearer",
+            description="A JWT from the identity provider; claims `sub`, `roles`, "
+            "`organizer_events`.",
+        )
+        self.required = required
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        credentials = await super().__call__(request)
+        if credentials is None:
+            if "authorization" in request.headers:
+                raise InvalidToken(
+                    'The Authorization header must be "Bearer <token>".', error="invalid_request"
+                )
+            principal = ANONYMOUS
+        else:
+            principal = token_verifier(request.app).verify(credentials.credentials)
+        return require_authenticated(principal) if self.required else principal
 
 
 # OpenAPI: what authentication and the rules answer.
@@ -229,8 +238,8 @@ WRITE_AUTH_RESPONSES: Responses = READ_AUTH_RESPONSES | _FORBIDDEN | _TOO_LARGE
 OPTIONAL_BEARER: dict[str, Any] = {"security": [{}]}
 
 # A reader: anonymous or signed in. A writer: signed in (401 otherwise).
-Reader = Annotated[Principal, Depends(authenticate)]
-Writer = Annotated[Principal, Depends(authenticated)]
+Reader = Annotated[Principal, Depends(BearerAuthentication(required=False))]
+Writer = Annotated[Principal, Depends(BearerAuthentication(required=True))]
 
 
 def issue_token(
