@@ -69,6 +69,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=[{"name": "sessions", "description": "The sessions of conference events."}],
         generate_unique_id_function=operation_id,
         lifespan=lifespan,
+        # The routers' routes themselves, rather than app.include_router(): FastAPI (0.165)
+        # serves an included router through a wrapper that matches the path twice per request,
+        # ~35 µs of a GET's ~500. So the routers declare what include_router would have added
+        # (the operation ids); the sessions' routes come first, as the ones asked for most.
+        routes=[*routes.router.routes, *ops.router.routes],
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
@@ -80,8 +85,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestTelemetry, metrics=app.state.metrics)
     # Added last, so outermost: the 503 RequestTelemetry sends at shutdown gets a Date too.
     app.add_middleware(DateHeaderMiddleware)
-    app.include_router(ops.router)
-    app.include_router(routes.router)
     install_openapi(app)
     return app
 

@@ -19,7 +19,7 @@ from service.auth import (
 from service.db import Db, read_connection
 from service.errors import BadRequest, InvalidInput, NotFound
 from service.models import Session
-from service.openapi import header, merge_responses, problem_response, problems
+from service.openapi import header, merge_responses, operation_id, problem_response, problems
 from service.pagination import (
     SORT_PATTERN,
     InvalidSort,
@@ -72,7 +72,12 @@ from service.schemas import (
 from service.settings import get_settings
 
 # Every operation here validates its input and needs the database.
-router = APIRouter(prefix="/sessions", tags=["sessions"], responses=problems(422, 503))
+router = APIRouter(
+    prefix="/sessions",
+    tags=["sessions"],
+    responses=problems(422, 503),
+    generate_unique_id_function=operation_id,
+)
 
 # Routes say {session_id:int}: only digits match, so /sessions/changes is never a session id
 # (PATCH /sessions/changes is a 405, as the spec's concrete path says), and /sessions/abc a 404.
