@@ -49,13 +49,11 @@ def validator_headers(session: Session, now: datetime) -> dict[str, str]:
     }
 
 
-def set_validators(response: Response, session: Session) -> None:
-    """Put the session's validators on a response that carries its representation."""
+def representation_headers(session: Session) -> dict[str, str]:
+    """The validators of a response that carries the session's representation."""
     now = datetime.now(UTC)
-    response.headers.update(validator_headers(session, now))
-    response.headers["Last-Modified"] = format_http_date(
-        last_modified(session.last_modified_at, now)
-    )
+    modified = format_http_date(last_modified(session.last_modified_at, now))
+    return validator_headers(session, now) | {"Last-Modified": modified}
 
 
 def _parse(request: Request) -> Preconditions:

@@ -43,7 +43,7 @@ from service.preconditions import (
     WritePreconditions,
     check_write,
     not_modified_or_none,
-    set_validators,
+    representation_headers,
 )
 from service.repository import (
     SessionFilter,
@@ -195,10 +195,8 @@ async def create_session(body: SessionCreate, db: Db, principal: Writer) -> Resp
     values = body.model_dump()
     policy.check_create(principal, values)
     session = await SessionRepository(db).create(values, creator_id=principal.user_id)
-    location = {"Location": f"{router.prefix}/{session.id}"}
-    response = json_response(session_content(session), status.HTTP_201_CREATED, location)
-    set_validators(response, session)
-    return response
+    headers = {"Location": f"{router.prefix}/{session.id}", **representation_headers(session)}
+    return json_response(session_content(session), status.HTTP_201_CREATED, headers)
 
 
 @router.get(
@@ -403,9 +401,7 @@ async def get_session(
     session = _visible_or_404(stored, session_id, principal)
     if not_modified := not_modified_or_none(preconditions, request.method, session):
         return not_modified
-    response = json_response(session_content(session))
-    set_validators(response, session)
-    return response
+    return json_response(session_content(session), headers=representation_headers(session))
 
 
 @router.patch(
@@ -436,9 +432,7 @@ async def update_session(
     changes = policy.real_changes(session, body.model_dump())
     policy.check_update(principal, session, changes)
     session = await repository.update(session, changes)
-    response = json_response(session_content(session))
-    set_validators(response, session)
-    return response
+    return json_response(session_content(session), headers=representation_headers(session))
 
 
 @router.delete(
