@@ -57,17 +57,17 @@ from service.schemas import (
     InputDateTime,
     Language,
     Level,
-    SessionChange,
     SessionCreate,
     SessionPage,
     SessionRead,
-    SessionTombstone,
     SessionUpdate,
     State,
     StateTables,
+    change_content,
     dump_json,
     no_nul,
     session_content,
+    tombstone_content,
 )
 from service.settings import get_settings
 
@@ -319,7 +319,7 @@ async def list_session_changes(
     # At most 200: a session carries up to three 10,000-character texts.
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
     event_id: OptionalId = None,
-) -> ChangesPage:
+) -> Response:
     """Sessions created, changed or deleted since a token, oldest change first; deletions, and
     sessions the caller may not see (anonymous: all but accepted and confirmed), as tombstones."""
     after = _read_feed_token(signer, since, event_id) if since else None
@@ -327,9 +327,9 @@ async def list_session_changes(
     # Every row is served, hidden ones as tombstones: a session that stops being visible must
     # reach the client's copy, and positions stay the same for every caller.
     items = [
-        SessionChange.model_validate(session)
+        change_content(session)
         if session.deleted_at is None and policy.can_see(principal, session)
-        else SessionTombstone.model_validate(session)
+        else tombstone_content(session)
         for session, _ in rows
     ]
     if len(rows) == limit:
@@ -343,7 +343,7 @@ async def list_session_changes(
         FEED_TOKEN,
         {"format": TOKEN_FORMAT, "event_id": event_id, "txid": position[0], "id": position[1]},
     )
-    return ChangesPage(items=items, next_token=token)
+    return json_response({"items": items, "next_token": token})
 
 
 def _read_feed_token(signer: TokenSigner, since: str, event_id: int | None) -> tuple[int, int]:

@@ -392,6 +392,19 @@ def session_content(session: Any) -> dict[str, Any]:
     return content
 
 
+TOMBSTONE_FIELDS = tuple(name for name in SessionTombstone.model_fields if name != "deleted")
+
+
+def change_content(session: Any) -> dict[str, Any]:
+    """A change of the feed as SessionChange renders it: the session, then `deleted`: false."""
+    return session_content(session) | {"deleted": False}
+
+
+def tombstone_content(session: Any) -> dict[str, Any]:
+    """A tombstone of the feed as SessionTombstone renders it."""
+    return {name: getattr(session, name) for name in TOMBSTONE_FIELDS} | {"deleted": True}
+
+
 def _encode_datetime(value: object) -> str:
     if isinstance(value, datetime):
         return format_utc(value)
@@ -399,7 +412,7 @@ def _encode_datetime(value: object) -> str:
 
 
 def dump_json(content: Any) -> bytes:
-    """The JSON bytes SessionRead and SessionPage document, without building the models.
+    """The JSON bytes SessionRead, SessionPage and ChangesPage document, without the models.
 
     orjson renders date-times its own way (no microseconds when they are 0): they go through
     format_utc instead. tests/test_json.py holds this to the models' own serialization.

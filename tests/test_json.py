@@ -7,7 +7,17 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.models import Session
-from service.schemas import SessionPage, SessionRead, dump_json, session_content
+from service.schemas import (
+    ChangesPage,
+    SessionChange,
+    SessionPage,
+    SessionRead,
+    SessionTombstone,
+    change_content,
+    dump_json,
+    session_content,
+    tombstone_content,
+)
 from tests.conftest import session_body
 
 EVERY_FIELD = {
@@ -106,3 +116,24 @@ async def test_write_responses_equal_the_models_of_the_stored_rows(
     assert created.content == model_json(
         dict(row) | {"version": 1, "level": None, "last_modified_at": row["created_at"]}
     )
+
+
+def test_change_feed_json_equals_the_models_for_changes_and_tombstones() -> None:
+    changed = Session(**EVERY_FIELD)
+    deleted = Session(**EVERY_FIELD | {"id": 8, "deleted_at": datetime(2026, 1, 3, tzinfo=UTC)})
+    hidden = Session(**EVERY_FIELD | {"id": 9, "state": "draft", "submitted_at": None})
+    content = {
+        "items": [change_content(changed), tombstone_content(deleted), tombstone_content(hidden)],
+        "next_token": "token",
+    }
+    models = ChangesPage(
+        items=[
+            SessionChange.model_validate(changed),
+            SessionTombstone.model_validate(deleted),
+            SessionTombstone.model_validate(hidden),
+        ],
+        next_token="token",
+    )
+    assert dump_json(content) == models.model_dump_json().encode()
+    assert b'"deleted":false' in dump_json(content)
+    assert b'"deleted_at":null' in dump_json(content)
