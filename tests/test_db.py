@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from service.db import ConnectionLine, connection_line
+from service.db import ConnectionLine, connection_line, read_connection
 from service.settings import Settings
 from tests.conftest import create_session, started
 
@@ -51,3 +51,23 @@ async def test_lists_and_the_feed_wait_in_the_same_line(database_url: str, path:
         async with connection_line(app).turn():
             assert (await client.get(path)).status_code == 503
         assert (await client.get(path)).status_code == 200
+
+
+async def test_a_read_cancelled_mid_statement_leaves_the_pool_usable(
+    database_url: str,
+) -> None:
+    settings = Settings(database_url=database_url, db_pool_size=1)
+    async with started(settings) as (app, client):
+
+        async def slow_read() -> None:
+            async with read_connection(app) as conn:
+                await conn.fetch("SELECT pg_sleep(5)")
+
+        read = asyncio.create_task(slow_read())
+        await asyncio.sleep(0.3)  # the statement is running
+        read.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await read
+        # The pool's only connection went back with its statement cancelled (asyncpg waits for
+        # the cancellation before its next statement): the next request is served.
+        assert (await client.get("/sessions")).status_code == 200
