@@ -17,6 +17,7 @@ from cachetools import TLRUCache
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPBearer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ServiceError
 from service.models import USER_ID_MAX
@@ -212,6 +213,36 @@ class BearerAuthentication(HTTPBearer):
         else:
             principal = token_verifier(request.app).verify(credentials.credentials)
         return require_authenticated(principal) if self.required else principal
+
+
+class VaryByAuthorization:
+    """Responses under `prefix` say that they vary by the Authorization header.
+
+    What the sessions routes answer depends on who asks: a draft is a 404 to an anonymous caller
+    and a 200 to its speaker, lists and the change feed are filtered, a write may be 401 or 403.
+    A cache that stored one caller's answer must not hand it to another (RFC 9110 12.5.5); a 304
+    carries Vary as its 200 would (RFC 9110 15.4.5).
+    """
+
+    def __init__(self, app: ASGIApp, *, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if path != self.prefix and not path.startswith(self.prefix + "/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_vary(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), _VARY_AUTHORIZATION]
+            await send(message)
+
+        await self.app(scope, receive, send_with_vary)
+
+
+_VARY_AUTHORIZATION = (b"vary", b"Authorization")
 
 
 # OpenAPI: what authentication and the rules answer.

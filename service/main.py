@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from service import ops, routes
-from service.auth import token_verifier
+from service.auth import VaryByAuthorization, token_verifier
 from service.db import create_engine
 from service.edge import BodySizeLimit, ConfiguredCORS
 from service.errors import install_error_handlers
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The last added runs first: CORS headers go on every answer, 413s included, and
     # RequestTelemetry counts and logs those too.
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(VaryByAuthorization, prefix=routes.router.prefix)
     app.add_middleware(ConfiguredCORS)
     app.add_middleware(RequestTelemetry, metrics=app.state.metrics)
     # Added last, so outermost: the 503 RequestTelemetry sends at shutdown gets a Date too.

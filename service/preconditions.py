@@ -40,7 +40,8 @@ def validator_headers(session: Session, now: datetime) -> dict[str, str]:
     """What a 200 and a 304 about this session both carry (RFC 9110 15.4.5).
 
     Date is set here, from the same clock reading that caps Last-Modified, so that Last-Modified
-    is never later than Date. No Vary: a session has one representation (no content negotiation).
+    is never later than Date. Vary (Authorization: who may see the session) is set for every
+    response of the sessions routes by service.auth.VaryByAuthorization.
     """
     return {
         "ETag": str(entity_tag(session)),

@@ -341,3 +341,23 @@ async def test_an_altered_remembered_token_is_refused(app_with: Callable[..., Fa
         claims(sub="8") | {"exp": jwt.decode(token, TEST_JWT_SECRET, algorithms=["HS256"])["exp"]}
     )
     assert_invalid_token(await post_with(app, f"{header}.{forged_payload}.{signature}"))
+
+
+async def test_answers_about_sessions_vary_by_authorization(
+    client: httpx.AsyncClient, anonymous_client: httpx.AsyncClient
+) -> None:
+    draft = (await client.post("/sessions", json=session_body(state="draft"))).json()
+    fetched = await client.get(f"/sessions/{draft['id']}")
+    answers = {
+        "200": fetched,
+        "304": await client.get(
+            f"/sessions/{draft['id']}", headers={"If-None-Match": fetched.headers["etag"]}
+        ),
+        "404 to an anonymous caller": await anonymous_client.get(f"/sessions/{draft['id']}"),
+        "list": await anonymous_client.get("/sessions"),
+        "401": await anonymous_client.post("/sessions", json=session_body()),
+    }
+    assert answers["304"].status_code == 304
+    for name, response in answers.items():
+        assert response.headers.get("vary") == "Authorization", name
+    assert "vary" not in (await anonymous_client.get("/healthz")).headers

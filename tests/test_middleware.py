@@ -127,5 +127,7 @@ async def test_cors_for_configured_origins_only(app_with: Callable[..., FastAPI]
         assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
         response = await client.get("/sessions", headers={"Origin": "https://app.example"})
         assert response.headers["access-control-allow-origin"] == "https://app.example"
+        # Both what the answer depends on: the caller (auth) and the origin (CORS).
+        assert response.headers.get_list("vary") == ["Authorization, Origin"]
         other = await client.get("/sessions", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers

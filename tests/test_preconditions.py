@@ -67,7 +67,9 @@ async def test_create_get_and_patch_carry_validators_of_the_stored_row(
     patched = await client.patch(f"/sessions/{session_id}", json={"title": "New"})
     assert_validators(patched, await stored_row(connection, session_id))
     assert patched.headers["etag"] == '"2"'
-    assert "vary" not in patched.headers  # one representation: nothing to negotiate
+    # Who asks decides what is seen: a cache must not hand one caller's answer to another.
+    for response in (created, fetched, patched):
+        assert response.headers.get_list("vary") == ["Authorization"]
 
 
 async def test_last_modified_is_capped_at_date_when_the_stamp_is_ahead(
