@@ -4,7 +4,9 @@ submitted_at, with the same stamp).
 Writes go through the ORM unit of work, whose before_flush hook stamps what they change; the
 repository flushes and never commits: the request's unit of work (service.db.get_db) owns the
 transaction. Reads need neither the hook nor an identity map: they select columns (Core), and
-the read of one session runs, compiled once, straight on the driver (SessionReads).
+the read of one session and the list's pages run straight on the driver, their statements
+compiled once (per shape, for the list: list_query) (SessionReads). The change feed still reads
+in the request's session (SessionRepository.changes).
 """
 
 from collections import namedtuple
