@@ -16,14 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from service.migrations import migrate
 from service.pagination import parse_sort
 from service.policy import Visibility
-from service.repository import SessionFilter, SessionRepository, list_query, make_sessionmaker
+from service.repository import SessionFilter, feed_query, list_query, make_sessionmaker
 from service.settings import to_asyncpg_url
 
 SEED = """
@@ -92,18 +91,15 @@ async def run(database_url: str, rows: int) -> None:
         await conn.execute(SEED, rows)
         await conn.execute("VACUUM ANALYZE sessions")
         deep_txid = await conn.fetchval("SELECT txid FROM sessions WHERE id = 900000")
+        # The feed's horizon as the service reads it (service.repository.SNAPSHOT_XMIN).
+        horizon = await conn.fetchval(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+        )
     finally:
         await conn.close()
 
     engine = create_async_engine(database_url)
-    sent: list[tuple[str, Sequence[Any]]] = []
-    event.listen(
-        engine.sync_engine,
-        "before_cursor_execute",
-        lambda conn, cursor, statement, params, *args: sent.append((statement, params)),
-    )
     async with make_sessionmaker(engine)() as db, db.begin():
-        repository = SessionRepository(db)
         everything = Visibility(everything=True)
         for name, filters, sort, after in LIST_CASES:
             query, values = list_query(
@@ -111,8 +107,10 @@ async def run(database_url: str, rows: int) -> None:
             )
             await explain(db, name, query.sql, [values[name] for name in query.parameters])
         for name, event_id in (("changes", None), ("changes?event_id", 500)):
-            await repository.changes(event_id=event_id, after=(deep_txid, 900_000), limit=100)
-            await explain(db, name, *sent[-1])
+            query, values = feed_query(
+                event_id=event_id, after=(deep_txid, 900_000), limit=100, horizon=horizon
+            )
+            await explain(db, name, query.sql, [values[name] for name in query.parameters])
     await engine.dispose()
 
 

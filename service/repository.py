@@ -4,9 +4,8 @@ submitted_at, with the same stamp).
 Writes go through the ORM unit of work, whose before_flush hook stamps what they change; the
 repository flushes and never commits: the request's unit of work (service.db.get_db) owns the
 transaction. Reads need neither the hook nor an identity map: they select columns (Core), and
-the read of one session and the list's pages run straight on the driver, their statements
-compiled once (per shape, for the list: list_query) (SessionReads). The change feed still reads
-in the request's session (SessionRepository.changes).
+the read of one session, the list's pages and the change feed run straight on the driver,
+their statements compiled once (per shape: list_query, feed_query) (SessionReads).
 """
 
 from collections import namedtuple
@@ -108,6 +107,11 @@ _DIALECT = postgresql_asyncpg.dialect()  # type: ignore[no-untyped-call]
 SessionRow: Any = namedtuple(  # type: ignore[misc]  # its fields are the columns above
     "SessionRow", [column.name for column in _READ_COLUMNS]
 )
+# The change feed's rows: deleted sessions too (tombstones), and the feed position.
+_FEED_COLUMNS = [*_READ_COLUMNS, _sessions.c.deleted_at, _sessions.c.txid]
+FeedRow: Any = namedtuple(  # type: ignore[misc]
+    "FeedRow", [column.name for column in _FEED_COLUMNS]
+)
 
 
 class _Query:
@@ -117,14 +121,15 @@ class _Query:
     the statement is still written (and checked) against the model's table.
     """
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: Select[Any], row: Any = SessionRow) -> None:
         compiled = statement.compile(dialect=_DIALECT)
         self.sql = compiled.string
         self.parameters = compiled.positiontup or []
+        self.row = row
 
     async def fetch(self, conn: Any, **values: object) -> list[Any]:
         records = await conn.fetch(self.sql, *(values[name] for name in self.parameters))
-        return [SessionRow._make(record.values()) for record in records]
+        return [self.row._make(record.values()) for record in records]
 
 
 _GET = _Query(
@@ -159,6 +164,57 @@ class SessionReads:
         (`keyset_position`)."""
         query, values = list_query(filters, sort, after=after, limit=limit, visible=visible)
         return await query.fetch(self.conn, **values)
+
+    async def changes(
+        self, *, event_id: int | None, after: tuple[int, int] | None, limit: int
+    ) -> tuple[Sequence[Any], int]:
+        """FeedRows (deleted sessions too) written after the feed position `after` = (txid, id),
+        oldest write first, and the horizon: every change by a transaction with an id below it
+        is in the rows or before `after`.
+
+        Why not `last_modified_at > :since`: a transaction stamps last_modified_at when it
+        flushes but its rows become visible when it commits, later. A transaction that stamped
+        10:00:00 and commits at 10:00:05 is invisible to a poll at 10:00:03, which already saw a
+        10:00:02 change and so moves its watermark past 10:00:00 for good: the row is never
+        served. Clocks of several service hosts make it worse. Transaction ids give a position
+        that is safe instead: pg_snapshot_xmin() is the oldest transaction still running, so
+        every transaction below it has committed or aborted, and any later write gets an id at
+        or above it. Serving only rows with txid below the horizon, in (txid, id) order, means
+        that nothing can appear later behind a position once it has been handed out. A write
+        that is still open (or a long transaction anywhere on the server) holds the horizon
+        back: the feed then lags, it never skips. (The page's statement reads a later snapshot
+        than the horizon's: it sees every transaction below the horizon, all ended by then.)
+        """
+        horizon: int = await self.conn.fetchval(_HORIZON)
+        query, values = feed_query(event_id=event_id, after=after, limit=limit, horizon=horizon)
+        return await query.fetch(self.conn, **values), horizon
+
+
+_HORIZON = select(SNAPSHOT_XMIN).compile(dialect=_DIALECT).string
+
+
+def feed_query(
+    *, event_id: int | None, after: tuple[int, int] | None, limit: int, horizon: int
+) -> tuple[_Query, dict[str, Any]]:
+    """The change feed's statement for these arguments, and the values of its parameters."""
+    values: dict[str, Any] = {"horizon": horizon, "limit": limit}
+    if event_id is not None:
+        values["event_id"] = event_id
+    if after is not None:
+        values["after_txid"], values["after_id"] = after
+    return _compiled_feed_query(event_id is not None, after is not None), values
+
+
+@lru_cache(maxsize=4)
+def _compiled_feed_query(by_event: bool, after: bool) -> _Query:
+    query = select(*_FEED_COLUMNS).where(Session.txid < bindparam("horizon", type_=BigInteger))
+    if by_event:
+        query = query.where(Session.event_id == bindparam("event_id"))
+    if after:
+        position = row(bindparam("after_txid", type_=BigInteger), bindparam("after_id"))
+        query = query.where(row(Session.txid, Session.id) > position)
+    order = query.order_by(Session.txid, Session.id).limit(bindparam("limit"))
+    return _Query(order, row=FeedRow)
 
 
 def list_query(
@@ -220,41 +276,6 @@ class SessionRepository:
         """A session that is not deleted; locked until the transaction ends if for_update."""
         query = _LIVE_SESSION_FOR_UPDATE if for_update else _LIVE_SESSION
         return (await self.db.execute(query, {"id": session_id})).scalar_one_or_none()
-
-    async def changes(
-        self,
-        *,
-        event_id: int | None,
-        after: tuple[int, int] | None,
-        limit: int,
-        where: Sequence[ColumnElement[bool]] = (),
-    ) -> tuple[Sequence[tuple[Session, int]], int]:
-        """Sessions (deleted ones too) written after the feed position `after` = (txid, id).
-
-        Returns the rows with their txid, oldest write first, and the horizon: every change by
-        a transaction with an id below it is in the rows or before `after`.
-
-        Why not `last_modified_at > :since`: a transaction stamps last_modified_at when it
-        flushes but its rows become visible when it commits, later. A transaction that stamped
-        10:00:00 and commits at 10:00:05 is invisible to a poll at 10:00:03, which already saw a
-        10:00:02 change and so moves its watermark past 10:00:00 for good: the row is never
-        served. Clocks of several service hosts make it worse. Transaction ids give a position
-        that is safe instead: pg_snapshot_xmin() is the oldest transaction still running, so
-        every transaction below it has committed or aborted, and any later write gets an id at
-        or above it. Serving only rows with txid below the horizon, in (txid, id) order, means
-        that nothing can appear later behind a position once it has been handed out. A write
-        that is still open (or a long transaction anywhere on the server) holds the horizon
-        back: the feed then lags, it never skips.
-        """
-        horizon: int = (await self.db.execute(select(SNAPSHOT_XMIN))).scalar_one()
-        query = select(Session, Session.txid).where(Session.txid < horizon, *where)
-        if event_id is not None:
-            query = query.where(Session.event_id == event_id)
-        if after is not None:
-            query = query.where(row(Session.txid, Session.id) > row(*after))
-        query = query.order_by(Session.txid, Session.id).limit(limit)
-        rows = (await self.db.execute(query)).all()
-        return rows, horizon
 
     async def create(self, values: Mapping[str, Any], *, creator_id: str | None = None) -> Session:
         session = Session(**values, creator_id=creator_id)

@@ -309,7 +309,7 @@ def _read_cursor(
     openapi_extra=OPTIONAL_BEARER,
 )
 async def list_session_changes(
-    db: Db,
+    request: Request,
     signer: Signer,
     principal: Reader,
     since: Annotated[
@@ -323,18 +323,20 @@ async def list_session_changes(
     """Sessions created, changed or deleted since a token, oldest change first; deletions, and
     sessions the caller may not see (anonymous: all but accepted and confirmed), as tombstones."""
     after = _read_feed_token(signer, since, event_id) if since else None
-    rows, horizon = await SessionRepository(db).changes(event_id=event_id, after=after, limit=limit)
+    async with read_connection(request.app) as conn:
+        rows, horizon = await SessionReads(conn).changes(
+            event_id=event_id, after=after, limit=limit
+        )
     # Every row is served, hidden ones as tombstones: a session that stops being visible must
     # reach the client's copy, and positions stay the same for every caller.
     items = [
         change_content(session)
         if session.deleted_at is None and policy.can_see(principal, session)
         else tombstone_content(session)
-        for session, _ in rows
+        for session in rows
     ]
     if len(rows) == limit:
-        session, txid = rows[-1]
-        position = (txid, session.id)
+        position = (rows[-1].txid, rows[-1].id)
     else:
         # Every change below the horizon has been served: the next poll starts there, and
         # skips the rows of other events or older writes that this one had to pass.

@@ -396,8 +396,10 @@ TOMBSTONE_FIELDS = tuple(name for name in SessionTombstone.model_fields if name 
 
 
 def change_content(session: Any) -> dict[str, Any]:
-    """A change of the feed as SessionChange renders it: the session, then `deleted`: false."""
-    return session_content(session) | {"deleted": False}
+    """A change of the feed as SessionChange renders it: the session, then `deleted`: false.
+
+    By field name: a row of the feed has more columns (deleted_at, txid) than SessionRead."""
+    return {name: getattr(session, name) for name in SESSION_FIELDS} | {"deleted": False}
 
 
 def tombstone_content(session: Any) -> dict[str, Any]:
