@@ -9,7 +9,7 @@ their statements compiled once (per shape: list_query, feed_query) (SessionReads
 """
 
 from collections import namedtuple
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -315,7 +315,7 @@ def _constraint_name(exc: IntegrityError) -> str | None:
 
 
 # Who may see what (policy.visibility): a session is visible by any of these that is set.
-_VISIBLE: dict[str, Any] = {
+_VISIBLE: dict[str, Callable[[Any], ColumnElement[bool]]] = {
     "visible_states": lambda states: Session.state == any_(states),
     "visible_creator_id": lambda creator_id: Session.creator_id == creator_id,
     "visible_event_ids": lambda event_ids: Session.event_id == any_(event_ids),
@@ -372,7 +372,7 @@ class SessionFilter:
 
 _EQUAL = ("event_id", "track_id", "session_type_id", "microlocation_id", "level")
 # The condition of each filter, given its bound parameter.
-_FILTERS: dict[str, Any] = {
+_FILTERS: dict[str, Callable[[Any], ColumnElement[bool]]] = {
     "event_id": lambda event_id: Session.event_id == event_id,
     "track_id": lambda track_id: Session.track_id == track_id,
     "session_type_id": lambda session_type_id: Session.session_type_id == session_type_id,
