@@ -512,6 +512,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             flush=True,
         )
         results = throughput(args, database_url) if args.operations and args.repeats else {}
+        if broken := asyncio.run(seed.broken_stamp_rules(database_url)):
+            raise SystemExit(f"after the load, rows break the rules of last_modified_at: {broken}")
+        print(f"after the load, every row keeps the {len(seed.STAMP_RULES)} stamp rules")
         print()
         if results:
             print(throughput_table(results))

@@ -89,6 +89,22 @@ async def test_seed_obeys_the_stamp_rules(seeded_url: str) -> None:
     for rule in ("ends_after_start", "deleted_as_announced", "deletes_stamped"):
         assert facts[rule], rule
     assert next_id == facts["max_id"] + 1
+    assert await seed.broken_stamp_rules(seeded_url) == []
+
+
+async def test_a_row_that_breaks_a_stamp_rule_is_reported(seeded_url: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(seeded_url))
+    try:
+        session_id = await conn.fetchval("SELECT min(id) FROM sessions WHERE version = 1")
+        # A change written past the hook: a new version, last_modified_at left as created.
+        await conn.execute("UPDATE sessions SET version = 2 WHERE id = $1", session_id)
+        try:
+            broken = await seed.broken_stamp_rules(seeded_url)
+        finally:
+            await conn.execute("UPDATE sessions SET version = 1 WHERE id = $1", session_id)
+    finally:
+        await conn.close()
+    assert broken == ["version 1 exactly when created_at = last_modified_at"]
 
 
 # The bare FastAPI app serves the reference's own handlers: it must answer the same bytes.
@@ -172,6 +188,7 @@ def test_bench_command_runs_end_to_end(server_url: str) -> None:
     assert [row.split(" | ")[0] for row in rows] == ["| GET by id", "| PATCH real change"]
     for row in rows:
         assert row.endswith(" | 0 |"), row  # no errors: every request answered 2xx
+    assert "after the load, every row keeps the 4 stamp rules" in result.stdout
     # The unit of work of the one write measured, against its budget.
     [unit_of_work_row] = next(rows for header, rows in tables.items() if "unit of work" in header)
     assert unit_of_work_row.startswith("| PATCH real change | ")
