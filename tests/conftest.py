@@ -10,7 +10,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncpg
@@ -93,12 +93,21 @@ def drop_database(server_url: str, database_url: str) -> None:
     asyncio.run(drop())
 
 
+@contextmanager
+def migrated_database(server_url: str, prefix: str = "sessions_test") -> Iterator[str]:
+    """A database of its own on the server, migrated to head as deployments do; dropped after."""
+    url = create_database(server_url, prefix)
+    try:
+        migrate(url, configure_logging=False)
+        yield url
+    finally:
+        drop_database(server_url, url)
+
+
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
-    url = create_database(server_url)
-    migrate(url, configure_logging=False)
-    yield url
-    drop_database(server_url, url)
+    with migrated_database(server_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -124,6 +133,18 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
 def build_app(database_url: str, **overrides: Any) -> FastAPI:
     """The app on database_url, with the tests' token settings (overrides: other settings)."""
     return create_app(settings_for(database_url, **overrides))
+
+
+@pytest.fixture
+def app_with(database_url: str, connection: AsyncConnection) -> Callable[..., FastAPI]:
+    """Apps with other settings, in the test's rolled-back transaction."""
+
+    def make(**overrides: Any) -> FastAPI:
+        app = build_app(database_url, **overrides)
+        app.state.db_maker = make_sessionmaker(connection, join_transaction_mode="create_savepoint")
+        return app
+
+    return make
 
 
 def token_for(subject: str, *, organizer_events: Iterable[int] = (), admin: bool = False) -> str:

@@ -19,8 +19,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.repository import make_sessionmaker
-from tests.conftest import TEST_JWT_SECRET, asgi_client, build_app, session_body
+from tests.conftest import TEST_JWT_SECRET, asgi_client, session_body
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -51,18 +50,6 @@ def b64(data: object) -> str:
 
 
 MakeClient = Callable[..., httpx.AsyncClient]
-
-
-@pytest.fixture
-def app_with(database_url: str, connection: AsyncConnection) -> Callable[..., FastAPI]:
-    """Apps with other token settings, in the test's rolled-back transaction."""
-
-    def make(**overrides: Any) -> FastAPI:
-        app = build_app(database_url, **overrides)
-        app.state.db_maker = make_sessionmaker(connection, join_transaction_mode="create_savepoint")
-        return app
-
-    return make
 
 
 async def post_with(app: FastAPI, token: str) -> httpx.Response:

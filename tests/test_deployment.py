@@ -2,7 +2,8 @@
 
 import asyncio
 import itertools
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -10,14 +11,12 @@ import asyncpg
 import httpx
 import pytest
 
-from service.migrations import migrate
 from service.schemas import format_utc
 from tests.conftest import (
     ADMIN_HEADERS,
     DISJOINT_PATCHES,
     asyncpg_dsn,
-    create_database,
-    drop_database,
+    migrated_database,
     session_body,
 )
 from tests.processes import ServiceProcess
@@ -30,10 +29,8 @@ EXTRA_CREATES = 12
 @pytest.fixture(scope="module")
 def deployed_database(server_url: str) -> Iterator[str]:
     """A database of its own, migrated as the deployment's migration step does."""
-    url = create_database(server_url, prefix="sessions_deployed")
-    migrate(url, configure_logging=False)
-    yield url
-    drop_database(server_url, url)
+    with migrated_database(server_url, prefix="sessions_deployed") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -133,13 +130,7 @@ async def test_sigterm_drains_the_request_in_flight_and_exits_0(deployed_databas
         ) as client:
             session = (await client.post("/sessions", json=session_body())).json()
             # Hold the row's lock, so that the PATCH below waits inside the service.
-            blocker = await asyncpg.connect(asyncpg_dsn(deployed_database))
-            try:
-                locked = blocker.transaction()
-                await locked.start()
-                await blocker.execute(
-                    "SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session["id"]
-                )
+            async with row_locked(deployed_database, session["id"]) as blocker:
                 in_flight = asyncio.create_task(
                     client.patch(
                         f"/sessions/{session['id']}",
@@ -152,9 +143,6 @@ async def test_sigterm_drains_the_request_in_flight_and_exits_0(deployed_databas
                 await asyncio.sleep(0.5)
                 assert service.process.poll() is None, "exited with a request in flight"
                 assert not in_flight.done()
-                await locked.commit()
-            finally:
-                await blocker.close()
             response = await in_flight
         assert response.status_code == 200
         assert response.json()["title"] == "Drained"
@@ -182,25 +170,22 @@ async def test_sigterm_gives_up_on_a_stuck_request_after_the_graceful_timeout(
             base_url=service.base_url, timeout=30, headers=ADMIN_HEADERS
         ) as client:
             session = (await client.post("/sessions", json=session_body())).json()
-            blocker = await asyncpg.connect(asyncpg_dsn(deployed_database))
+            async with row_locked(deployed_database, session["id"]) as blocker:
+                stuck = asyncio.create_task(
+                    client.patch(f"/sessions/{session['id']}", json={"title": "Cut off"})
+                )
+                await wait_for_lock_waiter(blocker)
+                service.terminate()
+                # The lock is still held: only the timeout can end the process.
+                assert await asyncio.to_thread(service.wait, 15) == 0
+            cut_off = await stuck
+            conn = await asyncpg.connect(asyncpg_dsn(deployed_database))
             try:
-                async with blocker.transaction():
-                    await blocker.execute(
-                        "SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session["id"]
-                    )
-                    stuck = asyncio.create_task(
-                        client.patch(f"/sessions/{session['id']}", json={"title": "Cut off"})
-                    )
-                    await wait_for_lock_waiter(blocker)
-                    service.terminate()
-                    # The lock is still held: only the timeout can end the process.
-                    assert await asyncio.to_thread(service.wait, 15) == 0
-                cut_off = await stuck
-                row = await blocker.fetchrow(
+                row = await conn.fetchrow(
                     "SELECT title, version FROM sessions WHERE id = $1", session["id"]
                 )
             finally:
-                await blocker.close()
+                await conn.close()
         assert cut_off.status_code == 503
         assert cut_off.headers["content-type"] == "application/problem+json"
         assert cut_off.json()["type"] == "urn:sessions-service:problem:shutting-down"
@@ -212,6 +197,18 @@ async def test_sigterm_gives_up_on_a_stuck_request_after_the_graceful_timeout(
         assert not [line for line in lines if line["logger"] == "service.access"]
     finally:
         service.stop()
+
+
+@asynccontextmanager
+async def row_locked(database_url: str, session_id: int) -> AsyncIterator[Any]:
+    """A connection of its own that holds the session's row lock until the block ends."""
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session_id)
+            yield conn
+    finally:
+        await conn.close()
 
 
 async def wait_for_lock_waiter(conn: Any) -> None:

@@ -14,9 +14,13 @@ from typing import Any
 
 import pytest
 
-from service.migrations import migrate
 from service.openapi import SPEC_PATH
-from tests.conftest import ADMIN_ID, TEST_JWT_SECRET, create_database, drop_database, token_for
+from tests.conftest import (
+    ADMIN_ID,
+    TEST_JWT_SECRET,
+    migrated_database,
+    token_for,
+)
 from tests.test_cli import free_port, wait_until_serving
 
 PACKAGE = "sessions_client"
@@ -28,24 +32,22 @@ OPERATIONS += ["update_session", "delete_session", "list_session_changes"]
 @pytest.fixture(scope="module")
 def live_server(server_url: str) -> Iterator[str]:
     """The service under uvicorn on a free port of 127.0.0.1, on a database of its own."""
-    database_url = create_database(server_url, prefix="sessions_client")
-    migrate(database_url, configure_logging=False)
-    port = free_port()
-    process = subprocess.Popen(
-        [*UVICORN, "--port", str(port)],
-        env=os.environ | {"DATABASE_URL": database_url, "JWT_SECRET": TEST_JWT_SECRET},
-        cwd=SPEC_PATH.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(f"{base_url}/openapi.json", process)
-        yield base_url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
-        drop_database(server_url, database_url)
+    with migrated_database(server_url, prefix="sessions_client") as database_url:
+        port = free_port()
+        process = subprocess.Popen(
+            [*UVICORN, "--port", str(port)],
+            env=os.environ | {"DATABASE_URL": database_url, "JWT_SECRET": TEST_JWT_SECRET},
+            cwd=SPEC_PATH.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_serving(f"{base_url}/openapi.json", process)
+            yield base_url
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=30)
     # uvicorn re-raises the SIGTERM it handled once it has drained: that is a clean stop.
     assert process.returncode in {0, -signal.SIGTERM}, output.decode()
 

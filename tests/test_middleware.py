@@ -1,29 +1,16 @@
 """Request bodies over MAX_BODY_SIZE get 413 unread; CORS only for the configured origins."""
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import httpx
 import orjson
-import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.repository import make_sessionmaker
-from tests.conftest import ADMIN_HEADERS, asgi_client, build_app, session_body
+from tests.conftest import ADMIN_HEADERS, asgi_client, session_body
 
 LIMIT = 1000
-
-
-@pytest.fixture
-def app_with(database_url: str, connection: AsyncConnection) -> Callable[..., FastAPI]:
-    def make(**overrides: Any) -> FastAPI:
-        app = build_app(database_url, **overrides)
-        app.state.db_maker = make_sessionmaker(connection, join_transaction_mode="create_savepoint")
-        return app
-
-    return make
 
 
 async def count_sessions(connection: AsyncConnection) -> int:

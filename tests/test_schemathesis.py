@@ -21,14 +21,12 @@ from hypothesis import HealthCheck, settings
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from service.migrations import migrate
 from service.openapi import SPEC_PATH
 from tests.conftest import (
     ADMIN_HEADERS,
     asyncpg_dsn,
     build_app,
-    create_database,
-    drop_database,
+    migrated_database,
     settings_for,
 )
 
@@ -78,10 +76,8 @@ schema.config.update(base_url="http://127.0.0.1")
 
 @pytest.fixture(scope="module")
 def fuzz_database(server_url: str) -> Iterator[str]:
-    database_url = create_database(server_url, prefix="sessions_fuzz")
-    migrate(database_url, configure_logging=False)
-    yield database_url
-    drop_database(server_url, database_url)
+    with migrated_database(server_url, prefix="sessions_fuzz") as database_url:
+        yield database_url
 
 
 @pytest.fixture(scope="module")
