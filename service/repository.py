@@ -2,8 +2,8 @@
 submitted_at, with the same stamp).
 
 Writes go through the ORM unit of work, whose before_flush hook stamps what they change; the
-repository flushes and never commits: the request's unit of work (service.db.get_db) owns the
-transaction. Reads need neither the hook nor an identity map: they select columns (Core), and
+repository flushes and never commits: the request's unit of work (service.db.unit_of_work) owns
+the transaction. Reads need neither the hook nor an identity map: they select columns (Core), and
 the read of one session, the list's pages and the change feed run straight on the driver,
 their statements compiled once (per shape: list_query, feed_query) (SessionReads).
 """

@@ -16,7 +16,7 @@ from service.auth import (
     Reader,
     Writer,
 )
-from service.db import Db, read_connection
+from service.db import read_connection, unit_of_work
 from service.errors import BadRequest, InvalidInput, NotFound
 from service.models import Session
 from service.openapi import header, merge_responses, operation_id, problem_response, problems
@@ -190,11 +190,12 @@ _CREATED_SESSION_LINKS = {
         },
     ),
 )
-async def create_session(body: SessionCreate, db: Db, principal: Writer) -> Response:
+async def create_session(body: SessionCreate, request: Request, principal: Writer) -> Response:
     """Create a session as its speaker; its id, timestamps and version are set by the server."""
     values = body.model_dump()
     policy.check_create(principal, values)
-    session = await SessionRepository(db).create(values, creator_id=principal.user_id)
+    async with unit_of_work(request.app) as db:
+        session = await SessionRepository(db).create(values, creator_id=principal.user_id)
     headers = {"Location": f"{router.prefix}/{session.id}", **representation_headers(session)}
     return json_response(session_content(session), status.HTTP_201_CREATED, headers)
 
@@ -417,7 +418,7 @@ async def get_session(
 async def update_session(
     session_id: SessionId,
     body: MergePatch,
-    db: Db,
+    request: Request,
     preconditions: WritePreconditions,
     principal: Writer,
 ) -> Response:
@@ -425,15 +426,16 @@ async def update_session(
 
     Sent as application/merge-patch+json or as application/json.
     """
-    repository = SessionRepository(db)
-    session = await _get_for_update_or_404(repository, session_id, principal)
-    # Who may change it at all is decided before the preconditions (RFC 9110 13.2.1), what
-    # the patch changes after them.
-    policy.check_may_change(principal, session)
-    check_write(preconditions, "PATCH", session)
-    changes = policy.real_changes(session, body.model_dump())
-    policy.check_update(principal, session, changes)
-    session = await repository.update(session, changes)
+    async with unit_of_work(request.app) as db:
+        repository = SessionRepository(db)
+        session = await _get_for_update_or_404(repository, session_id, principal)
+        # Who may change it at all is decided before the preconditions (RFC 9110 13.2.1), what
+        # the patch changes after them.
+        policy.check_may_change(principal, session)
+        check_write(preconditions, "PATCH", session)
+        changes = policy.real_changes(session, body.model_dump())
+        policy.check_update(principal, session, changes)
+        session = await repository.update(session, changes)
     return json_response(session_content(session), headers=representation_headers(session))
 
 
@@ -446,11 +448,15 @@ async def update_session(
     openapi_extra={"parameters": WRITE_PRECONDITION_HEADERS},
 )
 async def delete_session(
-    session_id: SessionId, db: Db, preconditions: WritePreconditions, principal: Writer
+    session_id: SessionId,
+    request: Request,
+    preconditions: WritePreconditions,
+    principal: Writer,
 ) -> None:
     """Delete a session; it is no longer visible through the API."""
-    repository = SessionRepository(db)
-    session = await _get_for_update_or_404(repository, session_id, principal)
-    policy.check_delete(principal, session)
-    check_write(preconditions, "DELETE", session)
-    await repository.delete(session)
+    async with unit_of_work(request.app) as db:
+        repository = SessionRepository(db)
+        session = await _get_for_update_or_404(repository, session_id, principal)
+        policy.check_delete(principal, session)
+        check_write(preconditions, "DELETE", session)
+        await repository.delete(session)

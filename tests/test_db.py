@@ -53,6 +53,24 @@ async def test_lists_and_the_feed_wait_in_the_same_line(database_url: str, path:
         assert (await client.get(path)).status_code == 200
 
 
+async def test_writes_refused_before_they_reach_the_database_never_queue_for_a_connection(
+    database_url: str,
+) -> None:
+    settings = Settings(database_url=database_url, db_pool_size=1, db_pool_timeout=0.2)
+    async with started(settings) as (app, client):
+        session = await create_session(client)
+        url = f"/sessions/{session['id']}"
+        async with connection_line(app).turn():
+            # Invalid, unauthenticated: answered at once, not after DB_POOL_TIMEOUT with a 503.
+            assert (await client.patch(url, json={"level": "Guru"})).status_code == 422
+            assert (await client.post("/sessions", json={"title": "No event"})).status_code == 422
+            anonymous = {"Authorization": ""}
+            assert (await client.delete(url, headers=anonymous)).status_code == 401
+            # A valid write needs the connection: it waits its turn, then gives up.
+            assert (await client.patch(url, json={"level": "Expert"})).status_code == 503
+        assert (await client.patch(url, json={"level": "Expert"})).status_code == 200
+
+
 async def test_a_read_cancelled_mid_statement_leaves_the_pool_usable(
     database_url: str,
 ) -> None:
