@@ -191,7 +191,12 @@ def test_bench_command_runs_end_to_end(server_url: str) -> None:
     assert "after the load, every row keeps the 4 stamp rules" in result.stdout
     # The unit of work of the one write measured, against its budget.
     [unit_of_work_row] = next(rows for header, rows in tables.items() if "unit of work" in header)
-    assert unit_of_work_row.startswith("| PATCH real change | ")
+    name, *numbers = unit_of_work_row.strip("| ").split(" | ")
+    assert name == "PATCH real change"
+    alone, target_rps, budget, left = map(float, numbers)
+    # The budget is the CPU per request of a worker busy all the time at the target req/s.
+    assert budget == pytest.approx(1e6 / target_rps, rel=0.01, abs=1)
+    assert left == pytest.approx(budget - alone, abs=1)
 
 
 async def test_unit_of_work_runs_the_repositorys_writes(seeded_url: str) -> None:
