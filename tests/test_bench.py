@@ -205,7 +205,9 @@ async def test_unit_of_work_runs_the_repositorys_writes(seeded_url: str) -> None
         before = await conn.fetchrow(
             "SELECT count(*) AS rows, sum(version) AS versions FROM sessions"
         )
-        costs = await unit_of_work.cpu_per_write(seeded_url, sessions=1_000, writes=20)
+        costs = await unit_of_work.cpu_per_write(
+            seeded_url, sessions=1_000, writes=20, concurrency=4
+        )
         after = await conn.fetchrow(
             "SELECT count(*) AS rows, sum(version) AS versions FROM sessions"
         )
@@ -213,7 +215,8 @@ async def test_unit_of_work_runs_the_repositorys_writes(seeded_url: str) -> None
         await conn.close()
     assert set(costs) == set(unit_of_work.WRITES)
     assert all(cost > 0 for cost in costs.values())
-    # 20 measured writes of each kind and 2 of warm-up: each PATCH made a new version of an
-    # existing session (as the hook stamps it), each POST a new session at version 1.
-    assert after["rows"] - before["rows"] == 22
-    assert after["versions"] - before["versions"] == 22 + 22
+    # 20 measured writes of each kind and 4 of warm-up (one per writer): each PATCH made a new
+    # version of an existing session (as the hook stamps it), each POST a new session at
+    # version 1.
+    assert after["rows"] - before["rows"] == 24
+    assert after["versions"] - before["versions"] == 24 + 24
