@@ -2,7 +2,10 @@
 
 - BodySizeLimit: a request body over MAX_BODY_SIZE gets 413 without being read whole: a declared
   Content-Length over the limit is refused before the app runs, and a streamed (chunked) body is
-  counted as it arrives and refused at the chunk that crosses the limit.
+  counted as it arrives and refused at the chunk that crosses the limit. Not FastAPI's own
+  `max_body_size` (Starlette's RequestBodyLimitMiddleware): it answers a declared
+  Content-Length over the limit with a text/plain 413, not problem+json (FastAPI 0.165,
+  Starlette 1.10), and takes its limit when the app is built, not from the settings at start.
 - ConfiguredCORS: Starlette's CORSMiddleware for the CORS_ORIGINS, or nothing when there are none.
 """
 
