@@ -102,9 +102,9 @@ async def unit_of_work(app: FastAPI) -> AsyncIterator[AsyncSession]:
 
     Used in the handler, around the write, rather than as a dependency (`Depends(get_db)`):
     the commit plainly finishes before the handler returns, so a failed commit reaches the
-    client as an error, never as a success; invalid, unauthenticated and forbidden requests,
-    which FastAPI rejects while solving the handler's parameters, never queue for a connection;
-    and FastAPI's machinery for dependencies that yield (~50 µs of a write) is not needed.
+    client as an error, never as a success; requests refused before the write (invalid,
+    unauthenticated, a creation the policy forbids) never queue for a connection; and FastAPI's
+    machinery for dependencies that yield (60 to 80 µs of a write's CPU) is not needed.
     """
     maker: async_sessionmaker[AsyncSession] = app.state.db_maker
     async with connection_line(app).turn(), maker() as db, db.begin():
