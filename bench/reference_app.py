@@ -152,15 +152,14 @@ async def list_sessions(request: Request) -> Response:
     return json({"items": items, "next_cursor": next_cursor}, headers=headers)
 
 
-async def update_session(request: Request) -> Response:
-    pool: asyncpg.Pool = request.app.state.pool
-    patch = parse_input(await request.body())
-    if patch is None:
-        return problem(422, "Unprocessable Entity")
+async def change_session(
+    pool: asyncpg.Pool, session_id: int | None, patch: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """PATCH's transaction: the session as changed, or None if there is none to change."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(GET_FOR_UPDATE, session_id(request))
+        row = await conn.fetchrow(GET_FOR_UPDATE, session_id)
         if row is None:
-            return problem(404, "Not Found")
+            return None
         session = dict(row)
         changes = {name: value for name, value in patch.items() if session[name] != value}
         if changes:
@@ -177,24 +176,40 @@ async def update_session(request: Request) -> Response:
                 *changes.values(),
             )
             session.update(changes)
-    return json(render(session))
+    return session
 
 
-async def create_session(request: Request) -> Response:
-    pool: asyncpg.Pool = request.app.state.pool
-    values = parse_input(await request.body())
-    if values is None or not {"event_id", "title"} <= values.keys():
-        return problem(422, "Unprocessable Entity")
+async def add_session(
+    pool: asyncpg.Pool, values: Mapping[str, Any], creator_id: str | None
+) -> dict[str, Any]:
+    """POST's transaction: the session as stored."""
     now = datetime.now(UTC)
     stamps = {"created_at": now, "last_modified_at": now, "version": 1}
-    stamps |= {"creator_id": subject(request), "submitted_at": None}
-    session = CREATE_DEFAULTS | values | stamps
+    stamps |= {"creator_id": creator_id, "submitted_at": None}
+    session = CREATE_DEFAULTS | dict(values) | stamps
     if session["state"] == "pending":
         session["submitted_at"] = now
     async with pool.acquire() as conn, conn.transaction():  # BEGIN and COMMIT, as the service
         session["id"] = await conn.fetchval(INSERT, *(session[name] for name in INSERTED))
-    body = render({name: session[name] for name in COLUMNS})
-    return json(body, 201, {"Location": f"/sessions/{session['id']}"})
+    return {name: session[name] for name in COLUMNS}
+
+
+async def update_session(request: Request) -> Response:
+    patch = parse_input(await request.body())
+    if patch is None:
+        return problem(422, "Unprocessable Entity")
+    session = await change_session(request.app.state.pool, session_id(request), patch)
+    if session is None:
+        return problem(404, "Not Found")
+    return json(render(session))
+
+
+async def create_session(request: Request) -> Response:
+    values = parse_input(await request.body())
+    if values is None or not {"event_id", "title"} <= values.keys():
+        return problem(422, "Unprocessable Entity")
+    session = await add_session(request.app.state.pool, values, subject(request))
+    return json(render(session), 201, {"Location": f"/sessions/{session['id']}"})
 
 
 @asynccontextmanager

@@ -4,7 +4,9 @@ The issue requires writes to go through the AsyncSession and its before_flush ho
 exactly the repository code a PATCH and a POST run (load the session FOR UPDATE, apply the
 patch, flush, commit; add, flush, commit), without HTTP, FastAPI or any other feature, and
 reports its CPU time per write. Next to the budget of a whole request at the target ratio it
-tells how much of the budget the unit of work alone leaves.
+tells how much of the budget the unit of work alone leaves. The reference's transactions for the
+same writes (the same statements on asyncpg alone) are measured the same way: the difference is
+what the ORM path itself costs.
 
 The writes run as the server runs them under load: as many at once as the service's pool has
 connections. One write after the other would cost more per write (~100 µs): each of its round
@@ -18,9 +20,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
+import asyncpg
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.seed import DELETED_EVERY
+from bench import reference_app
+from bench.seed import DELETED_EVERY, asyncpg_dsn
 from service.repository import SessionRepository, make_sessionmaker
 
 WRITES = {"PATCH real change": "patch", "POST": "post"}
@@ -43,27 +47,42 @@ def pinned_to(cpus: str | None) -> Iterator[None]:
 
 async def cpu_per_write(
     database_url: str, *, sessions: int, writes: int = 2000, concurrency: int = POOL_SIZE
-) -> dict[str, float]:
-    """µs of CPU per unit of work, by operation name (as in bench.run.OPERATIONS)."""
+) -> dict[str, tuple[float, float]]:
+    """µs of CPU per write, through the ORM unit of work and on asyncpg alone (the reference's
+    transactions), by operation name (as in bench.run.OPERATIONS)."""
     engine = create_async_engine(database_url, pool_size=concurrency, max_overflow=0)
     maker = make_sessionmaker(engine)
+    pool = await asyncpg.create_pool(
+        asyncpg_dsn(database_url), min_size=concurrency, max_size=concurrency
+    )
     rng = random.Random(writes)  # noqa: S311 (ids and subtitles, not secrets)
 
-    async def patch() -> None:
+    def live_id() -> int:
         session_id = rng.randrange(1, sessions + 1)
-        if session_id % DELETED_EVERY == 0:
-            session_id -= 1
+        return session_id - 1 if session_id % DELETED_EVERY == 0 else session_id
+
+    def revision() -> dict[str, str]:
+        return {"subtitle": f"Revision {rng.randrange(10**9)}", "level": "Expert"}
+
+    def new_session() -> dict[str, object]:
+        return {"event_id": 1 + rng.randrange(100), "title": "A unit of work"}
+
+    async def patch() -> None:
         async with maker() as db, db.begin():
             repository = SessionRepository(db)
-            session = await repository.get(session_id, for_update=True)
+            session = await repository.get(live_id(), for_update=True)
             assert session is not None
-            revision = {"subtitle": f"Revision {rng.randrange(10**9)}", "level": "Expert"}
-            await repository.update(session, revision)
+            await repository.update(session, revision())
 
     async def post() -> None:
         async with maker() as db, db.begin():
-            values = {"event_id": 1 + rng.randrange(100), "title": "A unit of work"}
-            await SessionRepository(db).create(values, creator_id="bench-admin")
+            await SessionRepository(db).create(new_session(), creator_id="bench-admin")
+
+    async def patch_on_driver() -> None:
+        assert await reference_app.change_session(pool, live_id(), revision()) is not None
+
+    async def post_on_driver() -> None:
+        await reference_app.add_session(pool, new_session(), "bench-admin")
 
     async def run(write: Callable[[], Awaitable[None]], count: int) -> None:
         async def writer(share: int) -> None:
@@ -79,9 +98,12 @@ async def cpu_per_write(
         await run(write, writes)
         return (time.process_time() - started) * 1e6 / (writes // concurrency * concurrency)
 
+    ways = {"patch": (patch, patch_on_driver), "post": (post, post_on_driver)}
     try:
         return {
-            name: await measure(patch if kind == "patch" else post) for name, kind in WRITES.items()
+            name: (await measure(ways[kind][0]), await measure(ways[kind][1]))
+            for name, kind in WRITES.items()
         }
     finally:
+        await pool.close()
         await engine.dispose()
