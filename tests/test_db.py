@@ -1,12 +1,30 @@
-"""The wait for a database connection: first come, first served, and bounded by DB_POOL_TIMEOUT."""
+"""A request's database connection: the wait for it (first come, first served, bounded by
+DB_POOL_TIMEOUT), and a write's unit of work, which commits before the response is sent."""
 
 import asyncio
+from collections.abc import Iterator
 
+import asyncpg
 import pytest
 
 from service.db import ConnectionLine, connection_line, read_connection
 from service.settings import Settings
-from tests.conftest import create_session, started
+from tests.conftest import asyncpg_dsn, create_session, migrated_database, session_body, started
+
+# At COMMIT (a deferred constraint trigger), a write of this title ends its own connection: the
+# database goes away between the write's last statement and the end of its transaction.
+LOST_AT_COMMIT = "Lost at commit"
+LOSE_CONNECTION_AT_COMMIT = f"""
+CREATE FUNCTION lose_connection() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.title = '{LOST_AT_COMMIT}' THEN
+        PERFORM pg_terminate_backend(pg_backend_pid());
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER lose_connection_at_commit AFTER INSERT OR UPDATE ON sessions
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION lose_connection();
+"""
 
 
 async def test_waiters_get_their_turn_in_order_and_newcomers_queue_behind_them() -> None:
@@ -89,3 +107,35 @@ async def test_a_read_cancelled_mid_statement_leaves_the_pool_usable(
         # The pool's only connection went back with its statement cancelled (asyncpg waits for
         # the cancellation before its next statement): the next request is served.
         assert (await client.get("/sessions")).status_code == 200
+
+
+@pytest.fixture
+def database_losing_connections_at_commit(server_url: str) -> Iterator[str]:
+    """A database of its own: the trigger would disturb the other tests'."""
+    with migrated_database(server_url, prefix="sessions_test_commit") as database_url:
+        yield database_url
+
+
+async def test_a_write_whose_commit_fails_answers_an_error_and_stores_nothing(
+    database_losing_connections_at_commit: str,
+) -> None:
+    database_url = database_losing_connections_at_commit
+    stored = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await stored.execute(LOSE_CONNECTION_AT_COMMIT)
+        async with started(Settings(database_url=database_url)) as (_, client):
+            created = await client.post("/sessions", json=session_body(title=LOST_AT_COMMIT))
+            assert created.status_code == 503, created.text
+            assert created.headers["content-type"] == "application/problem+json"
+            assert await stored.fetchval("SELECT count(*) FROM sessions") == 0
+
+            session = await create_session(client)
+            url = f"/sessions/{session['id']}"
+            changed = await client.patch(url, json={"title": LOST_AT_COMMIT})
+            assert changed.status_code == 503, changed.text
+            row = await stored.fetchrow("SELECT title, version FROM sessions")
+            assert dict(row) == {"title": session["title"], "version": 1}
+            # The pool replaced the lost connection: the next requests are served.
+            assert (await client.get(url)).json() == session
+    finally:
+        await stored.close()
