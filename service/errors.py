@@ -21,7 +21,7 @@ from starlette.routing import Match
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:sessions-service:problem:"
-_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def _allowed_methods(request: Request) -> str:
     # has one method, so Allow must gather the methods of all of them (RFC 9110, 15.5.6).
     allowed = [
         method
-        for method in _METHODS
+        for method in HTTP_METHODS
         if any(
             route.matches({**request.scope, "method": method})[0] is Match.FULL
             for route in request.app.router.routes

@@ -12,14 +12,14 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import problem
+from service.errors import HTTP_METHODS, problem
 from service.logs import request_id
 from service.metrics import Metrics
 
 REQUEST_ID_HEADER = b"x-request-id"
 # What a caller's id may be: short, and safe in a header and a log line; else a new one is made.
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._~:+/=-]{1,128}")
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_METHODS = frozenset(HTTP_METHODS)
 # Probes and scrapes come every few seconds: their access lines are debug unless they fail.
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 UNMATCHED = "unmatched"

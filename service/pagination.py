@@ -57,9 +57,9 @@ def parse_sort(values: Iterable[str]) -> tuple[SortKey, ...]:
                 )
             if name in seen:
                 raise InvalidSort(f"sort key {name!r} is given twice")
-            seen.add(name)
-            if "id" not in {key.name for key in keys}:
+            if "id" not in seen:
                 keys.append(SortKey(name, descending=item.startswith("-")))
+            seen.add(name)
     if keys and keys[-1].name == "id":
         return tuple(keys)
     # The tie-breaker runs in the direction of the last key, so that one index read backwards

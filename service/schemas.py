@@ -202,16 +202,15 @@ FIELD_DOCS: dict[str, tuple[str, object]] = {
 }
 
 
-def about(name: str, default: Any = PydanticUndefined) -> Any:
+def about(name: str, default: Any = PydanticUndefined, **options: Any) -> Any:
     """The field called name, with its description and example."""
     description, example = FIELD_DOCS[name]
-    return Field(default, description=description, examples=[example])
+    return Field(default, description=description, examples=[example], **options)
 
 
 def output_only(name: str) -> Any:
     """A field the server sets: readOnly in the schema, ignored in requests."""
-    description, example = FIELD_DOCS[name]
-    return Field(description=description, examples=[example], json_schema_extra={"readOnly": True})
+    return about(name, json_schema_extra={"readOnly": True})
 
 
 class _Input(BaseModel):

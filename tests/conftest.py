@@ -231,6 +231,11 @@ async def committed_client(
     app.state.db_maker = make_sessionmaker(engine)
     async with asgi_client(app, ADMIN_HEADERS) as client:
         yield client
+    await empty_sessions(engine)
+
+
+async def empty_sessions(engine: AsyncEngine) -> None:
+    """Remove what tests committed to the shared database."""
     async with engine.begin() as conn:
         await conn.execute(text("TRUNCATE sessions RESTART IDENTITY"))
 

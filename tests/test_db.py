@@ -2,14 +2,24 @@
 DB_POOL_TIMEOUT), and a write's unit of work, which commits before the response is sent."""
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
+import httpx
 import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import ConnectionLine, connection_line, read_connection
 from service.settings import Settings
-from tests.conftest import asyncpg_dsn, create_session, migrated_database, session_body, started
+from tests.conftest import (
+    asyncpg_dsn,
+    create_session,
+    empty_sessions,
+    migrated_database,
+    session_body,
+    started,
+)
 
 # At COMMIT (a deferred constraint trigger), a write of this title ends its own connection: the
 # database goes away between the write's last statement and the end of its transaction.
@@ -47,46 +57,59 @@ async def test_waiters_get_their_turn_in_order_and_newcomers_queue_behind_them()
     assert served == ["waiter 0", "waiter 1", "waiter 2", "newcomer"]
 
 
-async def test_a_request_that_waits_longer_than_the_pool_timeout_gets_503(
-    database_url: str,
-) -> None:
+@pytest.fixture
+async def one_connection(
+    database_url: str, engine: AsyncEngine
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app as deployed with a pool of one connection, waited for at most 0.2 s.
+
+    Its writes commit: the table is emptied afterwards, as committed_client does.
+    """
     settings = Settings(database_url=database_url, db_pool_size=1, db_pool_timeout=0.2)
     async with started(settings) as (app, client):
-        session = await create_session(client)
-        async with connection_line(app).turn():  # the only connection is busy meanwhile
-            response = await client.get(f"/sessions/{session['id']}")
-        assert response.status_code == 503, response.text
-        assert response.headers["content-type"] == "application/problem+json"
-        assert response.json()["type"] == "urn:sessions-service:problem:database-unavailable"
-        # Once the connection is free again, requests are served.
-        assert (await client.get(f"/sessions/{session['id']}")).status_code == 200
+        yield app, client
+    await empty_sessions(engine)
+
+
+async def test_a_request_that_waits_longer_than_the_pool_timeout_gets_503(
+    one_connection: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    app, client = one_connection
+    session = await create_session(client)
+    async with connection_line(app).turn():  # the only connection is busy meanwhile
+        response = await client.get(f"/sessions/{session['id']}")
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "urn:sessions-service:problem:database-unavailable"
+    # Once the connection is free again, requests are served.
+    assert (await client.get(f"/sessions/{session['id']}")).status_code == 200
 
 
 @pytest.mark.parametrize("path", ["/sessions", "/sessions/changes"])
-async def test_lists_and_the_feed_wait_in_the_same_line(database_url: str, path: str) -> None:
-    settings = Settings(database_url=database_url, db_pool_size=1, db_pool_timeout=0.2)
-    async with started(settings) as (app, client):
-        async with connection_line(app).turn():
-            assert (await client.get(path)).status_code == 503
-        assert (await client.get(path)).status_code == 200
+async def test_lists_and_the_feed_wait_in_the_same_line(
+    one_connection: tuple[FastAPI, httpx.AsyncClient], path: str
+) -> None:
+    app, client = one_connection
+    async with connection_line(app).turn():
+        assert (await client.get(path)).status_code == 503
+    assert (await client.get(path)).status_code == 200
 
 
 async def test_writes_refused_before_they_reach_the_database_never_queue_for_a_connection(
-    database_url: str,
+    one_connection: tuple[FastAPI, httpx.AsyncClient],
 ) -> None:
-    settings = Settings(database_url=database_url, db_pool_size=1, db_pool_timeout=0.2)
-    async with started(settings) as (app, client):
-        session = await create_session(client)
-        url = f"/sessions/{session['id']}"
-        async with connection_line(app).turn():
-            # Invalid, unauthenticated: answered at once, not after DB_POOL_TIMEOUT with a 503.
-            assert (await client.patch(url, json={"level": "Guru"})).status_code == 422
-            assert (await client.post("/sessions", json={"title": "No event"})).status_code == 422
-            anonymous = {"Authorization": ""}
-            assert (await client.delete(url, headers=anonymous)).status_code == 401
-            # A valid write needs the connection: it waits its turn, then gives up.
-            assert (await client.patch(url, json={"level": "Expert"})).status_code == 503
-        assert (await client.patch(url, json={"level": "Expert"})).status_code == 200
+    app, client = one_connection
+    session = await create_session(client)
+    url = f"/sessions/{session['id']}"
+    async with connection_line(app).turn():
+        # Invalid, unauthenticated: answered at once, not after DB_POOL_TIMEOUT with a 503.
+        assert (await client.patch(url, json={"level": "Guru"})).status_code == 422
+        assert (await client.post("/sessions", json={"title": "No event"})).status_code == 422
+        anonymous = {"Authorization": ""}
+        assert (await client.delete(url, headers=anonymous)).status_code == 401
+        # A valid write needs the connection: it waits its turn, then gives up.
+        assert (await client.patch(url, json={"level": "Expert"})).status_code == 503
+    assert (await client.patch(url, json={"level": "Expert"})).status_code == 200
 
 
 async def test_a_read_cancelled_mid_statement_leaves_the_pool_usable(
