@@ -316,9 +316,11 @@ class SessionRead(BaseModel):
 
 
 class SessionPage(BaseModel):
-    """One page of sessions in id order."""
+    """One page of sessions, in the order `sort` asks for (id by default)."""
 
-    items: list[SessionRead] = Field(description="The sessions of this page, in id order.")
+    items: list[SessionRead] = Field(
+        description="The sessions of this page, in the order `sort` asks for (id by default)."
+    )
     next_cursor: str | None = Field(
         description="Pass as `cursor` (with the same filters and sort) to get the next page; "
         "null on the last page."
