@@ -20,7 +20,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
-import asyncpg
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench import reference_app
@@ -52,9 +51,7 @@ async def cpu_per_write(
     transactions), by operation name (as in bench.run.OPERATIONS)."""
     engine = create_async_engine(database_url, pool_size=concurrency, max_overflow=0)
     maker = make_sessionmaker(engine)
-    pool = await asyncpg.create_pool(
-        asyncpg_dsn(database_url), min_size=concurrency, max_size=concurrency
-    )
+    pool = await reference_app.create_pool(asyncpg_dsn(database_url), concurrency)
     rng = random.Random(writes)  # noqa: S311 (ids and subtitles, not secrets)
 
     def live_id() -> int:

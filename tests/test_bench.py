@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
-from bench import seed, unit_of_work
+from bench import reference_app, seed, unit_of_work
 from bench.bare_fastapi import create_app as create_bare_fastapi_app
 from bench.reference_app import create_app as create_reference_app
 from bench.wrk_output import parse_wrk
@@ -151,6 +151,35 @@ async def test_reference_writes_answer_the_services_bytes(
     assert patched.json()["version"] == 2
     assert patched.json()["last_modified_at"] > created.json()["last_modified_at"]
     assert patched.content == (await committed_client.get(created.headers["location"])).content
+
+
+async def test_the_reference_sends_the_services_statements_and_nothing_more(
+    database_url: str, committed_client: httpx.AsyncClient
+) -> None:
+    # asyncpg's pool would reset each connection it takes back with one more statement: the
+    # reference would then pay a round trip per request that the service does not.
+    session_id = (await committed_client.post("/sessions", json=session_body())).json()["id"]
+    app = create_reference_app(asyncpg_dsn(database_url), pool_size=1)
+    sent: list[str] = []
+    async with app.router.lifespan_context(app):
+        async with app.state.pool.acquire() as conn:  # the only connection
+            conn.add_query_logger(lambda query: sent.append(query.query))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://reference") as client:
+            assert (await client.get(f"/sessions/{session_id}")).status_code == 200
+            await asyncio.sleep(0)  # the logger is called soon after each statement
+            read, sent[:] = list(sent), []
+            patch = {"subtitle": "Revision 2"}
+            assert (await client.patch(f"/sessions/{session_id}", json=patch)).status_code == 200
+            await asyncio.sleep(0)
+    assert read == [reference_app.GET]
+    assert [query.split(maxsplit=1)[0] for query in sent] == [
+        "BEGIN;",
+        "SELECT",
+        "UPDATE",
+        "COMMIT;",
+    ]
+    assert sent[1] == reference_app.GET_FOR_UPDATE
 
 
 @pytest.mark.skipif(

@@ -112,6 +112,22 @@ async def test_writes_refused_before_they_reach_the_database_never_queue_for_a_c
     assert (await client.patch(url, json={"level": "Expert"})).status_code == 200
 
 
+async def test_a_read_sends_its_one_statement_and_nothing_more(
+    one_connection: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    # No BEGIN or COMMIT around it, and nothing when the connection goes back to the pool
+    # (SQLAlchemy rolls back only a transaction left open): one round trip per read.
+    app, client = one_connection
+    session = await create_session(client)
+    sent: list[str] = []
+    async with read_connection(app) as conn:  # the pool's only connection
+        conn.add_query_logger(lambda query: sent.append(query.query))
+    assert (await client.get(f"/sessions/{session['id']}")).status_code == 200
+    await asyncio.sleep(0)  # the logger is called soon after each statement
+    assert len(sent) == 1
+    assert sent[0].startswith("SELECT sessions.id,")
+
+
 async def test_a_read_cancelled_mid_statement_leaves_the_pool_usable(
     database_url: str,
 ) -> None:
