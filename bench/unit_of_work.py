@@ -17,6 +17,7 @@ bench.run runs it on uvloop, the servers' event loop.
 import asyncio
 import os
 import random
+import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -46,10 +47,17 @@ def pinned_to(cpus: str | None) -> Iterator[None]:
 
 
 async def cpu_per_write(
-    database_url: str, *, sessions: int, writes: int = 2000, concurrency: int = POOL_SIZE
+    database_url: str,
+    *,
+    sessions: int,
+    writes: int = 2000,
+    concurrency: int = POOL_SIZE,
+    rounds: int = 3,
 ) -> dict[str, tuple[float, float]]:
     """µs of CPU per write, through the ORM unit of work and on asyncpg alone (the reference's
-    transactions), by operation name (as in bench.run.OPERATIONS)."""
+    transactions), by operation name (as in bench.run.OPERATIONS): the medians of `rounds`
+    rounds of `writes` writes each way, alternating which way goes first, as a busy machine
+    moves single measurements by a tenth or more."""
     engine = create_async_engine(database_url, pool_size=concurrency, max_overflow=0)
     maker = make_sessionmaker(engine)
     pool = await reference_app.create_pool(asyncpg_dsn(database_url), concurrency)
@@ -90,18 +98,23 @@ async def cpu_per_write(
         await asyncio.gather(*(writer(count // concurrency) for _ in range(concurrency)))
 
     async def measure(write: Callable[[], Awaitable[None]]) -> float:
-        # Warm-up: every pooled connection's statement caches and prepared statements.
-        await run(write, max(writes // 10, concurrency))
         started = time.process_time()
         await run(write, writes)
         return (time.process_time() - started) * 1e6 / (writes // concurrency * concurrency)
 
+    async def median_costs(*ways: Callable[[], Awaitable[None]]) -> tuple[float, float]:
+        for write in ways:  # warm-up: every pooled connection's statement caches
+            await run(write, max(writes // 10, concurrency))
+        costs: dict[Callable[[], Awaitable[None]], list[float]] = {write: [] for write in ways}
+        for i in range(rounds):
+            for write in ways if i % 2 == 0 else reversed(ways):
+                costs[write].append(await measure(write))
+        orm, driver = (statistics.median(costs[write]) for write in ways)
+        return orm, driver
+
     ways = {"patch": (patch, patch_on_driver), "post": (post, post_on_driver)}
     try:
-        return {
-            name: (await measure(ways[kind][0]), await measure(ways[kind][1]))
-            for name, kind in WRITES.items()
-        }
+        return {name: await median_costs(*ways[kind]) for name, kind in WRITES.items()}
     finally:
         await pool.close()
         await engine.dispose()
