@@ -3,10 +3,9 @@
 What a careful hand-written service costs at least: the statements the service sends (one per
 read and no transaction around it; BEGIN, a locking read, a column-exact UPDATE and COMMIT for
 PATCH; BEGIN, one INSERT … RETURNING and COMMIT for POST), and nothing more (`create_pool`), and
-the same JSON bytes. It checks
-only the shape of request bodies (JSON objects with known fields), not every rule the service
-enforces, and checks no bearer token (it only reads the `sub` it stamps as creator_id), so it is
-a lower bound on cost.
+the same JSON bytes. It checks only the shape of request bodies (JSON objects with known
+fields), not every rule the service enforces, and checks no bearer token (it only reads the
+`sub` it stamps as creator_id), so it is a lower bound on cost.
 
 Run: BENCH_REFERENCE_DSN=postgresql://… uvicorn bench.reference_app:app
 """
@@ -214,7 +213,7 @@ async def create_session(request: Request) -> Response:
 
 
 async def _no_reset_query(connection: asyncpg.Connection) -> None:
-    """What the pool does to a released connection beyond rolling back an open transaction."""
+    """Nothing: asyncpg has already rolled back any transaction left open (see create_pool)."""
 
 
 def create_pool(dsn: str, size: int) -> asyncpg.Pool:
