@@ -357,20 +357,29 @@ class SessionFilter:
 
     def parameters(self) -> dict[str, Any]:
         """The filters that are set, by name, with the values their conditions compare with."""
-        values = {name: getattr(self, name) for name in _EQUAL if getattr(self, name) is not None}
+        values = {
+            name: getattr(self, name) for name in _AS_GIVEN if getattr(self, name) is not None
+        }
         if self.language is not None:
             values["language"] = self.language.lower()
         if self.states:
             values["states"] = list(self.states)
-        for name in ("starts_after", "starts_before", "modified_since"):
-            if getattr(self, name) is not None:
-                values[name] = getattr(self, name)
         if self.q:
             values["q"] = "%" + _escape_like(self.q) + "%"
         return values
 
 
-_EQUAL = ("event_id", "track_id", "session_type_id", "microlocation_id", "level")
+# The filters whose conditions compare with the value as given.
+_AS_GIVEN = (
+    "event_id",
+    "track_id",
+    "session_type_id",
+    "microlocation_id",
+    "level",
+    "starts_after",
+    "starts_before",
+    "modified_since",
+)
 # The condition of each filter, given its bound parameter.
 _FILTERS: dict[str, Callable[[Any], ColumnElement[bool]]] = {
     "event_id": lambda event_id: Session.event_id == event_id,

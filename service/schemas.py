@@ -381,6 +381,10 @@ class StateTables(BaseModel):
 SESSION_FIELDS = tuple(SessionRead.model_fields)
 
 
+def _pick(session: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(session, name) for name in names}
+
+
 def session_content(session: Any) -> dict[str, Any]:
     """A session as SessionRead renders it, field order included.
 
@@ -388,7 +392,7 @@ def session_content(session: Any) -> dict[str, Any]:
     SessionRead's fields, in its order, so the row's own dict is the content, made in C).
     """
     if isinstance(session, models.Session):
-        return {name: getattr(session, name) for name in SESSION_FIELDS}
+        return _pick(session, SESSION_FIELDS)
     content: dict[str, Any] = session._asdict()
     return content
 
@@ -400,12 +404,12 @@ def change_content(session: Any) -> dict[str, Any]:
     """A change of the feed as SessionChange renders it: the session, then `deleted`: false.
 
     By field name: a row of the feed has more columns (deleted_at, txid) than SessionRead."""
-    return {name: getattr(session, name) for name in SESSION_FIELDS} | {"deleted": False}
+    return _pick(session, SESSION_FIELDS) | {"deleted": False}
 
 
 def tombstone_content(session: Any) -> dict[str, Any]:
     """A tombstone of the feed as SessionTombstone renders it."""
-    return {name: getattr(session, name) for name in TOMBSTONE_FIELDS} | {"deleted": True}
+    return _pick(session, TOMBSTONE_FIELDS) | {"deleted": True}
 
 
 def _encode_datetime(value: object) -> str:
