@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
-from bench import reference_app, seed, unit_of_work
+from bench import features, reference_app, seed, unit_of_work
 from bench.bare_fastapi import create_app as create_bare_fastapi_app
 from bench.reference_app import create_app as create_reference_app
 from bench.wrk_output import parse_wrk
@@ -250,3 +250,26 @@ async def test_unit_of_work_runs_the_repositorys_writes(seeded_url: str) -> None
     each_way = 4 + 2 * 20
     assert after["rows"] - before["rows"] == 2 * each_way
     assert after["versions"] - before["versions"] == 2 * (each_way + each_way)
+
+
+async def test_features_measures_every_variant_through_real_requests(seeded_url: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(seeded_url))
+    try:
+        versions = "SELECT sum(version) FROM sessions"
+        before = await conn.fetchval(versions)
+        costs = await features.cpu_per_request(
+            seeded_url, sessions=1_000, requests=features.CONCURRENCY, rounds=2
+        )
+        after = await conn.fetchval(versions)
+    finally:
+        await conn.close()
+    names = [variant.name for variant in features.VARIANTS]
+    assert list(costs) == list(features.OPERATIONS)
+    for operation in features.OPERATIONS:
+        assert list(costs[operation]) == names
+        assert all(len(rounds) == 2 and min(rounds) > 0 for rounds in costs[operation].values())
+    # Every PATCH answered 200 (a request that did not fails the run) and was a real change:
+    # per variant 64 of warm-up (a quarter of 64 is less than the 64 at once) and 2 rounds of 64.
+    assert after - before == len(names) * (64 + 2 * 64)
+    table = features.table(costs)
+    assert [line.split(" | ")[0] for line in table.splitlines()[2:]] == [f"| {n}" for n in names]
