@@ -96,7 +96,7 @@ VARIANTS = (
 
 @dataclass
 class Requests:
-    """Random requests of one operation, as the wrk scripts make them, through one app."""
+    """Random requests, as the wrk scripts make them: live ids, PATCHes that change something."""
 
     sessions: int
     rng: random.Random = field(default_factory=random.Random)  # unseeded: every PATCH a change
@@ -182,7 +182,9 @@ async def cpu_per_request(
         await asyncio.gather(*(client(count // CONCURRENCY) for _ in range(CONCURRENCY)))
 
     results: dict[str, dict[str, list[float]]] = {}
+    level = access_log.level
     async with AsyncExitStack() as stack:
+        stack.callback(access_log.setLevel, level)
         apps: list[tuple[Variant, Starlette]] = []
         for variant in variants:
             app = variant.build(database_url)
@@ -202,7 +204,6 @@ async def cpu_per_request(
                     cpu = time.process_time() - started
                     costs[variant.name].append(cpu * 1e6 / (requests // CONCURRENCY * CONCURRENCY))
             results[operation] = costs
-        access_log.setLevel(logging.NOTSET)
     return results
 
 
