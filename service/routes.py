@@ -53,6 +53,7 @@ from service.repository import (
 )
 from service.schemas import (
     INT4_MAX,
+    NO_NUL,
     ChangesPage,
     InputDateTime,
     Language,
@@ -89,7 +90,7 @@ MergePatch = Annotated[SessionUpdate, Body(media_type="application/merge-patch+j
 OptionalId = Annotated[int | None, Query(ge=1, le=INT4_MAX)]
 # Documents the syntax parse_sort reads (it gives the errors, naming the bad key).
 SortValue = Annotated[str, Field(json_schema_extra={"pattern": SORT_PATTERN})]
-SearchText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul)]
+SearchText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul), NO_NUL]
 
 LIST_RESPONSES = merge_responses(
     {

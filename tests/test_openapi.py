@@ -209,6 +209,18 @@ def test_optional_parameters_are_absent_rather_than_null(document: dict[str, Any
             )
 
 
+@pytest.mark.parametrize("name", ["q", "language"])
+def test_free_text_list_parameters_document_that_nul_is_refused(
+    document: dict[str, Any], name: str
+) -> None:
+    # The service answers 422 to a NUL (PostgreSQL text cannot hold one): a client generated
+    # from the spec, or a fuzzer, must be able to know that from the schema.
+    parameters = document["paths"]["/sessions"]["get"]["parameters"]
+    [schema] = [parameter["schema"] for parameter in parameters if parameter["name"] == name]
+    assert re.search(schema["pattern"], "en") is not None
+    assert re.search(schema["pattern"], "e\x00n") is None
+
+
 WELL_FORMED = ["", "*", " * ", '"1"', 'W/"1"', '"1", "2"', ',"1",', '"1",,"2"', '\t"1"\t']
 MALFORMED = ['"1" "2"', '"1"x', "null", "**", '"1', 'w/"1"', '"a b"', '* ,"1"']
 
