@@ -62,11 +62,18 @@ def _require_rfc3339_string(value: object) -> object:
     raise ValueError("must be an RFC 3339 date-time string with an offset")
 
 
+# The years of the date-times a client sends, as sent (the schema's pattern says so too), far
+# from the ends of what the stack can hold: Python's datetime ends with the years 1 and 9999 (an
+# offset could carry a value past them), and asyncpg writes the first and the last instant it
+# can hold as -infinity and infinity, which come back as other values (naive ones).
+INPUT_YEARS = range(1900, 3000)
+INPUT_YEARS_PATTERN = "^(19|2[0-9])[0-9]{2}-"
+
+
 def _to_utc(value: datetime) -> datetime:
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("is out of the supported date range") from None
+    if value.year not in INPUT_YEARS:
+        raise ValueError(f"must be in the years {INPUT_YEARS[0]} to {INPUT_YEARS[-1]}")
+    return value.astimezone(UTC)
 
 
 def no_nul(value: str) -> str:
@@ -100,7 +107,10 @@ UtcDateTime = Annotated[
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 InputDateTime = Annotated[
-    AwareDatetime, BeforeValidator(_require_rfc3339_string), AfterValidator(_to_utc)
+    AwareDatetime,
+    BeforeValidator(_require_rfc3339_string),
+    AfterValidator(_to_utc),
+    Field(json_schema_extra={"pattern": INPUT_YEARS_PATTERN}),
 ]
 
 
@@ -166,11 +176,13 @@ FIELD_DOCS: dict[str, tuple[str, object]] = {
     "level": ("The level of the audience.", "Intermediate"),
     "language": ("The language the session is held in.", "English"),
     "starts_at": (
-        "When the session starts: RFC 3339 with an offset; returned in UTC.",
+        "When the session starts: RFC 3339 with an offset, in the years 1900 to 2999; "
+        "returned in UTC.",
         "2027-05-04T08:00:00.000000Z",
     ),
     "ends_at": (
-        "When the session ends, later than starts_at: RFC 3339 with an offset; returned in UTC.",
+        "When the session ends, later than starts_at: RFC 3339 with an offset, in the years "
+        "1900 to 2999; returned in UTC.",
         "2027-05-04T09:00:00.000000Z",
     ),
     "track_id": ("The id of the track the session is in.", 3),

@@ -12,7 +12,7 @@ from openapi_spec_validator import OpenAPIV31SpecValidator
 from service.conditional import ENTITY_TAGS_PATTERN, MalformedHeader, parse_entity_tags
 from service.main import create_app
 from service.openapi import REGENERATE, SPEC_PATH, render
-from service.schemas import READ_ONLY_FIELDS
+from service.schemas import INPUT_YEARS, READ_ONLY_FIELDS
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -219,6 +219,16 @@ def test_free_text_list_parameters_document_that_nul_is_refused(
     [schema] = [parameter["schema"] for parameter in parameters if parameter["name"] == name]
     assert re.search(schema["pattern"], "en") is not None
     assert re.search(schema["pattern"], "e\x00n") is None
+
+
+def test_input_date_times_document_their_years(document: dict[str, Any]) -> None:
+    parameters = document["paths"]["/sessions"]["get"]["parameters"]
+    [schema] = [
+        parameter["schema"] for parameter in parameters if parameter["name"] == "starts_after"
+    ]
+    for year in (1, 1899, 1900, 2026, 2999, 3000, 9999):
+        value = f"{year:04}-01-01T00:00:00Z"
+        assert (re.search(schema["pattern"], value) is not None) == (year in INPUT_YEARS), value
 
 
 WELL_FORMED = ["", "*", " * ", '"1"', 'W/"1"', '"1", "2"', ',"1",', '"1",,"2"', '\t"1"\t']

@@ -196,6 +196,22 @@ INVALID_BODIES = [
     pytest.param(
         session_body(starts_at="0001-01-01T00:00:00+01:00"), ["body", "starts_at"], id="year 0"
     ),
+    # asyncpg writes the first and the last instant a datetime can hold as -infinity and
+    # infinity, which come back naive: such a session could not be read any more (a 500).
+    pytest.param(
+        session_body(starts_at="0001-01-01T00:00:00Z"), ["body", "starts_at"], id="datetime.min"
+    ),
+    pytest.param(
+        session_body(ends_at="9999-12-31T23:59:59.999999Z"), ["body", "ends_at"], id="datetime.max"
+    ),
+    pytest.param(
+        session_body(starts_at="1899-12-31T23:59:59Z"), ["body", "starts_at"], id="before 1900"
+    ),
+    pytest.param(
+        session_body(starts_at="3000-01-01T00:00:00Z", ends_at="3000-01-01T01:00:00Z"),
+        ["body", "starts_at"],
+        id="after 2999",
+    ),
     pytest.param(
         session_body(starts_at="2027-05-04T10:00:00Z", ends_at="2027-05-04T10:00:00Z"),
         ["body", "ends_at"],
@@ -340,3 +356,15 @@ async def test_list_bad_parameters_are_422(
 async def test_list_forged_cursor_is_400(client: httpx.AsyncClient, cursor: str) -> None:
     body = assert_problem(await client.get("/sessions", params={"cursor": cursor}), 400)
     assert body["parameter"] == "cursor"
+
+
+async def test_the_years_are_those_sent_so_an_offset_may_cross_into_another(
+    client: httpx.AsyncClient,
+) -> None:
+    # The documented range is of the date-time as sent: in UTC it may fall just outside it.
+    body = session_body(starts_at="1900-01-01T00:00:00+14:00", ends_at="2999-12-31T23:00:00-12:00")
+    created = await client.post("/sessions", json=body)
+    assert created.status_code == 201, created.text
+    stored = (await client.get(f"/sessions/{created.json()['id']}")).json()
+    assert stored["starts_at"] == "1899-12-31T10:00:00.000000Z"
+    assert stored["ends_at"] == "3000-01-01T11:00:00.000000Z"

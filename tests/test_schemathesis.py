@@ -37,7 +37,11 @@ FUZZ_SETTINGS = settings(
     # Same examples on every default run; a long run explores new ones.
     derandomize=not MAX_EXAMPLES,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.filter_too_much,
+    ],
 )
 
 
