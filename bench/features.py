@@ -14,7 +14,6 @@ The access log goes to a file, as the server's does in `python -m bench`. See be
 import argparse
 import asyncio
 import logging
-import os
 import random
 import statistics
 import sys
@@ -30,7 +29,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message
 
 from bench import bare_fastapi, reference_app, seed
-from bench.run import BENCH_JWT_SECRET, DEFAULT_SERVER, authorization, cores
+from bench.run import BENCH_JWT_SECRET, add_server_argument, authorization, cores
 from bench.unit_of_work import pinned_to
 from service.auth import VaryByAuthorization
 from service.edge import BodySizeLimit, ConfiguredCORS
@@ -100,13 +99,14 @@ class Requests:
 
     sessions: int
     rng: random.Random = field(default_factory=random.Random)  # unseeded: every PATCH a change
+    bearer: bytes = field(default_factory=lambda: authorization().split(": ", 1)[1].encode())
 
     def live_id(self) -> int:
         session_id = self.rng.randrange(1, self.sessions + 1)
         return session_id - 1 if session_id % seed.DELETED_EVERY == 0 else session_id
 
     async def send(self, app: ASGIApp, operation: str) -> None:
-        headers = [(b"host", b"127.0.0.1"), (b"authorization", _bearer())]
+        headers = [(b"host", b"127.0.0.1"), (b"authorization", self.bearer)]
         body = b""
         if operation == "GET by id":
             method = "GET"
@@ -122,10 +122,6 @@ class Requests:
         status = await _call(app, method, path, headers, body)
         if status != 200:
             raise RuntimeError(f"{method} {path} answered {status}")
-
-
-def _bearer() -> bytes:
-    return authorization().split(": ", 1)[1].encode()
 
 
 async def _call(
@@ -229,11 +225,7 @@ def table(results: dict[str, dict[str, list[float]]]) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.features", description=__doc__)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER),
-        help="the PostgreSQL server to create the database on (BENCH_DATABASE_URL)",
-    )
+    add_server_argument(parser)
     parser.add_argument("--sessions", type=int, default=100_000, help="rows to seed (100,000)")
     parser.add_argument("--requests", type=int, default=1280, help="per variant and round")
     parser.add_argument("--rounds", type=int, default=6, help="rounds (6)")
@@ -243,9 +235,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     server_url = seed.to_asyncpg_url(args.database_url)
-    database_url = asyncio.run(seed.create_database(server_url))
-    try:
-        seed.migrate_database(database_url)
+    with seed.migrated_database(server_url) as database_url:
         asyncio.run(seed.seed(database_url, sessions=args.sessions, events=100))
         server_cpus, _ = cores()
         # The access log as the service writes it, to a file rather than over this table.
@@ -270,8 +260,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{server_cpus or 'any'}; medians:"
         )
         print(table(results))
-    finally:
-        asyncio.run(seed.drop_database(server_url, database_url))
 
 
 if __name__ == "__main__":

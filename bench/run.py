@@ -469,14 +469,18 @@ def scale(args: argparse.Namespace, database_url: str) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+def add_server_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database-url",
         default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_SERVER),
         help="the PostgreSQL server to create the database on "
         "(BENCH_DATABASE_URL; default %(default)s)",
     )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    add_server_argument(parser)
     parser.add_argument("--sessions", type=int, default=100_000, help="rows to seed (100,000)")
     parser.add_argument(
         "--large",
@@ -516,9 +520,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     server_url = seed.to_asyncpg_url(args.database_url)
     started = datetime.now(UTC)
     print(f"{started:%Y-%m-%d %H:%M} UTC · {machine()} · load {load_average()}")
-    database_url = asyncio.run(seed.create_database(server_url))
-    try:
-        seed.migrate_database(database_url)
+    with seed.migrated_database(server_url, keep=args.keep_database) as database_url:
         began = time.monotonic()
         asyncio.run(seed.seed(database_url, sessions=args.sessions, events=args.events))
         print(
@@ -547,6 +549,3 @@ def main(argv: Sequence[str] | None = None) -> None:
             print()
             print(scale(args, database_url))
         print(f"\nload average at the end: {load_average()}")
-    finally:
-        if not args.keep_database:
-            asyncio.run(seed.drop_database(server_url, database_url))

@@ -6,7 +6,10 @@ soft-deleted rows stamped when they were deleted. One row in DELETED_EVERY is de
 must skip them; the wrk scripts never ask for those ids.
 """
 
+import asyncio
+import contextlib
 import uuid
+from collections.abc import Iterator
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -121,6 +124,18 @@ async def broken_stamp_rules(database_url: str) -> list[str]:
 
 def migrate_database(database_url: str) -> None:
     migrate(database_url, configure_logging=False)
+
+
+@contextlib.contextmanager
+def migrated_database(server_url: str, *, keep: bool = False) -> Iterator[str]:
+    """A database of its own on the server, migrated; dropped on leaving unless `keep`."""
+    database_url = asyncio.run(create_database(server_url))
+    try:
+        migrate_database(database_url)
+        yield database_url
+    finally:
+        if not keep:
+            asyncio.run(drop_database(server_url, database_url))
 
 
 async def seed(database_url: str, *, sessions: int, events: int, start: int = 1) -> None:

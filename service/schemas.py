@@ -70,9 +70,16 @@ INPUT_YEARS = range(1900, 3000)
 INPUT_YEARS_PATTERN = "^(19|2[0-9])[0-9]{2}-"
 
 
-def _to_utc(value: datetime) -> datetime:
+_INPUT_YEARS_TEXT = f"in the years {INPUT_YEARS[0]} to {INPUT_YEARS[-1]}"
+
+
+def _in_input_years(value: datetime) -> datetime:
     if value.year not in INPUT_YEARS:
-        raise ValueError(f"must be in the years {INPUT_YEARS[0]} to {INPUT_YEARS[-1]}")
+        raise ValueError(f"must be {_INPUT_YEARS_TEXT}")
+    return value
+
+
+def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
@@ -109,6 +116,7 @@ UtcDateTime = Annotated[
 InputDateTime = Annotated[
     AwareDatetime,
     BeforeValidator(_require_rfc3339_string),
+    AfterValidator(_in_input_years),
     AfterValidator(_to_utc),
     Field(json_schema_extra={"pattern": INPUT_YEARS_PATTERN}),
 ]
@@ -176,13 +184,12 @@ FIELD_DOCS: dict[str, tuple[str, object]] = {
     "level": ("The level of the audience.", "Intermediate"),
     "language": ("The language the session is held in.", "English"),
     "starts_at": (
-        "When the session starts: RFC 3339 with an offset, in the years 1900 to 2999; "
-        "returned in UTC.",
+        f"When the session starts: RFC 3339 with an offset, {_INPUT_YEARS_TEXT}; returned in UTC.",
         "2027-05-04T08:00:00.000000Z",
     ),
     "ends_at": (
-        "When the session ends, later than starts_at: RFC 3339 with an offset, in the years "
-        "1900 to 2999; returned in UTC.",
+        "When the session ends, later than starts_at: RFC 3339 with an offset, "
+        f"{_INPUT_YEARS_TEXT}; returned in UTC.",
         "2027-05-04T09:00:00.000000Z",
     ),
     "track_id": ("The id of the track the session is in.", 3),
