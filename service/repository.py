@@ -1,5 +1,5 @@
-"""Queries and writes on sessions, and the one place that stamps last_modified_at and txid (and
-submitted_at, with the same stamp).
+"""Queries and writes on sessions, and the one place that stamps last_modified_at (and version,
+and submitted_at with the same stamp).
 
 Writes go through the ORM unit of work, whose before_flush hook stamps what they change; the
 repository flushes and never commits: the request's unit of work (service.db.unit_of_work) owns
@@ -44,8 +44,6 @@ from service.policy import Visibility
 
 ONE_TICK = timedelta(microseconds=1)  # timestamptz resolution
 
-# The id of the writing transaction (xid8, 64 bits with epoch: it never wraps) as a bigint.
-CURRENT_TXID = cast(cast(func.pg_current_xact_id(), Text), BigInteger)
 # Every transaction with a smaller id has ended: none of them can still commit a row.
 SNAPSHOT_XMIN = cast(cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger)
 
@@ -58,21 +56,18 @@ class StampingSession(orm.Session):
 def _stamp_changed_sessions(db: orm.Session, flush_context: Any, instances: Any) -> None:
     # before_flush, not after_update (an assignment there is never written) nor before_update
     # (it fires for objects whose attributes were set to the values they already had).
-    # txid is a SQL expression evaluated by the INSERT or UPDATE itself; the attribute is
-    # expired afterwards and never read back (it is deferred and raises if touched).
+    # A row the flush writes because of these stamps gets its txid from the column itself.
     now = datetime.now(UTC)
     for obj in db.new:
         if isinstance(obj, Session):
             obj.created_at = obj.last_modified_at = now
             obj.version = 1
-            obj.txid = CURRENT_TXID
             _stamp_submission(obj)
     for obj in db.dirty:
         if isinstance(obj, Session) and db.is_modified(obj, include_collections=False):
             # Strictly later than the stored stamp, even if this host's clock is behind.
             obj.last_modified_at = max(now, obj.last_modified_at + ONE_TICK)
             obj.version += 1
-            obj.txid = CURRENT_TXID
             if orm.attributes.get_history(obj, "state").has_changes():
                 _stamp_submission(obj)
 

@@ -8,8 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.models import CURRENT_TXID, Session
 from service.pagination import TokenSigner
 from service.repository import SessionRepository, make_sessionmaker
 from service.routes import FEED_TOKEN, TOKEN_FORMAT
@@ -234,3 +236,16 @@ async def test_writes_stamp_the_txid_of_their_transaction_and_no_ops_do_not(
     assert patched > created
     await committed_client.delete(f"/sessions/{session['id']}")
     assert (await stored.row(session["id"]))["txid"] > patched
+
+
+async def test_an_update_outside_the_flush_stamps_its_txid_too(
+    committed_client: httpx.AsyncClient, engine: AsyncEngine, stored: StoredRows
+) -> None:
+    # The column sets txid itself: a bulk or Core UPDATE still moves the row in the feed.
+    session = await create_session(committed_client)
+    created = (await stored.row(session["id"]))["txid"]
+    async with engine.begin() as conn:
+        changed = update(Session).where(Session.id == session["id"]).values(comments="By hand")
+        await conn.execute(changed)
+        own_txid = (await conn.execute(select(CURRENT_TXID))).scalar_one()
+    assert (await stored.row(session["id"]))["txid"] == own_txid > created
