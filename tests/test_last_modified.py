@@ -133,6 +133,7 @@ async def test_responses_equal_the_stored_row_without_extra_select(
 ) -> None:
     created = await committed_client.post("/sessions", json=session_body())
     assert [s.split()[0].upper() for s in statements] == ["INSERT"]
+    assert statements[0].endswith("RETURNING sessions.id")  # and no column the server computes
     session = created.json()
     row = await stored.row(session["id"])
     assert session["created_at"] == format_utc(row["created_at"])
