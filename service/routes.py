@@ -131,7 +131,8 @@ Signer = Annotated[TokenSigner, Depends(get_signer)]
 
 
 def _bad_cursor(parameter: str, reason: str) -> BadRequest:
-    return BadRequest(f"The {parameter} {reason}; start again without it.", parameter=parameter)
+    noun = "since token" if parameter == "since" else parameter
+    return BadRequest(f"The {noun} {reason}; start again without it.", parameter=parameter)
 
 
 def _read_token(signer: TokenSigner, kind: str, parameter: str, token: str) -> dict[str, Any]:

@@ -199,6 +199,7 @@ async def test_changes_forged_or_foreign_token_is_400(client: httpx.AsyncClient)
     for bad in (cursor, forged, f"{payload}x.{signature}", "garbage!", "."):
         body = assert_problem(await client.get("/sessions/changes", params={"since": bad}), 400)
         assert body["parameter"] == "since"
+        assert body["detail"].startswith("The since token ")
 
 
 @pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 201}, {"event_id": 0}])
