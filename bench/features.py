@@ -32,6 +32,7 @@ from bench import bare_fastapi, reference_app, seed
 from bench.run import BENCH_JWT_SECRET, add_server_argument, authorization, cores
 from bench.unit_of_work import pinned_to
 from service.auth import VaryByAuthorization
+from service.cli import tune_garbage_collector
 from service.edge import BodySizeLimit, ConfiguredCORS
 from service.logs import configure_logging
 from service.main import create_app
@@ -245,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 configure_logging("info")
             finally:
                 sys.stdout = stdout
+            tune_garbage_collector()  # as the server's process is (service.cli.run_server)
             with pinned_to(server_cpus):
                 results = uvloop.run(
                     cpu_per_request(

@@ -32,6 +32,7 @@ import uvloop
 from bench import seed, unit_of_work
 from bench.wrk_output import Run, parse_wrk
 from service.auth import issue_token
+from service.cli import tune_garbage_collector
 from service.pagination import TokenSigner
 from service.routes import FEED_TOKEN, TOKEN_FORMAT
 from service.settings import Settings
@@ -183,11 +184,6 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-# How the reference and the bare FastAPI app are served: one worker, as the service is.
-UVICORN_BARE = ["--port", "{port}", "--loop", "uvloop", "--http", "httptools"]
-UVICORN_BARE += ["--no-access-log", "--log-level", "warning"]
-
-
 def apps(database_url: str) -> dict[str, App]:
     dsn = seed.asyncpg_dsn(database_url)
     return {
@@ -205,20 +201,15 @@ def apps(database_url: str) -> dict[str, App]:
         ),
         "reference": App(
             "reference",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "bench.reference_app:app",
-                *UVICORN_BARE,
-            ],
+            # Served as the service is (bench/serve.py), without its access log.
+            [sys.executable, "-m", "bench.serve", "bench.reference_app:app", "--port", "{port}"],
             {"BENCH_REFERENCE_DSN": dsn, "CURSOR_SECRET": BENCH_CURSOR_SECRET},
             "/sessions/1",
         ),
         # The reference's handlers under FastAPI: the best ratio a FastAPI app can reach.
         "bare fastapi": App(
             "bare fastapi",
-            [sys.executable, "-m", "uvicorn", "bench.bare_fastapi:app", *UVICORN_BARE],
+            [sys.executable, "-m", "bench.serve", "bench.bare_fastapi:app", "--port", "{port}"],
             {"BENCH_REFERENCE_DSN": dsn, "CURSOR_SECRET": BENCH_CURSOR_SECRET},
             "/sessions/1",
         ),
@@ -317,7 +308,9 @@ def unit_of_work_table(
     results: dict[str, dict[str, list[Run]]], database_url: str, sessions: int, writes: list[str]
 ) -> str:
     """The writes' unit of work alone (bench/unit_of_work.py) against their budget."""
-    # On uvloop, as the servers run: asyncio's own loop costs both columns more per round trip.
+    # On uvloop, as the servers run: asyncio's own loop costs both columns more per round trip;
+    # and with the garbage collector tuned as theirs is (service.cli.run_server).
+    tune_garbage_collector()
     with unit_of_work.pinned_to(cores()[0]):
         costs = uvloop.run(unit_of_work.cpu_per_write(database_url, sessions=sessions))
     lines = [

@@ -17,6 +17,7 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -312,3 +313,12 @@ async def create_session(client: httpx.AsyncClient, **fields: Any) -> dict[str, 
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def sample(metrics_text: str, name: str, **labels: str) -> float:
+    """The value of one sample in the Prometheus text format."""
+    for family in text_string_to_metric_families(metrics_text):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return found.value
+    raise AssertionError(f"no sample {name} {labels} in:\n{metrics_text}")

@@ -1,8 +1,9 @@
-"""The run command a newcomer types: `sessions-service serve` on an embedded PostgreSQL."""
+"""The run command a newcomer types: `sessions-service serve` on an embedded PostgreSQL, and
+the process it sets up."""
 
+import gc
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,13 +12,9 @@ from pathlib import Path
 
 import httpx
 
+from service.cli import YOUNG_GENERATION_THRESHOLD, tune_garbage_collector
 from tests.conftest import session_body
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.processes import free_port
 
 
 def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -83,3 +80,14 @@ def test_serve_without_database_url_uses_embedded_postgres(tmp_path: Path) -> No
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output.decode()
     assert (tmp_path / "pg" / "PG_VERSION").exists()
+
+
+def test_tune_garbage_collector_freezes_the_heap_and_raises_the_young_threshold() -> None:
+    threshold = gc.get_threshold()
+    try:
+        tune_garbage_collector()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (YOUNG_GENERATION_THRESHOLD, *threshold[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

@@ -17,6 +17,7 @@ from tests.conftest import (
     DISJOINT_PATCHES,
     asyncpg_dsn,
     migrated_database,
+    sample,
     session_body,
 )
 from tests.processes import ServiceProcess
@@ -24,6 +25,7 @@ from tests.processes import ServiceProcess
 CHANGES = DISJOINT_PATCHES
 SESSIONS = 6
 EXTRA_CREATES = 12
+LOAD_REQUESTS, LOAD_CONCURRENCY = 1000, 32
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +122,43 @@ async def test_concurrent_writes_through_two_replicas_keep_every_rule(
     finally:
         for client in clients:
             await client.aclose()
+
+
+async def test_the_served_process_rarely_collects_garbage_under_load(
+    replicas: list[ServiceProcess],
+) -> None:
+    # serve tunes the garbage collector (service.cli.tune_garbage_collector). At CPython's
+    # defaults this load made the server collect its youngest generation about 70 times (and
+    # every such collection promoted what the requests in flight held); tuned, none at all.
+    async with httpx.AsyncClient(
+        base_url=replicas[0].base_url, timeout=30, headers=ADMIN_HEADERS
+    ) as client:
+        created = (await client.post("/sessions", json=session_body())).json()
+
+        async def young_collections() -> float:
+            metrics = (await client.get("/metrics")).text
+            return sample(metrics, "python_gc_collections_total", generation="0")
+
+        async def reader() -> None:
+            for _ in range(LOAD_REQUESTS // LOAD_CONCURRENCY):
+                response = await client.get(f"/sessions/{created['id']}")
+                assert response.status_code == 200
+
+        before = await young_collections()
+        await asyncio.gather(*(reader() for _ in range(LOAD_CONCURRENCY)))
+        collections = await young_collections() - before
+    assert collections < 10
+
+
+def test_a_start_that_fails_exits_with_status_3(deployed_database: str) -> None:
+    # As `uvicorn` itself would: a supervisor tells a bad configuration from a crash.
+    service = ServiceProcess(deployed_database, JWT_PUBLIC_KEY="not a PEM key")
+    try:
+        assert service.wait() == 3
+        messages = [line["message"] for line in service.log_lines()]
+        assert messages[-1] == "Application startup failed. Exiting."
+    finally:
+        service.stop()
 
 
 async def test_sigterm_drains_the_request_in_flight_and_exits_0(deployed_database: str) -> None:

@@ -13,7 +13,14 @@ from fastapi import FastAPI
 from alembic import command
 from service.migrations import alembic_config, migrate
 from service.settings import Settings
-from tests.conftest import asyncpg_dsn, create_database, drop_database, session_body, started
+from tests.conftest import (
+    asyncpg_dsn,
+    create_database,
+    drop_database,
+    sample,
+    session_body,
+    started,
+)
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -38,22 +45,6 @@ async def set_revision(url: str, revision: str) -> None:
         await conn.execute("UPDATE alembic_version SET version_num = $1", revision)
     finally:
         await conn.close()
-
-
-def sample(metrics_text: str, name: str, **labels: str) -> float:
-    """The value of one sample in the Prometheus text format."""
-    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    for line in metrics_text.splitlines():
-        sample_name, _, rest = line.partition("{") if "{" in line else line.partition(" ")
-        if sample_name != name:
-            continue
-        if "{" in line:
-            label_text, _, value = rest.partition("} ")
-            if ",".join(sorted(label_text.split(","))) == wanted:
-                return float(value)
-        elif not labels:
-            return float(rest)
-    raise AssertionError(f"no sample {name}{{{wanted}}} in:\n{metrics_text}")
 
 
 async def test_healthz_answers_without_the_database() -> None:
