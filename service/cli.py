@@ -100,8 +100,8 @@ def run_server(app: str, *, host: str, port: int, **options: Any) -> None:
         sys.exit(STARTUP_FAILURE)  # the app did not start: uvicorn.run's exit status
 
 
-# CPython collects the youngest generation once 700 more container objects have been
-# allocated than freed since its last collection.
+# The youngest generation is collected once this many more container objects have been
+# allocated than freed since its last collection; CPython's default is 700.
 YOUNG_GENERATION_THRESHOLD = 10_000
 
 
@@ -114,6 +114,7 @@ def tune_garbage_collector() -> None:
     generations; promotions count toward a full collection, and every thousand requests or so
     one walked the whole heap: some 130,000 objects of FastAPI, SQLAlchemy, Pydantic and the
     app, none of them garbage.
+
     Frozen (gc.freeze), what importing and building the app made is never walked again; with
     a young threshold of 10,000, a request's objects are nearly always freed before a
     collection comes. Reference cycles are still collected, only later.
