@@ -308,9 +308,7 @@ def unit_of_work_table(
     results: dict[str, dict[str, list[Run]]], database_url: str, sessions: int, writes: list[str]
 ) -> str:
     """The writes' unit of work alone (bench/unit_of_work.py) against their budget."""
-    # On uvloop, as the servers run: asyncio's own loop costs both columns more per round trip;
-    # and with the garbage collector tuned as theirs is (service.cli.run_server).
-    tune_garbage_collector()
+    # On uvloop, as the servers run: asyncio's own loop costs both columns more per round trip.
     with unit_of_work.pinned_to(cores()[0]):
         costs = uvloop.run(unit_of_work.cpu_per_write(database_url, sessions=sessions))
     lines = [
@@ -536,6 +534,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if results:
             print(throughput_table(results))
             if writes := [name for name in unit_of_work.WRITES if name in results]:
+                # Measured in this process: its collector tuned as the servers' are.
+                tune_garbage_collector()
                 print()
                 print(unit_of_work_table(results, database_url, args.sessions, writes))
         if args.scale:

@@ -91,7 +91,7 @@ async def run(database_url: str, rows: int) -> None:
         await conn.execute(SEED, rows)
         await conn.execute("VACUUM ANALYZE sessions")
         deep_txid = await conn.fetchval("SELECT txid FROM sessions WHERE id = 900000")
-        # The feed's horizon as the service reads it (service.repository.SNAPSHOT_XMIN).
+        # The feed's horizon as the service reads it (service.models.SNAPSHOT_XMIN).
         horizon = await conn.fetchval(
             "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
         )

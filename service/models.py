@@ -38,8 +38,15 @@ POSITIVE_INFINITY: ColumnElement[datetime] = literal_column("'infinity'::timesta
 NEGATIVE_INFINITY: ColumnElement[datetime] = literal_column("'-infinity'::timestamptz")
 
 
-# The id of the writing transaction (xid8, 64 bits with epoch: it never wraps) as a bigint.
-CURRENT_TXID: ColumnElement[int] = cast(cast(func.pg_current_xact_id(), Text), BigInteger)
+def _xid8_as_bigint(xid8: ColumnElement[Any]) -> ColumnElement[int]:
+    # A transaction id of 64 bits with its epoch (it never wraps), as a bigint.
+    return cast(cast(xid8, Text), BigInteger)
+
+
+# The id of the writing transaction.
+CURRENT_TXID = _xid8_as_bigint(func.pg_current_xact_id())
+# Every transaction with a smaller id has ended: none of them can still commit a row.
+SNAPSHOT_XMIN = _xid8_as_bigint(func.pg_snapshot_xmin(func.pg_current_snapshot()))
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:

@@ -20,11 +20,9 @@ from sqlalchemy import (
     DateTime,
     Row,
     Select,
-    Text,
     and_,
     any_,
     bindparam,
-    cast,
     event,
     func,
     or_,
@@ -38,14 +36,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from sqlalchemy.sql.elements import ColumnElement
 
 from service.errors import Conflict, InvalidInput
-from service.models import NEGATIVE_INFINITY, POSITIVE_INFINITY, Session, nulls_last
+from service.models import (
+    NEGATIVE_INFINITY,
+    POSITIVE_INFINITY,
+    SNAPSHOT_XMIN,
+    Session,
+    nulls_last,
+)
 from service.pagination import NULLABLE_SORT_KEYS, SortKey
 from service.policy import Visibility
 
 ONE_TICK = timedelta(microseconds=1)  # timestamptz resolution
-
-# Every transaction with a smaller id has ended: none of them can still commit a row.
-SNAPSHOT_XMIN = cast(cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger)
 
 
 class StampingSession(orm.Session):
