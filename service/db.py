@@ -80,7 +80,10 @@ class ConnectionLine:
 
     @asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
-        async with asyncio.timeout(self._timeout):
+        if self._slots.locked():  # no slot free, or others already waiting: queue, bounded
+            async with asyncio.timeout(self._timeout):
+                await self._slots.acquire()
+        else:  # a free slot is taken at once: no wait to bound, nor a timer to set and cancel
             await self._slots.acquire()
         try:
             yield
