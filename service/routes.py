@@ -39,11 +39,11 @@ from service.preconditions import (
     READ_RESPONSES,
     UPDATE_RESPONSES,
     WRITE_PRECONDITION_HEADERS,
-    ReadPreconditions,
-    WritePreconditions,
     check_write,
     not_modified_or_none,
+    read_preconditions,
     representation_headers,
+    write_preconditions,
 )
 from service.repository import (
     SessionFilter,
@@ -393,7 +393,6 @@ async def get_state_tables() -> dict[str, object]:
 )
 async def get_session(
     session_id: SessionId,
-    preconditions: ReadPreconditions,
     request: Request,
     principal: Reader,
 ) -> Response:
@@ -401,6 +400,7 @@ async def get_session(
 
     If-None-Match or If-Modified-Since make it a cheap revalidation (304).
     """
+    preconditions = read_preconditions(request)
     async with read_connection(request.app) as conn:
         stored = await SessionReads(conn).get(session_id)
     session = _visible_or_404(stored, session_id, principal)
@@ -421,13 +421,13 @@ async def update_session(
     session_id: SessionId,
     body: MergePatch,
     request: Request,
-    preconditions: WritePreconditions,
     principal: Writer,
 ) -> Response:
     """Change a session with a JSON Merge Patch (RFC 7396); null clears a field.
 
     Sent as application/merge-patch+json or as application/json.
     """
+    preconditions = write_preconditions(request)
     async with unit_of_work(request.app) as db:
         repository = SessionRepository(db)
         session = await _get_for_update_or_404(repository, session_id, principal)
@@ -452,10 +452,10 @@ async def update_session(
 async def delete_session(
     session_id: SessionId,
     request: Request,
-    preconditions: WritePreconditions,
     principal: Writer,
 ) -> None:
     """Delete a session; it is no longer visible through the API."""
+    preconditions = write_preconditions(request)
     async with unit_of_work(request.app) as db:
         repository = SessionRepository(db)
         session = await _get_for_update_or_404(repository, session_id, principal)
