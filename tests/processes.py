@@ -21,6 +21,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the service exited before serving"
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError(f"nothing served {url} within {timeout} s")
+
+
 class ServiceProcess:
     def __init__(self, database_url: str, **environment: str) -> None:
         self.port = free_port()

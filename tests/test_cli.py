@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
@@ -14,19 +13,7 @@ import httpx
 
 from service.cli import YOUNG_GENERATION_THRESHOLD, tune_garbage_collector
 from tests.conftest import session_body
-from tests.processes import free_port
-
-
-def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the service exited before serving"
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError(f"nothing served {url} within {timeout} s")
+from tests.processes import free_port, wait_until_serving
 
 
 def test_serve_without_database_url_uses_embedded_postgres(tmp_path: Path) -> None:

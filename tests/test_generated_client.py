@@ -21,8 +21,7 @@ from tests.conftest import (
     migrated_database,
     token_for,
 )
-from tests.processes import free_port
-from tests.test_cli import wait_until_serving
+from tests.processes import free_port, wait_until_serving
 
 PACKAGE = "sessions_client"
 UVICORN = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1"]
