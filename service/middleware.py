@@ -83,8 +83,8 @@ def _request_id(scope: Scope) -> str:
             if _VALID_REQUEST_ID.fullmatch(value):
                 return value.decode()
             break
-    # 32 hex digits, as uuid4().hex gave: an id to find a request's lines by, not a secret, so
-    # from the process's seeded generator rather than a system call per request.
+    # 32 hex digits, as uuid4().hex gave. An id to find a request's lines by, never a secret:
+    # from `random` (seeded from os.urandom at start and after a fork), not a system call each.
     return f"{random.getrandbits(128):032x}"
 
 

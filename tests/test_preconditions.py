@@ -388,6 +388,19 @@ async def test_malformed_entity_tags_are_400_and_change_nothing(
     assert await stored_row(connection, session["id"]) == before
 
 
+async def test_malformed_entity_tags_count_only_once_the_request_is_otherwise_servable(
+    client: httpx.AsyncClient, anonymous_client: httpx.AsyncClient
+) -> None:
+    # As preconditions are evaluated (RFC 9110 13.2.1): after authentication and validation.
+    session = await create_session(client)
+    url, malformed = f"/sessions/{session['id']}", {"If-Match": "1"}
+    unauthenticated = await anonymous_client.patch(url, json={"title": "x"}, headers=malformed)
+    assert_problem(unauthenticated, 401)
+    invalid = await client.patch(url, json={"title": ""}, headers=malformed)
+    assert_problem(invalid, 422)
+    assert_problem(await client.get("/sessions/0", headers=malformed), 422)
+
+
 @pytest.mark.parametrize("value", [b"tomorrow", b"Sun, 06 Nov 1994 08:49:37", b"\xff\xfe", b" "])
 @pytest.mark.parametrize("field", ["If-Modified-Since", "If-Unmodified-Since"])
 @pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
