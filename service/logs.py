@@ -2,6 +2,7 @@
 
 import logging
 import logging.config
+import sys
 from contextvars import ContextVar
 
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -29,6 +30,8 @@ def configure_logging(level: str, *, access_log: bool = True) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    if sys.version_info >= (3, 12):  # the container's Python: records name their asyncio task
+        logging.logAsyncioTasks = False
     logging.config.dictConfig(
         {
             "version": 1,
