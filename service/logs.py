@@ -26,7 +26,10 @@ def configure_logging(level: str, *, access_log: bool = True) -> None:
     own is left off.
     """
     # What the lines leave out (the formatter's reserved attributes) need not be gathered for
-    # each record: the logging HOWTO's "Optimization" switches.
+    # each record: the logging HOWTO's "Optimization" switches. The caller's file, line and
+    # function (_srcfile: a walk up the stack per record) are the largest, ~7 µs of an access
+    # line's ~44.
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
