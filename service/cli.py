@@ -14,6 +14,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
+from pydantic import ValidationError
 from uvicorn.config import STARTUP_FAILURE
 
 from service.auth import issue_token
@@ -171,6 +172,17 @@ def print_token(subject: str, organizer_events: list[int], admin: bool, lifetime
     )
 
 
+def configuration_errors(exc: ValidationError) -> str:
+    """What is wrong with the settings, by environment variable, without a traceback."""
+    lines = ["invalid configuration (environment or .env):"]
+    for error in exc.errors():
+        name = str(error["loc"][0]).upper() if error["loc"] else ""
+        cause = error.get("ctx", {}).get("error")  # a validator's own message
+        message = str(cause) if cause is not None else error["msg"]
+        lines.append(f"  {name}: {message}" if name else f"  {message}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sessions-service", description=__doc__)
     commands = parser.add_subparsers(dest="command")
@@ -195,7 +207,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--lifetime", type=int, default=3600, help="seconds until it expires (default 3600)"
     )
     args = parser.parse_args(argv)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise SystemExit(configuration_errors(exc)) from None
     configure_logging(settings.log_level, access_log=settings.access_log)
 
     if args.command == "token":

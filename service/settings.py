@@ -1,8 +1,8 @@
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Signs the development tokens of `sessions-service token`; anyone who reads this file can mint
@@ -14,6 +14,9 @@ SIGNING_ALGORITHMS = frozenset(
     {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
     | {"ES256", "ES384", "ES512", "EdDSA"}
 )
+
+# RFC 7518 section 3.2: an HMAC key at least as long as the hash's output. `token` signs HS256.
+HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 Seconds = float
@@ -89,6 +92,20 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"not signing algorithms this service accepts: {sorted(unknown)}")
         return algorithms
+
+    @model_validator(mode="after")
+    def _hmac_secret_long_enough(self) -> Self:
+        # Refused here, when the service starts: PyJWT would refuse every token signed with it.
+        if self.jwt_secret:
+            hmac = {"HS256", *(name for name in self.jwt_algorithms if name in HMAC_KEY_BYTES)}
+            needed = max(HMAC_KEY_BYTES[name] for name in hmac)
+            if len(self.jwt_secret.encode()) < needed:
+                raise ValueError(
+                    f"JWT_SECRET must be at least {needed} bytes for {', '.join(sorted(hmac))} "
+                    "(RFC 7518, section 3.2); e.g. python3 -c "
+                    f"'import secrets; print(secrets.token_urlsafe({needed}))'"
+                )
+        return self
 
     @field_validator("database_url")
     @classmethod

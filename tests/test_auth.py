@@ -282,6 +282,22 @@ def test_settings_refuse_alg_none() -> None:
     assert Settings(jwt_algorithms="RS256, ES256").jwt_algorithms == ["RS256", "ES256"]
 
 
+def test_settings_refuse_an_hmac_secret_shorter_than_its_hash() -> None:
+    # RFC 7518 3.2; PyJWT would otherwise refuse every token signed with it, one request at a time.
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    with pytest.raises(ValidationError, match="JWT_SECRET must be at least 32 bytes for HS256"):
+        Settings(jwt_secret="s" * 31)
+    with pytest.raises(ValidationError, match="at least 64 bytes for HS256, HS512"):
+        Settings(jwt_secret="s" * 63, jwt_algorithms=["RS256", "HS512"])
+    # Bytes, not characters: 16 two-byte characters are 32 bytes.
+    assert Settings(jwt_secret="é" * 16).jwt_secret == "é" * 16
+    assert Settings(jwt_secret="s" * 64, jwt_algorithms=["HS512"]).jwt_secret == "s" * 64
+    assert Settings(jwt_secret="").jwt_secret == ""  # no secret: HS* tokens are refused
+
+
 async def test_a_remembered_token_is_refused_once_it_expires(
     app_with: Callable[..., FastAPI], monkeypatch: pytest.MonkeyPatch
 ) -> None:

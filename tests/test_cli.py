@@ -105,3 +105,26 @@ def test_tune_garbage_collector_freezes_the_heap_and_raises_the_young_threshold(
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+def test_an_invalid_configuration_is_named_without_a_traceback(tmp_path: Path) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("JWT_") and k != "PORT"}
+    cases = [
+        ({"PORT": "eighty"}, "PORT: Input should be a valid integer"),
+        ({"JWT_SECRET": "short"}, "JWT_SECRET must be at least 32 bytes for HS256"),
+    ]
+    for variables, error in cases:
+        for command in (["token", "--sub", "7"], ["serve"]):
+            result = subprocess.run(
+                [sys.executable, "-m", "service", *command],
+                env=clean | variables,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert result.returncode == 1
+            assert result.stdout == ""  # nothing served, no token signed with a short secret
+            assert result.stderr.startswith("invalid configuration (environment or .env):\n")
+            assert error in result.stderr
+            assert "Traceback" not in result.stderr
