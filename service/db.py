@@ -52,15 +52,26 @@ def create_engine(settings: Settings) -> AsyncEngine:
             "command_timeout": settings.db_statement_timeout + 1,
         },
     )
-    event.listen(engine.sync_engine, "checkout", _discard_closed_connection)
+    event.listen(engine.sync_engine, "checkout", _discard_unusable_connection)
     return engine
 
 
-def _discard_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-    # asyncpg already knows when the server closed a connection (a restart, a failover);
-    # DisconnectionError makes the pool replace it with a fresh one before anyone uses it.
-    if dbapi_connection.driver_connection.is_closed():
+def _discard_unusable_connection(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """Make the pool replace a connection no request may use, before one does (DisconnectionError).
+
+    One the server closed (a restart, a failover), which asyncpg already knows of; and one left
+    inside a transaction. A cancelled BEGIN, COMMIT or ROLLBACK (a statement timeout, a client
+    timeout, pg_cancel_backend) can leave asyncpg and SQLAlchemy's adapter disagreeing on whether
+    a transaction is open, and the pool's rollback on return then sends nothing. The next write on
+    such a connection would fail, or worse, run in a SAVEPOINT inside a transaction that nobody
+    ever commits: answered 201 and lost. Reads would fail until the process restarts.
+    """
+    driver = dbapi_connection.driver_connection
+    if driver.is_closed():
         raise DisconnectionError("the server closed this pooled connection")
+    # _top_xact: the transaction asyncpg will nest the next one in (as its own reset reads it).
+    if driver.is_in_transaction() or driver._top_xact is not None:
+        raise DisconnectionError("a failed BEGIN, COMMIT or ROLLBACK left a transaction open")
 
 
 class ConnectionLine:

@@ -2,7 +2,7 @@
 DB_POOL_TIMEOUT), and a write's unit of work, which commits before the response is sent."""
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import asyncpg
 import httpx
@@ -146,6 +146,54 @@ async def test_a_read_cancelled_mid_statement_leaves_the_pool_usable(
         # The pool's only connection went back with its statement cancelled (asyncpg waits for
         # the cancellation before its next statement): the next request is served.
         assert (await client.get("/sessions")).status_code == 200
+
+
+# What a BEGIN, COMMIT or ROLLBACK cancelled mid-way (a statement timeout, pg_cancel_backend) can
+# leave a pooled connection in, seen under a stream of pg_cancel_backend calls; made here with
+# asyncpg's own calls, behind SQLAlchemy's back, as the cancellation leaves it.
+async def _open_transaction(driver: asyncpg.Connection) -> None:
+    await driver.execute("BEGIN")  # asyncpg: "cannot use transaction() in a manually started one"
+
+
+async def _stale_transaction_object(driver: asyncpg.Connection) -> None:
+    await driver.transaction().start()  # the next one would be a SAVEPOINT, outside any BEGIN
+    await driver.execute("ROLLBACK")
+
+
+async def _hidden_outer_transaction(driver: asyncpg.Connection) -> None:
+    await driver.transaction().start()  # the next write: a SAVEPOINT in it, answered and lost
+
+
+@pytest.mark.parametrize(
+    "leave_in_transaction",
+    [_open_transaction, _stale_transaction_object, _hidden_outer_transaction],
+)
+async def test_a_connection_left_in_a_transaction_is_replaced_before_a_request_uses_it(
+    database_url: str,
+    engine: AsyncEngine,
+    leave_in_transaction: Callable[[asyncpg.Connection], Awaitable[None]],
+) -> None:
+    stored = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        async with started(Settings(database_url=database_url, db_pool_size=1)) as (app, client):
+            connection = await app.state.db_maker.kw["bind"].raw_connection()
+            await leave_in_transaction(connection.driver_connection)
+            connection.close()  # back to the pool, whose rollback knows of no transaction
+            created = await client.post("/sessions", json=session_body())
+            assert created.status_code == 201, created.text
+            row = await stored.fetchrow(
+                "SELECT * FROM sessions WHERE id = $1", created.json()["id"]
+            )
+            assert row is not None, "answered 201, but the row was never committed"
+            assert (await client.get(created.headers["location"])).json() == created.json()
+            open_transactions = await stored.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+            )
+            assert open_transactions == 0
+    finally:
+        await stored.close()
+        await empty_sessions(engine)
 
 
 @pytest.fixture
