@@ -89,7 +89,7 @@ def _request_id(scope: Scope) -> str:
 
 
 def _route_template(scope: Scope) -> str:
-    # path_format: the template without convertors ({session_id}, not {session_id:int}).
+    # path_format: the template without convertors ({session_id}, not {session_id:digits}).
     route = scope.get("route")
     path: object = getattr(route, "path_format", None) or getattr(route, "path", None)
     return path if isinstance(path, str) else UNMATCHED

@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
 from pydantic import AfterValidator, Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from service import policy
 from service.auth import (
@@ -80,7 +81,27 @@ router = APIRouter(
     generate_unique_id_function=operation_id,
 )
 
-# Routes say {session_id:int}: only digits match, so /sessions/changes is never a session id
+
+class Digits(Convertor[str]):
+    """`{name:digits}`: a path segment of digits, left for the route's int parameter to parse.
+
+    Starlette's `{name:int}` parses it while routing, where more than 4,300 digits raise
+    (CPython's limit on int()) and answer 500; as the parameter, they are a 422 like any id out
+    of range.
+    """
+
+    regex = "[0-9]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return str(value)
+
+
+register_url_convertor("digits", Digits())
+
+# Routes say {session_id:digits}: only digits match, so /sessions/changes is never a session id
 # (PATCH /sessions/changes is a 405, as the spec's concrete path says), and /sessions/abc a 404.
 SessionId = Annotated[int, Path(ge=1, le=INT4_MAX, description="The session's id.")]
 # The spec names only the precise media type: documenting application/json as well (which is
@@ -376,7 +397,7 @@ async def get_state_tables() -> dict[str, object]:
 # FastAPI does not answer HEAD for a GET route: declared here, it answers what GET would,
 # and the server sends no body.
 @router.head(
-    "/{session_id:int}",
+    "/{session_id:digits}",
     response_model=SessionRead,
     summary="Get a session's headers",
     response_description="The session's headers, without a body.",
@@ -384,7 +405,7 @@ async def get_state_tables() -> dict[str, object]:
     openapi_extra=OPTIONAL_BEARER | {"parameters": READ_PRECONDITION_HEADERS},
 )
 @router.get(
-    "/{session_id:int}",
+    "/{session_id:digits}",
     response_model=SessionRead,
     summary="Get a session",
     response_description="The session.",
@@ -410,7 +431,7 @@ async def get_session(
 
 
 @router.patch(
-    "/{session_id:int}",
+    "/{session_id:digits}",
     response_model=SessionRead,
     summary="Change a session",
     response_description="The session as stored after the change.",
@@ -442,7 +463,7 @@ async def update_session(
 
 
 @router.delete(
-    "/{session_id:int}",
+    "/{session_id:digits}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a session",
     response_description="Deleted.",

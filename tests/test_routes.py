@@ -100,6 +100,20 @@ async def test_get_out_of_range_id_is_422_problem(client: httpx.AsyncClient) -> 
     assert_problem(await client.get("/sessions/abc"), 404)
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PATCH", "DELETE"])
+async def test_an_id_of_thousands_of_digits_is_422_not_500(
+    client: httpx.AsyncClient, method: str
+) -> None:
+    # CPython refuses to parse more than 4,300 digits; the routing must not try.
+    response = await client.request(method, "/sessions/" + "9" * 4301, json={})
+    assert response.status_code == 422
+    if method != "HEAD":
+        assert_problem(response, 422)
+    session = await create_session(client)
+    padded = await client.get("/sessions/" + "0" * 5000 + str(session["id"]))
+    assert padded.json() == session
+
+
 async def test_patch_merges_and_null_clears_nullable_field(client: httpx.AsyncClient) -> None:
     session = await create_session(client, subtitle="Old", language="en")
     response = await client.patch(
