@@ -102,6 +102,14 @@ def _fits_once_sanitised(value: str) -> str:
     return value
 
 
+def _fits_once_normalised(url: HttpUrl) -> HttpUrl:
+    # Normalising can lengthen a URL (non-ASCII percent-encoded, "é" becomes "%C3%A9"): what is
+    # stored, and read back, must pass this same check when a client sends it back.
+    if len(str(url)) > models.URL_MAX:
+        raise ValueError(f"must be at most {models.URL_MAX} characters once normalised")
+    return url
+
+
 def format_utc(value: datetime) -> str:
     """RFC 3339 in UTC with microseconds, e.g. 2026-11-26T15:06:27.123456Z."""
     return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -160,6 +168,7 @@ Url = Annotated[
     # On the URL as sent: Field(max_length) would check the normalised URL, which can be longer
     # (a "/" added), and so reject a URL that the schema's maxLength allows.
     UrlConstraints(max_length=models.URL_MAX),
+    AfterValidator(_fits_once_normalised),
     # Documents the http(s)-only rule HttpUrl enforces; "format: uri" alone allows any scheme.
     Field(json_schema_extra={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"}),
     PlainSerializer(str, return_type=str),
