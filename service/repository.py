@@ -356,8 +356,6 @@ class SessionFilter:
         values = {
             name: getattr(self, name) for name in _AS_GIVEN if getattr(self, name) is not None
         }
-        if self.language is not None:
-            values["language"] = self.language.lower()
         if self.states:
             values["states"] = list(self.states)
         if self.q:
@@ -372,6 +370,7 @@ _AS_GIVEN = (
     "session_type_id",
     "microlocation_id",
     "level",
+    "language",
     "starts_after",
     "starts_before",
     "modified_since",
@@ -383,7 +382,8 @@ _FILTERS: dict[str, Callable[[Any], ColumnElement[bool]]] = {
     "session_type_id": lambda session_type_id: Session.session_type_id == session_type_id,
     "microlocation_id": lambda microlocation_id: Session.microlocation_id == microlocation_id,
     "level": lambda level: Session.level == level,
-    "language": lambda language: func.lower(Session.language) == language,
+    # Both sides lowered by PostgreSQL: Python's lower() differs on some letters ("İ").
+    "language": lambda language: func.lower(Session.language) == func.lower(language),
     "states": lambda states: Session.state == any_(states),
     "starts_after": lambda instant: Session.starts_at >= instant,
     "starts_before": lambda instant: Session.starts_at < instant,

@@ -211,6 +211,20 @@ async def test_list_filters_return_exactly_the_matching_sessions(
     assert seen == expected
 
 
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [("İngilizce", "İngilizce"), ("İngilizce", "İNGİLİZCE"), ("ΕΛΛΗΝΙΚΆ", "ελληνικά")],
+)
+async def test_list_language_filter_ignores_case_beyond_ascii(
+    client: httpx.AsyncClient, stored: str, asked: str
+) -> None:
+    # Python's lower() turns "İ" into "i" and a combining dot, PostgreSQL's into "i".
+    session = await create_session(client, language=stored)
+    await create_session(client, language="English")
+    page = (await client.get("/sessions", params={"language": asked})).json()
+    assert [item["id"] for item in page["items"]] == [session["id"]]
+
+
 async def test_list_modified_since_compares_last_modified_at(client: httpx.AsyncClient) -> None:
     old, changed = await create_session(client), await create_session(client)
     patched = (await client.patch(f"/sessions/{changed['id']}", json={"title": "New"})).json()
