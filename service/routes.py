@@ -22,6 +22,7 @@ from service.errors import BadRequest, InvalidInput, NotFound
 from service.models import Session
 from service.openapi import header, merge_responses, operation_id, problem_response, problems
 from service.pagination import (
+    INT8_MAX,
     SORT_PATTERN,
     InvalidSort,
     InvalidToken,
@@ -377,7 +378,12 @@ def _read_feed_token(signer: TokenSigner, since: str, event_id: int | None) -> t
     if data.get("event_id") != event_id:
         raise _bad_cursor("since", "was issued for another event_id")
     txid, session_id = data.get("txid"), data.get("id")
-    if type(txid) is not int or type(session_id) is not int or txid < 0 or session_id < 0:
+    if (
+        type(txid) is not int
+        or type(session_id) is not int
+        or not 0 <= txid <= INT8_MAX
+        or not 0 <= session_id <= INT4_MAX
+    ):
         raise _bad_cursor("since", "is not one this service issued")
     return txid, session_id
 

@@ -202,6 +202,21 @@ async def test_changes_forged_or_foreign_token_is_400(client: httpx.AsyncClient)
         assert body["detail"].startswith("The since token ")
 
 
+@pytest.mark.parametrize("position", [{"txid": 2**63}, {"id": 2**31}, {"txid": -1}])
+async def test_changes_forged_token_beyond_the_columns_is_400(
+    client: httpx.AsyncClient, position: dict[str, int]
+) -> None:
+    # Signed with the secret, as anyone can where it is left at its public development default.
+    from service.routes import _signer
+    from service.settings import DEVELOPMENT_CURSOR_SECRET
+
+    signer = _signer(DEVELOPMENT_CURSOR_SECRET)
+    genuine = signer.verify(FEED_TOKEN, (await poll(client))["next_token"])
+    forged = signer.sign(FEED_TOKEN, genuine | position)
+    response = await client.get("/sessions/changes", params={"since": forged})
+    assert assert_problem(response, 400)["parameter"] == "since"
+
+
 @pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 201}, {"event_id": 0}])
 async def test_changes_bad_parameters_are_422(
     client: httpx.AsyncClient, params: dict[str, Any]

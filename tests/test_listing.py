@@ -335,6 +335,29 @@ async def test_list_tampered_or_foreign_cursor_is_400(client: httpx.AsyncClient)
         assert "issued" in body["detail"]
 
 
+@pytest.mark.parametrize(
+    ("sort", "position"),
+    [
+        ("starts_at", ["0001-01-01T00:00:00+23:59", 1]),  # year 0 in UTC
+        ("-starts_at", ["9999-12-31T23:59:59.999999-01:00", 1]),  # year 10000 in UTC
+        ("title", ["a\x00b", 1]),
+        ("id", [2**31]),
+    ],
+)
+async def test_list_forged_cursor_with_a_value_no_column_holds_is_400(
+    client: httpx.AsyncClient, sort: str, position: list[Any]
+) -> None:
+    # Signed with the secret, as anyone can where it is left at its public development default.
+    from service.routes import _signer
+    from service.settings import DEVELOPMENT_CURSOR_SECRET
+
+    signer = _signer(DEVELOPMENT_CURSOR_SECRET)
+    genuine = signer.verify(LIST_CURSOR, await first_cursor(client, sort=sort))
+    forged = signer.sign(LIST_CURSOR, genuine | {"after": position})
+    response = await client.get("/sessions", params={"sort": sort, "cursor": forged})
+    assert assert_problem(response, 400)["parameter"] == "cursor"
+
+
 async def test_list_cursor_of_an_older_format_is_400(client: httpx.AsyncClient) -> None:
     from service.routes import _signer
     from service.settings import DEVELOPMENT_CURSOR_SECRET
