@@ -6,11 +6,14 @@
   `max_body_size` (Starlette's RequestBodyLimitMiddleware): it answers a declared
   Content-Length over the limit with a text/plain 413, not problem+json (FastAPI 0.165,
   Starlette 1.10), and takes its limit when the app is built, not from the settings at start.
-- ConfiguredCORS: Starlette's CORSMiddleware for the CORS_ORIGINS, or nothing when there are none.
+- ConfiguredCORS: Starlette's CORSMiddleware for the CORS_ORIGINS, or nothing when there are none;
+  a preflight it refuses is a problem+json 400 like any other error, not its text/plain one.
 """
 
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import problem
@@ -102,7 +105,7 @@ class ConfiguredCORS:
         if self.handler is None and scope["type"] == "http":
             origins = _settings(scope).cors_origins
             self.handler = (
-                CORSMiddleware(
+                ProblemCORSMiddleware(
                     self.app,
                     allow_origins=origins,
                     allow_methods=["GET", "POST", "PATCH", "DELETE"],
@@ -117,6 +120,7 @@ class ConfiguredCORS:
                     ],
                     expose_headers=[
                         "Location",
+                        "Link",
                         "ETag",
                         "Last-Modified",
                         "Retry-After",
@@ -129,3 +133,18 @@ class ConfiguredCORS:
                 else self.app
             )
         await (self.handler or self.app)(scope, receive, send)
+
+
+class ProblemCORSMiddleware(CORSMiddleware):
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        # Its text, "Disallowed CORS origin, method", names what the preflight asked for in vain.
+        cors_headers = {
+            name: value
+            for name, value in response.headers.items()
+            if name not in {"content-length", "content-type"}
+        }
+        detail = bytes(response.body).decode() + "."
+        return problem(response.status_code, detail, headers=cors_headers)

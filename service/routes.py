@@ -480,7 +480,7 @@ async def delete_session(
     session_id: SessionId,
     request: Request,
     principal: Writer,
-) -> None:
+) -> Response:
     """Delete a session; it is no longer visible through the API."""
     preconditions = write_preconditions(request)
     async with unit_of_work(request.app) as db:
@@ -489,3 +489,5 @@ async def delete_session(
         policy.check_delete(principal, session)
         check_write(preconditions, "DELETE", session)
         await repository.delete(session)
+    # Built here: FastAPI's own 204 would say its body (none) is application/json.
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

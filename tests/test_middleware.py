@@ -118,3 +118,12 @@ async def test_cors_for_configured_origins_only(app_with: Callable[..., FastAPI]
         assert response.headers.get_list("vary") == ["Authorization, Origin"]
         other = await client.get("/sessions", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+        # The next page's link, readable by a browser's script.
+        assert "link" in response.headers["access-control-expose-headers"].lower()
+        refused = await client.options(
+            "/sessions/1",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "PUT"},
+        )
+        assert refused.status_code == 400
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["detail"] == "Disallowed CORS origin, method."
