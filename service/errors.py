@@ -53,10 +53,18 @@ class FieldError(BaseModel):
     type: str = Field(description="A machine-readable kind of error.", examples=["missing"])
 
 
+# A body of 1 MiB can hold some 100,000 invalid fields: listing them all would answer ten times
+# what was sent.
+LISTED_ERRORS_MAX = 50
+
+
 class ValidationProblem(Problem):
     """A problem detail for a request that failed validation: one entry per invalid field."""
 
-    errors: list[FieldError] = Field(description="The invalid fields.")
+    errors: list[FieldError] = Field(
+        description=f"The invalid fields; the first {LISTED_ERRORS_MAX} if there are more.",
+        max_length=LISTED_ERRORS_MAX,
+    )
 
 
 class ServiceError(Exception):
@@ -153,11 +161,16 @@ def _is_json(content_type: str | None) -> bool:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    found = exc.errors()
     errors = [
         {"location": list(error["loc"]), "message": error["msg"], "type": error["type"]}
-        for error in exc.errors()
+        for error in found[:LISTED_ERRORS_MAX]
     ]
     detail = "The request is invalid; see errors for each field."
+    if len(found) > len(errors):
+        detail = (
+            f"The request has {len(found)} invalid fields; errors lists the first {len(errors)}."
+        )
     has_body = request.headers.get("content-length", "0") != "0" or request.headers.get(
         "transfer-encoding"
     )

@@ -256,6 +256,18 @@ async def test_a_url_of_the_longest_normalised_length_can_be_sent_back(
     assert response.json() == session
 
 
+async def test_a_body_with_thousands_of_invalid_fields_lists_the_first_fifty(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    body = session_body() | {f"unknown_{n}": n for n in range(5000)}
+    problem = assert_problem(await client.post("/sessions", json=body), 422)
+    assert [error["location"] for error in problem["errors"]] == [
+        ["body", f"unknown_{n}"] for n in range(50)
+    ]
+    assert problem["detail"] == "The request has 5000 invalid fields; errors lists the first 50."
+    assert await count_sessions(connection) == 0
+
+
 @pytest.mark.parametrize(("body", "location"), INVALID_BODIES)
 async def test_create_invalid_body_is_422_problem_and_stores_nothing(
     client: httpx.AsyncClient, connection: AsyncConnection, body: Any, location: list[str]
