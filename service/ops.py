@@ -1,7 +1,8 @@
 """Endpoints for the platform, not for API clients: liveness, readiness, metrics.
 
 They stay out of the OpenAPI document (include_in_schema=False): generated clients and API
-tests are about /sessions, and /metrics is not JSON at all.
+tests are about /sessions, and /metrics is not JSON at all. Each answers HEAD as GET (RFC 9110
+9.1), without the body.
 """
 
 import asyncio
@@ -21,14 +22,14 @@ router = APIRouter(include_in_schema=False)
 logger = logging.getLogger(__name__)
 
 
-@router.get("/healthz")
+@router.api_route("/healthz", methods=["GET", "HEAD"])
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers HTTP. The database is not asked: restarting this process
     would not bring it back."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.api_route("/readyz", methods=["GET", "HEAD"])
 async def readyz(request: Request) -> Any:
     """Readiness: the database answers within READINESS_TIMEOUT and its schema is one this
     code can serve."""
@@ -50,7 +51,7 @@ async def readyz(request: Request) -> Any:
     return {"status": "ready", "checks": {"database": "ok", "schema": schema}}
 
 
-@router.get("/metrics")
+@router.api_route("/metrics", methods=["GET", "HEAD"])
 async def metrics(request: Request) -> Response:
     """Prometheus metrics, in the text exposition format."""
     registry: Metrics = request.app.state.metrics

@@ -1,7 +1,7 @@
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
 from pydantic import AfterValidator, Field
@@ -74,6 +74,8 @@ from service.schemas import (
 )
 from service.settings import get_settings
 
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
 # Every operation here validates its input and needs the database.
 router = APIRouter(
     prefix="/sessions",
@@ -81,6 +83,24 @@ router = APIRouter(
     responses=problems(422, 503),
     generate_unique_id_function=operation_id,
 )
+
+
+def get_and_head(
+    path: str, *, head_summary: str, head_description: str, **options: Any
+) -> Callable[[Handler], Handler]:
+    """Declare `path` for GET and for HEAD with one handler: FastAPI does not answer HEAD for a
+    GET route, and RFC 9110 (9.1) asks it of every resource that answers GET. HEAD answers what
+    GET would, and the server sends no body."""
+
+    def declare(handler: Handler) -> Handler:
+        router.get(path, **options)(handler)
+        head_options = options | {
+            "summary": head_summary,
+            "response_description": head_description,
+        }
+        return router.head(path, **head_options)(handler)
+
+    return declare
 
 
 class Digits(Convertor[str]):
@@ -224,11 +244,13 @@ async def create_session(body: SessionCreate, request: Request, principal: Write
     return json_response(session_content(session), status.HTTP_201_CREATED, headers)
 
 
-@router.get(
+@get_and_head(
     "",
     response_model=SessionPage,
     summary="List sessions",
     response_description="A page of sessions.",
+    head_summary="Get the headers of a page of sessions",
+    head_description="A page's headers, without a body.",
     responses=merge_responses(LIST_RESPONSES, LIST_AUTH_RESPONSES),
     openapi_extra=OPTIONAL_BEARER,
 )
@@ -325,11 +347,13 @@ def _read_cursor(
         raise _bad_cursor("cursor", str(exc)) from None
 
 
-@router.get(
+@get_and_head(
     "/changes",
     response_model=ChangesPage,
     summary="List changes since a token",
     response_description="The changes, and the token for the next poll.",
+    head_summary="Get the headers of a page of changes",
+    head_description="The headers of the changes' page, without a body.",
     responses=merge_responses(CHANGES_RESPONSES, LIST_AUTH_RESPONSES),
     openapi_extra=OPTIONAL_BEARER,
 )
@@ -389,32 +413,26 @@ def _read_feed_token(signer: TokenSigner, since: str, event_id: int | None) -> t
 
 
 # Before /{session_id}, which would otherwise take "states" for an id.
-@router.get(
+@get_and_head(
     "/states",
     response_model=StateTables,
     summary="Get the session workflow",
     response_description="The states and their transitions.",
+    head_summary="Get the session workflow's headers",
+    head_description="The workflow's headers, without a body.",
 )
 async def get_state_tables() -> dict[str, object]:
     """The session workflow: the states, and who may move a session from which to which."""
     return policy.state_tables()
 
 
-# FastAPI does not answer HEAD for a GET route: declared here, it answers what GET would,
-# and the server sends no body.
-@router.head(
-    "/{session_id:digits}",
-    response_model=SessionRead,
-    summary="Get a session's headers",
-    response_description="The session's headers, without a body.",
-    responses=merge_responses(READ_RESPONSES, READ_AUTH_RESPONSES),
-    openapi_extra=OPTIONAL_BEARER | {"parameters": READ_PRECONDITION_HEADERS},
-)
-@router.get(
+@get_and_head(
     "/{session_id:digits}",
     response_model=SessionRead,
     summary="Get a session",
     response_description="The session.",
+    head_summary="Get a session's headers",
+    head_description="The session's headers, without a body.",
     responses=merge_responses(READ_RESPONSES, READ_AUTH_RESPONSES),
     openapi_extra=OPTIONAL_BEARER | {"parameters": READ_PRECONDITION_HEADERS},
 )

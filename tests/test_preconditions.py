@@ -145,6 +145,31 @@ async def test_head_answers_what_get_answers_without_a_body(client: httpx.AsyncC
     assert (await client.head("/sessions/999")).status_code == 404
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/sessions?limit=1",
+        "/sessions/changes",
+        "/sessions/states",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ],
+)
+async def test_every_resource_that_answers_get_answers_head(
+    client: httpx.AsyncClient, url: str
+) -> None:
+    # RFC 9110 9.1: a general-purpose server supports HEAD wherever it supports GET.
+    await create_session(client)
+    await create_session(client)
+    get, head = await client.get(url), await client.head(url)
+    assert head.status_code == get.status_code != 405  # /readyz: 503 on the tests' app, both
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    if url.startswith("/sessions?"):
+        assert head.headers["link"] == get.headers["link"]
+
+
 async def test_get_if_modified_since_echoed_last_modified_is_304(
     client: httpx.AsyncClient,
 ) -> None:
