@@ -165,8 +165,9 @@ SafeHtml = Annotated[
 Language = Annotated[str, Field(max_length=models.LANGUAGE_MAX), AfterValidator(no_nul), NO_NUL]
 Url = Annotated[
     HttpUrl,
-    # On the URL as sent: Field(max_length) would check the normalised URL, which can be longer
-    # (a "/" added), and so reject a URL that the schema's maxLength allows.
+    # On the URL as sent, which the schema's maxLength documents; and on the normalised URL,
+    # which can be longer (a "/" after a bare host, non-ASCII percent-encoded) and is what is
+    # stored and sent back.
     UrlConstraints(max_length=models.URL_MAX),
     AfterValidator(_fits_once_normalised),
     # Documents the http(s)-only rule HttpUrl enforces; "format: uri" alone allows any scheme.
