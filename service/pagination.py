@@ -97,7 +97,11 @@ class TokenSigner:
             raise InvalidToken("is not one this service issued") from None
         if not hmac.compare_digest(signature, self._signature(kind, payload)):
             raise InvalidToken("is not one this service issued")
-        data = orjson.loads(payload)
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            # Signed but not JSON: forged with the secret (the development default is public).
+            raise InvalidToken("is not one this service issued") from None
         if not isinstance(data, dict):
             raise InvalidToken("is not one this service issued")
         return data

@@ -1,5 +1,6 @@
 """GET /sessions: filters, sort orders, keyset pages and their signed cursors."""
 
+import base64
 import itertools
 from datetime import UTC, datetime
 from typing import Any
@@ -355,6 +356,18 @@ async def test_list_forged_cursor_with_a_value_no_column_holds_is_400(
     genuine = signer.verify(LIST_CURSOR, await first_cursor(client, sort=sort))
     forged = signer.sign(LIST_CURSOR, genuine | {"after": position})
     response = await client.get("/sessions", params={"sort": sort, "cursor": forged})
+    assert assert_problem(response, 400)["parameter"] == "cursor"
+
+
+async def test_list_forged_cursor_that_is_not_json_is_400(client: httpx.AsyncClient) -> None:
+    from service.routes import _signer
+    from service.settings import DEVELOPMENT_CURSOR_SECRET
+
+    # Signed with the (public) development secret, as the signer signs, but not JSON.
+    payload = b"not json"
+    signature = _signer(DEVELOPMENT_CURSOR_SECRET)._signature(LIST_CURSOR, payload)
+    forged = ".".join(base64.urlsafe_b64encode(part).decode() for part in (payload, signature))
+    response = await client.get("/sessions", params={"cursor": forged})
     assert assert_problem(response, 400)["parameter"] == "cursor"
 
 
