@@ -18,6 +18,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:sessions-service:problem:"
@@ -228,8 +229,45 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
 
 
 def _internal_error(request: Request) -> Response:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _logged_internal_error(request.method, request.url.path)
+
+
+def _logged_internal_error(method: str, path: str) -> Response:
+    logger.exception("unhandled error on %s %s", method, path[:500])
     return problem(500, "An unexpected error occurred.")
+
+
+class UnexpectedErrors:
+    """The last resort, innermost of the app's middleware: an exception that no handler took
+    becomes a 500 problem, logged once with the request's id.
+
+    Starlette's own last resort (ServerErrorMiddleware, which runs `_unexpected_error`) answers
+    outside every middleware: its 500 had no CORS or Vary headers, its log line no request id,
+    and it re-raises the exception for the server, which logged it a second time. It still
+    answers for an exception raised in the middleware themselves.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if started:  # too late for an answer: the server ends the connection
+                raise
+            response = _logged_internal_error(scope["method"], scope["path"])
+            await response(scope, receive, send)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:

@@ -9,7 +9,7 @@ from service import ops, routes
 from service.auth import VaryByAuthorization, token_verifier
 from service.db import create_engine
 from service.edge import BodySizeLimit, ConfiguredCORS
-from service.errors import install_error_handlers
+from service.errors import UnexpectedErrors, install_error_handlers
 from service.metrics import Metrics
 from service.middleware import RequestTelemetry
 from service.migrations import known_revisions, migration_heads
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # The last added runs first: CORS headers go on every answer, 413s included, and
     # RequestTelemetry counts and logs those too.
+    app.add_middleware(UnexpectedErrors)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(VaryByAuthorization, prefix=routes.router.prefix)
     app.add_middleware(ConfiguredCORS)

@@ -1,5 +1,6 @@
 """The HTTP contract of /sessions: CRUD, merge patch, validation, errors and pages."""
 
+import logging
 from typing import Any
 
 import httpx
@@ -317,21 +318,39 @@ async def test_unknown_route_and_method_are_problems(client: httpx.AsyncClient) 
     assert "allow" in response.headers
 
 
-async def test_unexpected_error_is_a_500_problem_without_details(database_url: str) -> None:
+async def test_unexpected_error_is_a_500_problem_without_details(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from service.logs import RequestIdFilter
     from tests.conftest import build_app
 
-    app = build_app(database_url)
+    app = build_app(database_url, cors_origins=["https://app.example"])
+    caplog.handler.addFilter(RequestIdFilter())  # as the service's own handler has it
 
-    @app.get("/boom")
+    @app.get("/sessions/boom")
     async def boom() -> None:
         raise RuntimeError("secret driver text")
 
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        response = await client.get("/boom")
+    # The app answers the 500 itself: nothing is raised to the server (which would log it
+    # again), so the default transport raises nothing either.
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as client:
+        response = await client.get(
+            "/sessions/boom",
+            headers={"Origin": "https://app.example", "X-Request-ID": "bug-report-1"},
+        )
     body = assert_problem(response, 500)
     assert "secret" not in response.text
     assert body["title"] == "Internal Server Error"
+    # An answer like any other: the request id, CORS and Vary on it.
+    assert response.headers["x-request-id"] == "bug-report-1"
+    assert response.headers["access-control-allow-origin"] == "https://app.example"
+    assert "Authorization" in response.headers["vary"]
+    (logged,) = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert logged.getMessage() == "unhandled error on GET /sessions/boom"
+    assert logged.request_id == "bug-report-1"  # type: ignore[attr-defined]
+    assert logged.exc_info is not None
 
 
 async def test_list_pages_through_all_sessions_in_id_order(client: httpx.AsyncClient) -> None:
