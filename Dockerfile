@@ -26,13 +26,16 @@ RUN mkdir service \
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --gid 10001 app \
     && useradd --uid 10001 --gid app --no-create-home --home-dir /app --shell /usr/sbin/nologin app
-# HOST defaults to all interfaces here (the service itself defaults to 127.0.0.1).
+# HOST defaults to all interfaces here (the service itself defaults to 127.0.0.1). JWT_SECRET is
+# empty: the image never accepts tokens signed with the public development secret; configure
+# the identity provider's key (JWT_PUBLIC_KEY_FILE) or a secret of your own.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
     PORT=8000 \
-    LOG_LEVEL=info
+    LOG_LEVEL=info \
+    JWT_SECRET=""
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 COPY alembic.ini ./

@@ -96,6 +96,15 @@ head_revision=$(timeout 10 psql --no-psqlrc --tuples-only --no-align --dbname "$
 [[ -n $head_revision ]] || fail "migrate left no alembic_version row"
 log "schema at revision $head_revision"
 
+# The image has no secret of its own: its token command refuses to sign with the public
+# development secret.
+if timeout 60 "${PODMAN_RUN[@]}" --rm --no-healthcheck "$IMAGE" token --sub smoke \
+    >"$WORK/token.out" 2>&1; then
+    fail "the image signed a token without JWT_SECRET: $(cat "$WORK/token.out")"
+fi
+grep -q "JWT_SECRET is not set" "$WORK/token.out" || fail "token without JWT_SECRET: $(cat "$WORK/token.out")"
+log "token without JWT_SECRET -> refused"
+
 # Writes need a bearer token: a throwaway HS256 secret, and an admin token from the image's own
 # `token` command signed with it.
 JWT_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')

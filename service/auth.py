@@ -179,6 +179,11 @@ def token_verifier(app: FastAPI) -> TokenVerifier:
                 "accepting HS256 tokens signed with the development secret: "
                 "set JWT_SECRET (or leave HS256 out of JWT_ALGORITHMS) in production"
             )
+        elif verifier.secret is None and verifier.public_key is None:
+            logger.warning(
+                "no JWT_SECRET nor JWT_PUBLIC_KEY(_FILE): every bearer token is refused, "
+                "so nothing can be written"
+            )
     return verifier
 
 

@@ -64,7 +64,9 @@ class Settings(BaseSettings):
     jwt_algorithms: Annotated[list[str], NoDecode] = ["RS256", "ES256", "HS256"]
     jwt_public_key: str | None = None  # PEM text
     jwt_public_key_file: Path | None = None  # or a PEM file
-    jwt_secret: str | None = DEVELOPMENT_JWT_SECRET
+    # Unset: the development secret, unless the identity provider's key is configured (a
+    # deployment). Empty: HS* tokens are refused. The container image sets it empty.
+    jwt_secret: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_seconds: float = Field(default=30, ge=0, le=300)
@@ -94,7 +96,9 @@ class Settings(BaseSettings):
         return algorithms
 
     @model_validator(mode="after")
-    def _hmac_secret_long_enough(self) -> Self:
+    def _hmac_secret(self) -> Self:
+        if self.jwt_secret is None and not (self.jwt_public_key or self.jwt_public_key_file):
+            self.jwt_secret = DEVELOPMENT_JWT_SECRET
         # Refused here, when the service starts: PyJWT would refuse every token signed with it.
         if self.jwt_secret:
             hmac = {"HS256", *(name for name in self.jwt_algorithms if name in HMAC_KEY_BYTES)}

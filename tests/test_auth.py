@@ -298,6 +298,28 @@ def test_settings_refuse_an_hmac_secret_shorter_than_its_hash() -> None:
     assert Settings(jwt_secret="").jwt_secret == ""  # no secret: HS* tokens are refused
 
 
+@pytest.mark.parametrize(
+    ("settings", "accepted"),
+    [
+        pytest.param({}, True, id="nothing configured: development"),
+        pytest.param({"jwt_public_key": public_pem(RSA_KEY)}, False, id="a provider's key"),
+        pytest.param({"jwt_secret": ""}, False, id="an empty secret, as the image sets"),
+    ],
+)
+async def test_the_development_secret_is_accepted_only_where_nothing_is_configured(
+    app_with: Callable[..., FastAPI], settings: dict[str, Any], accepted: bool
+) -> None:
+    # Anyone can sign with it: it is in this repository.
+    from service.settings import DEVELOPMENT_JWT_SECRET
+
+    app = app_with(**({"jwt_secret": None} | settings))
+    response = await post_with(app, hs256(DEVELOPMENT_JWT_SECRET))
+    if accepted:
+        assert response.status_code == 201, response.text
+    else:
+        assert_invalid_token(response)
+
+
 async def test_a_remembered_token_is_refused_once_it_expires(
     app_with: Callable[..., FastAPI], monkeypatch: pytest.MonkeyPatch
 ) -> None:
