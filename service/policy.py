@@ -140,10 +140,13 @@ def can_see(principal: Principal, session: SessionFacts) -> bool:
     )
 
 
-def transitions_for(principal: Principal, session: SessionFacts) -> frozenset[str]:
-    """The states this principal may move this session to (admins: see check_update)."""
+def transitions_for(
+    principal: Principal, session: SessionFacts, *, organizer: bool
+) -> frozenset[str]:
+    """The states this principal may move this session to (admins: see check_update), with an
+    organiser's rights or without them."""
     allowed: frozenset[str] = frozenset()
-    if principal.organizes(session.event_id):
+    if organizer:
         allowed |= ORGANIZER_TRANSITIONS[session.state]
     if _owns(principal, session):
         allowed |= SPEAKER_TRANSITIONS[session.state]
@@ -191,14 +194,18 @@ def check_update(principal: Principal, session: SessionFacts, changes: Mapping[s
     if not changes:
         return
     _check_lock(principal, session, "change")
-    if "event_id" in changes:
-        _check_event_change(principal, session, changes["event_id"])
+    event_id = changes.get("event_id", session.event_id)
+    if event_id != session.event_id:
+        _check_event_change(principal, session, event_id)
+    # An organiser's rights over a session that moves hold only if they organise both events:
+    # a speaker who organises another event moves their draft as its speaker.
+    organizer = principal.organizes(session.event_id) and principal.organizes(event_id)
     if "state" in changes:
-        _check_transition(principal, session, changes["state"])
-    if not principal.organizes(session.event_id) and ORGANIZER_FIELDS & changes.keys():
+        _check_transition(principal, session, changes["state"], organizer=organizer)
+    if not organizer and ORGANIZER_FIELDS & changes.keys():
         raise Forbidden(
             "organizer-fields",
-            f"Only an organiser of event {session.event_id} may lock or unlock its sessions.",
+            f"Only an organiser of event {event_id} may lock or unlock its sessions.",
         )
 
 
@@ -239,12 +246,12 @@ def _check_event_change(principal: Principal, session: SessionFacts, event_id: i
     )
 
 
-def _check_transition(principal: Principal, session: SessionFacts, new_state: str) -> None:
-    if new_state in transitions_for(principal, session):
+def _check_transition(
+    principal: Principal, session: SessionFacts, new_state: str, *, organizer: bool
+) -> None:
+    if new_state in transitions_for(principal, session, organizer=organizer):
         return
-    table = (
-        "organizer-transitions" if principal.organizes(session.event_id) else "speaker-transitions"
-    )
+    table = "organizer-transitions" if organizer else "speaker-transitions"
     raise Forbidden(
         table,
         f'You cannot change a session\'s state from "{session.state}" to "{new_state}".',

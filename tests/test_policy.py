@@ -326,6 +326,27 @@ async def test_moving_a_session_to_another_event(
         assert assert_problem(response, 403)["rule"] == "event-change"
 
 
+@pytest.mark.parametrize(
+    ("patch", "rule"),
+    [
+        ({"is_locked": True}, "organizer-fields"),
+        ({"state": "accepted"}, "speaker-transitions"),
+    ],
+)
+async def test_a_speaker_organising_their_own_event_moves_a_draft_as_its_speaker(
+    client_as: ClientAs, patch: dict[str, Any], rule: str
+) -> None:
+    # Organiser of the draft's event, not of the event it moves to: no organiser's rights there.
+    speaker = client_as("speaker-organizer-12", organizer_events=[EVENT])
+    created = await speaker.post("/sessions", json=session_body(event_id=EVENT))
+    url = f"/sessions/{created.json()['id']}"
+    response = await speaker.patch(url, json={"event_id": OTHER_EVENT} | patch)
+    assert assert_problem(response, 403)["rule"] == rule
+    moved = await speaker.patch(url, json={"event_id": OTHER_EVENT, "state": "pending"})
+    assert moved.status_code == 200, moved.text
+    assert (moved.json()["event_id"], moved.json()["is_locked"]) == (OTHER_EVENT, False)
+
+
 async def test_creator_id_is_the_token_subject_and_output_only(actors: Actors) -> None:
     response = await actors["speaker"].post(
         "/sessions", json=session_body(creator_id="someone-else", submitted_at=None)
