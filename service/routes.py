@@ -329,8 +329,10 @@ async def list_sessions(
         next_cursor = signer.sign(
             LIST_CURSOR, {"format": TOKEN_FORMAT, "query": bound_to, "after": position}
         )
+        # Relative (RFC 8288 resolves it against the request's URL), as Location is: the Host
+        # header is the client's to send, not a name this service can vouch for.
         next_url = request.url.include_query_params(cursor=next_cursor)
-        headers["Link"] = f'<{next_url}>; rel="next"'
+        headers["Link"] = f'<{next_url.path}?{next_url.query}>; rel="next"'
     items = [session_content(row) for row in page]
     return json_response({"items": items, "next_cursor": next_cursor}, headers=headers)
 

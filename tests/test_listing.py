@@ -126,8 +126,9 @@ async def test_list_link_header_points_at_the_next_page(client: httpx.AsyncClien
         "sort": "-title",
         "limit": 2,
     }
-    first = await client.get("/sessions", params=params)
+    first = await client.get("/sessions", params=params, headers={"Host": "evil.example"})
     link = first.headers["link"]
+    assert link.startswith("</sessions?")  # relative: the Host header is the client's
     assert link.endswith('>; rel="next"')
     url = link.removeprefix("<").removesuffix('>; rel="next"')
     query = parse_qs(urlsplit(url).query)
