@@ -42,8 +42,10 @@ class InvalidToken(ServiceError):
 
 # How many verified tokens a verifier remembers: a client sends the same token with every request
 # until it expires, and verifying it again (base64, JSON, the signature) costs more than serving
-# a read. At most a few megabytes.
+# a read. Only tokens of up to REMEMBERED_TOKEN_MAX characters (identity providers' are a few
+# hundred to a few thousand): at most 32 MiB, however large the tokens a client sends.
 VERIFIED_TOKENS_KEPT = 4096
+REMEMBERED_TOKEN_MAX = 8192
 
 
 def _until_unusable(token: str, verified: tuple[Principal, float], now: float) -> float:
@@ -78,7 +80,8 @@ class TokenVerifier:
         principal = self._principal(claims)
         # int(): as PyJWT reads exp (a numeric string passes its check too).
         unusable_at = int(claims["exp"]) + self.settings.jwt_leeway_seconds
-        self._verified[token] = (principal, unusable_at)
+        if len(token) <= REMEMBERED_TOKEN_MAX:
+            self._verified[token] = (principal, unusable_at)
         return principal
 
     def _decode(self, token: str) -> dict[str, Any]:

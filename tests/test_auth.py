@@ -346,6 +346,27 @@ async def test_a_remembered_token_is_refused_once_it_expires(
     assert "expired" in expired.json()["detail"]
 
 
+async def test_a_token_too_large_to_remember_is_verified_each_time(
+    app_with: Callable[..., FastAPI], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.auth import REMEMBERED_TOKEN_MAX
+
+    decoded: list[str] = []
+    decode = jwt.decode
+
+    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    app = app_with()
+    large = hs256(padding="x" * REMEMBERED_TOKEN_MAX)
+    small = hs256()
+    for token in (large, large, small, small):
+        assert (await post_with(app, token)).status_code == 201
+    assert decoded == [large, large, small]  # the large one is not kept in memory
+
+
 @pytest.mark.parametrize("exp", ["4102444800", 4102444800.5], ids=["numeric string", "float"])
 async def test_exp_of_another_numeric_type_verifies_and_is_remembered(
     app_with: Callable[..., FastAPI], exp: object
