@@ -65,7 +65,8 @@ class TokenVerifier:
         self.algorithms = frozenset(settings.jwt_algorithms)
         self.secret = settings.jwt_secret or None
         self.public_key = _load_public_key(settings)
-        required = ["exp", settings.jwt_subject_claim.split(".")[0]]
+        # The subject claim by name when it has no dots; else _principal finds it missing.
+        required = ["exp"] + [settings.jwt_subject_claim] * ("." not in settings.jwt_subject_claim)
         required += ["iss"] * bool(settings.jwt_issuer) + ["aud"] * bool(settings.jwt_audience)
         self.options: Any = {"require": required, "enforce_minimum_key_length": True}
         # time.time, as PyJWT's own checks of exp use the wall clock.
@@ -144,6 +145,10 @@ class TokenVerifier:
 
 
 def _claim(claims: Mapping[str, Any], path: str) -> Any:
+    # A name with dots of its own first: providers namespace claims with URLs (Auth0's
+    # "https://example.com/roles"); else a path into nested claims ("realm_access.roles").
+    if path in claims:
+        return claims[path]
     value: Any = claims
     for name in path.split("."):
         if not isinstance(value, Mapping):

@@ -253,6 +253,28 @@ async def test_claim_names_are_configurable(app_with: Callable[..., FastAPI]) ->
     assert response.json()["creator_id"] == "u-42"
 
 
+async def test_claim_names_may_be_urls_with_dots(app_with: Callable[..., FastAPI]) -> None:
+    # Auth0's convention: custom claims namespaced by a URL, whose dots are not a path.
+    app = app_with(
+        jwt_subject_claim="https://sessions.example/user",
+        jwt_roles_claim="https://sessions.example/roles",
+        jwt_organizer_events_claim="https://sessions.example/organizes",
+    )
+    provider_claims = claims(sub="provider|abc", organizer_events=None) | {
+        "https://sessions.example/user": "u-43",
+        "https://sessions.example/roles": [],
+        "https://sessions.example/organizes": [9],
+    }
+    token = jwt.encode(provider_claims, TEST_JWT_SECRET, algorithm="HS256")
+    # An organiser of event 9 only through the URL-named claim: may create it confirmed.
+    async with asgi_client(app, {"Authorization": f"Bearer {token}"}) as client:
+        created = await client.post("/sessions", json=session_body(event_id=9, state="confirmed"))
+        refused = await client.post("/sessions", json=session_body(event_id=8, state="confirmed"))
+    assert created.status_code == 201, created.text
+    assert created.json()["creator_id"] == "u-43"
+    assert refused.status_code == 403
+
+
 async def test_openapi_declares_the_bearer_scheme(anonymous_client: httpx.AsyncClient) -> None:
     spec = (await anonymous_client.get("/openapi.json")).json()
     schemes = spec["components"]["securitySchemes"]
