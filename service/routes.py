@@ -134,11 +134,15 @@ OptionalId = Annotated[int | None, Query(ge=1, le=INT4_MAX)]
 SortValue = Annotated[str, Field(json_schema_extra={"pattern": SORT_PATTERN})]
 SearchText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul), NO_NUL]
 
+# A page has no validator to revalidate with, and holds what this caller may see: never stored.
+PAGE_CACHE_CONTROL = {"Cache-Control": "no-store"}
+_NO_STORE = {"Cache-Control": header("no-store: a page is never stored by a cache.")}
 LIST_RESPONSES = merge_responses(
     {
         200: {
             "headers": {
-                "Link": header('The next page, `<url>; rel="next"`; absent on the last page.')
+                "Link": header('The next page, `<url>; rel="next"`; absent on the last page.'),
+                **_NO_STORE,
             }
         }
     },
@@ -148,10 +152,13 @@ LIST_RESPONSES = merge_responses(
         "another sort order (`parameter`: cursor).",
     ),
 )
-CHANGES_RESPONSES = problem_response(
-    400,
-    "The token was altered, signed with another secret, or issued for another event_id "
-    "(`parameter`: since).",
+CHANGES_RESPONSES = merge_responses(
+    {200: {"headers": _NO_STORE}},
+    problem_response(
+        400,
+        "The token was altered, signed with another secret, or issued for another event_id "
+        "(`parameter`: since).",
+    ),
 )
 
 # Token kinds: a list cursor is never accepted as a feed token, nor the other way round.
@@ -323,7 +330,7 @@ async def list_sessions(
         )
     page = rows[:limit]
     next_cursor = None
-    headers = {}
+    headers = dict(PAGE_CACHE_CONTROL)
     if len(rows) > limit:
         position = encode_position(sort_keys, keyset_position(page[-1], sort_keys))
         next_cursor = signer.sign(
@@ -396,7 +403,7 @@ async def list_session_changes(
         FEED_TOKEN,
         {"format": TOKEN_FORMAT, "event_id": event_id, "txid": position[0], "id": position[1]},
     )
-    return json_response({"items": items, "next_token": token})
+    return json_response({"items": items, "next_token": token}, headers=PAGE_CACHE_CONTROL)
 
 
 def _read_feed_token(signer: TokenSigner, since: str, event_id: int | None) -> tuple[int, int]:

@@ -117,6 +117,15 @@ async def test_list_sort_may_be_repeated_instead_of_comma_separated(
     assert seen == expected_order(sessions, ["title", "-starts_at"])
 
 
+@pytest.mark.parametrize("url", ["/sessions", "/sessions/changes"])
+async def test_pages_are_never_stored_by_caches(client: httpx.AsyncClient, url: str) -> None:
+    # No validator to revalidate a page with, and it holds what this caller may see.
+    await create_session(client)
+    response = await client.get(url)
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+
+
 async def test_list_link_header_points_at_the_next_page(client: httpx.AsyncClient) -> None:
     for n in range(3):
         await create_session(client, event_id=5, state="accepted", title=f"t{n}")
