@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import MISSING, BaseModel, Field
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.routing import Match
@@ -313,6 +314,22 @@ async def _driver_error(request: Request, exc: Exception) -> Response:
     return _internal_error(request)
 
 
+async def _adapter_error(request: Request, exc: Exception) -> Response:
+    # The read path takes the pool's raw connection: a connection the server refuses with a
+    # SQLSTATE (starting up, shutting down, too many clients) arrives as the DBAPI adapter's own
+    # error, not wrapped as a DBAPIError.
+    assert isinstance(exc, AsyncAdapt_asyncpg_dbapi.Error)
+    if isinstance(exc, _ADAPTER_CONNECTION_ERRORS) or _is_unavailable_sqlstate(exc.sqlstate):
+        return await _database_unavailable(request, exc)
+    return _internal_error(request)
+
+
+_ADAPTER_CONNECTION_ERRORS = (
+    AsyncAdapt_asyncpg_dbapi.InterfaceError,
+    AsyncAdapt_asyncpg_dbapi.OperationalError,
+)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -327,4 +344,5 @@ def install_error_handlers(app: FastAPI) -> None:
     # The read path runs asyncpg itself: its errors arrive unwrapped.
     app.add_exception_handler(asyncpg.PostgresError, _driver_error)
     app.add_exception_handler(asyncpg.InterfaceError, _database_unavailable)
+    app.add_exception_handler(AsyncAdapt_asyncpg_dbapi.Error, _adapter_error)
     app.add_exception_handler(Exception, _unexpected_error)

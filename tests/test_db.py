@@ -2,12 +2,14 @@
 DB_POOL_TIMEOUT), and a write's unit of work, which commits before the response is sent."""
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import ConnectionLine, connection_line, read_connection
@@ -194,6 +196,31 @@ async def test_a_connection_left_in_a_transaction_is_replaced_before_a_request_u
     finally:
         await stored.close()
         await empty_sessions(engine)
+
+
+async def test_a_connection_the_server_refuses_is_a_503_on_reads_and_writes(
+    database_url: str,
+) -> None:
+    # A role allowed no connection: the server answers 53300 ("too many connections"), as it
+    # does when full, and 57P03 while it starts or shuts down. The read path got it unwrapped.
+    role = f"sessions_test_full_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(asyncpg_dsn(database_url))
+    await admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+    try:
+        refused_url = make_url(database_url).set(username=role).render_as_string(False)
+        async with started(Settings(database_url=refused_url)) as (_, client):
+            for response in (
+                await client.get("/sessions/1"),
+                await client.get("/sessions"),
+                await client.get("/sessions/changes"),
+                await client.post("/sessions", json=session_body()),
+            ):
+                assert response.status_code == 503, response.text
+                assert response.headers["content-type"] == "application/problem+json"
+                assert response.headers["retry-after"] == "1"
+    finally:
+        await admin.execute(f'DROP ROLE "{role}"')
+        await admin.close()
 
 
 @pytest.fixture
