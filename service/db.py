@@ -1,11 +1,13 @@
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 from fastapi import FastAPI
-from sqlalchemy import MetaData, event
+from sqlalchemy import MetaData, event, select
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -16,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
+from service.errors import CommitUnconfirmed, is_database_unavailable
 from service.settings import Settings, get_settings
 
 NAMING_CONVENTION = {
@@ -110,6 +113,13 @@ def connection_line(app: FastAPI) -> ConnectionLine:
     return line
 
 
+# Where the before_flush hook (service.repository) lists the objects it stamped, in the session's
+# info: a commit that is never confirmed is checked against their stamps.
+STAMPED = "stamped"
+# Set while a unit of work commits: a request cancelled then (at shutdown) may have been saved.
+committing: ContextVar[bool] = ContextVar("committing", default=False)
+
+
 @asynccontextmanager
 async def unit_of_work(app: FastAPI) -> AsyncIterator[AsyncSession]:
     """A write's unit of work: one ORM session and its transaction, committed on leaving.
@@ -119,10 +129,52 @@ async def unit_of_work(app: FastAPI) -> AsyncIterator[AsyncSession]:
     client as an error, never as a success; requests refused before the write (invalid,
     unauthenticated, a creation the policy forbids) never queue for a connection; and FastAPI's
     machinery for dependencies that yield (60 to 80 µs of a write's CPU) is not needed.
+
+    A COMMIT the database never answers (a lost connection, the client's timeout) may have
+    been applied all the same: the stamped rows are then looked up on another connection. Found
+    as stamped, the write stands; else the client learns that its outcome is unknown
+    (CommitUnconfirmed), never "retry", which could apply it twice.
     """
     maker: async_sessionmaker[AsyncSession] = app.state.db_maker
-    async with connection_line(app).turn(), maker() as db, db.begin():
-        yield db
+    token = None
+    try:
+        async with connection_line(app).turn(), maker() as db, db.begin():
+            yield db
+            # Read now: a failed commit expires the objects. (The repository has flushed.)
+            written = [
+                (type(obj), obj.id, obj.version, obj.last_modified_at)
+                for obj in db.info.get(STAMPED, ())
+            ]
+            token = committing.set(True)  # leaving db.begin() commits
+    except Exception as exc:
+        if token is None:
+            raise
+        committing.reset(token)
+        if not is_database_unavailable(exc):
+            raise
+        if not await _stored_as_written(maker, written):
+            raise CommitUnconfirmed from exc
+    else:
+        assert token is not None
+        committing.reset(token)
+    # A cancellation (at shutdown) leaves `committing` set, for the answer it gets.
+
+
+async def _stored_as_written(
+    maker: async_sessionmaker[AsyncSession], written: Iterable[tuple[Any, int, int, datetime]]
+) -> bool:
+    """Whether every row the hook stamped is stored with its version and stamp."""
+    try:
+        async with maker() as db:
+            for model, id_, version, stamp in written:
+                query = select(model.version, model.last_modified_at).where(model.id == id_)
+                if tuple((await db.execute(query)).one_or_none() or ()) != (version, stamp):
+                    return False
+    except Exception as exc:
+        if not is_database_unavailable(exc):
+            raise
+        return False  # the database still does not answer: the outcome stays unknown
+    return True
 
 
 @asynccontextmanager

@@ -130,6 +130,20 @@ class ServiceUnavailable(ServiceError):
     slug = "database-unavailable"
 
 
+class CommitUnconfirmed(ServiceError):
+    """A write whose COMMIT the database never confirmed, and that could not be found stored:
+    it may have been saved all the same. No Retry-After: a blind retry could apply it twice."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    slug = "commit-unconfirmed"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The database did not confirm the change, which may have been saved all the same: "
+            "read the session (or the change feed) before you send it again."
+        )
+
+
 def problem(
     status: int,
     detail: str | None = None,
@@ -281,10 +295,27 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+# The DBAPI adapter's errors for a connection that failed (no SQLSTATE of the server's).
+_ADAPTER_CONNECTION_ERRORS = (
+    AsyncAdapt_asyncpg_dbapi.InterfaceError,
+    AsyncAdapt_asyncpg_dbapi.OperationalError,
+)
 # SQLSTATE classes that say "the database cannot serve now", not "this request is wrong":
 # 08 connection exception, 53 insufficient resources (too many connections), 57 operator
 # intervention (shutting down, starting up, statement timeout).
 _UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether an error says the database cannot serve now (a lost connection, a timeout, a
+    server shutting down), not that the request is wrong: what answers 503 database-unavailable."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        return _is_connection_error(exc)
+    if isinstance(exc, asyncpg.PostgresError):
+        return _is_unavailable_sqlstate(exc.sqlstate)
+    if isinstance(exc, AsyncAdapt_asyncpg_dbapi.Error):
+        return isinstance(exc, _ADAPTER_CONNECTION_ERRORS) or _is_unavailable_sqlstate(exc.sqlstate)
+    return isinstance(exc, OSError | sa_exc.TimeoutError | asyncpg.InterfaceError)
 
 
 def _is_unavailable_sqlstate(sqlstate: object) -> bool:
@@ -318,16 +349,9 @@ async def _adapter_error(request: Request, exc: Exception) -> Response:
     # The read path takes the pool's raw connection: a connection the server refuses with a
     # SQLSTATE (starting up, shutting down, too many clients) arrives as the DBAPI adapter's own
     # error, not wrapped as a DBAPIError.
-    assert isinstance(exc, AsyncAdapt_asyncpg_dbapi.Error)
-    if isinstance(exc, _ADAPTER_CONNECTION_ERRORS) or _is_unavailable_sqlstate(exc.sqlstate):
+    if is_database_unavailable(exc):
         return await _database_unavailable(request, exc)
     return _internal_error(request)
-
-
-_ADAPTER_CONNECTION_ERRORS = (
-    AsyncAdapt_asyncpg_dbapi.InterfaceError,
-    AsyncAdapt_asyncpg_dbapi.OperationalError,
-)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -12,7 +12,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import HTTP_METHODS, problem
+from service.db import committing
+from service.errors import HTTP_METHODS, CommitUnconfirmed, problem
 from service.logs import request_id
 from service.metrics import Metrics
 
@@ -29,6 +30,10 @@ SHUTTING_DOWN = problem(
     slug="shutting-down",
     headers={"Retry-After": "1", "Connection": "close"},
 )  # never the raw path: it would make one time series per URL
+# Cancelled while its write was committing: it may have been saved.
+SHUT_DOWN_WHILE_COMMITTING = problem(
+    503, CommitUnconfirmed().detail, slug=CommitUnconfirmed.slug, headers={"Connection": "close"}
+)
 
 # ACCESS_LOG=false silences this logger (service.logs.configure_logging).
 access_log = logging.getLogger("service.access")
@@ -64,7 +69,8 @@ class RequestTelemetry:
             # uvicorn cancels the requests still running at GRACEFUL_SHUTDOWN_TIMEOUT: a 503
             # (retry elsewhere) tells the client more than uvicorn's bare text 500.
             if not status:
-                await SHUTTING_DOWN(scope, receive, send_with_request_id)
+                answer = SHUT_DOWN_WHILE_COMMITTING if committing.get() else SHUTTING_DOWN
+                await answer(scope, receive, send_with_request_id)
             raise
         finally:
             status = status or 500

@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
+from service.db import STAMPED
 from service.errors import Conflict, InvalidInput
 from service.models import (
     NEGATIVE_INFINITY,
@@ -59,11 +60,14 @@ def _stamp_changed_sessions(db: orm.Session, flush_context: Any, instances: Any)
     # (it fires for objects whose attributes were set to the values they already had).
     # A row the flush writes because of these stamps gets its txid from the column itself.
     now = datetime.now(UTC)
+    # What a commit that is never confirmed is checked against (service.db.unit_of_work).
+    stamped = db.info.setdefault(STAMPED, [])
     for obj in db.new:
         if isinstance(obj, Session):
             obj.created_at = obj.last_modified_at = now
             obj.version = 1
             _stamp_submission(obj)
+            stamped.append(obj)
     for obj in db.dirty:
         if isinstance(obj, Session) and db.is_modified(obj, include_collections=False):
             # Strictly later than the stored stamp, even if this host's clock is behind.
@@ -71,6 +75,7 @@ def _stamp_changed_sessions(db: orm.Session, flush_context: Any, instances: Any)
             obj.version += 1
             if orm.attributes.get_history(obj, "state").has_changes():
                 _stamp_submission(obj)
+            stamped.append(obj)
 
 
 def _stamp_submission(session: Session) -> None:

@@ -241,6 +241,9 @@ async def test_a_write_whose_commit_fails_answers_an_error_and_stores_nothing(
             created = await client.post("/sessions", json=session_body(title=LOST_AT_COMMIT))
             assert created.status_code == 503, created.text
             assert created.headers["content-type"] == "application/problem+json"
+            # The commit's outcome unknown to the service (looked up, not found): never "retry".
+            assert created.json()["type"] == "urn:sessions-service:problem:commit-unconfirmed"
+            assert "retry-after" not in created.headers
             assert await stored.fetchval("SELECT count(*) FROM sessions") == 0
 
             session = await create_session(client)

@@ -172,3 +172,33 @@ async def test_statement_over_the_timeout_gives_503_and_changes_nothing(
     assert (await client.get(f"/sessions/{session['id']}")).json() == session
     patched = await client.patch(f"/sessions/{session['id']}", json={"title": "In time"})
     assert patched.json()["version"] == 2
+
+
+async def test_a_commit_the_database_never_confirms_is_looked_up_before_answering(
+    postgres: PrivatePostgres, database_url: str
+) -> None:
+    # Synchronous replication to a standby that does not exist: COMMIT is written, then waits
+    # for the standby forever; the service's client gives up (DB_STATEMENT_TIMEOUT + 1 s) and
+    # cancels the wait, and the transaction stands. Answering "retry" would make a duplicate.
+    admin = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'absent_standby'")
+        await admin.execute("SELECT pg_reload_conf()")
+        async with started(short_bounds(database_url)) as (_, client):
+            response = await answer(
+                client.post("/sessions", json=session_body(title="Never confirmed"))
+            )
+        await admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
+        await admin.execute("SELECT pg_reload_conf()")
+        stored = await admin.fetch(
+            "SELECT id, version FROM sessions WHERE title = 'Never confirmed'"
+        )
+    finally:
+        await admin.close()
+    assert len(stored) == 1
+    if response.status_code == 201:  # found stored: the write stands
+        assert response.json()["id"] == stored[0]["id"]
+    else:
+        assert response.status_code == 503, response.text
+        assert response.json()["type"] == "urn:sessions-service:problem:commit-unconfirmed"
+        assert "retry-after" not in response.headers
