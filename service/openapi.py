@@ -33,7 +33,9 @@ PROBLEMS = {
     413: "The body is too large.",
     422: "The request is invalid; `errors` names each invalid field.",
     428: "The request must be conditional.",
-    503: "The database is unavailable; retry after `Retry-After` seconds.",
+    503: "The database is unavailable; retry after `Retry-After` seconds. A write of type "
+    "`urn:sessions-service:problem:commit-unconfirmed` (no `Retry-After`) may have been saved: "
+    "read before retrying.",
 }
 
 
@@ -63,7 +65,10 @@ def problem_response(status: int, description: str | None = None, **extra: Any) 
     }
     if status == 503:
         response["headers"] = {
-            "Retry-After": header("Seconds to wait before retrying.", pattern="^[0-9]+$")
+            "Retry-After": header(
+                "Seconds to wait before retrying; absent when a write may have been saved.",
+                pattern="^[0-9]+$",
+            )
         }
     return {status: response | extra}
 
