@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import NullPool
 
 from service.errors import CommitUnconfirmed, is_database_unavailable
 from service.settings import Settings, get_settings
@@ -36,10 +37,8 @@ class Base(DeclarativeBase):
 
 def create_engine(settings: Settings) -> AsyncEngine:
     """The engine of the app: every wait on the database is bounded by a setting."""
-    assert settings.database_url
-    statement_timeout_ms = round(settings.db_statement_timeout * 1000)
     engine = create_async_engine(
-        settings.database_url,
+        _database_url(settings),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
@@ -47,16 +46,37 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # closed is discarded on checkout below at no cost, and any other disconnect error
         # invalidates the whole pool (SQLAlchemy's default), so an outage fails one request,
         # not one per pooled connection.
-        connect_args={
-            "timeout": settings.db_connect_timeout,
-            "server_settings": {"statement_timeout": str(statement_timeout_ms)},
-            # The client's own bound, for a server that does not answer at all (frozen, cut off);
-            # a second later than the server's, which ends the statement more cleanly.
-            "command_timeout": settings.db_statement_timeout + 1,
-        },
+        connect_args=_connect_args(settings),
     )
     event.listen(engine.sync_engine, "checkout", _discard_unusable_connection)
     return engine
+
+
+def create_probe_engine(settings: Settings) -> AsyncEngine:
+    """An engine without a pool, for /readyz: a connection of its own for each probe.
+
+    The requests' pool, all busy under load or behind a row lock, says nothing about whether
+    the database answers: a probe waiting there would take every replica out of the load
+    balancer at once, and turn a busy service into an unavailable one.
+    """
+    return create_async_engine(
+        _database_url(settings), poolclass=NullPool, connect_args=_connect_args(settings)
+    )
+
+
+def _database_url(settings: Settings) -> str:
+    assert settings.database_url
+    return settings.database_url
+
+
+def _connect_args(settings: Settings) -> dict[str, Any]:
+    return {
+        "timeout": settings.db_connect_timeout,
+        "server_settings": {"statement_timeout": str(round(settings.db_statement_timeout * 1000))},
+        # The client's own bound, for a server that does not answer at all (frozen, cut off);
+        # a second later than the server's, which ends the statement more cleanly.
+        "command_timeout": settings.db_statement_timeout + 1,
+    }
 
 
 def _discard_unusable_connection(dbapi_connection: Any, record: Any, proxy: Any) -> None:

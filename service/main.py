@@ -7,7 +7,7 @@ from fastapi_offline import FastAPIOffline
 
 from service import ops, routes
 from service.auth import VaryByAuthorization, token_verifier
-from service.db import create_engine
+from service.db import create_engine, create_probe_engine
 from service.edge import BodySizeLimit, ConfiguredCORS
 from service.errors import UnexpectedErrors, install_error_handlers
 from service.metrics import Metrics
@@ -47,6 +47,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.known_revisions = known_revisions()
     engine = create_engine(settings)
     app.state.engine = engine
+    app.state.probe_engine = create_probe_engine(settings)
     app.state.db_maker = make_sessionmaker(engine)
     app.state.metrics.watch_pool(engine.pool)
     token_verifier(app)  # a bad key configuration fails the start, not the first request
@@ -55,6 +56,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         app.state.metrics.forget_pool()
         await engine.dispose()
+        await app.state.probe_engine.dispose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

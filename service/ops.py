@@ -32,11 +32,12 @@ async def healthz() -> dict[str, str]:
 @router.api_route("/readyz", methods=["GET", "HEAD"])
 async def readyz(request: Request) -> Any:
     """Readiness: the database answers within READINESS_TIMEOUT and its schema is one this
-    code can serve."""
+    code can serve; asked on a connection of its own, not the requests' pool (see
+    service.db.create_probe_engine)."""
     state = request.app.state
     try:
         async with asyncio.timeout(state.settings.readiness_timeout):
-            revisions = await _applied_revisions(state.engine)
+            revisions = await _applied_revisions(state.probe_engine)
     except Exception as exc:
         logger.warning("not ready: the database is unavailable (%s)", exc.__class__.__name__)
         return _not_ready("The database is unavailable.", database="unavailable")
