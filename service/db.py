@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
+from sqlalchemy.util import greenlet_spawn
 
 from service.errors import CommitUnconfirmed, is_database_unavailable
 from service.settings import Settings, get_settings
@@ -226,4 +227,9 @@ async def read_connection(app: FastAPI) -> AsyncIterator[Any]:
             connection.invalidate()
             raise
         finally:
-            connection.close()
+            if bind.pool.overflow() > 0:  # type: ignore[attr-defined]  # QueuePool's
+                # The pool may close it rather than keep it (DB_MAX_OVERFLOW): I/O, which
+                # SQLAlchemy's asyncio layer runs in a greenlet only.
+                await greenlet_spawn(connection.close)
+            else:
+                connection.close()

@@ -2,6 +2,7 @@
 DB_POOL_TIMEOUT), and a write's unit of work, which commits before the response is sent."""
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
@@ -221,6 +222,20 @@ async def test_a_connection_the_server_refuses_is_a_503_on_reads_and_writes(
     finally:
         await admin.execute(f'DROP ROLE "{role}"')
         await admin.close()
+
+
+async def test_reads_on_overflow_connections_close_them_cleanly(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Beyond DB_POOL_SIZE, a returned connection is closed: I/O, which must run in a greenlet
+    # (else "Exception closing connection ... MissingGreenlet", logged at ERROR every time).
+    settings = Settings(database_url=database_url, db_pool_size=1, db_max_overflow=3)
+    async with started(settings) as (app, client):
+        responses = await asyncio.gather(*(client.get("/sessions") for _ in range(24)))
+        assert {response.status_code for response in responses} == {200}
+        assert app.state.engine.pool.overflow() <= 0  # the overflow connections were closed
+    errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert errors == []
 
 
 @pytest.fixture

@@ -160,10 +160,9 @@ async def test_readyz_answers_while_every_pooled_connection_is_busy(database_url
     # Busy is not unready: a probe waiting in the requests' pool would take every replica out
     # of the load balancer at once under load.
     settings = Settings(database_url=database_url, db_pool_size=1, readiness_timeout=1.0)
-    async with started(settings) as (app, client):
-        async with app.state.engine.connect() as held:
-            await held.exec_driver_sql("SELECT 1")  # the pool's only connection, taken
-            response = await client.get("/readyz")
+    async with started(settings) as (app, client), app.state.engine.connect() as held:
+        await held.exec_driver_sql("SELECT 1")  # the pool's only connection, taken
+        response = await client.get("/readyz")
     assert response.status_code == 200, response.text
     assert response.json()["checks"]["database"] == "ok"
 
