@@ -1,13 +1,12 @@
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 from fastapi import FastAPI
-from sqlalchemy import MetaData, event, select
+from sqlalchemy import MetaData, event, inspect
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -17,10 +16,11 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.pool import NullPool
 from sqlalchemy.util import greenlet_spawn
 
-from service.errors import CommitUnconfirmed, is_database_unavailable
+from service.errors import CommitUnconfirmed, committing, is_database_unavailable
 from service.settings import Settings, get_settings
 
 NAMING_CONVENTION = {
@@ -94,7 +94,7 @@ def _discard_unusable_connection(dbapi_connection: Any, record: Any, proxy: Any)
     if driver.is_closed():
         raise DisconnectionError("the server closed this pooled connection")
     # _top_xact: the transaction asyncpg will nest the next one in (as its own reset reads it).
-    if driver.is_in_transaction() or driver._top_xact is not None:
+    if driver.is_in_transaction() or getattr(driver, "_top_xact", None) is not None:
         raise DisconnectionError("a failed BEGIN, COMMIT or ROLLBACK left a transaction open")
 
 
@@ -137,8 +137,6 @@ def connection_line(app: FastAPI) -> ConnectionLine:
 # Where the before_flush hook (service.repository) lists the objects it stamped, in the session's
 # info: a commit that is never confirmed is checked against their stamps.
 STAMPED = "stamped"
-# Set while a unit of work commits: a request cancelled then (at shutdown) may have been saved.
-committing: ContextVar[bool] = ContextVar("committing", default=False)
 
 
 @asynccontextmanager
@@ -161,36 +159,49 @@ async def unit_of_work(app: FastAPI) -> AsyncIterator[AsyncSession]:
     try:
         async with connection_line(app).turn(), maker() as db, db.begin():
             yield db
-            # Read now: a failed commit expires the objects. (The repository has flushed.)
+            # The repository has flushed: what the hook stamped is final. Listed now, since a
+            # failed commit expires the objects.
             written = [
-                (type(obj), obj.id, obj.version, obj.last_modified_at)
-                for obj in db.info.get(STAMPED, ())
+                (obj, obj.id, obj.version, obj.last_modified_at) for obj in db.info.get(STAMPED, ())
             ]
             token = committing.set(True)  # leaving db.begin() commits
     except Exception as exc:
         if token is None:
             raise
+        unconfirmed = is_database_unavailable(exc)
+        stored = unconfirmed and await _restore_if_stored(app, written)
+        # Only once the outcome is known: a request cancelled (at shutdown) until then is
+        # answered that its write may have been saved (service.middleware).
         committing.reset(token)
-        if not is_database_unavailable(exc):
-            raise
-        if not await _stored_as_written(maker, written):
+        if stored:
+            return  # the write stands: the handler answers as for any other
+        if unconfirmed:
             raise CommitUnconfirmed from exc
+        raise
     else:
         assert token is not None
         committing.reset(token)
-    # A cancellation (at shutdown) leaves `committing` set, for the answer it gets.
 
 
-async def _stored_as_written(
-    maker: async_sessionmaker[AsyncSession], written: Iterable[tuple[Any, int, int, datetime]]
+async def _restore_if_stored(
+    app: FastAPI, written: Iterable[tuple[Any, int, int, datetime]]
 ) -> bool:
-    """Whether every row the hook stamped is stored with its version and stamp."""
+    """Whether every row the hook stamped is stored with the version and stamp it wrote.
+
+    If so, the objects get the stored values back (the failed commit expired them) for the
+    handler's answer. Asked on a connection of its own (the probe engine's): the pool's may all
+    be busy, and the one that failed is gone.
+    """
     try:
-        async with maker() as db:
-            for model, id_, version, stamp in written:
-                query = select(model.version, model.last_modified_at).where(model.id == id_)
-                if tuple((await db.execute(query)).one_or_none() or ()) != (version, stamp):
+        async with AsyncSession(app.state.probe_engine) as db:
+            for obj, id_, version, stamp in written:
+                stored = await db.get(type(obj), id_)
+                if stored is None or (stored.version, stored.last_modified_at) != (version, stamp):
                     return False
+                state = inspect(stored)
+                for attribute in state.mapper.column_attrs:
+                    if attribute.key not in state.unloaded:
+                        set_committed_value(obj, attribute.key, state.dict[attribute.key])
     except Exception as exc:
         if not is_database_unavailable(exc):
             raise

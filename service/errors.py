@@ -6,6 +6,7 @@ a title and a sentence written for it.
 
 import logging
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from http import HTTPStatus
 from typing import Any
 
@@ -128,6 +129,11 @@ class PreconditionRequired(ServiceError):
 class ServiceUnavailable(ServiceError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
     slug = "database-unavailable"
+
+
+# Set while a unit of work commits (service.db.unit_of_work), until its outcome is known: a
+# request cancelled then (at shutdown) may have been saved, and is answered so.
+committing: ContextVar[bool] = ContextVar("committing", default=False)
 
 
 class CommitUnconfirmed(ServiceError):

@@ -12,8 +12,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.db import committing
-from service.errors import HTTP_METHODS, CommitUnconfirmed, problem
+from service.errors import HTTP_METHODS, CommitUnconfirmed, committing, problem
 from service.logs import request_id
 from service.metrics import Metrics
 

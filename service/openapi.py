@@ -33,7 +33,7 @@ PROBLEMS = {
     413: "The body is too large.",
     422: "The request is invalid; `errors` names each invalid field.",
     428: "The request must be conditional.",
-    503: "The database is unavailable; retry after `Retry-After` seconds. A write of type "
+    503: "The database is unavailable; retry after `Retry-After` seconds. A 503 of type "
     "`urn:sessions-service:problem:commit-unconfirmed` (no `Retry-After`) may have been saved: "
     "read before retrying.",
 }

@@ -4,23 +4,29 @@ DB_POOL_TIMEOUT), and a write's unit of work, which commits before the response 
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import ConnectionLine, connection_line, read_connection
+from service.schemas import format_utc
 from service.settings import Settings
 from tests.conftest import (
+    ADMIN_HEADERS,
     asyncpg_dsn,
     create_session,
     empty_sessions,
     migrated_database,
     session_body,
+    settings_for,
     started,
 )
 
@@ -236,6 +242,111 @@ async def test_reads_on_overflow_connections_close_them_cleanly(
         assert app.state.engine.pool.overflow() <= 0  # the overflow connections were closed
     errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
     assert errors == []
+
+
+ADMIN_HEADER_ITEMS = [
+    (name.lower().encode(), value.encode()) for name, value in ADMIN_HEADERS.items()
+]
+
+
+def commit_then(monkeypatch: pytest.MonkeyPatch, *, applied: bool, raised: BaseException) -> None:
+    """The driver's COMMIT, applied or not, then `raised` in place of its answer."""
+    commit: Any = AsyncAdapt_asyncpg_connection.commit
+
+    def commit_and_lose_the_answer(connection: Any) -> None:
+        if applied:
+            commit(connection)
+        else:
+            connection.rollback()
+        raise raised
+
+    monkeypatch.setattr(AsyncAdapt_asyncpg_connection, "commit", commit_and_lose_the_answer)
+
+
+@pytest.mark.parametrize("write", ["POST", "PATCH", "DELETE"])
+async def test_a_write_whose_commit_went_through_unconfirmed_is_answered_as_stored(
+    database_url: str, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, write: str
+) -> None:
+    stored = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        async with started(settings_for(database_url)) as (_, client):
+            session = await create_session(client)
+            url = f"/sessions/{session['id']}"
+            commit_then(monkeypatch, applied=True, raised=ConnectionResetError("lost"))
+            if write == "POST":
+                response = await client.post("/sessions", json=session_body(title="Unconfirmed"))
+                expected = (201, "Unconfirmed", 1)
+            elif write == "PATCH":
+                response = await client.patch(url, json={"title": "Unconfirmed"})
+                expected = (200, "Unconfirmed", 2)
+            else:
+                response = await client.delete(url)
+                expected = (204, session["title"], 2)
+            monkeypatch.undo()
+        assert response.status_code == expected[0], response.text
+        row = await stored.fetchrow(
+            "SELECT * FROM sessions WHERE id = $1",
+            response.json()["id"] if write == "POST" else session["id"],
+        )
+        assert (row["title"], row["version"]) == expected[1:]
+        if write != "DELETE":  # the answer is the stored session, as after any write
+            body = response.json()
+            assert (body["title"], body["version"]) == expected[1:]
+            assert body["last_modified_at"] == format_utc(row["last_modified_at"])
+    finally:
+        await stored.close()
+        await empty_sessions(engine)
+
+
+async def test_a_write_whose_commit_is_unconfirmed_and_not_stored_is_never_answered_retry(
+    database_url: str, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    try:
+        async with started(settings_for(database_url)) as (_, client):
+            session = await create_session(client)
+            commit_then(monkeypatch, applied=False, raised=ConnectionResetError("lost"))
+            response = await client.patch(f"/sessions/{session['id']}", json={"title": "Lost"})
+            monkeypatch.undo()
+            assert response.status_code == 503, response.text
+            assert response.json()["type"] == "urn:sessions-service:problem:commit-unconfirmed"
+            assert "retry-after" not in response.headers
+            assert (await client.get(f"/sessions/{session['id']}")).json() == session
+    finally:
+        await empty_sessions(engine)
+
+
+async def test_a_request_stopped_while_it_commits_is_told_its_write_may_be_saved(
+    database_url: str, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # uvicorn cancels the requests still running at GRACEFUL_SHUTDOWN_TIMEOUT: here, in COMMIT.
+    try:
+        async with started(settings_for(database_url)) as (app, _):
+            commit_then(monkeypatch, applied=True, raised=asyncio.CancelledError())
+            sent: list[MutableMapping[str, Any]] = []
+            body = orjson.dumps(session_body())
+
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            async def send(message: MutableMapping[str, Any]) -> None:
+                sent.append(message)
+
+            scope = {
+                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                "method": "POST", "scheme": "http", "path": "/sessions", "raw_path": b"/sessions",
+                "query_string": b"", "root_path": "", "server": ("test", 80),
+                "client": ("127.0.0.1", 1), "app": app,
+                "headers": [(b"content-type", b"application/json"), *ADMIN_HEADER_ITEMS],
+            }  # fmt: skip
+            with pytest.raises(asyncio.CancelledError):
+                await app(scope, receive, send)
+            monkeypatch.undo()
+        start, answer = sent[0], orjson.loads(sent[1]["body"])
+        assert start["status"] == 503
+        assert answer["type"] == "urn:sessions-service:problem:commit-unconfirmed"
+        assert b"retry-after" not in dict(start["headers"])
+    finally:
+        await empty_sessions(engine)
 
 
 @pytest.fixture
