@@ -45,12 +45,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Read once: /readyz compares the database with these on every probe.
     app.state.migration_heads = migration_heads()
     app.state.known_revisions = known_revisions()
+    token_verifier(app)  # a bad key configuration fails the start, not the first request
     engine = create_engine(settings)
     app.state.engine = engine
     app.state.probe_engine = create_probe_engine(settings)
     app.state.db_maker = make_sessionmaker(engine)
     app.state.metrics.watch_pool(engine.pool)
-    token_verifier(app)  # a bad key configuration fails the start, not the first request
     try:
         yield
     finally:

@@ -9,15 +9,27 @@ import asyncio
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import text
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
+from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.errors import problem
 from service.metrics import CONTENT_TYPE, Metrics
 
 router = APIRouter(include_in_schema=False)
+
+# What asking the database can raise: SQLAlchemy's errors, the driver's and its adapter's when
+# they arrive unwrapped, and OSError (no route to the server; TimeoutError, READINESS_TIMEOUT).
+_DATABASE_ERRORS = (
+    SQLAlchemyError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    AsyncAdapt_asyncpg_dbapi.Error,
+    OSError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +50,7 @@ async def readyz(request: Request) -> Any:
     try:
         async with asyncio.timeout(state.settings.readiness_timeout):
             revisions = await _applied_revisions(state.probe_engine)
-    except Exception as exc:
+    except _DATABASE_ERRORS as exc:  # any: not ready. A bug of the service's stays a 500.
         logger.warning("not ready: the database is unavailable (%s)", exc.__class__.__name__)
         return _not_ready("The database is unavailable.", database="unavailable")
     schema = schema_state(revisions, state.migration_heads, state.known_revisions)

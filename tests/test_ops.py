@@ -167,6 +167,13 @@ async def test_readyz_answers_while_every_pooled_connection_is_busy(database_url
     assert response.json()["checks"]["database"] == "ok"
 
 
+async def test_readyz_answers_head_as_get(service: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    _, client = service
+    get, head = await client.get("/readyz"), await client.head("/readyz")
+    assert get.status_code == head.status_code == 200
+    assert head.content == b""
+
+
 async def test_request_id_from_the_caller_is_echoed_and_logged(
     service: tuple[FastAPI, httpx.AsyncClient], caplog: pytest.LogCaptureFixture
 ) -> None:
