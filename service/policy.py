@@ -203,9 +203,12 @@ def check_update(principal: Principal, session: SessionFacts, changes: Mapping[s
     if "state" in changes:
         _check_transition(principal, session, changes["state"], organizer=organizer)
     if not organizer and ORGANIZER_FIELDS & changes.keys():
+        events = f"event {event_id}"
+        if event_id != session.event_id:
+            events = f"both events {session.event_id} and {event_id}"
         raise Forbidden(
             "organizer-fields",
-            f"Only an organiser of event {event_id} may lock or unlock its sessions.",
+            f"Only an organiser of {events} may lock or unlock this session.",
         )
 
 
