@@ -184,12 +184,14 @@ async def test_a_commit_the_database_never_confirms_is_looked_up_before_answerin
     try:
         await admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'absent_standby'")
         await admin.execute("SELECT pg_reload_conf()")
-        async with started(short_bounds(database_url)) as (_, client):
-            response = await answer(
-                client.post("/sessions", json=session_body(title="Never confirmed"))
-            )
-        await admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
-        await admin.execute("SELECT pg_reload_conf()")
+        try:
+            async with started(short_bounds(database_url)) as (_, client):
+                response = await answer(
+                    client.post("/sessions", json=session_body(title="Never confirmed"))
+                )
+        finally:  # the server is the module's: later tests' commits must not wait
+            await admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            await admin.execute("SELECT pg_reload_conf()")
         stored = await admin.fetch(
             "SELECT id, version FROM sessions WHERE title = 'Never confirmed'"
         )
