@@ -342,26 +342,32 @@ async def test_the_development_secret_is_accepted_only_where_nothing_is_configur
         assert_invalid_token(response)
 
 
-async def test_a_remembered_token_is_refused_once_it_expires(
-    app_with: Callable[..., FastAPI], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Verified tokens are remembered until exp (+ leeway): the second request is served from
-    # that memory, the third comes after exp and must be refused all the same.
-    decoded: list[str] = []
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tokens PyJWT decodes, in order: each one the verifier did not remember."""
+    tokens: list[str] = []
     decode = jwt.decode
 
     def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
-        decoded.append(token)
+        tokens.append(token)
         return decode(token, *args, **kwargs)
 
     monkeypatch.setattr(jwt, "decode", counting_decode)
+    return tokens
+
+
+async def test_a_remembered_token_is_refused_once_it_expires(
+    app_with: Callable[..., FastAPI], decoded: list[str]
+) -> None:
+    # Verified tokens are remembered until exp (+ leeway): the second request is served from
+    # that memory, the third comes after exp and must be refused all the same.
     app = app_with(jwt_leeway_seconds=0)
-    token = hs256(exp=int(time.time()) + 2)
+    exp = int(time.time()) + 2
+    token = hs256(exp=exp)
     first = await post_with(app, token)
     second = await post_with(app, token)
     assert (first.status_code, second.status_code) == (201, 201)
     assert decoded == [token]  # verified once
-    exp = decode(token, options={"verify_signature": False})["exp"]
     await asyncio.sleep(max(0.0, exp - time.time()))
     expired = await post_with(app, token)
     assert_invalid_token(expired)
@@ -369,18 +375,10 @@ async def test_a_remembered_token_is_refused_once_it_expires(
 
 
 async def test_a_token_too_large_to_remember_is_verified_each_time(
-    app_with: Callable[..., FastAPI], monkeypatch: pytest.MonkeyPatch
+    app_with: Callable[..., FastAPI], decoded: list[str]
 ) -> None:
     from service.auth import REMEMBERED_TOKEN_MAX
 
-    decoded: list[str] = []
-    decode = jwt.decode
-
-    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
-        decoded.append(token)
-        return decode(token, *args, **kwargs)
-
-    monkeypatch.setattr(jwt, "decode", counting_decode)
     app = app_with()
     large = hs256(padding="x" * REMEMBERED_TOKEN_MAX)
     small = hs256()
