@@ -119,6 +119,7 @@ class ConfiguredCORS:
                         "X-Request-ID",
                     ],
                     expose_headers=[
+                        "Accept-Patch",
                         "Location",
                         "Link",
                         "ETag",

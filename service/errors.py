@@ -116,6 +116,52 @@ class InvalidInput(ServiceError):
         )
 
 
+# The media types a request body may be sent as, by method (the service's only bodies are
+# POST /sessions and PATCH /sessions/{id}). A body without Content-Type is none of them: FastAPI
+# does not read it as JSON (a browser sends one cross-origin without a CORS preflight).
+BODY_MEDIA_TYPES = {
+    "POST": ("application/json",),
+    "PATCH": ("application/merge-patch+json", "application/json"),
+}
+
+
+class UnsupportedMediaType(ServiceError):
+    """415 (RFC 9110 15.5.16), naming the accepted types: Accept-Patch for PATCH (RFC 5789 2.2),
+    Accept for the others (RFC 9110 12.5.1: in a response, what to send next time)."""
+
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    slug = "unsupported-media-type"
+
+    def __init__(self, method: str) -> None:
+        accepted = BODY_MEDIA_TYPES[method]
+        super().__init__(
+            f"The request body must be sent as {' or '.join(accepted)}.",
+            headers={"Accept-Patch" if method == "PATCH" else "Accept": ", ".join(accepted)},
+        )
+
+
+def unsupported_media_type(request: Request) -> UnsupportedMediaType | None:
+    """The error for a body whose Content-Type the operation does not accept, or None."""
+    accepted = BODY_MEDIA_TYPES.get(request.method)
+    if accepted is None:
+        return None
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        has_body = request.headers.get("content-length", "0") != "0" or (
+            "transfer-encoding" in request.headers
+        )
+        return UnsupportedMediaType(request.method) if has_body else None
+    if content_type.partition(";")[0].strip().lower() in accepted:
+        return None
+    return UnsupportedMediaType(request.method)
+
+
+def check_media_type(request: Request) -> None:
+    """Refuse a body sent as another media type, even one that parsed as JSON (a +json type)."""
+    if error := unsupported_media_type(request):
+        raise error
+
+
 class PreconditionFailed(ServiceError):
     status = HTTPStatus.PRECONDITION_FAILED
     slug = "precondition-failed"
@@ -174,15 +220,11 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     return problem(exc.status, exc.detail, slug=exc.slug, headers=exc.headers, **exc.extensions)
 
 
-def _is_json(content_type: str | None) -> bool:
-    media_type = (content_type or "").partition(";")[0].strip().lower()
-    return media_type == "application/json" or (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    )
-
-
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    if unsupported := unsupported_media_type(request):
+        # A body FastAPI did not read as JSON (text/plain, a form) fails validation first.
+        return await _service_error(request, unsupported)
     found = exc.errors()
     errors = [
         {"location": list(error["loc"]), "message": error["msg"], "type": error["type"]}
@@ -193,16 +235,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         detail = (
             f"The request has {len(found)} invalid fields; errors lists the first {len(errors)}."
         )
-    has_body = request.headers.get("content-length", "0") != "0" or request.headers.get(
-        "transfer-encoding"
-    )
-    if (
-        request.method in {"POST", "PATCH", "PUT"}
-        and has_body
-        and not _is_json(request.headers.get("content-type"))
-    ):
-        detail = "The request body must be JSON (Content-Type: application/json)."
-    elif any(error["type"] == "json_invalid" for error in errors):
+    if any(error["type"] == "json_invalid" for error in errors):
         detail = "The request body is not valid JSON."
     return problem(422, detail, slug="validation-error", errors=errors)
 

@@ -18,7 +18,7 @@ from service.auth import (
     Writer,
 )
 from service.db import read_connection, unit_of_work
-from service.errors import BadRequest, InvalidInput, NotFound
+from service.errors import BODY_MEDIA_TYPES, BadRequest, InvalidInput, NotFound, check_media_type
 from service.models import Session
 from service.openapi import header, merge_responses, operation_id, problem_response, problems
 from service.pagination import (
@@ -134,6 +134,18 @@ OptionalId = Annotated[int | None, Query(ge=1, le=INT4_MAX)]
 SortValue = Annotated[str, Field(json_schema_extra={"pattern": SORT_PATTERN})]
 SearchText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul), NO_NUL]
 
+# A body sent as another media type is refused before it is read (text/plain, a form, a JSON
+# Patch), naming what is accepted.
+_UNSUPPORTED_BODY = {
+    method: problem_response(
+        415,
+        headers={
+            name: header(f"{', '.join(BODY_MEDIA_TYPES[method])}: what the body may be sent as.")
+        },
+    )
+    for method, name in (("POST", "Accept"), ("PATCH", "Accept-Patch"))
+}
+
 # A page has no validator to revalidate with, and holds what this caller may see: never stored.
 PAGE_CACHE_CONTROL = {"Cache-Control": "no-store"}
 _NO_STORE = {"Cache-Control": header("no-store: a page is never stored by a cache.")}
@@ -233,6 +245,7 @@ _CREATED_SESSION_LINKS = {
     responses=merge_responses(
         CREATE_RESPONSES,
         CREATE_AUTH_RESPONSES,
+        _UNSUPPORTED_BODY["POST"],
         {
             201: {
                 "headers": {"Location": header("The new session's URL.", format="uri-reference")},
@@ -243,6 +256,7 @@ _CREATED_SESSION_LINKS = {
 )
 async def create_session(body: SessionCreate, request: Request, principal: Writer) -> Response:
     """Create a session as its speaker; its id, timestamps and version are set by the server."""
+    check_media_type(request)
     values = body.model_dump()
     policy.check_create(principal, values)
     async with unit_of_work(request.app) as db:
@@ -468,7 +482,7 @@ async def get_session(
     response_model=SessionRead,
     summary="Change a session",
     response_description="The session as stored after the change.",
-    responses=merge_responses(UPDATE_RESPONSES, WRITE_AUTH_RESPONSES),
+    responses=merge_responses(UPDATE_RESPONSES, WRITE_AUTH_RESPONSES, _UNSUPPORTED_BODY["PATCH"]),
     openapi_extra={"parameters": WRITE_PRECONDITION_HEADERS},
 )
 async def update_session(
@@ -481,6 +495,7 @@ async def update_session(
 
     Sent as application/merge-patch+json or as application/json.
     """
+    check_media_type(request)
     preconditions = write_preconditions(request)
     async with unit_of_work(request.app) as db:
         repository = SessionRepository(db)

@@ -120,6 +120,7 @@ async def test_cors_for_configured_origins_only(app_with: Callable[..., FastAPI]
         assert "access-control-allow-origin" not in other.headers
         # The next page's link, readable by a browser's script.
         assert "link" in response.headers["access-control-expose-headers"].lower()
+        assert "accept-patch" in response.headers["access-control-expose-headers"].lower()
         refused = await client.options(
             "/sessions/1",
             headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "PUT"},

@@ -1,5 +1,6 @@
 """The HTTP contract of /sessions: CRUD, merge patch, validation, errors and pages."""
 
+import json
 import logging
 from typing import Any
 
@@ -280,23 +281,93 @@ async def test_create_invalid_body_is_422_problem_and_stores_nothing(
 
 
 @pytest.mark.parametrize(
+    "content",
+    [b'{"event_id": 1, "title": ', b"not json", b""],
+)
+async def test_create_malformed_json_is_422(
+    client: httpx.AsyncClient, connection: AsyncConnection, content: bytes
+) -> None:
+    response = await client.post(
+        "/sessions", content=content, headers={"content-type": "application/json"}
+    )
+    assert_problem(response, 422)
+    assert await count_sessions(connection) == 0
+
+
+@pytest.mark.parametrize(
     ("content", "content_type"),
     [
-        (b'{"event_id": 1, "title": ', "application/json"),
-        (b"not json", "application/json"),
         (b'{"event_id": 1, "title": "x"}', "text/plain"),
         (b"event_id=1&title=x", "application/x-www-form-urlencoded"),
-        (b"", "application/json"),
+        # A +json type that FastAPI parses as JSON, and a valid body in it: still not accepted.
+        (b'{"event_id": 1, "title": "x"}', "application/merge-patch+json"),
+        (b"", "text/plain"),
     ],
 )
-async def test_create_malformed_or_non_json_body_is_422(
+async def test_create_body_of_another_media_type_is_415_naming_json(
     client: httpx.AsyncClient, connection: AsyncConnection, content: bytes, content_type: str
 ) -> None:
     response = await client.post(
         "/sessions", content=content, headers={"content-type": content_type}
     )
-    assert_problem(response, 422)
+    problem = assert_problem(response, 415)
+    assert problem["type"] == "urn:sessions-service:problem:unsupported-media-type"
+    assert response.headers["accept"] == "application/json"
     assert await count_sessions(connection) == 0
+
+
+async def test_create_accepts_json_with_parameters(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    content = json.dumps(session_body()).encode()
+    headers = {"content-type": "Application/JSON; charset=utf-8"}
+    assert (await client.post("/sessions", content=content, headers=headers)).status_code == 201
+    assert await count_sessions(connection) == 1
+
+
+async def test_create_body_without_content_type_is_415(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    # Not read as JSON: a browser may send such a request cross-origin without a preflight.
+    request = client.build_request("POST", "/sessions", json=session_body())
+    del request.headers["content-type"]
+    response = await client.send(request)
+    assert_problem(response, 415)
+    assert response.headers["accept"] == "application/json"
+    assert await count_sessions(connection) == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        # RFC 6902's JSON Patch: an array, which a merge patch can never be.
+        (b'[{"op": "replace", "path": "/title", "value": "x"}]', "application/json-patch+json"),
+        (b'{"title": "x"}', "application/json-patch+json"),
+        (b'{"title": "x"}', "text/plain"),
+    ],
+)
+async def test_patch_of_another_media_type_is_415_with_accept_patch(
+    client: httpx.AsyncClient, content: bytes, content_type: str
+) -> None:
+    session = await create_session(client)
+    response = await client.patch(
+        f"/sessions/{session['id']}", content=content, headers={"content-type": content_type}
+    )
+    assert_problem(response, 415)
+    assert response.headers["accept-patch"] == "application/merge-patch+json, application/json"
+    assert (await client.get(f"/sessions/{session['id']}")).json() == session
+
+
+async def test_patch_accepts_merge_patch_and_plain_json(client: httpx.AsyncClient) -> None:
+    session = await create_session(client)
+    for number, content_type in enumerate(["application/merge-patch+json", "application/json"]):
+        response = await client.patch(
+            f"/sessions/{session['id']}",
+            content=b'{"subtitle": "take %d"}' % number,
+            headers={"content-type": content_type},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["subtitle"] == f"take {number}"
 
 
 async def test_patch_malformed_json_is_422_and_changes_nothing(client: httpx.AsyncClient) -> None:
