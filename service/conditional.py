@@ -148,8 +148,11 @@ class Preconditions:
 
     @property
     def guards_write(self) -> bool:
-        """Whether a write is conditional on the state the client has seen."""
-        return self.if_match is not None or self.if_unmodified_since is not None
+        """Whether a write is conditional on the state the client has seen. If-Match: * is not:
+        any current session matches it, so it cannot prevent a lost update (RFC 6585, 3)."""
+        return (
+            self.if_match is not None and self.if_match != ANY
+        ) or self.if_unmodified_since is not None
 
 
 def parse_preconditions(

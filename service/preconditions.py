@@ -243,8 +243,9 @@ _FAILED = problem_response(
 )
 _REQUIRED = problem_response(
     428,
-    "REQUIRE_PRECONDITIONS is on and the request has neither If-Match nor If-Unmodified-Since: "
-    "read the session and send its ETag in If-Match.",
+    "REQUIRE_PRECONDITIONS is on and the request has neither If-Match with an entity tag (* "
+    "matches any version, so it cannot prevent a lost update) nor If-Unmodified-Since: read the "
+    "session and send its ETag in If-Match.",
 )
 CREATE_RESPONSES: Responses = {201: {"headers": VALIDATOR_HEADERS}}
 READ_RESPONSES: Responses = {

@@ -510,8 +510,8 @@ async def strict_client(
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"If-Unmodified-Since": "not a date"}, {"If-None-Match": '"7"'}],
-    ids=["none", "ignored date", "if-none-match only"],
+    [{}, {"If-Unmodified-Since": "not a date"}, {"If-None-Match": '"7"'}, {"If-Match": "*"}],
+    ids=["none", "ignored date", "if-none-match only", "if-match any"],
 )
 @pytest.mark.parametrize("method", ["PATCH", "DELETE"])
 async def test_write_without_precondition_is_428_when_required(
