@@ -21,6 +21,9 @@ HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 Seconds = float
 DEVELOPMENT_CURSOR_SECRET = "development-only-cursor-secret"  # noqa: S105 (a documented default)
+# Cursors are signed with HMAC-SHA256 and handed to every client: a secret shorter than the hash
+# could be guessed offline from any one of them.
+CURSOR_SECRET_BYTES = 32
 
 
 def to_asyncpg_url(url: str) -> str:
@@ -110,6 +113,16 @@ class Settings(BaseSettings):
                     f"'import secrets; print(secrets.token_urlsafe({needed}))'"
                 )
         return self
+
+    @field_validator("cursor_secret")
+    @classmethod
+    def _long_cursor_secret(cls, secret: str) -> str:
+        if secret != DEVELOPMENT_CURSOR_SECRET and len(secret.encode()) < CURSOR_SECRET_BYTES:
+            raise ValueError(
+                f"must be at least {CURSOR_SECRET_BYTES} bytes; e.g. python3 -c "
+                f"'import secrets; print(secrets.token_urlsafe({CURSOR_SECRET_BYTES}))'"
+            )
+        return secret
 
     @field_validator("database_url")
     @classmethod

@@ -320,6 +320,18 @@ def test_settings_refuse_an_hmac_secret_shorter_than_its_hash() -> None:
     assert Settings(jwt_secret="").jwt_secret == ""  # no secret: HS* tokens are refused
 
 
+def test_settings_refuse_a_cursor_secret_shorter_than_its_hash() -> None:
+    # Every client holds cursors signed with it: a short one could be guessed offline.
+    from pydantic import ValidationError
+
+    from service.settings import DEVELOPMENT_CURSOR_SECRET, Settings
+
+    with pytest.raises(ValidationError, match="cursor_secret\n  Value error, must be at least 32"):
+        Settings(cursor_secret="s" * 31)
+    assert Settings(cursor_secret="é" * 16).cursor_secret == "é" * 16
+    assert Settings().cursor_secret == DEVELOPMENT_CURSOR_SECRET  # the logged development default
+
+
 @pytest.mark.parametrize(
     ("settings", "accepted"),
     [

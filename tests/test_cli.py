@@ -112,6 +112,7 @@ def test_an_invalid_configuration_is_named_without_a_traceback(tmp_path: Path) -
     cases = [
         ({"PORT": "eighty"}, "PORT: Input should be a valid integer"),
         ({"JWT_SECRET": "short"}, "JWT_SECRET must be at least 32 bytes for HS256"),
+        ({"CURSOR_SECRET": "short"}, "CURSOR_SECRET: must be at least 32 bytes"),
     ]
     for variables, error in cases:
         for command in (["token", "--sub", "7"], ["serve"]):
