@@ -368,7 +368,7 @@ _EVENT_PAGE = (
 )
 # The change feed's statement, as the repository builds it (horizon: pg_snapshot_xmin).
 _FEED_PAGE = "SELECT * FROM sessions WHERE txid < $1 {after}ORDER BY txid, id LIMIT 100"
-BENCH_CURSOR_SECRET = "bench-cursor-secret"  # noqa: S105 (the service's secret in the bench)
+BENCH_CURSOR_SECRET = "bench-cursor-secret-of-at-least-32-bytes"  # noqa: S105 (the service's secret in the bench)
 
 
 def newest_txid(database_url: str) -> int:
