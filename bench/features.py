@@ -33,11 +33,10 @@ from bench.run import BENCH_JWT_SECRET, add_server_argument, authorization, core
 from bench.unit_of_work import pinned_to
 from service.auth import VaryByAuthorization
 from service.cli import tune_garbage_collector
-from service.edge import BodySizeLimit, ConfiguredCORS
+from service.edge import BodySizeLimit, ConfiguredCORS, ResponseHeaders
 from service.logs import configure_logging
 from service.main import create_app
 from service.middleware import RequestTelemetry
-from service.preconditions import DateHeaderMiddleware
 from service.settings import Settings
 
 OPERATIONS = ("GET by id", "PATCH real change")
@@ -47,7 +46,7 @@ LEVELS = ("Beginner", "Intermediate", "Advanced", "Expert")
 # The service's own middleware (service.main.create_app).
 TELEMETRY: frozenset[object] = frozenset({RequestTelemetry})
 EDGE: frozenset[object] = frozenset(
-    {DateHeaderMiddleware, ConfiguredCORS, VaryByAuthorization, BodySizeLimit}
+    {ResponseHeaders, ConfiguredCORS, VaryByAuthorization, BodySizeLimit}
 )
 
 

@@ -8,7 +8,11 @@
   Starlette 1.10), and takes its limit when the app is built, not from the settings at start.
 - ConfiguredCORS: Starlette's CORSMiddleware for the CORS_ORIGINS, or nothing when there are none;
   a preflight it refuses is a problem+json 400 like any other error, not its text/plain one.
+- ResponseHeaders: what every response carries: a Date, and the headers OWASP's REST Security
+  Cheat Sheet asks of an API (no MIME sniffing, no framing).
 """
+
+import time
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -17,6 +21,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import problem
+from service.preconditions import http_date
 from service.settings import Settings, get_settings
 
 
@@ -149,3 +154,38 @@ class ProblemCORSMiddleware(CORSMiddleware):
         }
         detail = bytes(response.body).decode() + "."
         return problem(response.status_code, detail, headers=cors_headers)
+
+
+# A browser never reads a response as another type than it says (a JSON string as HTML), nor
+# shows one in a frame. Static: the same bytes on every response.
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class ResponseHeaders:
+    """Put a Date on every response that has none (RFC 9110 6.6.1), and SECURITY_HEADERS.
+
+    The service sets Date itself, rather than the server (uvicorn runs with date_header=False):
+    uvicorn's Date is refreshed about once a second and could be earlier than a Last-Modified.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", ()), *SECURITY_HEADERS]
+                if not any(name.lower() == b"date" for name, _ in headers):
+                    headers.append((b"date", http_date(int(time.time())).encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

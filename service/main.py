@@ -8,13 +8,12 @@ from fastapi_offline import FastAPIOffline
 from service import ops, routes
 from service.auth import VaryByAuthorization, token_verifier
 from service.db import create_engine, create_probe_engine
-from service.edge import BodySizeLimit, ConfiguredCORS
+from service.edge import BodySizeLimit, ConfiguredCORS, ResponseHeaders
 from service.errors import UnexpectedErrors, install_error_handlers
 from service.metrics import Metrics
 from service.middleware import RequestTelemetry
 from service.migrations import known_revisions, migration_heads
 from service.openapi import install_openapi, operation_id
-from service.preconditions import DateHeaderMiddleware
 from service.repository import make_sessionmaker
 from service.settings import DEVELOPMENT_CURSOR_SECRET, Settings, get_settings
 
@@ -88,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ConfiguredCORS)
     app.add_middleware(RequestTelemetry, metrics=app.state.metrics)
     # Added last, so outermost: the 503 RequestTelemetry sends at shutdown gets a Date too.
-    app.add_middleware(DateHeaderMiddleware)
+    app.add_middleware(ResponseHeaders)
     install_openapi(app)
     return app
 

@@ -1,17 +1,15 @@
 """Conditional requests on the HTTP layer: the precondition headers a route accepts, the
-validators (ETag, Last-Modified) its responses carry, 304, 412 and 428, and the Date header.
+validators (ETag, Last-Modified, Date) its responses carry, 304, 412 and 428.
 
 The rules themselves are in service.conditional; this module binds them to FastAPI.
 """
 
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 from fastapi import Request, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.conditional import (
     ENTITY_TAGS_PATTERN,
@@ -39,7 +37,7 @@ def entity_tag(session: Session) -> EntityTag:
 
 
 @lru_cache(maxsize=1)
-def _http_date(second: int) -> str:
+def http_date(second: int) -> str:
     # The Date of every response within one second, formatted once rather than per response:
     # exact all the same, since an HTTP-date has whole seconds.
     return format_http_date(datetime.fromtimestamp(second, UTC))
@@ -55,7 +53,7 @@ def validator_headers(session: Session, now: datetime) -> dict[str, str]:
     return {
         "ETag": str(entity_tag(session)),
         "Cache-Control": CACHE_CONTROL,
-        "Date": _http_date(int(now.timestamp())),
+        "Date": http_date(int(now.timestamp())),
     }
 
 
@@ -187,32 +185,6 @@ def check_write(conditions: WriteConditions, method: str, session: Session) -> N
             "repeat the request with If-Match set to the ETag of that response.",
         )
     _evaluate(conditions.preconditions, method, session)
-
-
-class DateHeaderMiddleware:
-    """Put a Date on every response that has none (RFC 9110 6.6.1).
-
-    The service sets Date itself, rather than the server (uvicorn runs with date_header=False):
-    uvicorn's Date is refreshed about once a second and could be earlier than a Last-Modified.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_date(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                if not any(name.lower() == b"date" for name, _ in headers):
-                    headers.append((b"date", _http_date(int(time.time())).encode()))
-                    message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_date)
 
 
 # OpenAPI: what the operations of /sessions/{id} answer about preconditions.

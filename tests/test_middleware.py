@@ -128,3 +128,36 @@ async def test_cors_for_configured_origins_only(app_with: Callable[..., FastAPI]
         assert refused.status_code == 400
         assert refused.headers["content-type"] == "application/problem+json"
         assert refused.json()["detail"] == "Disallowed CORS origin, method."
+
+
+async def test_every_response_carries_the_security_headers_once(
+    app_with: Callable[..., FastAPI],
+) -> None:
+    async with asgi_client(app_with(max_body_size=LIMIT), ADMIN_HEADERS) as client:
+        created = await client.post("/sessions", json=session_body())
+        url = created.headers["location"]
+        responses = [
+            created,
+            await client.get(url),
+            await client.get(url, headers={"If-None-Match": created.headers["etag"]}),  # 304
+            await client.get("/sessions/999"),
+            await client.get("/nope"),
+            await client.post("/sessions", content=body_of_size(LIMIT + 1)),  # 413, outside
+            await client.get("/docs"),
+            await client.get("/healthz"),
+        ]
+    assert [response.status_code for response in responses] == [
+        201,
+        200,
+        304,
+        404,
+        404,
+        413,
+        200,
+        200,
+    ]
+    for response in responses:
+        assert response.headers.get_list("x-content-type-options") == ["nosniff"]
+        assert response.headers.get_list("content-security-policy") == ["frame-ancestors 'none'"]
+        assert response.headers.get_list("x-frame-options") == ["DENY"]
+        assert len(response.headers.get_list("date")) == 1
