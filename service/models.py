@@ -8,6 +8,8 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
+    SmallInteger,
     String,
     Text,
     cast,
@@ -15,6 +17,7 @@ from sqlalchemy import (
     func,
     literal_column,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -24,9 +27,9 @@ LEVELS = ("Beginner", "Intermediate", "Advanced", "Expert")
 STATES = ("draft", "pending", "accepted", "confirmed", "rejected", "canceled", "withdrawn")
 
 TITLE_MAX = 255
-USER_ID_MAX = 255
 SUBTITLE_MAX = 255
 USER_ID_MAX = 255
+IDEMPOTENCY_KEY_MAX = 255
 TEXT_MAX = 10_000
 LANGUAGE_MAX = 64
 URL_MAX = 2048
@@ -152,3 +155,20 @@ Index(
 # The change feed reads in (txid, id) order, tombstones included, of all events or of one.
 Index("ix_sessions_txid_id", Session.txid, Session.id)
 Index("ix_sessions_event_id_txid_id", Session.event_id, Session.txid, Session.id)
+
+
+class IdempotencyKey(Base):
+    """A creation's Idempotency-Key and the answer it got, stored in the creation's transaction:
+    a retry with the same key gets that answer again (service.idempotency)."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+
+    # Keys are the caller's own: the token's `sub` and the key together name one request.
+    caller: Mapped[str] = mapped_column(String(USER_ID_MAX), primary_key=True)
+    key: Mapped[str] = mapped_column(String(IDEMPOTENCY_KEY_MAX), primary_key=True)
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary)  # SHA-256 of the request body
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    status: Mapped[int] = mapped_column(SmallInteger)
+    headers: Mapped[dict[str, str]] = mapped_column(JSONB)
+    body: Mapped[bytes] = mapped_column(LargeBinary)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, st
 from pydantic import AfterValidator, Field
 from starlette.convertors import Convertor, register_url_convertor
 
-from service import policy
+from service import idempotency, policy
 from service.auth import (
     CREATE_AUTH_RESPONSES,
     LIST_AUTH_RESPONSES,
@@ -19,6 +19,7 @@ from service.auth import (
 )
 from service.db import read_connection, unit_of_work
 from service.errors import BODY_MEDIA_TYPES, BadRequest, InvalidInput, NotFound, check_media_type
+from service.idempotency import IdempotencyKeys, KeyAlreadyUsed, fingerprint, idempotency_key
 from service.models import Session
 from service.openapi import header, merge_responses, operation_id, problem_response, problems
 from service.pagination import (
@@ -246,6 +247,7 @@ _CREATED_SESSION_LINKS = {
         CREATE_RESPONSES,
         CREATE_AUTH_RESPONSES,
         _UNSUPPORTED_BODY["POST"],
+        problem_response(400, f"{idempotency.HEADER} is malformed, or sent twice."),
         {
             201: {
                 "headers": {"Location": header("The new session's URL.", format="uri-reference")},
@@ -253,14 +255,34 @@ _CREATED_SESSION_LINKS = {
             }
         },
     ),
+    openapi_extra={"parameters": [idempotency.PARAMETER]},
 )
 async def create_session(body: SessionCreate, request: Request, principal: Writer) -> Response:
-    """Create a session as its speaker; its id, timestamps and version are set by the server."""
+    """Create a session as its speaker; its id, timestamps and version are set by the server.
+
+    With an Idempotency-Key, a retry gets the first request's answer and creates nothing more.
+    """
     check_media_type(request)
+    key = idempotency_key(request)
     values = body.model_dump()
     policy.check_create(principal, values)
-    async with unit_of_work(request.app) as db:
-        session = await SessionRepository(db).create(values, creator_id=principal.user_id)
+    if key is None:
+        async with unit_of_work(request.app) as db:
+            session = await SessionRepository(db).create(values, creator_id=principal.user_id)
+        return _created(session)
+    assert principal.user_id is not None  # a Writer
+    body_fingerprint = fingerprint(body.model_dump(mode="json"))
+    try:
+        async with unit_of_work(request.app) as db:
+            session = await SessionRepository(db).create(values, creator_id=principal.user_id)
+            answer = _created(session)
+            await IdempotencyKeys(db).claim(principal.user_id, key, body_fingerprint, answer)
+    except KeyAlreadyUsed as used:  # this attempt's session is rolled back
+        return used.replay(body_fingerprint)
+    return answer
+
+
+def _created(session: Session) -> Response:
     headers = {"Location": f"{router.prefix}/{session.id}", **representation_headers(session)}
     return json_response(session_content(session), status.HTTP_201_CREATED, headers)
 

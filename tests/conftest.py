@@ -239,7 +239,7 @@ async def committed_client(
 async def empty_sessions(engine: AsyncEngine) -> None:
     """Remove what tests committed to the shared database."""
     async with engine.begin() as conn:
-        await conn.execute(text("TRUNCATE sessions RESTART IDENTITY"))
+        await conn.execute(text("TRUNCATE sessions, idempotency_keys RESTART IDENTITY"))
 
 
 @pytest.fixture
