@@ -12,7 +12,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.idempotency import KEY_LIFETIME, PRUNED_PER_KEY, fingerprint
 from service.schemas import SessionCreate
-from tests.conftest import ADMIN_ID, ClientAs, StoredRows, session_body
+from tests.conftest import (
+    ADMIN_ID,
+    ClientAs,
+    StoredRows,
+    empty_sessions,
+    session_body,
+    settings_for,
+    started,
+)
+from tests.test_db import commit_then
 from tests.test_routes import assert_problem, count_sessions
 
 KEY = "8e03978e-40d5-43e8-bc93-6894a57f9324"
@@ -222,3 +231,31 @@ async def _until_waiting_for_a_lock(
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the retry never waited for the first request's key")
+
+
+@pytest.mark.parametrize("applied", [True, False], ids=["saved", "not saved"])
+async def test_a_creation_whose_commit_was_unconfirmed_is_simply_sent_again(
+    database_url: str,
+    engine: AsyncEngine,
+    stored: StoredRows,
+    monkeypatch: pytest.MonkeyPatch,
+    applied: bool,
+) -> None:
+    try:
+        async with started(settings_for(database_url)) as (_, client):
+            commit_then(monkeypatch, applied=applied, raised=ConnectionResetError("lost"))
+            first = await client.post("/sessions", json=session_body(), headers=keyed())
+            monkeypatch.undo()
+            # Saved: found on another connection and answered as stored. Not saved: unknown.
+            assert first.status_code == (201 if applied else 503), first.text
+            retries = [
+                await client.post("/sessions", json=session_body(), headers=keyed())
+                for _ in range(2)
+            ]
+        assert [retry.status_code for retry in retries] == [201, 201]
+        assert retries[0].content == retries[1].content
+        if applied:
+            assert retries[0].content == first.content
+        assert await stored.conn.fetchval("SELECT count(*) FROM sessions") == 1
+    finally:
+        await empty_sessions(engine)
