@@ -117,6 +117,7 @@ class ConfiguredCORS:
                     allow_headers=[
                         "Authorization",
                         "Content-Type",
+                        "Idempotency-Key",
                         "If-Match",
                         "If-None-Match",
                         "If-Modified-Since",
