@@ -150,9 +150,10 @@ class Preconditions:
     def guards_write(self) -> bool:
         """Whether a write is conditional on the state the client has seen. If-Match: * is not:
         any current session matches it, so it cannot prevent a lost update (RFC 6585, 3)."""
-        return (
-            self.if_match is not None and self.if_match != ANY
-        ) or self.if_unmodified_since is not None
+        if self.if_match is not None:
+            # If-Unmodified-Since is then ignored (RFC 9110 13.2.2): it guards nothing.
+            return self.if_match != ANY
+        return self.if_unmodified_since is not None
 
 
 def parse_preconditions(

@@ -160,6 +160,7 @@ def test_parse_preconditions_joins_lines_and_ignores_bad_or_repeated_dates() -> 
     assert parsed.guards_write
     assert not Preconditions(if_none_match=ANY).guards_write
     assert not Preconditions(if_match=ANY).guards_write
+    assert not Preconditions(if_match=ANY, if_unmodified_since=NOV_6_1994).guards_write
     assert Preconditions(if_unmodified_since=NOV_6_1994).guards_write
 
 

@@ -510,8 +510,15 @@ async def strict_client(
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"If-Unmodified-Since": "not a date"}, {"If-None-Match": '"7"'}, {"If-Match": "*"}],
-    ids=["none", "ignored date", "if-none-match only", "if-match any"],
+    [
+        {},
+        {"If-Unmodified-Since": "not a date"},
+        {"If-None-Match": '"7"'},
+        {"If-Match": "*"},
+        # If-Unmodified-Since is ignored beside If-Match (RFC 9110 13.2.2), a date long past too.
+        {"If-Match": "*", "If-Unmodified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"},
+    ],
+    ids=["none", "ignored date", "if-none-match only", "if-match any", "if-match any and date"],
 )
 @pytest.mark.parametrize("method", ["PATCH", "DELETE"])
 async def test_write_without_precondition_is_428_when_required(
