@@ -123,8 +123,11 @@ class TokenVerifier:
     def _principal(self, claims: Mapping[str, Any]) -> Principal:
         settings = self.settings
         user_id = _claim(claims, settings.jwt_subject_claim)
-        if not isinstance(user_id, str) or not 0 < len(user_id) <= USER_ID_MAX:
-            raise InvalidToken(f"The subject must be a string of 1 to {USER_ID_MAX} characters.")
+        if not _storable(user_id):
+            raise InvalidToken(
+                f"The subject must be a string of 1 to {USER_ID_MAX} characters, "
+                "without NUL or unpaired surrogates."
+            )
         roles = _claim(claims, settings.jwt_roles_claim)
         if roles is None:
             roles = []
@@ -142,6 +145,18 @@ class TokenVerifier:
             is_admin=settings.jwt_admin_role in roles,
             organizer_events=frozenset(events),
         )
+
+
+def _storable(user_id: object) -> bool:
+    # The subject is stored (creator_id, idempotency keys) and compared in SQL: text that
+    # PostgreSQL cannot hold would fail the statement.
+    if not isinstance(user_id, str) or not 0 < len(user_id) <= USER_ID_MAX or "\x00" in user_id:
+        return False
+    try:
+        user_id.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _claim(claims: Mapping[str, Any], path: str) -> Any:

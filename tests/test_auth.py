@@ -137,6 +137,9 @@ ATTACKS = [
     pytest.param(lambda: hs256(sub=7), {}, id="numeric sub"),
     pytest.param(lambda: hs256(sub=""), {}, id="empty sub"),
     pytest.param(lambda: hs256(sub="x" * 256), {}, id="sub too long for creator_id"),
+    # PostgreSQL's text holds neither: stored or compared, the subject would fail the query.
+    pytest.param(lambda: hs256(sub="a\x00b"), {}, id="sub with NUL"),
+    pytest.param(lambda: hs256(sub="a\ud800b"), {}, id="sub with a lone surrogate"),
     pytest.param(
         lambda: hs256(aud="another-service"), {"jwt_audience": "sessions"}, id="other audience"
     ),
