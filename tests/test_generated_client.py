@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from types import ModuleType
@@ -178,3 +179,23 @@ def test_generated_client_creates_reads_lists_patches_and_deletes(
     assert isinstance(tombstone, models.SessionTombstone)
     assert (tombstone.id, tombstone.version, tombstone.deleted) == (created.id, 3, True)
     assert tombstone.deleted_at.tzinfo is not None
+
+
+def test_generated_client_retries_a_creation_with_its_idempotency_key(
+    generated: dict[str, ModuleType], live_server: str
+) -> None:
+    models: Any = generated["models"]
+    create: Any = generated["api.sessions.create_session"]
+    client = generated["client"].AuthenticatedClient(
+        base_url=live_server, token=token_for("speaker-9"), raise_on_unexpected_status=True
+    )
+    key = f'"{uuid.uuid4()}"'
+    body = models.SessionCreate(event_id=8, title="Sent twice")
+    first, retry = (
+        create.sync_detailed(client=client, body=body, idempotency_key=key) for _ in range(2)
+    )
+    assert (first.status_code, retry.status_code) == (201, 201)
+    assert retry.parsed.to_dict() == first.parsed.to_dict()
+    assert retry.headers["location"] == first.headers["location"]
+    page = generated["api.sessions.list_sessions"].sync(client=client, event_id=8)
+    assert [item.id for item in page.items] == [first.parsed.id]
