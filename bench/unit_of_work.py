@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
+from sqlalchemy import orm
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench import reference_app
@@ -73,16 +74,28 @@ async def cpu_per_write(
     def new_session() -> dict[str, object]:
         return {"event_id": 1 + rng.randrange(100), "title": "A unit of work"}
 
-    async def patch() -> None:
-        async with maker() as db, db.begin():
-            repository = SessionRepository(db)
-            session = await repository.get(live_id(), for_update=True)
-            assert session is not None
-            await repository.update(session, revision())
+    def patch_in(db: orm.Session) -> None:
+        repository = SessionRepository(db)
+        session = repository.get(live_id(), for_update=True)
+        assert session is not None
+        repository.update(session, revision())
 
-    async def post() -> None:
-        async with maker() as db, db.begin():
-            await SessionRepository(db).create(new_session(), creator_id="bench-admin")
+    def post_in(db: orm.Session) -> None:
+        SessionRepository(db).create(new_session(), creator_id="bench-admin")
+
+    # As service.db.unit_of_work runs a write: in one transaction, in one greenlet.
+    def in_transaction(write: Callable[[orm.Session], None]) -> Callable[[], Awaitable[None]]:
+        def transaction(db: orm.Session) -> None:
+            with db.begin():
+                write(db)
+
+        async def run() -> None:
+            async with maker() as db:
+                await db.run_sync(transaction)
+
+        return run
+
+    patch, post = in_transaction(patch_in), in_transaction(post_in)
 
     async def patch_on_driver() -> None:
         assert await reference_app.change_session(pool, live_id(), revision()) is not None

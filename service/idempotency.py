@@ -20,9 +20,8 @@ from typing import Any, cast
 
 import orjson
 from fastapi import Request, Response
-from sqlalchemy import Table, bindparam, delete, func, select, tuple_
+from sqlalchemy import Table, bindparam, delete, func, orm, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.errors import BadRequest, InvalidInput
 from service.models import IDEMPOTENCY_KEY_MAX, IdempotencyKey
@@ -149,12 +148,12 @@ _PRUNE = delete(_keys).where(
 
 
 class IdempotencyKeys:
-    """The keys, in the write's own unit of work."""
+    """The keys, in the write's own unit of work (sync code, as the repository's)."""
 
-    def __init__(self, db: AsyncSession) -> None:
+    def __init__(self, db: orm.Session) -> None:
         self.db = db
 
-    async def claim(self, caller: str, key: str, body_fingerprint: bytes, answer: Response) -> None:
+    def claim(self, caller: str, key: str, body_fingerprint: bytes, answer: Response) -> None:
         """Store the answer of the write under the key, to be committed with it.
 
         If the key has an answer already (committed, or by a request still in flight, whose
@@ -170,7 +169,7 @@ class IdempotencyKeys:
             },
             "body": bytes(answer.body),
         }
-        if (await self.db.execute(_CLAIM, row)).first() is None:
-            stored = (await self.db.execute(_STORED, {"caller": caller, "key": key})).one()
+        if self.db.execute(_CLAIM, row).first() is None:
+            stored = self.db.execute(_STORED, {"caller": caller, "key": key}).one()
             raise KeyAlreadyUsed(StoredAnswer(*stored))
-        await self.db.execute(_PRUNE)
+        self.db.execute(_PRUNE)

@@ -270,37 +270,43 @@ _LIVE_SESSION_FOR_UPDATE = _LIVE_SESSION.with_for_update()
 
 
 class SessionRepository:
-    def __init__(self, db: AsyncSession) -> None:
+    """The writes, on the ORM session of a unit of work (service.db.unit_of_work).
+
+    Sync code: a write's whole unit of work runs in one greenlet (`AsyncSession.run_sync`), its
+    statements awaited by SQLAlchemy's asyncio layer underneath; see unit_of_work for why.
+    """
+
+    def __init__(self, db: orm.Session) -> None:
         self.db = db
 
-    async def get(self, session_id: int, *, for_update: bool = False) -> Session | None:
+    def get(self, session_id: int, *, for_update: bool = False) -> Session | None:
         """A session that is not deleted; locked until the transaction ends if for_update."""
         query = _LIVE_SESSION_FOR_UPDATE if for_update else _LIVE_SESSION
-        return (await self.db.execute(query, {"id": session_id})).scalar_one_or_none()
+        return self.db.execute(query, {"id": session_id}).scalar_one_or_none()
 
-    async def create(self, values: Mapping[str, Any], *, creator_id: str | None = None) -> Session:
+    def create(self, values: Mapping[str, Any], *, creator_id: str | None = None) -> Session:
         session = Session(**values, creator_id=creator_id)
         _check_schedule(session)
         self.db.add(session)
-        await self._flush()
+        self._flush()
         return session
 
-    async def update(self, session: Session, changes: Mapping[str, Any]) -> Session:
+    def update(self, session: Session, changes: Mapping[str, Any]) -> Session:
         """Apply a merge patch; a patch that changes nothing issues no UPDATE."""
         for name, value in changes.items():
             setattr(session, name, value)
         _check_schedule(session)
-        await self._flush()
+        self._flush()
         return session
 
-    async def delete(self, session: Session) -> None:
+    def delete(self, session: Session) -> None:
         """Soft delete: the row stays, with deleted_at set, invisible to reads."""
         session.deleted_at = datetime.now(UTC)
-        await self._flush()
+        self._flush()
 
-    async def _flush(self) -> None:
+    def _flush(self) -> None:
         try:
-            await self.db.flush()
+            self.db.flush()
         except IntegrityError as exc:
             constraint = _constraint_name(exc)
             if constraint in _CONSTRAINT_FIELDS:

@@ -5,6 +5,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
 from pydantic import AfterValidator, Field
+from sqlalchemy import orm
 from starlette.convertors import Convertor, register_url_convertor
 
 from service import idempotency, policy
@@ -222,10 +223,10 @@ def _visible_or_404(session: Any, session_id: int, principal: Principal) -> Any:
     return session
 
 
-async def _get_for_update_or_404(
+def _get_for_update_or_404(
     repository: SessionRepository, session_id: int, principal: Principal
 ) -> Session:
-    session = await repository.get(session_id, for_update=True)
+    session = repository.get(session_id, for_update=True)
     visible: Session = _visible_or_404(session, session_id, principal)
     return visible
 
@@ -266,20 +267,20 @@ async def create_session(body: SessionCreate, request: Request, principal: Write
     key = idempotency_key(request)
     values = body.model_dump()
     policy.check_create(principal, values)
-    if key is None:
-        async with unit_of_work(request.app) as db:
-            session = await SessionRepository(db).create(values, creator_id=principal.user_id)
-        return _created(session)
-    assert principal.user_id is not None  # a Writer
-    body_fingerprint = fingerprint(body.model_dump(mode="json"))
+    caller = principal.user_id
+    assert caller is not None  # a Writer
+    body_fingerprint = fingerprint(body.model_dump(mode="json")) if key else b""
+
+    def create(db: orm.Session) -> Response:
+        answer = _created(SessionRepository(db).create(values, creator_id=caller))
+        if key is not None:
+            IdempotencyKeys(db).claim(caller, key, body_fingerprint, answer)
+        return answer
+
     try:
-        async with unit_of_work(request.app) as db:
-            session = await SessionRepository(db).create(values, creator_id=principal.user_id)
-            answer = _created(session)
-            await IdempotencyKeys(db).claim(principal.user_id, key, body_fingerprint, answer)
+        return await unit_of_work(request.app, create)
     except KeyAlreadyUsed as used:  # this attempt's session is rolled back
         return used.replay(body_fingerprint)
-    return answer
 
 
 def _created(session: Session) -> Response:
@@ -519,16 +520,20 @@ async def update_session(
     """
     check_media_type(request)
     preconditions = write_preconditions(request)
-    async with unit_of_work(request.app) as db:
+    patch = body.model_dump()
+
+    def change(db: orm.Session) -> Session:
         repository = SessionRepository(db)
-        session = await _get_for_update_or_404(repository, session_id, principal)
+        session = _get_for_update_or_404(repository, session_id, principal)
         # Who may change it at all is decided before the preconditions (RFC 9110 13.2.1), what
         # the patch changes after them.
         policy.check_may_change(principal, session)
         check_write(preconditions, "PATCH", session)
-        changes = policy.real_changes(session, body.model_dump())
+        changes = policy.real_changes(session, patch)
         policy.check_update(principal, session, changes)
-        session = await repository.update(session, changes)
+        return repository.update(session, changes)
+
+    session = await unit_of_work(request.app, change)
     return json_response(session_content(session), headers=representation_headers(session))
 
 
@@ -547,11 +552,14 @@ async def delete_session(
 ) -> Response:
     """Delete a session; it is no longer visible through the API."""
     preconditions = write_preconditions(request)
-    async with unit_of_work(request.app) as db:
+
+    def delete(db: orm.Session) -> None:
         repository = SessionRepository(db)
-        session = await _get_for_update_or_404(repository, session_id, principal)
+        session = _get_for_update_or_404(repository, session_id, principal)
         policy.check_delete(principal, session)
         check_write(preconditions, "DELETE", session)
-        await repository.delete(session)
+        repository.delete(session)
+
+    await unit_of_work(request.app, delete)
     # Built here: FastAPI's own 204 would say its body (none) is application/json.
     return Response(status_code=status.HTTP_204_NO_CONTENT)

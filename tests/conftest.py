@@ -20,7 +20,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import event, text
+from sqlalchemy import event, orm, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -28,7 +28,7 @@ from service.auth import issue_token
 from service.cli import embedded_postgres
 from service.main import create_app
 from service.migrations import migrate
-from service.repository import make_sessionmaker
+from service.repository import SessionRepository, make_sessionmaker
 from service.settings import Settings, to_asyncpg_url
 
 # The tests' own HS256 secret, whatever JWT_* the environment holds.
@@ -258,6 +258,12 @@ class StoredRows:
         record = await self.conn.fetchrow("SELECT * FROM sessions WHERE id = $1", session_id)
         assert record is not None, f"no row for session {session_id}"
         return dict(record)
+
+
+def repository_call(db: orm.Session, method: str, *args: Any, **kwargs: Any) -> Any:
+    """A SessionRepository method, for AsyncSession.run_sync: a test's own transaction that
+    stays open across awaits (the service runs a whole write in one run_sync instead)."""
+    return getattr(SessionRepository(db), method)(*args, **kwargs)
 
 
 def session_body(**overrides: Any) -> dict[str, Any]:

@@ -13,10 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.models import CURRENT_TXID, Session
 from service.pagination import TokenSigner
-from service.repository import SessionRepository, make_sessionmaker
+from service.repository import make_sessionmaker
 from service.routes import FEED_TOKEN, TOKEN_FORMAT
 from service.schemas import SessionRead, format_utc
-from tests.conftest import StoredRows, create_session, session_body
+from tests.conftest import StoredRows, create_session, repository_call, session_body
 from tests.test_routes import assert_problem
 
 # The feed waits for every older writing transaction on the server to end; on a shared server
@@ -110,7 +110,7 @@ async def test_changes_deliver_a_write_that_commits_after_a_later_stamp(
     """The case a `last_modified_at > watermark` poll gets wrong, step by step."""
     maker = make_sessionmaker(engine)
     async with maker() as db, db.begin():
-        held = await SessionRepository(db).create(session_body(title="held open"))
+        held = await db.run_sync(repository_call, "create", session_body(title="held open"))
         later = await create_session(committed_client, title="committed first")
         # Stamped first, committed last.
         assert held.last_modified_at < parse(later["last_modified_at"])
@@ -145,7 +145,7 @@ async def test_changes_leave_out_rolled_back_writes_and_no_op_patches(
     maker = make_sessionmaker(engine)
     async with maker() as db:
         transaction = await db.begin()
-        await SessionRepository(db).create(session_body(title="rolled back"))
+        await db.run_sync(repository_call, "create", session_body(title="rolled back"))
         await transaction.rollback()
     same = await committed_client.patch(f"/sessions/{session['id']}", json={"title": "kept"})
     assert same.json()["version"] == 1
@@ -231,10 +231,9 @@ async def test_changes_follow_transaction_order_not_stamp_order(
 ) -> None:
     maker = make_sessionmaker(engine)
     async with maker() as db, db.begin():
-        repository = SessionRepository(db)
-        early = await repository.create(session_body(title="first write of A"))
+        early = await db.run_sync(repository_call, "create", session_body(title="first write of A"))
         between = await create_session(committed_client, title="B, between A's writes")
-        late = await repository.create(session_body(title="second write of A"))
+        late = await db.run_sync(repository_call, "create", session_body(title="second write of A"))
     # Stamps say early, between, late; the transactions say A (early, late), then B.
     received, _ = await follow(committed_client, has_ids(early.id, late.id, between["id"]), limit=1)
     assert [item["id"] for item in received] == [early.id, late.id, between["id"]]

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.repository import SessionRepository, make_sessionmaker
+from service.repository import make_sessionmaker
 from service.schemas import SessionChange, SessionTombstone, format_utc
-from tests.conftest import StoredRows, session_body
+from tests.conftest import StoredRows, repository_call, session_body
 from tests.test_changes import CATCH_UP_SECONDS
 
 OPERATIONS = int(os.environ.get("FEED_STRESS_OPERATIONS", "240"))
@@ -63,11 +63,15 @@ async def test_poller_following_next_token_misses_no_committed_change(
         for _ in range(transactions):
             async with maker() as db:
                 transaction = await db.begin()
-                repository = SessionRepository(db)
-                created = await repository.create(session_body(title="held"))
-                existing = await repository.get(rng.choice(ids), for_update=True) if ids else None
+                created = await db.run_sync(repository_call, "create", session_body(title="held"))
+                existing = (
+                    await db.run_sync(repository_call, "get", rng.choice(ids), for_update=True)
+                    if ids
+                    else None
+                )
                 if existing is not None:
-                    await repository.update(existing, {"subtitle": f"held {rng.random()}"})
+                    change = {"subtitle": f"held {rng.random()}"}
+                    await db.run_sync(repository_call, "update", existing, change)
                 # Others stamp and commit meanwhile; this one stamped first, commits later.
                 await asyncio.sleep(rng.uniform(0.02, 0.15))
                 # A client polling `last_modified_at > newest stamp seen` right now would move

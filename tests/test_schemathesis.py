@@ -208,7 +208,7 @@ def test_workflows_along_the_spec_links_conform(
             seen.add((case.operation.label, response.status_code))
 
     Workflow.run(
-        settings=settings(FUZZ_SETTINGS, max_examples=MAX_EXAMPLES or 15, stateful_step_count=6)
+        settings=settings(FUZZ_SETTINGS, max_examples=MAX_EXAMPLES or 30, stateful_step_count=6)
     )
     # The links took the workflows to sessions that exist, not only to 404s.
     assert {
