@@ -62,19 +62,20 @@ def _require_rfc3339_string(value: object) -> object:
     raise ValueError("must be an RFC 3339 date-time string with an offset")
 
 
-# The years of the date-times a client sends, as sent (the schema's pattern says so too), far
-# from the ends of what the stack can hold: Python's datetime ends with the years 1 and 9999 (an
-# offset could carry a value past them), and asyncpg writes the first and the last instant it
-# can hold as -infinity and infinity, which come back as other values (naive ones).
+# The years of the date-times a client sends, far from the ends of what the stack can hold:
+# Python's datetime ends with the years 1 and 9999 (an offset could carry a value past them), and
+# asyncpg writes the first and the last instant it can hold as -infinity and infinity, which
+# come back as other values (naive ones). Both as sent (the schema's pattern says so) and in UTC
+# (as the service answers): so that every date-time it answers with can be sent back.
 INPUT_YEARS = range(1900, 3000)
 INPUT_YEARS_PATTERN = "^(19|2[0-9])[0-9]{2}-"
 
 
-_INPUT_YEARS_TEXT = f"in the years {INPUT_YEARS[0]} to {INPUT_YEARS[-1]}"
+_INPUT_YEARS_TEXT = f"in the years {INPUT_YEARS[0]} to {INPUT_YEARS[-1]} as sent and in UTC"
 
 
 def _in_input_years(value: datetime) -> datetime:
-    if value.year not in INPUT_YEARS:
+    if value.year not in INPUT_YEARS or value.astimezone(UTC).year not in INPUT_YEARS:
         raise ValueError(f"must be {_INPUT_YEARS_TEXT}")
     return value
 

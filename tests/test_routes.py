@@ -229,6 +229,23 @@ INVALID_BODIES = [
         ["body", "starts_at"],
         id="after 2999",
     ),
+    # The years hold in UTC too (the service answers in UTC, and what it answers can be sent
+    # back), and as sent (the schema's pattern).
+    pytest.param(
+        session_body(starts_at="1900-01-01T00:00:00+14:00", ends_at="1900-01-01T01:00:00+14:00"),
+        ["body", "starts_at"],
+        id="1899 in UTC",
+    ),
+    pytest.param(
+        session_body(starts_at="2999-12-31T10:00:00Z", ends_at="2999-12-31T23:00:00-12:00"),
+        ["body", "ends_at"],
+        id="3000 in UTC",
+    ),
+    pytest.param(
+        session_body(starts_at="1899-12-31T23:00:00-14:00", ends_at="1899-12-31T23:30:00-14:00"),
+        ["body", "starts_at"],
+        id="1899 as sent, 1900 in UTC",
+    ),
     pytest.param(
         session_body(starts_at="2027-05-04T10:00:00Z", ends_at="2027-05-04T10:00:00Z"),
         ["body", "ends_at"],
@@ -491,13 +508,16 @@ async def test_list_forged_cursor_is_400(client: httpx.AsyncClient, cursor: str)
     assert body["parameter"] == "cursor"
 
 
-async def test_the_years_are_those_sent_so_an_offset_may_cross_into_another(
+async def test_date_times_near_the_ends_of_the_years_come_back_as_they_can_be_sent(
     client: httpx.AsyncClient,
 ) -> None:
-    # The documented range is of the date-time as sent: in UTC it may fall just outside it.
-    body = session_body(starts_at="1900-01-01T00:00:00+14:00", ends_at="2999-12-31T23:00:00-12:00")
+    body = session_body(starts_at="1900-01-01T00:00:00-14:00", ends_at="2999-12-31T23:00:00+12:00")
     created = await client.post("/sessions", json=body)
     assert created.status_code == 201, created.text
     stored = (await client.get(f"/sessions/{created.json()['id']}")).json()
-    assert stored["starts_at"] == "1899-12-31T10:00:00.000000Z"
-    assert stored["ends_at"] == "3000-01-01T11:00:00.000000Z"
+    assert stored["starts_at"] == "1900-01-01T14:00:00.000000Z"
+    assert stored["ends_at"] == "2999-12-31T11:00:00.000000Z"
+    # The whole session read back is a valid merge patch, and changes nothing.
+    patched = await client.patch(f"/sessions/{stored['id']}", json=stored)
+    assert patched.status_code == 200, patched.text
+    assert patched.json() == stored
