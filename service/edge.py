@@ -113,7 +113,9 @@ class ConfiguredCORS:
                 ProblemCORSMiddleware(
                     self.app,
                     allow_origins=origins,
-                    allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                    # Every method the API answers (HEAD as GET): a preflight for one refused
+                    # fails the browser's request.
+                    allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE"],
                     allow_headers=[
                         "Authorization",
                         "Content-Type",
@@ -125,6 +127,7 @@ class ConfiguredCORS:
                         "X-Request-ID",
                     ],
                     expose_headers=[
+                        "Accept",  # what a 415 names
                         "Accept-Patch",
                         "Location",
                         "Link",
