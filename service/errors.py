@@ -196,6 +196,20 @@ class CommitUnconfirmed(ServiceError):
         )
 
 
+# RFC 9110's reason phrases where Python before 3.13 still has RFC 7231's: a problem's title is
+# its status's phrase (RFC 9457 4.2.1), the same on every Python the service runs on.
+_RFC_9110_PHRASES = {
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "Content Too Large",
+    HTTPStatus.REQUEST_URI_TOO_LONG: "URI Too Long",
+    HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE: "Range Not Satisfiable",
+    HTTPStatus.UNPROCESSABLE_ENTITY: "Unprocessable Content",
+}
+
+
+def status_phrase(status: int) -> str:
+    return _RFC_9110_PHRASES.get(status) or HTTPStatus(status).phrase
+
+
 def problem(
     status: int,
     detail: str | None = None,
@@ -206,7 +220,7 @@ def problem(
 ) -> Response:
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + slug if slug else "about:blank",
-        "title": HTTPStatus(status).phrase,
+        "title": status_phrase(status),
         "status": status,
     }
     if detail:
@@ -251,10 +265,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             slug="validation-error",
             errors=[{"location": ["body"], "message": "Invalid JSON", "type": "json_invalid"}],
         )
-    detail = exc.detail if exc.detail != HTTPStatus(exc.status_code).phrase else None
+    # Starlette's own errors (no route, a method the route does not take) come with the bare
+    # status phrase as their detail.
+    detail = exc.detail
     headers = exc.headers
     if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
         headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        detail = f"{request.method} is not allowed on this URL; the Allow header lists what is."
+    elif exc.status_code == HTTPStatus.NOT_FOUND and detail == HTTPStatus.NOT_FOUND.phrase:
+        detail = "There is nothing at this URL."
+    elif detail == HTTPStatus(exc.status_code).phrase:
+        detail = status_phrase(exc.status_code) + "."
     return problem(exc.status_code, detail, headers=headers)
 
 

@@ -3,6 +3,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 
 from service import ops, routes
@@ -76,6 +77,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # (the operation ids); the sessions' routes come first, as the ones asked for most.
         routes=[*routes.router.routes, *ops.router.routes],
     )
+    # FastAPIOffline's pages (/docs, /redoc) answer HEAD as GET too, as every other resource
+    # (RFC 9110 9.3.2).
+    docs_pages = {"/docs", "/redoc", app.swagger_ui_oauth2_redirect_url}
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.path in docs_pages:
+            route.methods.add("HEAD")
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_error_handlers(app)

@@ -199,6 +199,13 @@ async def test_docs_page_loads_only_local_assets(client: httpx.AsyncClient, page
     assert not re.search(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", response.text, re.IGNORECASE)
 
 
+@pytest.mark.parametrize("page", ["/docs", "/redoc", "/docs/oauth2-redirect", "/openapi.json"])
+async def test_docs_pages_answer_head_as_get(client: httpx.AsyncClient, page: str) -> None:
+    get, head = await client.get(page), await client.head(page)
+    assert get.status_code == head.status_code == 200
+    assert head.headers["content-type"] == get.headers["content-type"]
+
+
 def test_optional_parameters_are_absent_rather_than_null(document: dict[str, Any]) -> None:
     for method, path, operation in operations(document):
         for parameter in operation.get("parameters", []):

@@ -400,10 +400,31 @@ async def test_patch_malformed_json_is_422_and_changes_nothing(client: httpx.Asy
 
 
 async def test_unknown_route_and_method_are_problems(client: httpx.AsyncClient) -> None:
-    assert_problem(await client.get("/nope"), 404)
+    # With a detail, as every problem the service answers (Starlette's own have only a title).
+    not_found = assert_problem(await client.get("/nope"), 404)
+    assert not_found["detail"] == "There is nothing at this URL."
     response = await client.put("/sessions/1", json={})
-    assert_problem(response, 405)
-    assert "allow" in response.headers
+    not_allowed = assert_problem(response, 405)
+    assert response.headers["allow"] == "GET, HEAD, PATCH, DELETE"
+    assert not_allowed["detail"].startswith("PUT is not allowed on this URL")
+
+
+@pytest.mark.parametrize(
+    ("send", "status", "title"),
+    [
+        (
+            lambda client: client.post("/sessions", content=b"x" * 2_000_000),
+            413,
+            "Content Too Large",
+        ),
+        (lambda client: client.post("/sessions", json={}), 422, "Unprocessable Content"),
+    ],
+)
+async def test_problem_titles_are_rfc_9110_phrases_on_every_python(
+    client: httpx.AsyncClient, send: Any, status: int, title: str
+) -> None:
+    # Python before 3.13 names 413 and 422 by RFC 7231 ("Request Entity Too Large").
+    assert assert_problem(await send(client), status)["title"] == title
 
 
 async def test_unexpected_error_is_a_500_problem_without_details(
