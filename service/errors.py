@@ -198,11 +198,11 @@ class CommitUnconfirmed(ServiceError):
 
 # RFC 9110's reason phrases where Python before 3.13 still has RFC 7231's: a problem's title is
 # its status's phrase (RFC 9457 4.2.1), the same on every Python the service runs on.
-_RFC_9110_PHRASES = {
-    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "Content Too Large",
-    HTTPStatus.REQUEST_URI_TOO_LONG: "URI Too Long",
-    HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE: "Range Not Satisfiable",
-    HTTPStatus.UNPROCESSABLE_ENTITY: "Unprocessable Content",
+_RFC_9110_PHRASES: dict[int, str] = {
+    413: "Content Too Large",
+    414: "URI Too Long",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
 }
 
 

@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs_pages = {"/docs", "/redoc", app.swagger_ui_oauth2_redirect_url}
     for route in app.routes:
         if isinstance(route, APIRoute) and route.path in docs_pages:
-            route.methods.add("HEAD")
+            route.methods = {*(route.methods or ()), "HEAD"}
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_error_handlers(app)
