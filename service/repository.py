@@ -73,9 +73,15 @@ def _stamp_changed_sessions(db: orm.Session, flush_context: Any, instances: Any)
             # Strictly later than the stored stamp, even if this host's clock is behind.
             obj.last_modified_at = max(now, obj.last_modified_at + ONE_TICK)
             obj.version += 1
-            if orm.attributes.get_history(obj, "state").has_changes():
+            if _changed(obj, "state"):
                 _stamp_submission(obj)
+            if obj.deleted_at is not None and _changed(obj, "deleted_at"):
+                obj.deleted_at = obj.last_modified_at  # the stamp of the change that deleted it
             stamped.append(obj)
+
+
+def _changed(session: Session, attribute: str) -> bool:
+    return orm.attributes.get_history(session, attribute).has_changes()
 
 
 def _stamp_submission(session: Session) -> None:
@@ -300,7 +306,10 @@ class SessionRepository:
         return session
 
     def delete(self, session: Session) -> None:
-        """Soft delete: the row stays, with deleted_at set, invisible to reads."""
+        """Soft delete: the row stays, with deleted_at set, invisible to reads.
+
+        The before_flush hook sets deleted_at to the deleting change's own last_modified_at.
+        """
         session.deleted_at = datetime.now(UTC)
         self._flush()
 
