@@ -422,6 +422,13 @@ async def list_session_changes(
         rows, horizon = await SessionReads(conn).changes(
             event_id=event_id, after=after, limit=limit
         )
+    if after and after[0] > horizon:
+        # Every token this database issued is at most its horizon then, which never moves back:
+        # this one comes from another (the data moved or restored since), and its polls would
+        # skip every change until the transaction counter caught up.
+        raise _bad_cursor(
+            "since", "is ahead of this database's transactions (issued by another database)"
+        )
     # Every row is served, hidden ones as tombstones: a session that stops being visible must
     # reach the client's copy, and positions stay the same for every caller.
     items = [

@@ -217,6 +217,25 @@ async def test_changes_forged_token_beyond_the_columns_is_400(
     assert assert_problem(response, 400)["parameter"] == "since"
 
 
+async def test_changes_token_ahead_of_the_database_is_400(client: httpx.AsyncClient) -> None:
+    # A position past every transaction this database has run: issued by another cluster (the
+    # data moved by dump and restore), or by this one before a restore to an earlier point. Its
+    # polls would skip every change until the counter caught up.
+    from service.routes import _signer
+    from service.settings import DEVELOPMENT_CURSOR_SECRET
+
+    signer = _signer(DEVELOPMENT_CURSOR_SECRET)
+    genuine = signer.verify(FEED_TOKEN, (await poll(client))["next_token"])
+    ahead = signer.sign(FEED_TOKEN, genuine | {"txid": genuine["txid"] + 1_000_000})
+    response = await client.get("/sessions/changes", params={"since": ahead})
+    body = assert_problem(response, 400)
+    assert body["parameter"] == "since"
+    assert "another database" in body["detail"]
+    # The genuine one still serves.
+    since = signer.sign(FEED_TOKEN, genuine)
+    assert (await client.get("/sessions/changes", params={"since": since})).status_code == 200
+
+
 @pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 201}, {"event_id": 0}])
 async def test_changes_bad_parameters_are_422(
     client: httpx.AsyncClient, params: dict[str, Any]
