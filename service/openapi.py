@@ -134,6 +134,22 @@ def _as_sent(document: dict[str, Any]) -> None:
                         _add_schema(schemas, ValidationProblem)
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
+    _integral_bounds(schemas)
+
+
+def _integral_bounds(node: Any) -> None:
+    # FastAPI's OpenAPI models hold bounds as floats: an integer's 1 became 1.0, which typed
+    # generators may read as a decimal constraint.
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            for bound in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+                if isinstance(node.get(bound), float) and node[bound].is_integer():
+                    node[bound] = int(node[bound])
+        for value in node.values():
+            _integral_bounds(value)
+    elif isinstance(node, list):
+        for value in node:
+            _integral_bounds(value)
 
 
 def _not_nullable(schema: dict[str, Any]) -> None:

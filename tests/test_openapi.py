@@ -90,6 +90,24 @@ def test_every_field_has_a_description_and_session_fields_an_example(
             assert prop.get("examples"), (model, name)
 
 
+def test_integer_bounds_are_integers(document: dict[str, Any]) -> None:
+    def bounds(node: Any) -> list[object]:
+        if isinstance(node, list):
+            return [found for value in node for found in bounds(value)]
+        if not isinstance(node, dict):
+            return []
+        own = [
+            node[key]
+            for key in ("minimum", "maximum")
+            if node.get("type") == "integer" and key in node
+        ]
+        return own + [found for value in node.values() for found in bounds(value)]
+
+    found = bounds(document)
+    assert 2**31 - 1 in found  # the ids' bound, in bodies and queries
+    assert all(type(bound) is int for bound in found), found
+
+
 def test_timestamps_are_documented_as_date_times(document: dict[str, Any]) -> None:
     read = document["components"]["schemas"]["SessionRead"]["properties"]
     assert read["created_at"]["format"] == "date-time"
