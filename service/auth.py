@@ -231,6 +231,9 @@ class BearerAuthentication(HTTPBearer):
         self.required = required
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        if len(request.headers.getlist("authorization")) > 1:
+            # A singleton field (RFC 9110 11.6.2): no telling which one a proxy on the way read.
+            raise InvalidToken("Send one Authorization header.", error="invalid_request")
         credentials = await super().__call__(request)
         if credentials is None:
             if "authorization" in request.headers:

@@ -190,6 +190,20 @@ async def test_authorization_that_is_not_a_bearer_token_is_401(
     assert_invalid_token(response, error="invalid_request")
 
 
+async def test_two_authorization_headers_are_401_not_the_first_one(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    # A valid token (the client's own) and another line: which one a proxy checked is unknowable.
+    valid = client.headers["authorization"]
+    response = await client.post(
+        "/sessions",
+        json=session_body(),
+        headers=[("authorization", valid), ("authorization", "Bearer other")],
+    )
+    assert_invalid_token(response, error="invalid_request")
+    assert await count_sessions(connection) == 0
+
+
 async def test_expired_token_message_says_so(app_with: Callable[..., FastAPI]) -> None:
     response = await post_with(app_with(), hs256(exp=int(time.time()) - 120))
     assert_invalid_token(response)
