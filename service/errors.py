@@ -8,7 +8,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import orjson
@@ -29,6 +29,18 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 logger = logging.getLogger(__name__)
 
 
+# The rules a 403 names (service.policy).
+ForbiddenRule = Literal[
+    "speaker-create-states",
+    "organizer-fields",
+    "owner-only",
+    "locked",
+    "event-change",
+    "speaker-transitions",
+    "organizer-transitions",
+]
+
+
 class Problem(BaseModel):
     """An RFC 9457 problem detail: the body of every error response."""
 
@@ -42,6 +54,26 @@ class Problem(BaseModel):
         MISSING,
         description="What went wrong, in a sentence written for the client.",
         examples=["The cursor is not one this service issued."],
+    )
+    # Extension members (RFC 9457 3.2), each sent only by the problems it names.
+    parameter: str | MISSING = Field(
+        MISSING,
+        description="400: the query parameter that cannot be used (a cursor or a since token).",
+        examples=["cursor"],
+    )
+    header: str | MISSING = Field(
+        MISSING,
+        description="400: the request header that is malformed.",
+        examples=["If-Match"],
+    )
+    rule: ForbiddenRule | MISSING = Field(
+        MISSING, description="403: the rule that refuses the request (GET /sessions/states)."
+    )
+    from_state: str | MISSING = Field(
+        MISSING, description="403 for a state change: the session's state.", examples=["draft"]
+    )
+    to_state: str | MISSING = Field(
+        MISSING, description="403 for a state change: the state asked for.", examples=["accepted"]
     )
 
 

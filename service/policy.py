@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from service.errors import ServiceError
+from service.errors import ForbiddenRule, ServiceError
 from service.models import STATES
 
 # What the public sees.
@@ -88,7 +88,7 @@ class Forbidden(ServiceError):
     status = 403
     slug = "forbidden"
 
-    def __init__(self, rule: str, detail: str, **extensions: Any) -> None:
+    def __init__(self, rule: ForbiddenRule, detail: str, **extensions: Any) -> None:
         super().__init__(detail, rule=rule, **extensions)
 
 
@@ -254,7 +254,7 @@ def _check_transition(
 ) -> None:
     if new_state in transitions_for(principal, session, organizer=organizer):
         return
-    table = "organizer-transitions" if organizer else "speaker-transitions"
+    table: ForbiddenRule = "organizer-transitions" if organizer else "speaker-transitions"
     raise Forbidden(
         table,
         f'You cannot change a session\'s state from "{session.state}" to "{new_state}".',

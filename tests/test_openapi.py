@@ -3,13 +3,14 @@
 import json
 import re
 from html.parser import HTMLParser
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from service.conditional import ENTITY_TAGS_PATTERN, MalformedHeader, parse_entity_tags
+from service.errors import ForbiddenRule
 from service.main import create_app
 from service.openapi import REGENERATE, SPEC_PATH, render
 from service.schemas import INPUT_YEARS, READ_ONLY_FIELDS
@@ -88,6 +89,13 @@ def test_every_field_has_a_description_and_session_fields_an_example(
     for model in ("SessionCreate", "SessionUpdate", "SessionRead"):
         for name, prop in schemas[model]["properties"].items():
             assert prop.get("examples"), (model, name)
+
+
+def test_problem_documents_its_extension_members(document: dict[str, Any]) -> None:
+    # What clients act on: the parameter or header at fault (400), the rule that refused (403).
+    properties = document["components"]["schemas"]["Problem"]["properties"]
+    assert {"parameter", "header", "rule", "from_state", "to_state"} <= set(properties)
+    assert set(properties["rule"]["enum"]) == set(get_args(ForbiddenRule))
 
 
 def test_integer_bounds_are_integers(document: dict[str, Any]) -> None:

@@ -4,13 +4,14 @@ The expected outcomes are written out here, independently of service/policy.py, 
 the rules there shows up as a failing row here.
 """
 
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.errors import ForbiddenRule
 from tests.conftest import ADMIN_ID, ClientAs, session_body
 
 PROBLEM_JSON = "application/problem+json"
@@ -85,6 +86,8 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.headers["content-type"] == PROBLEM_JSON
     body: dict[str, Any] = response.json()
     assert body["status"] == status
+    if status == 403:
+        assert body["rule"] in get_args(ForbiddenRule)  # as the spec's Problem lists them
     return body
 
 
