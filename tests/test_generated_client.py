@@ -199,3 +199,36 @@ def test_generated_client_retries_a_creation_with_its_idempotency_key(
     assert retry.headers["location"] == first.headers["location"]
     page = generated["api.sessions.list_sessions"].sync(client=client, event_id=8)
     assert [item.id for item in page.items] == [first.parsed.id]
+
+
+def test_generated_client_reads_anonymously_and_types_a_403s_rule(
+    generated: dict[str, ModuleType], live_server: str
+) -> None:
+    models: Any = generated["models"]
+    api: dict[str, Any] = {name.rpartition(".")[2]: module for name, module in generated.items()}
+    organizer = generated["client"].AuthenticatedClient(
+        base_url=live_server, token=token_for(ADMIN_ID, admin=True)
+    )
+    body = models.SessionCreate(event_id=9, title="Public", state=models.State.ACCEPTED)
+    public = api["create_session"].sync(client=organizer, body=body)
+    # The generator types reads for an AuthenticatedClient (it reads the optional token as a
+    # required one); a plain Client, with no Authorization header at all, works (README).
+    anonymous = generated["client"].Client(base_url=live_server)
+    read = api["get_session"].sync(session_id=public.id, client=anonymous)
+    assert read.to_dict() == public.to_dict()
+    page = api["list_sessions"].sync(client=anonymous, event_id=9)
+    assert [item.id for item in page.items] == [public.id]
+    # A speaker may not accept a session: the 403's members are typed (the spec's Problem).
+    speaker = generated["client"].AuthenticatedClient(
+        base_url=live_server, token=token_for("speaker-10")
+    )
+    draft = api["create_session"].sync(
+        client=speaker, body=models.SessionCreate(event_id=9, title="Mine")
+    )
+    refused = api["update_session"].sync_detailed(
+        session_id=draft.id, client=speaker, body=models.SessionUpdate(state=models.State.ACCEPTED)
+    )
+    assert refused.status_code == 403
+    assert isinstance(refused.parsed, models.Problem)
+    assert refused.parsed.rule == models.ProblemRule.SPEAKER_TRANSITIONS
+    assert (refused.parsed.from_state, refused.parsed.to_state) == ("draft", "accepted")
