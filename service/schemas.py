@@ -255,7 +255,12 @@ class _Input(BaseModel):
 
 
 class SessionCreate(_Input):
-    """A new session. Output-only fields (id, timestamps, version) may be sent; they are ignored."""
+    """A new session.
+
+    The server sets the output-only fields of a SessionRead (id, creator_id, submitted_at,
+    created_at, last_modified_at, version): they are not part of this schema, and the service
+    ignores them in a session sent back as it was read.
+    """
 
     event_id: Id = about("event_id")
     title: Title = about("title")
@@ -279,7 +284,10 @@ class SessionCreate(_Input):
 
 
 class SessionUpdate(_Input):
-    """A JSON Merge Patch (RFC 7396) of a session: absent members stay as they are, null clears."""
+    """A JSON Merge Patch (RFC 7396) of a session: absent members stay as they are, null clears.
+
+    Output-only fields sent back as they were read are ignored, as in SessionCreate.
+    """
 
     event_id: Id | MISSING = about("event_id", MISSING)
     title: Title | MISSING = about("title", MISSING)
