@@ -76,6 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # ~35 µs of a GET's ~500. So the routers declare what include_router would have added
         # (the operation ids); the sessions' routes come first, as the ones asked for most.
         routes=[*routes.router.routes, *ops.router.routes],
+        # /sessions/ is not /sessions: a 404, not Starlette's redirect to an absolute URL built
+        # from the client's Host header (the service's own Location and Link are relative).
+        redirect_slashes=False,
     )
     # FastAPIOffline's pages (/docs, /redoc) answer HEAD as GET too, as every other resource
     # (RFC 9110 9.3.2).

@@ -409,6 +409,15 @@ async def test_unknown_route_and_method_are_problems(client: httpx.AsyncClient) 
     assert not_allowed["detail"].startswith("PUT is not allowed on this URL")
 
 
+@pytest.mark.parametrize("path", ["/sessions/", "/sessions/1/", "/sessions/changes/"])
+async def test_a_trailing_slash_is_another_url_not_a_redirect(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.get(path, headers={"Host": "evil.example"})
+    assert_problem(response, 404)
+    assert "location" not in response.headers
+
+
 @pytest.mark.parametrize(
     ("send", "status", "title"),
     [
