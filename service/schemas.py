@@ -402,6 +402,10 @@ class ChangesPage(BaseModel):
     )
 
 
+# A named schema: one type in a generated client for both tables below.
+Transitions = TypeAliasType("Transitions", dict[State, list[State]])
+
+
 class StateTables(BaseModel):
     """The session workflow: who may move a session from which state to which."""
 
@@ -410,10 +414,8 @@ class StateTables(BaseModel):
     speaker_create_states: list[State] = Field(
         description="The states a session may be created in by someone not organising its event."
     )
-    speaker: dict[State, list[State]] = Field(description="state -> states its speaker may set.")
-    organizer: dict[State, list[State]] = Field(
-        description="state -> states an organiser of its event may set."
-    )
+    speaker: Transitions = Field(description="state -> states its speaker may set.")
+    organizer: Transitions = Field(description="state -> states an organiser of its event may set.")
 
 
 SESSION_FIELDS = tuple(SessionRead.model_fields)

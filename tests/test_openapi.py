@@ -98,6 +98,13 @@ def test_problem_documents_its_extension_members(document: dict[str, Any]) -> No
     assert set(properties["rule"]["enum"]) == set(get_args(ForbiddenRule))
 
 
+def test_both_transition_tables_are_one_named_schema(document: dict[str, Any]) -> None:
+    # One type in a generated client, not StateTablesSpeaker and StateTablesOrganizer.
+    properties = document["components"]["schemas"]["StateTables"]["properties"]
+    refs = {properties[table]["$ref"] for table in ("speaker", "organizer")}
+    assert refs == {"#/components/schemas/Transitions"}
+
+
 def test_integer_bounds_are_integers(document: dict[str, Any]) -> None:
     def bounds(node: Any) -> list[object]:
         if isinstance(node, list):
