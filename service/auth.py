@@ -48,6 +48,9 @@ VERIFIED_TOKENS_KEPT = 4096
 REMEMBERED_TOKEN_MAX = 8192
 
 
+LAST_REMEMBERED_EXP = 253_402_300_799  # 9999-12-31T23:59:59Z
+
+
 def _until_unusable(token: str, verified: tuple[Principal, float], now: float) -> float:
     return verified[1]
 
@@ -79,8 +82,10 @@ class TokenVerifier:
             return verified[0]
         claims = self._decode(token)
         principal = self._principal(claims)
-        # int(): as PyJWT reads exp (a numeric string passes its check too).
-        unusable_at = int(claims["exp"]) + self.settings.jwt_leeway_seconds
+        # int(): as PyJWT reads exp (a numeric string passes its check too). Kept at most until
+        # the year 9999: an exp of 10**309 passes PyJWT's check but is no float for the cache.
+        exp = min(int(claims["exp"]), LAST_REMEMBERED_EXP)
+        unusable_at = exp + self.settings.jwt_leeway_seconds
         if len(token) <= REMEMBERED_TOKEN_MAX:
             self._verified[token] = (principal, unusable_at)
         return principal
@@ -134,7 +139,9 @@ class TokenVerifier:
         elif isinstance(roles, str):
             roles = roles.split()
         if not _all(roles, str):
-            raise InvalidToken(f'The "{settings.jwt_roles_claim}" claim must be a list of strings.')
+            raise InvalidToken(
+                f'The "{settings.jwt_roles_claim}" claim must be a list of strings, or a string.'
+            )
         events = _claim(claims, settings.jwt_organizer_events_claim) or []
         if not _all(events, int) or not all(0 < event <= INT4_MAX for event in events):
             raise InvalidToken(

@@ -204,6 +204,15 @@ async def test_two_authorization_headers_are_401_not_the_first_one(
     assert await count_sessions(connection) == 0
 
 
+@pytest.mark.parametrize("exp", [10**309, str(10**400)])
+async def test_an_exp_too_large_for_a_float_is_no_500(
+    app_with: Callable[..., FastAPI], exp: object
+) -> None:
+    # PyJWT takes it (a token that never expires); the cache of verified tokens must too.
+    response = await post_with(app_with(), hs256(exp=exp))
+    assert response.status_code == 201, response.text
+
+
 async def test_expired_token_message_says_so(app_with: Callable[..., FastAPI]) -> None:
     response = await post_with(app_with(), hs256(exp=int(time.time()) - 120))
     assert_invalid_token(response)
