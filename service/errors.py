@@ -130,11 +130,6 @@ class NotFound(ServiceError):
     status = HTTPStatus.NOT_FOUND
 
 
-class Conflict(ServiceError):
-    status = HTTPStatus.CONFLICT
-    slug = "conflict"
-
-
 class InvalidInput(ServiceError):
     """422 for one field: the same shape as a request validation error."""
 

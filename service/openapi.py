@@ -28,7 +28,6 @@ PROBLEMS = {
     401: "Authentication is required, or the token is not valid.",
     403: "The caller may not do this.",
     404: "There is no session with this id, or it was deleted.",
-    409: "The request conflicts with the stored data.",
     412: "A precondition failed: the session changed since it was read.",
     413: "The body is too large.",
     415: "The body's Content-Type is not one this operation accepts.",

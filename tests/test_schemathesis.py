@@ -59,7 +59,7 @@ schemathesis.openapi.format(
 
 
 # schemathesis' default for positive_data_acceptance.
-ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
+ACCEPTED = ["2xx", "3xx", "401", "403", "404", "429", "5xx"]
 # Widened where a schema-valid request depends on state the schema cannot know.
 CONFIG = schemathesis.Config.from_dict(
     {
