@@ -419,23 +419,9 @@ def _is_connection_error(exc: sa_exc.DBAPIError) -> bool:
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, sa_exc.DBAPIError)
-    if _is_connection_error(exc):
-        return await _database_unavailable(request, exc)
-    return _internal_error(request)
-
-
-async def _driver_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, asyncpg.PostgresError)
-    if _is_unavailable_sqlstate(exc.sqlstate):
-        return await _database_unavailable(request, exc)
-    return _internal_error(request)
-
-
-async def _adapter_error(request: Request, exc: Exception) -> Response:
-    # The read path takes the pool's raw connection: a connection the server refuses with a
-    # SQLSTATE (starting up, shutting down, too many clients) arrives as the DBAPI adapter's own
-    # error, not wrapped as a DBAPIError.
+    # SQLAlchemy's errors, and the driver's and its adapter's where they arrive unwrapped (the
+    # read path runs asyncpg on the pool's raw connection): a 503 when the database cannot serve
+    # now, else a bug's 500.
     if is_database_unavailable(exc):
         return await _database_unavailable(request, exc)
     return _internal_error(request)
@@ -453,7 +439,7 @@ def install_error_handlers(app: FastAPI) -> None:
     # The database is the only I/O a request does, so an OSError here is always about it.
     app.add_exception_handler(OSError, _database_unavailable)
     # The read path runs asyncpg itself: its errors arrive unwrapped.
-    app.add_exception_handler(asyncpg.PostgresError, _driver_error)
+    app.add_exception_handler(asyncpg.PostgresError, _database_error)
     app.add_exception_handler(asyncpg.InterfaceError, _database_unavailable)
-    app.add_exception_handler(AsyncAdapt_asyncpg_dbapi.Error, _adapter_error)
+    app.add_exception_handler(AsyncAdapt_asyncpg_dbapi.Error, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -50,7 +50,7 @@ async def readyz(request: Request) -> Any:
     try:
         async with asyncio.timeout(state.settings.readiness_timeout):
             revisions = await _applied_revisions(state.probe_engine)
-    except _DATABASE_ERRORS as exc:  # any: not ready. A bug of the service's stays a 500.
+    except _DATABASE_ERRORS as exc:  # any of them: not ready. Other errors (a bug) stay 500s.
         logger.warning("not ready: the database is unavailable (%s)", exc.__class__.__name__)
         return _not_ready("The database is unavailable.", database="unavailable")
     schema = schema_state(revisions, state.migration_heads, state.known_revisions)
