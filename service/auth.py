@@ -1,7 +1,7 @@
 """Bearer token authentication: a JWT from the identity provider, verified with PyJWT.
 
 The token's algorithm must be on the configured allow-list, and each algorithm family is verified
-with its own key (HS* with the shared development secret, RS*/PS*/ES*/EdDSA with the provider's
+with its own key (HS* with the shared secret, JWT_SECRET; RS*/PS*/ES*/EdDSA with the provider's
 public key), so `alg: none` and a public key abused as an HMAC secret both fail. `exp` and `sub`
 are required, `exp`/`nbf` are checked with a small leeway, `iss` and `aud` when configured. Every
 failure is a 401 problem with `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750).

@@ -28,7 +28,7 @@ SHUTTING_DOWN = problem(
     "The service is shutting down; retry the request.",
     slug="shutting-down",
     headers={"Retry-After": "1", "Connection": "close"},
-)  # never the raw path: it would make one time series per URL
+)
 # Cancelled while its write was committing: it may have been saved.
 SHUT_DOWN_WHILE_COMMITTING = problem(
     503, CommitUnconfirmed().detail, slug=CommitUnconfirmed.slug, headers={"Connection": "close"}
@@ -94,6 +94,7 @@ def _request_id(scope: Scope) -> str:
 
 
 def _route_template(scope: Scope) -> str:
+    # Never the raw path: it would make one time series per URL.
     # path_format: the template without convertors ({session_id}, not {session_id:digits}).
     route = scope.get("route")
     path: object = getattr(route, "path_format", None) or getattr(route, "path", None)

@@ -105,10 +105,10 @@ class Session(Base):
     version: Mapped[int] = mapped_column(Integer)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The id of the last transaction that wrote the row: the change feed's position. Every INSERT
-    # and UPDATE of the row sets it itself, from a flush or not. (Assigned by the before_flush
-    # hook instead, as a SQL expression, it made SQLAlchemy derive the statement's cache key anew
-    # on every flush: about a tenth of a PATCH's unit of work.) Never loaded implicitly: reading
-    # it by accident would be I/O under asyncio, so it raises instead.
+    # and UPDATE that SQLAlchemy issues sets it, from a flush or not (a column default, not the
+    # hook's: an assigned SQL expression defeats the statement cache). SQL written by hand must
+    # set it too (README, Syncing). Never loaded implicitly: reading it by accident would be I/O
+    # under asyncio, so it raises instead.
     txid: Mapped[int] = mapped_column(
         BigInteger,
         default=CURRENT_TXID,
