@@ -22,8 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.errors import ServiceError
 from service.models import USER_ID_MAX
 from service.openapi import Responses, header, problem_response
+from service.pagination import INT4_MAX
 from service.policy import ANONYMOUS, Principal, require_authenticated
-from service.schemas import INT4_MAX
 from service.settings import DEVELOPMENT_JWT_SECRET, Settings, get_settings
 
 logger = logging.getLogger(__name__)

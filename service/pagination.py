@@ -67,9 +67,12 @@ def parse_sort(values: Iterable[str]) -> tuple[SortKey, ...]:
     return (*keys, SortKey("id", descending=bool(keys) and keys[-1].descending))
 
 
+# Whitespace as str.isspace() sees it, spelled out for a regex character class, so that every
+# regex engine (the schema's patterns are read by clients) reads it alike.
+WHITESPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 # One `sort` value as parse_sort reads it, for the OpenAPI document: keys, each optionally
 # prefixed by '-', separated by commas, with whitespace (as str.strip sees it) around each.
-_SPACE = r"[\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*"
+_SPACE = f"[{WHITESPACE}]*"
 _SORT_ITEM = rf"{_SPACE}-?(?:{'|'.join(SORT_KEYS)}){_SPACE}"
 SORT_PATTERN = rf"^{_SORT_ITEM}(?:,{_SORT_ITEM})*$"
 
@@ -107,12 +110,13 @@ class TokenSigner:
         return data
 
 
+# The largest values of PostgreSQL's integer and bigint columns (ids, transaction ids).
 INT4_MAX = 2**31 - 1
 INT8_MAX = 2**63 - 1
 _DATETIME_KEYS = frozenset({"starts_at", "ends_at", "created_at", "last_modified_at"})
 
 
-def encode_position(sort: Sequence[SortKey], values: Sequence[Any]) -> list[Any]:
+def encode_position(values: Sequence[Any]) -> list[Any]:
     """A keyset position as JSON values: date-times in ISO 8601, NULL as null."""
     return [value.isoformat() if isinstance(value, datetime) else value for value in values]
 

@@ -24,6 +24,7 @@ from service.idempotency import IdempotencyKeys, KeyAlreadyUsed, fingerprint, id
 from service.models import Session
 from service.openapi import header, merge_responses, operation_id, problem_response, problems
 from service.pagination import (
+    INT4_MAX,
     INT8_MAX,
     SORT_PATTERN,
     InvalidSort,
@@ -56,7 +57,6 @@ from service.repository import (
     keyset_position,
 )
 from service.schemas import (
-    INT4_MAX,
     NO_NUL,
     ChangesPage,
     InputDateTime,
@@ -369,7 +369,7 @@ async def list_sessions(
     next_cursor = None
     headers = dict(PAGE_CACHE_CONTROL)
     if len(rows) > limit:
-        position = encode_position(sort_keys, keyset_position(page[-1], sort_keys))
+        position = encode_position(keyset_position(page[-1], sort_keys))
         next_cursor = signer.sign(
             LIST_CURSOR, {"format": TOKEN_FORMAT, "query": bound_to, "after": position}
         )

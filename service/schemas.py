@@ -31,8 +31,7 @@ from typing_extensions import TypeAliasType
 
 from service import models
 from service.content import sanitize_html
-
-INT4_MAX = 2**31 - 1
+from service.pagination import INT4_MAX, WHITESPACE
 
 # Named aliases: each enum is one schema in the OpenAPI document (one type in generated clients)
 # instead of an inline copy per field and model.
@@ -142,11 +141,9 @@ def _json_integer(value: object) -> object:
 
 Id = Annotated[int, Field(ge=1, le=INT4_MAX), BeforeValidator(_json_integer)]
 # The schema's patterns state the validators' rules (no NUL, which PostgreSQL text cannot hold;
-# a title not blank), whitespace spelled out as str.isspace() sees it so that every regex engine
-# reads them alike.
-_SPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# a title not blank).
 NO_NUL = Field(json_schema_extra={"pattern": r"^[^\x00]*$"})
-NOT_BLANK = Field(json_schema_extra={"pattern": rf"^[^\x00]*[^\x00{_SPACE}][^\x00]*$"})
+NOT_BLANK = Field(json_schema_extra={"pattern": rf"^[^\x00]*[^\x00{WHITESPACE}][^\x00]*$"})
 
 Title = Annotated[
     str,
