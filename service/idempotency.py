@@ -48,7 +48,8 @@ PARAMETER = {
     "required": False,
     "description": "A key of the client's choosing (a UUID) for this one creation: a retry "
     "with the same key and body gets the first answer again and creates nothing more; with "
-    "another body, 422. Keys are the caller's own and expire after 24 hours.",
+    f"another body, 422. Keys are the caller's own and expire after "
+    f"{KEY_LIFETIME // timedelta(hours=1)} hours.",
     "schema": {
         "type": "string",
         "title": HEADER,
