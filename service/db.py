@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from service.errors import CommitUnconfirmed, committing, is_database_unavailable
@@ -254,7 +254,7 @@ async def read_connection(app: FastAPI) -> AsyncIterator[Any]:
             connection.invalidate()
             raise
         finally:
-            if bind.pool.overflow() > 0:  # type: ignore[attr-defined]  # QueuePool's
+            if isinstance(bind.pool, QueuePool) and bind.pool.overflow() > 0:
                 # The pool may close it rather than keep it (DB_MAX_OVERFLOW): I/O, which
                 # SQLAlchemy's asyncio layer runs in a greenlet only.
                 await greenlet_spawn(connection.close)
