@@ -150,9 +150,15 @@ def app_with(database_url: str, connection: AsyncConnection) -> Callable[..., Fa
 
 
 def token_for(subject: str, *, organizer_events: Iterable[int] = (), admin: bool = False) -> str:
-    """A valid bearer token for the test apps."""
+    """A valid bearer token for the test apps, for a day: a long property-based run included."""
     settings = Settings(**TEST_AUTH_SETTINGS)
-    return issue_token(settings, subject, organizer_events=organizer_events, admin=admin)
+    return issue_token(
+        settings,
+        subject,
+        organizer_events=organizer_events,
+        admin=admin,
+        lifetime_seconds=24 * 3600,
+    )
 
 
 def auth_headers(

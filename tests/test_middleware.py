@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.settings import Settings
 from tests.conftest import ADMIN_HEADERS, asgi_client, session_body
 
 LIMIT = 1000
@@ -78,7 +79,10 @@ async def test_streamed_body_over_the_limit_is_413_without_reading_it_all(
 
 
 async def test_default_limit_is_one_mebibyte(app_with: Callable[..., FastAPI]) -> None:
-    async with asgi_client(app_with(max_body_size=1024 * 1024), ADMIN_HEADERS) as client:
+    # The test apps pin MAX_BODY_SIZE (the environment may set it): the default is the field's.
+    default = Settings.model_fields["max_body_size"].default
+    assert default == 1024 * 1024
+    async with asgi_client(app_with(max_body_size=default), ADMIN_HEADERS) as client:
         response = await client.post(
             "/sessions",
             content=b"{" + b" " * (1024 * 1024) + b"}",
