@@ -131,16 +131,12 @@ YOUNG_GENERATION_THRESHOLD = 10_000
 def tune_garbage_collector() -> None:
     """Keep CPython's cyclic garbage collector off a busy server's path.
 
-    At CPython's defaults it took about a fifth of a GET's CPU under load (bench/README.md,
-    fifth pass). The requests in flight hold a few thousand objects, so every young collection
-    (one per ten GETs or so) found them alive and promoted them, to die later in the older
-    generations; promotions count toward a full collection, and every thousand requests or so
-    one walked the whole heap: some 130,000 objects of FastAPI, SQLAlchemy, Pydantic and the
-    app, none of them garbage.
-
-    Frozen (gc.freeze), what importing and building the app made is never walked again; with
-    a young threshold of 10,000, a request's objects are nearly always freed before a
-    collection comes. Reference cycles are still collected, only later.
+    At CPython's defaults, young collections under load found the requests in flight alive and
+    promoted them, and the promotions brought full collections that walked the whole heap (the
+    app's imports, none of it garbage): a fifth of a GET's CPU (bench/README.md, fifth pass).
+    Frozen (gc.freeze), what importing and building the app made is never walked again; with a
+    young threshold of 10,000, a request's objects are nearly always freed before a collection
+    comes. Reference cycles are still collected, only later.
     """
     gc.freeze()
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *gc.get_threshold()[1:])

@@ -146,10 +146,9 @@ async def unit_of_work(app: FastAPI, write: Callable[[Session], T]) -> T:
 
     `write` is sync ORM code (the repository's), run whole in one greenlet by
     `AsyncSession.run_sync`: SQLAlchemy's asyncio layer then adapts one call per write rather
-    than one per step (begin, each statement, the flush, the commit), which cost about a fifth
-    of a PATCH's unit of work (bench/README.md, the seventh pass). Its statements are still
-    awaited underneath, and the session's before_flush hook stamps what the write changes, as
-    in any other flush.
+    than one per step (begin, each statement, the flush, the commit; bench/README.md, the
+    seventh pass). Its statements are still awaited underneath, and the session's before_flush
+    hook stamps what the write changes, as in any other flush.
 
     Called by the handler, after the request is validated and authenticated, rather than a
     dependency: the commit plainly finishes before the handler answers, so a failed commit

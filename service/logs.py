@@ -26,9 +26,8 @@ def configure_logging(level: str, *, access_log: bool = True) -> None:
     own is left off.
     """
     # What the lines leave out (the formatter's reserved attributes) need not be gathered for
-    # each record: the logging HOWTO's "Optimization" switches. The caller's file, line and
-    # function (_srcfile: a walk up the stack per record) are the largest, ~7 µs of an access
-    # line's ~44.
+    # each record: the logging HOWTO's "Optimization" switches, the caller's file, line and
+    # function (_srcfile: a walk up the stack per record) the largest of them.
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False

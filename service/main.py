@@ -71,10 +71,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=[{"name": "sessions", "description": "The sessions of conference events."}],
         generate_unique_id_function=operation_id,
         lifespan=lifespan,
-        # The routers' routes themselves, rather than app.include_router(): FastAPI (0.165)
-        # serves an included router through a wrapper that matches the path twice per request,
-        # ~35 µs of a GET's ~500. So the routers declare what include_router would have added
-        # (the operation ids); the sessions' routes come first, as the ones asked for most.
+        # The routers' routes themselves, rather than app.include_router(), which serves a
+        # router through a wrapper that matches the path a second time per request. So the
+        # routers declare what include_router would have added (the operation ids); the
+        # sessions' routes come first, as the ones asked for most.
         routes=[*routes.router.routes, *ops.router.routes],
         # /sessions/ is not /sessions: a 404, not Starlette's redirect to an absolute URL built
         # from the client's Host header (the service's own Location and Link are relative).

@@ -61,8 +61,7 @@ class Session(Base):
 
     __tablename__ = "sessions"
     # An INSERT returns only the new id: the one other value the database computes, txid, is
-    # never read. (Fetching it back made SQLAlchemy build the INSERT and its cache key anew on
-    # every flush, in place of its cached statement.)
+    # never read, and fetching it back would defeat SQLAlchemy's cached INSERT.
     __mapper_args__ = {"eager_defaults": False}  # noqa: RUF012 (read once, by the mapper)
     __table_args__ = (
         CheckConstraint("btrim(title) <> ''", name="title_not_blank"),

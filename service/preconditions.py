@@ -125,10 +125,11 @@ READ_PRECONDITION_HEADERS = [IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_MATCH, IF_UNMO
 WRITE_PRECONDITION_HEADERS = [IF_MATCH, IF_UNMODIFIED_SINCE, IF_NONE_MATCH]
 
 
-# Called by the handlers rather than declared as dependencies: solving a dependency costs
-# FastAPI (0.165) about 11 µs a request, more than parsing the headers, and nothing in the spec
-# comes from these. A malformed header is then a 400 only after authentication and parameter
-# validation have passed (401, 403 and 422 come first), as RFC 9110 13.2.1 orders preconditions.
+# Called by the handlers rather than declared as dependencies: FastAPI's solving of a
+# dependency costs more than parsing these headers (bench/README.md, the sixth pass), and
+# nothing in the spec comes from them. A malformed header is then a 400 only after
+# authentication and parameter validation have passed (401, 403 and 422 come first), as RFC 9110
+# 13.2.1 orders preconditions.
 def read_preconditions(request: Request) -> Preconditions:
     """The precondition headers of a read; a malformed one is a 400."""
     return _parse(request)
