@@ -60,10 +60,11 @@ def start_embedded_postgres(data_dir: Path) -> str:
     return to_asyncpg_url(embedded_postgres(data_dir).get_uri())
 
 
-def _database_url() -> str:
+def _ensure_database() -> None:
+    """With no DATABASE_URL, start the embedded PostgreSQL, migrate it and point the app at it."""
     settings = get_settings()
     if settings.database_url:
-        return settings.database_url
+        return
     url = start_embedded_postgres(settings.embedded_data_dir)
     logger.warning(
         "DATABASE_URL is not set: using the embedded PostgreSQL in %s", settings.embedded_data_dir
@@ -72,7 +73,6 @@ def _database_url() -> str:
     os.environ["DATABASE_URL"] = url
     get_settings.cache_clear()
     migrate(url, configure_logging=False)
-    return url
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -81,7 +81,7 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 def serve(host: str | None, port: int | None) -> None:
     settings = get_settings()
-    _database_url()
+    _ensure_database()
     # uvicorn drains in-flight requests on SIGTERM, then re-raises it under the handler it found:
     # exit 0 through this one, so that atexit hooks (stopping an embedded PostgreSQL) still run.
     signal.signal(signal.SIGTERM, _exit_cleanly)
