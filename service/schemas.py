@@ -246,8 +246,14 @@ class _Input(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _ignore_read_only_fields(cls, data: Any) -> Any:
+        # A change of the feed is a session with `deleted: false`: sent back as read, it is the
+        # session. `deleted: true` is refused (an unknown field), never taken for a delete.
         if isinstance(data, dict):
-            return {key: value for key, value in data.items() if key not in READ_ONLY_FIELDS}
+            return {
+                key: value
+                for key, value in data.items()
+                if key not in READ_ONLY_FIELDS and not (key == "deleted" and value is False)
+            }
         return data
 
 

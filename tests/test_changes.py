@@ -283,3 +283,18 @@ async def test_an_update_outside_the_flush_stamps_its_txid_too(
         await conn.execute(changed)
         own_txid = (await conn.execute(select(CURRENT_TXID))).scalar_one()
     assert (await stored.row(session["id"]))["txid"] == own_txid > created
+
+
+async def test_a_change_of_the_feed_sent_back_as_read_is_no_change(
+    committed_client: httpx.AsyncClient,
+) -> None:
+    client = committed_client  # the feed serves committed writes only
+    created = (await client.post("/sessions", json=session_body())).json()
+    (change,) = [item for item in (await poll(client))["items"] if item["id"] == created["id"]]
+    assert change["deleted"] is False
+    patched = await client.patch(f"/sessions/{created['id']}", json=change)
+    assert patched.status_code == 200, patched.text
+    assert patched.json() == created  # no new version
+    # A tombstone's `deleted: true` is not a way to delete: an unknown field.
+    refused = await client.patch(f"/sessions/{created['id']}", json={"deleted": True})
+    assert assert_problem(refused, 422)["errors"][0]["location"] == ["body", "deleted"]
