@@ -7,7 +7,7 @@ The rules themselves are in service.conditional; this module binds them to FastA
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import Request, Response
 
@@ -23,7 +23,6 @@ from service.conditional import (
     parse_preconditions,
 )
 from service.errors import BadRequest, PreconditionFailed, PreconditionRequired
-from service.models import Session
 from service.openapi import Responses, problem_response
 from service.settings import Settings, get_settings
 
@@ -31,7 +30,19 @@ from service.settings import Settings, get_settings
 CACHE_CONTROL = "no-cache"
 
 
-def entity_tag(session: Session) -> EntityTag:
+class Versioned(Protocol):
+    """What the validators are made of: a stored session, as reads (a row) and writes (the ORM's
+    object) return it."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def last_modified_at(self) -> datetime: ...
+
+
+def entity_tag(session: Versioned) -> EntityTag:
     """Strong: every real change of a session bumps its version, and nothing else varies."""
     return EntityTag(str(session.version))
 
@@ -43,7 +54,7 @@ def http_date(second: int) -> str:
     return format_http_date(datetime.fromtimestamp(second, UTC))
 
 
-def validator_headers(session: Session, now: datetime) -> dict[str, str]:
+def validator_headers(session: Versioned, now: datetime) -> dict[str, str]:
     """What a 200 and a 304 about this session both carry (RFC 9110 15.4.5).
 
     Date is set here, from the same clock reading that caps Last-Modified, so that Last-Modified
@@ -57,7 +68,7 @@ def validator_headers(session: Session, now: datetime) -> dict[str, str]:
     }
 
 
-def representation_headers(session: Session) -> dict[str, str]:
+def representation_headers(session: Versioned) -> dict[str, str]:
     """The validators of a response that carries the session's representation."""
     now = datetime.now(UTC)
     modified = format_http_date(last_modified(session.last_modified_at, now))
@@ -148,7 +159,7 @@ def write_preconditions(request: Request) -> WriteConditions:
     return WriteConditions(_parse(request), required=settings.require_preconditions)
 
 
-def _evaluate(preconditions: Preconditions, method: str, session: Session) -> Outcome:
+def _evaluate(preconditions: Preconditions, method: str, session: Versioned) -> Outcome:
     outcome = evaluate(
         preconditions,
         method=method,
@@ -166,7 +177,7 @@ def _evaluate(preconditions: Preconditions, method: str, session: Session) -> Ou
 
 
 def not_modified_or_none(
-    preconditions: Preconditions, method: str, session: Session
+    preconditions: Preconditions, method: str, session: Versioned
 ) -> Response | None:
     """The 304 to send instead of the session, or None; 412 if a precondition fails."""
     if _evaluate(preconditions, method, session) is Outcome.NOT_MODIFIED:
@@ -174,7 +185,7 @@ def not_modified_or_none(
     return None
 
 
-def check_write(conditions: WriteConditions, method: str, session: Session) -> None:
+def check_write(conditions: WriteConditions, method: str, session: Versioned) -> None:
     """428 or 412 unless the write may go ahead; call it with the session's row locked.
 
     The row lock (SELECT ... FOR UPDATE) is held until the write commits, so the state checked

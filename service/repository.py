@@ -13,12 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     BigInteger,
     DateTime,
-    Row,
     Select,
     and_,
     any_,
@@ -45,7 +44,8 @@ from service.models import (
     nulls_last,
 )
 from service.pagination import NULLABLE_SORT_KEYS, SortKey
-from service.policy import Visibility
+from service.policy import SessionFacts, Visibility
+from service.preconditions import Versioned
 
 ONE_TICK = timedelta(microseconds=1)  # timestamptz resolution
 
@@ -122,6 +122,20 @@ FeedRow: Any = namedtuple(  # type: ignore[misc]
 )
 
 
+class StoredSession(SessionFacts, Versioned, Protocol):
+    """A SessionRow as its users see it (the ORM's Session is one too); the rest of its
+    columns are read by name (schemas.session_content)."""
+
+
+class FeedSession(StoredSession, Protocol):
+    """A FeedRow: a StoredSession, deleted or not, with its place in the feed."""
+
+    @property
+    def deleted_at(self) -> datetime | None: ...
+    @property
+    def txid(self) -> int: ...
+
+
 class _Query:
     """A Core SELECT compiled once, run by asyncpg as one of its cached prepared statements.
 
@@ -153,7 +167,7 @@ class SessionReads:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
 
-    async def get(self, session_id: int) -> Any | None:
+    async def get(self, session_id: int) -> StoredSession | None:
         """A SessionRow, or None."""
         rows = await _GET.fetch(self.conn, id=session_id)
         return rows[0] if rows else None
@@ -166,7 +180,7 @@ class SessionReads:
         after: Sequence[Any] | None,
         limit: int,
         visible: Visibility,
-    ) -> list[Any]:
+    ) -> list[StoredSession]:
         """SessionRows that are not deleted and `visible`, in `sort` order, after the keyset
         position `after`: the values of the sort keys of the last row of the previous page
         (`keyset_position`)."""
@@ -175,7 +189,7 @@ class SessionReads:
 
     async def changes(
         self, *, event_id: int | None, after: tuple[int, int] | None, limit: int
-    ) -> tuple[Sequence[Any], int]:
+    ) -> tuple[Sequence[FeedSession], int]:
         """FeedRows (deleted sessions too) written after the feed position `after` = (txid, id),
         oldest write first, and the horizon: every change by a transaction with an id below it
         is in the rows or before `after`.
@@ -423,7 +437,7 @@ def _sort_expression(key: SortKey) -> ColumnElement[Any]:
     return column  # type: ignore[no-any-return]
 
 
-def keyset_position(session: Session | Row[Any], sort: Sequence[SortKey]) -> list[Any]:
+def keyset_position(session: object, sort: Sequence[SortKey]) -> list[Any]:
     """The values of the sort keys of a row: where the next page starts (None for NULL)."""
     return [getattr(session, key.name) for key in sort]
 

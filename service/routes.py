@@ -77,6 +77,7 @@ from service.schemas import (
 from service.settings import get_settings
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
+Visible = TypeVar("Visible", bound=policy.SessionFacts)
 
 # Every operation here validates its input and needs the database.
 router = APIRouter(
@@ -216,7 +217,7 @@ def json_response(
     return Response(dump_json(content), status_code, headers, media_type="application/json")
 
 
-def _visible_or_404(session: Any, session_id: int, principal: Principal) -> Any:
+def _visible_or_404(session: Visible | None, session_id: int, principal: Principal) -> Visible:
     """The session if this principal may see it: one they may not see does not exist for them."""
     if session is None or not policy.can_see(principal, session):
         raise NotFound(f"There is no session {session_id}.")
@@ -226,9 +227,7 @@ def _visible_or_404(session: Any, session_id: int, principal: Principal) -> Any:
 def _get_for_update_or_404(
     repository: SessionRepository, session_id: int, principal: Principal
 ) -> Session:
-    session = repository.get(session_id, for_update=True)
-    visible: Session = _visible_or_404(session, session_id, principal)
-    return visible
+    return _visible_or_404(repository.get(session_id, for_update=True), session_id, principal)
 
 
 # The new session's id feeds the operations on one session (OpenAPI links).
