@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from enum import Enum
+from functools import lru_cache
 from typing import Final, Literal
 
 SAFE_METHODS: Final = frozenset({"GET", "HEAD"})
@@ -122,6 +123,13 @@ def parse_http_date(value: str, *, now: datetime | None = None) -> datetime | No
 def format_http_date(moment: datetime) -> str:
     """IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT` (fractions of a second are dropped)."""
     return format_datetime(moment.astimezone(UTC), usegmt=True)
+
+
+@lru_cache(maxsize=1)
+def http_date(second: int) -> str:
+    # The Date of every response within one second, formatted once rather than per response:
+    # exact all the same, since an HTTP-date has whole seconds.
+    return format_http_date(datetime.fromtimestamp(second, UTC))
 
 
 def truncate_to_second(moment: datetime) -> datetime:

@@ -20,8 +20,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.conditional import http_date
 from service.errors import problem
-from service.preconditions import http_date
 from service.settings import Settings, get_settings
 
 

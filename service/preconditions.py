@@ -6,7 +6,6 @@ The rules themselves are in service.conditional; this module binds them to FastA
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, Protocol
 
 from fastapi import Request, Response
@@ -19,6 +18,7 @@ from service.conditional import (
     Preconditions,
     evaluate,
     format_http_date,
+    http_date,
     last_modified,
     parse_preconditions,
 )
@@ -45,13 +45,6 @@ class Versioned(Protocol):
 def entity_tag(session: Versioned) -> EntityTag:
     """Strong: every real change of a session bumps its version, and nothing else varies."""
     return EntityTag(str(session.version))
-
-
-@lru_cache(maxsize=1)
-def http_date(second: int) -> str:
-    # The Date of every response within one second, formatted once rather than per response:
-    # exact all the same, since an HTTP-date has whole seconds.
-    return format_http_date(datetime.fromtimestamp(second, UTC))
 
 
 def validator_headers(session: Versioned, now: datetime) -> dict[str, str]:
