@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from service.errors import BadRequest, InvalidInput
 from service.models import IDEMPOTENCY_KEY_MAX, IdempotencyKey
+from service.openapi import header_parameter
 
 HEADER = "Idempotency-Key"
 KEY_LIFETIME = timedelta(hours=24)
@@ -39,25 +40,16 @@ _SF_STRING = re.compile(rf'"((?:{_SF_CHARACTER})*)"')
 _BARE_KEY = re.compile(rf"{_BARE_CHARACTER}+")
 _ESCAPE = re.compile(r'\\([\\"])')
 
-# For the operation's openapi_extra: read from request.headers (idempotency_key), not declared
-# as a Header parameter, which FastAPI would validate on every request. The pattern is exactly
-# what idempotency_key takes.
-PARAMETER = {
-    "name": HEADER,
-    "in": "header",
-    "required": False,
-    "description": "A key of the client's choosing (a UUID) for this one creation: a retry "
-    "with the same key and body gets the first answer again and creates nothing more; with "
-    f"another body, 422. Keys are the caller's own and expire after "
-    f"{KEY_LIFETIME // timedelta(hours=1)} hours.",
-    "schema": {
-        "type": "string",
-        "title": HEADER,
-        "pattern": rf'^("(?:{_SF_CHARACTER}){{1,{IDEMPOTENCY_KEY_MAX}}}"'
-        rf"|{_BARE_CHARACTER}{{1,{IDEMPOTENCY_KEY_MAX}}})$",
-        "examples": ['"8e03978e-40d5-43e8-bc93-6894a57f9324"'],
-    },
-}
+# The pattern is exactly what idempotency_key takes.
+PARAMETER = header_parameter(
+    HEADER,
+    "A key of the client's choosing (a UUID) for this one creation: a retry with the same key "
+    "and body gets the first answer again and creates nothing more; with another body, 422. "
+    f"Keys are the caller's own and expire after {KEY_LIFETIME // timedelta(hours=1)} hours.",
+    pattern=rf'^("(?:{_SF_CHARACTER}){{1,{IDEMPOTENCY_KEY_MAX}}}"'
+    rf"|{_BARE_CHARACTER}{{1,{IDEMPOTENCY_KEY_MAX}}})$",
+    examples=['"8e03978e-40d5-43e8-bc93-6894a57f9324"'],
+)
 
 # The headers of the stored answer; Date is the replay's own.
 _REPLAYED_HEADERS = ("location", "etag", "last-modified", "cache-control")

@@ -57,6 +57,18 @@ def header(description: str, **schema: Any) -> dict[str, Any]:
     return {"description": description, "schema": {"type": "string"} | schema}
 
 
+def header_parameter(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    """An optional request header, for an operation's openapi_extra: read by the handler from
+    request.headers rather than declared, which FastAPI would validate on every request."""
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string", "title": name} | schema,
+    }
+
+
 def problem_response(status: int, description: str | None = None, **extra: Any) -> Responses:
     """A problem+json response of an operation, for a route's `responses=`."""
     response: dict[str, Any] = {

@@ -6,7 +6,7 @@ The rules themselves are in service.conditional; this module binds them to FastA
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from fastapi import Request, Response
 
@@ -23,7 +23,7 @@ from service.conditional import (
     parse_preconditions,
 )
 from service.errors import BadRequest, PreconditionFailed, PreconditionRequired
-from service.openapi import Responses, problem_response
+from service.openapi import Responses, header_parameter, problem_response
 from service.settings import Settings, get_settings
 
 # Clients and caches may store a session, but must revalidate it (If-None-Match) before each use.
@@ -85,41 +85,29 @@ def _parse(request: Request) -> Preconditions:
         ) from None
 
 
-def _header(name: str, description: str, *, pattern: str | None = None) -> dict[str, Any]:
-    schema = {"type": "string", "title": name, "description": description}
-    if pattern:
-        schema["pattern"] = pattern
-    return {
-        "name": name,
-        "in": "header",
-        "required": False,
-        "description": description,
-        "schema": schema,
-    }
-
-
-IF_MATCH = _header(
+IF_MATCH = header_parameter(
     "If-Match",
     "Proceed only if the session's ETag is one of these (strong comparison): "
     '`"3"`, `"3", "4"` or `*`. Otherwise 412 and nothing changes.',
     pattern=ENTITY_TAGS_PATTERN,
 )
-IF_UNMODIFIED_SINCE = _header(
+IF_UNMODIFIED_SINCE = header_parameter(
     "If-Unmodified-Since",
     "Only without If-Match: proceed only if the session has not changed after this "
     "HTTP-date, else 412. Dates have whole seconds, so changes within one second go unseen: "
     "If-Match is the reliable precondition. An invalid date is ignored.",
 )
-IF_NONE_MATCH = _header(
+IF_NONE_MATCH = header_parameter(
     "If-None-Match",
     "If the session's ETag is one of these (weak comparison), or `*`: 304 on GET "
     "and HEAD, 412 on other methods.",
     pattern=ENTITY_TAGS_PATTERN,
 )
-IF_MODIFIED_SINCE = _header(
+IF_MODIFIED_SINCE = header_parameter(
     "If-Modified-Since",
     "GET and HEAD, only without If-None-Match: 304 if the session has not changed "
-    "after this HTTP-date. An invalid date is ignored.",
+    "after this HTTP-date. Dates have whole seconds, so a change later in the same second goes "
+    "unseen: If-None-Match is the reliable revalidation. An invalid date is ignored.",
 )
 # For the operations' openapi_extra. The headers are documented there rather than declared as
 # Header parameters, which FastAPI would validate on every request only to hand over the last
