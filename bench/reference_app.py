@@ -26,9 +26,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 # Only to sign list cursors exactly as the service does (the same bytes, the same HMAC cost).
-from service.pagination import TokenSigner, query_fingerprint
+from service.pagination import LIST_CURSOR, TOKEN_FORMAT, TokenSigner, query_fingerprint
 from service.repository import SessionFilter
-from service.routes import LIST_CURSOR, TOKEN_FORMAT
 from service.settings import DEVELOPMENT_CURSOR_SECRET
 
 COLUMNS = (

@@ -33,8 +33,7 @@ from bench import seed, unit_of_work
 from bench.wrk_output import Run, parse_wrk
 from service.auth import issue_token
 from service.cli import tune_garbage_collector
-from service.pagination import TokenSigner
-from service.routes import FEED_TOKEN, TOKEN_FORMAT
+from service.pagination import FEED_TOKEN, TOKEN_FORMAT, TokenSigner
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

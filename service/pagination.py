@@ -77,6 +77,12 @@ _SORT_ITEM = rf"{_SPACE}-?(?:{'|'.join(SORT_KEYS)}){_SPACE}"
 SORT_PATTERN = rf"^{_SORT_ITEM}(?:,{_SORT_ITEM})*$"
 
 
+# Token kinds: a list cursor is never accepted as a feed token, nor the other way round.
+LIST_CURSOR = "sessions-list"
+FEED_TOKEN = "sessions-changes"  # noqa: S105 (a token kind, not a secret)
+TOKEN_FORMAT = 1  # the payloads' layout: a token of another format is refused
+
+
 class TokenSigner:
     """Signs and verifies position tokens; every replica must share the secret."""
 

@@ -24,9 +24,12 @@ from service.idempotency import IdempotencyKeys, KeyAlreadyUsed, fingerprint, id
 from service.models import Session
 from service.openapi import header, merge_responses, operation_id, problem_response, problems
 from service.pagination import (
+    FEED_TOKEN,
     INT4_MAX,
     INT8_MAX,
+    LIST_CURSOR,
     SORT_PATTERN,
+    TOKEN_FORMAT,
     InvalidSort,
     InvalidToken,
     SortKey,
@@ -175,11 +178,6 @@ CHANGES_RESPONSES = merge_responses(
         "(`parameter`: since).",
     ),
 )
-
-# Token kinds: a list cursor is never accepted as a feed token, nor the other way round.
-LIST_CURSOR = "sessions-list"
-FEED_TOKEN = "sessions-changes"  # noqa: S105 (a token kind, not a secret)
-TOKEN_FORMAT = 1
 
 
 @lru_cache(maxsize=4)

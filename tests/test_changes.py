@@ -12,9 +12,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.models import CURRENT_TXID, Session
-from service.pagination import TokenSigner
+from service.pagination import FEED_TOKEN, TOKEN_FORMAT, TokenSigner
 from service.repository import make_sessionmaker
-from service.routes import FEED_TOKEN, TOKEN_FORMAT
 from service.schemas import SessionRead, format_utc
 from tests.conftest import StoredRows, create_session, repository_call, session_body
 from tests.test_routes import assert_problem
@@ -207,10 +206,9 @@ async def test_changes_forged_token_beyond_the_columns_is_400(
     client: httpx.AsyncClient, position: dict[str, int]
 ) -> None:
     # Signed with the secret, as anyone can where it is left at its public development default.
-    from service.routes import _signer
     from service.settings import DEVELOPMENT_CURSOR_SECRET
 
-    signer = _signer(DEVELOPMENT_CURSOR_SECRET)
+    signer = TokenSigner(DEVELOPMENT_CURSOR_SECRET)
     genuine = signer.verify(FEED_TOKEN, (await poll(client))["next_token"])
     forged = signer.sign(FEED_TOKEN, genuine | position)
     response = await client.get("/sessions/changes", params={"since": forged})
@@ -221,10 +219,9 @@ async def test_changes_token_ahead_of_the_database_is_400(client: httpx.AsyncCli
     # A position past every transaction this database has run: issued by another cluster (the
     # data moved by dump and restore), or by this one before a restore to an earlier point. Its
     # polls would skip every change until the counter caught up.
-    from service.routes import _signer
     from service.settings import DEVELOPMENT_CURSOR_SECRET
 
-    signer = _signer(DEVELOPMENT_CURSOR_SECRET)
+    signer = TokenSigner(DEVELOPMENT_CURSOR_SECRET)
     genuine = signer.verify(FEED_TOKEN, (await poll(client))["next_token"])
     ahead = signer.sign(FEED_TOKEN, genuine | {"txid": genuine["txid"] + 1_000_000})
     response = await client.get("/sessions/changes", params={"since": ahead})

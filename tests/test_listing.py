@@ -9,10 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from service.pagination import TokenSigner, parse_sort
+from service.pagination import LIST_CURSOR, TOKEN_FORMAT, TokenSigner, parse_sort
 from service.policy import Visibility
 from service.repository import SessionFilter, list_query
-from service.routes import LIST_CURSOR, TOKEN_FORMAT
 from tests.conftest import create_session
 from tests.test_routes import assert_problem
 
@@ -359,10 +358,9 @@ async def test_list_forged_cursor_with_a_value_no_column_holds_is_400(
     client: httpx.AsyncClient, sort: str, position: list[Any]
 ) -> None:
     # Signed with the secret, as anyone can where it is left at its public development default.
-    from service.routes import _signer
     from service.settings import DEVELOPMENT_CURSOR_SECRET
 
-    signer = _signer(DEVELOPMENT_CURSOR_SECRET)
+    signer = TokenSigner(DEVELOPMENT_CURSOR_SECRET)
     genuine = signer.verify(LIST_CURSOR, await first_cursor(client, sort=sort))
     forged = signer.sign(LIST_CURSOR, genuine | {"after": position})
     response = await client.get("/sessions", params={"sort": sort, "cursor": forged})
@@ -370,22 +368,20 @@ async def test_list_forged_cursor_with_a_value_no_column_holds_is_400(
 
 
 async def test_list_forged_cursor_that_is_not_json_is_400(client: httpx.AsyncClient) -> None:
-    from service.routes import _signer
     from service.settings import DEVELOPMENT_CURSOR_SECRET
 
     # Signed with the (public) development secret, as the signer signs, but not JSON.
     payload = b"not json"
-    signature = _signer(DEVELOPMENT_CURSOR_SECRET)._signature(LIST_CURSOR, payload)
+    signature = TokenSigner(DEVELOPMENT_CURSOR_SECRET)._signature(LIST_CURSOR, payload)
     forged = ".".join(base64.urlsafe_b64encode(part).decode() for part in (payload, signature))
     response = await client.get("/sessions", params={"cursor": forged})
     assert assert_problem(response, 400)["parameter"] == "cursor"
 
 
 async def test_list_cursor_of_an_older_format_is_400(client: httpx.AsyncClient) -> None:
-    from service.routes import _signer
     from service.settings import DEVELOPMENT_CURSOR_SECRET
 
-    stale = _signer(DEVELOPMENT_CURSOR_SECRET).sign(LIST_CURSOR, {"after": 1})
+    stale = TokenSigner(DEVELOPMENT_CURSOR_SECRET).sign(LIST_CURSOR, {"after": 1})
     body = assert_problem(await client.get("/sessions", params={"cursor": stale}), 400)
     assert body["parameter"] == "cursor"
     assert "older version" in body["detail"]
