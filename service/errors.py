@@ -199,9 +199,16 @@ class PreconditionRequired(ServiceError):
     slug = "precondition-required"
 
 
-class ServiceUnavailable(ServiceError):
+class DatabaseUnavailable(ServiceError):
+    """503: the database cannot serve now (a lost connection, a timeout, a full pool)."""
+
     status = HTTPStatus.SERVICE_UNAVAILABLE
     slug = "database-unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The database is unavailable; retry shortly.", headers={"Retry-After": "1"}
+        )
 
 
 # Set while a unit of work commits (service.db.unit_of_work), until its outcome is known: a
@@ -322,12 +329,7 @@ def _allowed_methods(request: Request) -> str:
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
     logger.warning("database unavailable: %s", exc.__class__.__name__)
-    return problem(
-        503,
-        "The database is unavailable; retry shortly.",
-        slug=ServiceUnavailable.slug,
-        headers={"Retry-After": "1"},
-    )
+    return await _service_error(request, DatabaseUnavailable())
 
 
 def _internal_error(request: Request) -> Response:
