@@ -187,15 +187,8 @@ def _all(values: object, kind: type) -> bool:
 
 
 def _load_public_key(settings: Settings) -> Any:
-    pem = settings.jwt_public_key
-    if settings.jwt_public_key_file is not None:
-        pem = settings.jwt_public_key_file.read_text()
-    if not pem:
-        return None
-    try:
-        return load_pem_public_key(pem.encode())
-    except ValueError:
-        raise ValueError("JWT_PUBLIC_KEY(_FILE) is not a PEM public key") from None
+    pem = settings.public_key_pem()  # checked by the settings: a PEM public key, if any
+    return load_pem_public_key(pem.encode()) if pem else None
 
 
 def token_verifier(app: FastAPI) -> TokenVerifier:

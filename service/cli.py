@@ -75,6 +75,13 @@ def _ensure_database() -> None:
     migrate(url, configure_logging=False)
 
 
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65_535:
+        raise argparse.ArgumentTypeError("must be 0 to 65535")
+    return port
+
+
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
@@ -87,8 +94,8 @@ def serve(host: str | None, port: int | None) -> None:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     run_server(
         "service.main:app",
-        host=host or settings.host,
-        port=port or settings.port,
+        host=settings.host if host is None else host,
+        port=settings.port if port is None else port,
         log_level=settings.log_level,
         # The app sets Date itself, so that Last-Modified is never later than it.
         date_header=False,
@@ -184,7 +191,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command")
     serve_parser = commands.add_parser("serve", help="serve the API (the default)")
     serve_parser.add_argument("--host", help="interface to bind (HOST, default 127.0.0.1)")
-    serve_parser.add_argument("--port", type=int, help="port to listen on (PORT, default 8000)")
+    serve_parser.add_argument(
+        "--port", type=_port, help="port to listen on (PORT, default 8000; 0: any free one)"
+    )
     commands.add_parser("migrate", help="migrate DATABASE_URL to the latest schema")
     token_parser = commands.add_parser(
         "token", help="print a development bearer token signed with JWT_SECRET (HS256)"

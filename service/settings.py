@@ -2,6 +2,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -19,7 +20,8 @@ SIGNING_ALGORITHMS = frozenset(
 HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
-Seconds = float
+# A wait: finite, and at most a day (PostgreSQL's statement_timeout stops at 2**31 - 1 ms).
+Seconds = Annotated[float, Field(allow_inf_nan=False, le=86_400)]
 DEVELOPMENT_CURSOR_SECRET = "development-only-cursor-secret"  # noqa: S105 (a documented default)
 # Cursors are signed with HMAC-SHA256 and handed to every client: a secret shorter than the hash
 # could be guessed offline from any one of them.
@@ -41,7 +43,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     embedded_data_dir: Path = Path(".data/postgres")
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=0, le=65_535)  # 0: any free port
     log_level: LogLevel = "info"
     access_log: bool = True
     # uvicorn's wait for in-flight requests after SIGTERM; below Kubernetes' default 30 s grace.
@@ -53,7 +55,8 @@ class Settings(BaseSettings):
     # Every wait on the database is bounded, so that an outage answers 503 instead of hanging.
     db_pool_timeout: Seconds = Field(default=5.0, gt=0)
     db_connect_timeout: Seconds = Field(default=5.0, gt=0)
-    db_statement_timeout: Seconds = Field(default=5.0, gt=0)
+    # In whole milliseconds on the server, where 0 would mean no limit at all.
+    db_statement_timeout: Seconds = Field(default=5.0, ge=0.001)
     readiness_timeout: Seconds = Field(default=2.0, gt=0)
     # PATCH and DELETE without If-Match or If-Unmodified-Since get 428 (RFC 6585).
     require_preconditions: bool = False
@@ -64,7 +67,11 @@ class Settings(BaseSettings):
 
     # Bearer tokens (JWT). Each algorithm family has its own key: HS* the shared secret, the others
     # the identity provider's public key, so a public key can never be used as an HMAC secret.
-    jwt_algorithms: Annotated[list[str], NoDecode] = ["RS256", "ES256", "HS256"]
+    jwt_algorithms: Annotated[list[str], NoDecode, Field(min_length=1)] = [
+        "RS256",
+        "ES256",
+        "HS256",
+    ]
     jwt_public_key: str | None = None  # PEM text
     jwt_public_key_file: Path | None = None  # or a PEM file
     # Unset: the development secret, unless the identity provider's key is configured (a
@@ -112,6 +119,26 @@ class Settings(BaseSettings):
                     "(RFC 7518, section 3.2); e.g. python3 -c "
                     f"'import secrets; print(secrets.token_urlsafe({needed}))'"
                 )
+        return self
+
+    def public_key_pem(self) -> str | None:
+        """The identity provider's public key: JWT_PUBLIC_KEY, or the file JWT_PUBLIC_KEY_FILE."""
+        if self.jwt_public_key_file is not None:
+            return self.jwt_public_key_file.read_text()
+        return self.jwt_public_key
+
+    @model_validator(mode="after")
+    def _usable_public_key(self) -> Self:
+        # Checked when the service starts, as every setting, rather than at the first token.
+        try:
+            pem = self.public_key_pem()
+        except OSError as exc:
+            raise ValueError(f"JWT_PUBLIC_KEY_FILE cannot be read: {exc.strerror}") from None
+        if pem:
+            try:
+                load_pem_public_key(pem.encode())
+            except ValueError:
+                raise ValueError("JWT_PUBLIC_KEY(_FILE) is not a PEM public key") from None
         return self
 
     @field_validator("cursor_secret")
