@@ -390,9 +390,10 @@ _ADAPTER_CONNECTION_ERRORS = (
     AsyncAdapt_asyncpg_dbapi.OperationalError,
 )
 # SQLSTATE classes that say "the database cannot serve now", not "this request is wrong":
-# 08 connection exception, 53 insufficient resources (too many connections), 57 operator
-# intervention (shutting down, starting up, statement timeout).
-_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
+# 08 connection exception, 28 invalid authorization (credentials rotated away), 3D invalid
+# catalog name (the database dropped or not yet created), 53 insufficient resources (too many
+# connections), 57 operator intervention (shutting down, starting up, statement timeout).
+_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "28", "3D", "53", "57"})
 
 
 def is_database_unavailable(exc: BaseException) -> bool:

@@ -12,6 +12,7 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 
 from service.migrations import migrate
 from service.settings import Settings
@@ -204,3 +205,17 @@ async def test_a_commit_the_database_never_confirms_is_looked_up_before_answerin
         assert response.status_code == 503, response.text
         assert response.json()["type"] == "urn:sessions-service:problem:commit-unconfirmed"
         assert "retry-after" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "wrong", [{"database": "sessions_test_no_such_database"}, {"username": "no_such_role"}]
+)
+async def test_a_database_that_refuses_the_service_gives_503_not_500(
+    server_url: str, wrong: dict[str, str]
+) -> None:
+    # A database dropped or not yet created (3D000), credentials rotated away (28xxx): the
+    # service cannot serve until an operator acts, and no request of a client's is wrong.
+    url = make_url(server_url).set(**wrong).render_as_string(hide_password=False)
+    async with started(short_bounds(url)) as (_, client):
+        for request in (client.get("/sessions/1"), client.post("/sessions", json=session_body())):
+            assert_unavailable(await answer(request))
