@@ -1,6 +1,9 @@
 import asyncio
+import logging
 from logging.config import fileConfig
 
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -15,6 +18,10 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata
+log = logging.getLogger("alembic.env")
+# Any constant of the service's own: pg_advisory_xact_lock's key for "a migrate is running".
+MIGRATION_LOCK_KEY = 0x5E55_1025
+MIGRATION_LOCK_TIMEOUT = "10s"
 
 
 def database_url() -> str:
@@ -31,13 +38,30 @@ def run_migrations_offline() -> None:
 
 
 def do_run_migrations(connection: Connection) -> None:
+    # One migrate at a time: init containers of several replicas start together. The lock is
+    # the transaction's, which then reads the revision the one before it committed.
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    # A table lock not granted soon (a long transaction using the table) fails the migration,
+    # which changes nothing (one transaction), rather than queueing every request behind it.
+    connection.execute(text(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'"))
     context.configure(connection=connection, target_metadata=target_metadata)
-    with context.begin_transaction():
-        context.run_migrations()
+    current = set(context.get_context().get_current_heads())
+    known = ScriptDirectory.from_config(config).walk_revisions()
+    newer = current - {revision.revision for revision in known}
+    if newer:
+        # A newer release migrated it (a rollback, or an old release's job run again): that
+        # schema serves this release too (README: Migrations), so there is nothing to do.
+        log.warning("the database is at %s, a newer release's revision: nothing to migrate", newer)
+    else:
+        with context.begin_transaction():  # in the lock's transaction: committed below
+            context.run_migrations()
+    connection.commit()
 
 
 async def run_migrations_online() -> None:
-    engine = create_async_engine(database_url())
+    engine = create_async_engine(
+        database_url(), connect_args={"timeout": get_settings().db_connect_timeout}
+    )
     async with engine.connect() as connection:
         await connection.run_sync(do_run_migrations)
     await engine.dispose()

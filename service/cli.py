@@ -13,8 +13,10 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import uvicorn
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from uvicorn.config import STARTUP_FAILURE
 
 from service.auth import issue_token
@@ -80,6 +82,13 @@ def _port(value: str) -> int:
     if not 0 <= port <= 65_535:
         raise argparse.ArgumentTypeError("must be 0 to 65535")
     return port
+
+
+def _reason(exc: BaseException) -> str:
+    # The driver's error, where SQLAlchemy wraps one: its class names the SQLSTATE's meaning.
+    cause = getattr(exc, "orig", None) or exc
+    cause = cause.__cause__ or cause
+    return f"{type(cause).__name__}: {cause}".strip().rstrip(":")
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -224,6 +233,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         url = settings.database_url
         if not url:
             raise SystemExit("DATABASE_URL is not set")
-        migrate(url, configure_logging=False)
+        # As PID 1 in a container: `docker stop` or a deleted Job ends it at once (the
+        # migrations' one transaction is then rolled back by the server).
+        signal.signal(signal.SIGTERM, _exit_cleanly)
+        try:
+            migrate(url, configure_logging=False)
+        except (OSError, SQLAlchemyError, asyncpg.PostgresError) as exc:
+            # All the revisions run in one transaction: a failure leaves the schema as it was.
+            raise SystemExit(f"migrate failed, nothing was changed: {_reason(exc)}") from None
     else:
         serve(getattr(args, "host", None), getattr(args, "port", None))

@@ -129,3 +129,19 @@ def test_an_invalid_configuration_is_named_without_a_traceback(tmp_path: Path) -
             assert result.stderr.startswith("invalid configuration (environment or .env):\n")
             assert error in result.stderr
             assert "Traceback" not in result.stderr
+
+
+def test_migrate_that_cannot_reach_its_database_says_so_in_one_line(tmp_path: Path) -> None:
+    url = f"postgresql://root@127.0.0.1:{free_port()}/nothing_listens_here"
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "migrate"],
+        env=os.environ | {"DATABASE_URL": url, "DB_CONNECT_TIMEOUT": "2"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("migrate failed, nothing was changed: ")
+    assert "Connect call failed" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,5 +1,9 @@
 """The migrations build the schema the models describe, and undo it."""
 
+import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import asyncpg
@@ -65,5 +69,30 @@ async def test_upgrade_to_0002_stamps_existing_rows_for_the_change_feed(
         )
         assert "txid" not in {row["column_name"] for row in columns}
         assert await conn.fetchval("SELECT count(*) FROM sessions") == 1
+    finally:
+        await conn.close()
+
+
+def test_migrates_started_together_take_turns(empty_database: str) -> None:
+    # Replicas' init containers, each a process of its own: each waits for the one before, then
+    # finds nothing to do.
+    command_line = [sys.executable, "-m", "service", "migrate"]
+    env = os.environ | {"DATABASE_URL": empty_database}
+    runs = [subprocess.Popen(command_line, env=env, stderr=subprocess.PIPE) for _ in range(3)]
+    for run in runs:
+        _, errors = run.communicate(timeout=120)
+        assert run.returncode == 0, errors.decode()
+    assert "sessions" in asyncio.run(tables(empty_database))
+
+
+async def test_migrate_leaves_a_newer_release_schema_as_it_is(empty_database: str) -> None:
+    # An older release's migrate (a rollback, a job run again) on a schema a newer one migrated.
+    config = alembic_config(empty_database, configure_logging=False)
+    await asyncio.to_thread(command.upgrade, config, "head")
+    conn = await asyncpg.connect(asyncpg_dsn(empty_database))
+    try:
+        await conn.execute("UPDATE alembic_version SET version_num = '9999_newer'")
+        await asyncio.to_thread(command.upgrade, config, "head")
+        assert await conn.fetchval("SELECT version_num FROM alembic_version") == "9999_newer"
     finally:
         await conn.close()

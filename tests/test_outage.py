@@ -207,15 +207,19 @@ async def test_a_commit_the_database_never_confirms_is_looked_up_before_answerin
         assert "retry-after" not in response.headers
 
 
-@pytest.mark.parametrize(
-    "wrong", [{"database": "sessions_test_no_such_database"}, {"username": "no_such_role"}]
-)
+@pytest.mark.parametrize("refused", ["database", "role"])
 async def test_a_database_that_refuses_the_service_gives_503_not_500(
-    server_url: str, wrong: dict[str, str]
+    server_url: str, refused: str
 ) -> None:
     # A database dropped or not yet created (3D000), credentials rotated away (28xxx): the
     # service cannot serve until an operator acts, and no request of a client's is wrong.
-    url = make_url(server_url).set(**wrong).render_as_string(hide_password=False)
+    server = make_url(server_url)
+    wrong = (
+        server.set(database="sessions_test_no_such_database")
+        if refused == "database"
+        else server.set(username="no_such_role")
+    )
+    url = wrong.render_as_string(hide_password=False)
     async with started(short_bounds(url)) as (_, client):
         for request in (client.get("/sessions/1"), client.post("/sessions", json=session_body())):
             assert_unavailable(await answer(request))
