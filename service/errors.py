@@ -41,8 +41,8 @@ ForbiddenRule = Literal[
 ]
 
 
-class Problem(BaseModel):
-    """An RFC 9457 problem detail: the body of every error response."""
+class _ProblemDetail(BaseModel):
+    """The members of every RFC 9457 problem detail."""
 
     type: str = Field(
         description="A URI naming the kind of problem; about:blank when the status says it all.",
@@ -55,6 +55,11 @@ class Problem(BaseModel):
         description="What went wrong, in a sentence written for the client.",
         examples=["The cursor is not one this service issued."],
     )
+
+
+class Problem(_ProblemDetail):
+    """An RFC 9457 problem detail: the body of every error response but a 422's."""
+
     # Extension members (RFC 9457 3.2), each sent only by the problems it names.
     parameter: str | MISSING = Field(
         MISSING,
@@ -93,7 +98,7 @@ class FieldError(BaseModel):
 LISTED_ERRORS_MAX = 50
 
 
-class ValidationProblem(Problem):
+class ValidationProblem(_ProblemDetail):
     """A problem detail for a request that failed validation: one entry per invalid field."""
 
     errors: list[FieldError] = Field(
