@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from alembic import context
 from service import models  # noqa: F401  (registers the tables on Base.metadata)
 from service.db import Base
+from service.migrations import MIGRATION_LOCK_KEY, MIGRATION_LOCK_TIMEOUT
 from service.settings import get_settings, to_asyncpg_url
 
 config = context.config
@@ -19,9 +20,6 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 
 target_metadata = Base.metadata
 log = logging.getLogger("alembic.env")
-# Any constant of the service's own: pg_advisory_xact_lock's key for "a migrate is running".
-MIGRATION_LOCK_KEY = 0x5E55_1025
-MIGRATION_LOCK_TIMEOUT = "10s"
 
 
 def database_url() -> str:

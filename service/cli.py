@@ -91,6 +91,10 @@ def _reason(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {cause}".strip().rstrip(":")
 
 
+def _exit_interrupted(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # as the shell reports a process the signal ended
+
+
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
@@ -233,9 +237,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         url = settings.database_url
         if not url:
             raise SystemExit("DATABASE_URL is not set")
-        # As PID 1 in a container: `docker stop` or a deleted Job ends it at once (the
-        # migrations' one transaction is then rolled back by the server).
-        signal.signal(signal.SIGTERM, _exit_cleanly)
+        # As PID 1 in a container: `docker stop` or a deleted Job ends it at once, unfinished
+        # (the migrations' one transaction is then rolled back by the server).
+        signal.signal(signal.SIGTERM, _exit_interrupted)
         try:
             migrate(url, configure_logging=False)
         except (OSError, SQLAlchemyError, asyncpg.PostgresError) as exc:

@@ -8,6 +8,10 @@ from alembic.script import ScriptDirectory
 from alembic import command
 
 ROOT = Path(__file__).resolve().parent.parent
+# Any constant of the service's own: pg_advisory_xact_lock's key for "a migrate is running".
+MIGRATION_LOCK_KEY = 0x5E55_1025
+# How long a migration waits for a table lock before it fails (alembic/env.py).
+MIGRATION_LOCK_TIMEOUT = "10s"
 
 
 def alembic_config(database_url: str, *, configure_logging: bool = True) -> Config:

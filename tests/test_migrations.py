@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ import asyncpg
 import pytest
 
 from alembic import command
-from service.migrations import alembic_config
+from service.migrations import MIGRATION_LOCK_KEY, alembic_config
 from tests.conftest import asyncpg_dsn, create_database, drop_database
 
 
@@ -94,5 +95,32 @@ async def test_migrate_leaves_a_newer_release_schema_as_it_is(empty_database: st
         await conn.execute("UPDATE alembic_version SET version_num = '9999_newer'")
         await asyncio.to_thread(command.upgrade, config, "head")
         assert await conn.fetchval("SELECT version_num FROM alembic_version") == "9999_newer"
+    finally:
+        await conn.close()
+
+
+async def test_a_migrate_waiting_its_turn_ends_on_sigterm_unfinished(empty_database: str) -> None:
+    # As PID 1 of a container or a Job that is deleted: not after the orchestrator's kill grace.
+    conn = await asyncpg.connect(asyncpg_dsn(empty_database))
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+            migrate = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "service", "migrate"),
+                env=os.environ | {"DATABASE_URL": empty_database},
+                stderr=asyncio.subprocess.PIPE,
+            )
+            waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            for _ in range(300):
+                if await conn.fetchval(waiting):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("migrate never waited for the lock")
+            migrate.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(10):
+                returncode = await migrate.wait()
+        assert returncode == 128 + signal.SIGTERM
+        assert await tables(empty_database) == set()  # nothing migrated
     finally:
         await conn.close()
