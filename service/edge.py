@@ -128,6 +128,7 @@ class ConfiguredCORS:
                     ],
                     expose_headers=[
                         "Accept",  # what a 415 names
+                        "Accept-Encoding",
                         "Accept-Patch",
                         "Location",
                         "Link",

@@ -158,34 +158,53 @@ BODY_MEDIA_TYPES = {
 
 
 class UnsupportedMediaType(ServiceError):
-    """415 (RFC 9110 15.5.16), naming the accepted types: Accept-Patch for PATCH (RFC 5789 2.2),
-    Accept for the others (RFC 9110 12.5.1: in a response, what to send next time)."""
+    """415 (RFC 9110 15.5.16), naming what is accepted: for a media type, Accept-Patch for PATCH
+    (RFC 5789 2.2) and Accept for the others (RFC 9110 12.5.1: in a response, what to send next
+    time); for a content coding, Accept-Encoding (RFC 9110 12.5.3), which a 415 for any other
+    reason must not carry."""
 
     status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
     slug = "unsupported-media-type"
 
-    def __init__(self, method: str) -> None:
+    @classmethod
+    def media_type(cls, method: str) -> "UnsupportedMediaType":
         accepted = BODY_MEDIA_TYPES[method]
-        super().__init__(
+        return cls(
             f"The request body must be sent as {' or '.join(accepted)}.",
             headers={"Accept-Patch" if method == "PATCH" else "Accept": ", ".join(accepted)},
         )
 
+    @classmethod
+    def content_coding(cls) -> "UnsupportedMediaType":
+        return cls(
+            "The request body must be sent without a content coding (no Content-Encoding).",
+            headers={"Accept-Encoding": "identity"},
+        )
+
 
 def unsupported_media_type(request: Request) -> UnsupportedMediaType | None:
-    """The error for a body whose Content-Type the operation does not accept, or None."""
+    """The error for a body the operation does not accept (its Content-Type or a Content-Encoding
+    the service does not decode: a gzip body would fail as "not JSON", and a plain body declared
+    gzip would pass as what it is not), or None."""
     accepted = BODY_MEDIA_TYPES.get(request.method)
     if accepted is None:
         return None
+    codings = request.headers.getlist("content-encoding")
+    if any(
+        coding.strip().lower() not in ("", "identity")
+        for line in codings
+        for coding in line.split(",")
+    ):
+        return UnsupportedMediaType.content_coding()
     content_type = request.headers.get("content-type")
     if content_type is None:
         has_body = request.headers.get("content-length", "0") != "0" or (
             "transfer-encoding" in request.headers
         )
-        return UnsupportedMediaType(request.method) if has_body else None
+        return UnsupportedMediaType.media_type(request.method) if has_body else None
     if content_type.partition(";")[0].strip().lower() in accepted:
         return None
-    return UnsupportedMediaType(request.method)
+    return UnsupportedMediaType.media_type(request.method)
 
 
 def check_media_type(request: Request) -> None:
@@ -297,7 +316,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == HTTPStatus.BAD_REQUEST and exc.__cause__ is not None:
         # FastAPI's 400 for a body it could not decode at all (not UTF-8, nested too deeply):
-        # malformed JSON, a 422 like every other one.
+        # malformed JSON, a 422 like every other one, unless it was never meant to be JSON.
+        if unsupported := unsupported_media_type(request):
+            return await _service_error(request, unsupported)
         return problem(
             422,
             "The request body is not valid JSON.",

@@ -30,7 +30,7 @@ PROBLEMS = {
     404: "There is no session with this id, or it was deleted.",
     412: "A precondition failed: the session changed since it was read.",
     413: "The body is too large.",
-    415: "The body's Content-Type is not one this operation accepts.",
+    415: "The body's Content-Type or Content-Encoding is not one this operation accepts.",
     422: "The request is invalid; `errors` names each invalid field.",
     428: "The request must be conditional.",
     503: "The database is unavailable; retry after `Retry-After` seconds. A 503 of type "

@@ -1,5 +1,6 @@
 """The HTTP contract of /sessions: CRUD, merge patch, validation, errors and pages."""
 
+import gzip
 import json
 import logging
 from typing import Any
@@ -373,6 +374,49 @@ async def test_patch_of_another_media_type_is_415_with_accept_patch(
     assert_problem(response, 415)
     assert response.headers["accept-patch"] == "application/merge-patch+json, application/json"
     assert (await client.get(f"/sessions/{session['id']}")).json() == session
+
+
+@pytest.mark.parametrize(
+    ("content", "coding"),
+    [
+        (gzip.compress(json.dumps(session_body()).encode()), "gzip"),
+        # Declared compressed but sent plain: taken as it is, it would be read as what it is not.
+        (json.dumps(session_body()).encode(), "gzip"),
+        (json.dumps(session_body()).encode(), "identity, br"),
+    ],
+    ids=["gzip", "declared-gzip-sent-plain", "identity-then-br"],
+)
+async def test_create_body_with_content_encoding_is_415_with_accept_encoding(
+    client: httpx.AsyncClient, connection: AsyncConnection, content: bytes, coding: str
+) -> None:
+    headers = {"content-type": "application/json", "content-encoding": coding}
+    response = await client.post("/sessions", content=content, headers=headers)
+    problem = assert_problem(response, 415)
+    assert "Content-Encoding" in problem["detail"]
+    assert response.headers["accept-encoding"] == "identity"
+    assert "accept" not in response.headers
+    assert await count_sessions(connection) == 0
+
+
+async def test_patch_body_with_content_encoding_is_415(client: httpx.AsyncClient) -> None:
+    session = await create_session(client)
+    response = await client.patch(
+        f"/sessions/{session['id']}",
+        content=b'{"title": "x"}',
+        headers={"content-type": "application/merge-patch+json", "content-encoding": "gzip"},
+    )
+    assert_problem(response, 415)
+    assert response.headers["accept-encoding"] == "identity"
+    assert (await client.get(f"/sessions/{session['id']}")).json() == session
+
+
+async def test_create_body_with_identity_content_encoding_is_accepted(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    headers = {"content-type": "application/json", "content-encoding": "Identity"}
+    content = json.dumps(session_body()).encode()
+    assert (await client.post("/sessions", content=content, headers=headers)).status_code == 201
+    assert await count_sessions(connection) == 1
 
 
 async def test_patch_accepts_merge_patch_and_plain_json(client: httpx.AsyncClient) -> None:
