@@ -127,10 +127,12 @@ def run_server(app: str, *, host: str, port: int, **options: Any) -> None:
         app,
         host=host,
         port=port,
-        # Named, not "auto": a missing uvloop or httptools (uvicorn[standard]) fails loudly
-        # instead of silently serving on the pure-Python event loop and HTTP parser.
+        # Named, not "auto": a missing uvloop or httptools fails loudly instead of silently
+        # serving on the pure-Python event loop and HTTP parser; and no WebSockets, which the
+        # service does not speak, even where a WebSocket library happens to be installed.
         loop="uvloop",
         http="httptools",
+        ws="none",
         **options,
     )
     server = uvicorn.Server(config)

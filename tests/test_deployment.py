@@ -150,6 +150,24 @@ async def test_the_served_process_rarely_collects_garbage_under_load(
     assert collections < 10
 
 
+async def test_a_websocket_upgrade_is_answered_as_plain_http(
+    replicas: list[ServiceProcess],
+) -> None:
+    # The service speaks no WebSocket: served with ws="none", an upgrade request is an HTTP
+    # request like any other (with a WebSocket library installed and uvicorn's "auto", it was
+    # switched to the WebSocket protocol and refused there).
+    headers = {
+        "connection": "upgrade",
+        "upgrade": "websocket",
+        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "sec-websocket-version": "13",
+    }
+    async with httpx.AsyncClient(base_url=replicas[0].base_url, timeout=30) as client:
+        response = await client.get("/sessions/states", headers=headers)
+    assert response.status_code == 200
+    assert "states" in response.json()
+
+
 def test_a_start_that_fails_exits_with_status_3(deployed_database: str) -> None:
     # As `uvicorn` itself would: a supervisor tells a failed start from a crash. (A setting the
     # service checks is refused before, exit 1: this driver option is read by the engine.)
