@@ -66,11 +66,13 @@ class RequestTelemetry:
             await self.app(scope, receive, send_with_request_id)
         except asyncio.CancelledError:
             # uvicorn cancels the requests still running at GRACEFUL_SHUTDOWN_TIMEOUT: a 503
-            # (retry elsewhere) tells the client more than uvicorn's bare text 500.
-            if not status:
-                answer = SHUT_DOWN_WHILE_COMMITTING if committing.get() else SHUTTING_DOWN
-                await answer(scope, receive, send_with_request_id)
-            raise
+            # (retry elsewhere) tells the client more than uvicorn's bare text 500. Once it is
+            # sent, the request's task ends here; re-raised, the cancellation would reach uvicorn
+            # as an "Exception in ASGI application", logged with a traceback at every such stop.
+            if status:
+                raise
+            answer = SHUT_DOWN_WHILE_COMMITTING if committing.get() else SHUTTING_DOWN
+            await answer(scope, receive, send_with_request_id)
         finally:
             status = status or 500
             seconds = time.perf_counter() - start

@@ -253,6 +253,8 @@ async def test_sigterm_gives_up_on_a_stuck_request_after_the_graceful_timeout(
         lines = service.log_lines()
         assert lines  # uvicorn's own lines, as JSON
         assert not [line for line in lines if line["logger"] == "service.access"]
+        # Answered, the cut-off request is not an error with a traceback too.
+        assert not [line for line in lines if "exc_info" in line]
     finally:
         service.stop()
 
