@@ -135,16 +135,28 @@ class NotFound(ServiceError):
     status = HTTPStatus.NOT_FOUND
 
 
+INVALID_REQUEST = "The request is invalid; see errors for each field."
+# The schedule's rule (the table's ends_after_start), told of whichever end the client sent: by
+# the patch's own validator, or by the table at the flush, where the other end is the stored one.
+SCHEDULE_ERROR = "ends_before_start"
+SCHEDULE_MESSAGES = {
+    "ends_at": "must be later than starts_at",
+    "starts_at": "must be earlier than ends_at",
+}
+
+
 class InvalidInput(ServiceError):
-    """422 for one field: the same shape as a request validation error."""
+    """422 for one field: the same as a request validation error of that field."""
 
     status = HTTPStatus.UNPROCESSABLE_ENTITY
     slug = "validation-error"
 
-    def __init__(self, location: Sequence[str | int], message: str) -> None:
+    def __init__(
+        self, location: Sequence[str | int], message: str, *, kind: str = "value_error"
+    ) -> None:
         super().__init__(
-            "The request is invalid.",
-            errors=[{"location": list(location), "message": message, "type": "value_error"}],
+            INVALID_REQUEST,
+            errors=[{"location": list(location), "message": message, "type": kind}],
         )
 
 
@@ -302,7 +314,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         {"location": list(error["loc"]), "message": error["msg"], "type": error["type"]}
         for error in found[:LISTED_ERRORS_MAX]
     ]
-    detail = "The request is invalid; see errors for each field."
+    detail = INVALID_REQUEST
     if len(found) > len(errors):
         detail = (
             f"The request has {len(found)} invalid fields; errors lists the first {len(errors)}."

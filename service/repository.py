@@ -9,7 +9,7 @@ their statements compiled once (per shape: list_query, feed_query) (SessionReads
 """
 
 from collections import namedtuple
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from sqlalchemy.sql.elements import ColumnElement
 
 from service.db import STAMPED
-from service.errors import InvalidInput
+from service.errors import SCHEDULE_ERROR, SCHEDULE_MESSAGES, InvalidInput
 from service.models import (
     NEGATIVE_INFINITY,
     POSITIVE_INFINITY,
@@ -99,10 +99,11 @@ def make_sessionmaker(
     )
 
 
-# Check constraints the schemas cannot see on their own, mapped to the field a client sent: the
-# merged row of a PATCH that sets one end of the schedule is checked by the table, at the flush.
-_CONSTRAINT_FIELDS = {
-    "ck_sessions_ends_after_start": ("ends_at", "must be later than starts_at"),
+# Check constraints the schemas cannot see on their own (the merged row of a PATCH that sets one
+# end of the schedule is checked by the table, at the flush): the error, and what it says of each
+# field the constraint reads, told of the first of them that the client sent.
+_CONSTRAINT_ERRORS = {
+    "ck_sessions_ends_after_start": (SCHEDULE_ERROR, SCHEDULE_MESSAGES),
 }
 
 
@@ -308,14 +309,14 @@ class SessionRepository:
     def create(self, values: Mapping[str, Any], *, creator_id: str | None = None) -> Session:
         session = Session(**values, creator_id=creator_id)
         self.db.add(session)
-        self._flush()
+        self._flush(sent=values)
         return session
 
     def update(self, session: Session, changes: Mapping[str, Any]) -> Session:
         """Apply a merge patch; a patch that changes nothing issues no UPDATE."""
         for name, value in changes.items():
             setattr(session, name, value)
-        self._flush()
+        self._flush(sent=changes)
         return session
 
     def delete(self, session: Session) -> None:
@@ -326,15 +327,16 @@ class SessionRepository:
         session.deleted_at = datetime.now(UTC)
         self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self, *, sent: Collection[str] = ()) -> None:
+        """Flush, a check constraint's violation told of the field sent (`sent`) that broke it."""
         try:
             self.db.flush()
         except IntegrityError as exc:
-            constraint = _constraint_name(exc)
-            if constraint not in _CONSTRAINT_FIELDS:
+            kind, messages = _CONSTRAINT_ERRORS.get(_constraint_name(exc) or "", ("", {}))
+            field = next((name for name in messages if name in sent), None)
+            if field is None:
                 raise  # the schemas let through what the table refuses: a bug, a 500
-            field, message = _CONSTRAINT_FIELDS[constraint]
-            raise InvalidInput(("body", field), message) from exc
+            raise InvalidInput(("body", field), messages[field], kind=kind) from exc
 
 
 def _constraint_name(exc: IntegrityError) -> str | None:

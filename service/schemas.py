@@ -26,11 +26,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticUndefined
+from pydantic_core import PydanticCustomError, PydanticUndefined
 from typing_extensions import TypeAliasType
 
 from service import models
 from service.content import sanitize_html
+from service.errors import SCHEDULE_ERROR, SCHEDULE_MESSAGES
 from service.pagination import INT4_MAX, WHITESPACE
 
 # Named aliases: each enum is one schema in the OpenAPI document (one type in generated clients)
@@ -320,7 +321,7 @@ class SessionUpdate(_Input):
         starts_at = info.data.get("starts_at")
         both_given = isinstance(starts_at, datetime) and isinstance(ends_at, datetime)
         if both_given and ends_at <= starts_at:
-            raise ValueError("must be later than starts_at")
+            raise PydanticCustomError(SCHEDULE_ERROR, SCHEDULE_MESSAGES["ends_at"])
         return ends_at
 
 

@@ -145,22 +145,53 @@ async def test_patch_null_for_required_field_is_422_and_changes_nothing(
     assert (await client.get(f"/sessions/{session['id']}")).json() == session
 
 
-async def test_patch_setting_only_ends_at_before_starts_at_is_422(
-    client: httpx.AsyncClient,
+SCHEDULE_ERROR_AT = {
+    "ends_at": {
+        "location": ["body", "ends_at"],
+        "message": "must be later than starts_at",
+        "type": "ends_before_start",
+    },
+    "starts_at": {
+        "location": ["body", "starts_at"],
+        "message": "must be earlier than ends_at",
+        "type": "ends_before_start",
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("patch", "named"),
+    [
+        ({"ends_at": "2027-05-04T09:00:00Z"}, "ends_at"),
+        # The field sent is the one named, not the stored end it contradicts.
+        ({"starts_at": "2027-05-04T11:00:00Z"}, "starts_at"),
+        # Contradicting itself: refused by the patch's own validator, in the same words.
+        ({"starts_at": "2027-05-04T12:00:00Z", "ends_at": "2027-05-04T12:00:00Z"}, "ends_at"),
+    ],
+)
+async def test_patch_ending_before_it_starts_is_422_naming_the_end_sent(
+    client: httpx.AsyncClient, patch: dict[str, str], named: str
 ) -> None:
     session = await create_session(
         client, starts_at="2027-05-04T10:00:00Z", ends_at="2027-05-04T11:00:00Z"
     )
-    response = await client.patch(
-        f"/sessions/{session['id']}", json={"ends_at": "2027-05-04T09:00:00Z"}
+    body = assert_problem(await client.patch(f"/sessions/{session['id']}", json=patch), 422)
+    assert body["errors"] == [SCHEDULE_ERROR_AT[named]]
+    assert body["detail"] == "The request is invalid; see errors for each field."
+    assert (await client.get(f"/sessions/{session['id']}")).json() == session
+
+
+async def test_create_ending_before_it_starts_is_422_as_a_patch_is(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    response = await client.post(
+        "/sessions",
+        json=session_body(starts_at="2027-05-04T10:00:00Z", ends_at="2027-05-04T09:00:00Z"),
     )
     body = assert_problem(response, 422)
-    assert body["errors"][0]["location"] == ["body", "ends_at"]
-    response = await client.patch(
-        f"/sessions/{session['id']}", json={"starts_at": "2027-05-04T11:00:00Z"}
-    )
-    assert_problem(response, 422)
-    assert (await client.get(f"/sessions/{session['id']}")).json() == session
+    assert body["errors"] == [SCHEDULE_ERROR_AT["ends_at"]]
+    assert body["detail"] == "The request is invalid; see errors for each field."
+    assert await count_sessions(connection) == 0
 
 
 async def test_patch_missing_session_is_404(client: httpx.AsyncClient) -> None:

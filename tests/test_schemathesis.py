@@ -154,9 +154,9 @@ def valid_data_is_accepted(
 
 def _breaks_a_cross_field_rule(error: dict[str, Any]) -> bool:
     message = str(error["message"])
-    if error["location"] == ["body", "ends_at"]:
-        # Raised by the patch's own validator ("Value error, ...") or against the stored row.
-        return message.endswith("must be later than starts_at")
+    if error["type"] == "ends_before_start":
+        # By the patch's own validator, or against the stored row: either end.
+        return error["location"] in (["body", "ends_at"], ["body", "starts_at"])
     if error["location"] == ["query", "sort"]:
         return message.endswith("is given twice")
     if error["location"] == ["header", "Idempotency-Key"]:
