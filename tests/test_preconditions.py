@@ -425,17 +425,54 @@ async def test_malformed_entity_tags_count_only_once_the_request_is_otherwise_se
     assert_problem(await client.get("/sessions/0", headers=malformed), 422)
 
 
-@pytest.mark.parametrize("value", [b"tomorrow", b"Sun, 06 Nov 1994 08:49:37", b"\xff\xfe", b" "])
+INVALID_DATES = [b"tomorrow", b"Sun, 06 Nov 1994 08:49:37", b"\xff\xfe", b" "]
+
+
+@pytest.mark.parametrize("value", INVALID_DATES)
 @pytest.mark.parametrize("field", ["If-Modified-Since", "If-Unmodified-Since"])
-@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
-async def test_invalid_dates_are_ignored(
-    client: httpx.AsyncClient, method: str, field: str, value: bytes
+async def test_invalid_dates_are_ignored_on_reads(
+    client: httpx.AsyncClient, field: str, value: bytes
+) -> None:
+    session = await create_session(client)
+    response = await client.get(f"/sessions/{session['id']}", headers={field.encode(): value})
+    assert response.status_code == 200  # neither 304 nor 412
+    assert response.json() == session
+
+
+@pytest.mark.parametrize("value", INVALID_DATES)
+@pytest.mark.parametrize("field", ["If-Modified-Since", "If-Unmodified-Since"])
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+async def test_invalid_dates_are_ignored_on_writes(
+    client: httpx.AsyncClient, connection: AsyncConnection, method: str, field: str, value: bytes
 ) -> None:
     session = await create_session(client)
     response = await client.request(
-        method, f"/sessions/{session['id']}", json={}, headers={field.encode(): value}
+        method,
+        f"/sessions/{session['id']}",
+        json={"title": "Changed"},
+        headers={field.encode(): value},
     )
-    assert response.status_code in {200, 204}
+    assert response.status_code == (200 if method == "PATCH" else 204)
+    row = await stored_row(connection, session["id"])
+    assert row["version"] == 2
+    assert (row["title"] == "Changed") if method == "PATCH" else (row["deleted_at"] is not None)
+
+
+@pytest.mark.parametrize("value", INVALID_DATES)
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+async def test_an_invalid_date_is_no_precondition_when_one_is_required(
+    strict_client: httpx.AsyncClient, connection: AsyncConnection, method: str, value: bytes
+) -> None:
+    session = await create_session(strict_client)
+    before = await stored_row(connection, session["id"])
+    response = await strict_client.request(
+        method,
+        f"/sessions/{session['id']}",
+        json={"title": "Changed"},
+        headers={b"If-Unmodified-Since": value},
+    )
+    assert_problem(response, 428)
+    assert await stored_row(connection, session["id"]) == before
 
 
 async def test_post_ignores_preconditions(client: httpx.AsyncClient) -> None:
