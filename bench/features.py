@@ -37,12 +37,12 @@ from service.edge import BodySizeLimit, ConfiguredCORS, ResponseHeaders
 from service.logs import configure_logging
 from service.main import create_app
 from service.middleware import RequestTelemetry
+from service.models import LEVELS
 from service.settings import Settings
 
 OPERATIONS = ("GET by id", "PATCH real change")
 CONCURRENCY = 64  # requests at once, as wrk's connections
 POOL_SIZE = 10  # per app: seven apps at once stay within PostgreSQL's default 100 connections
-LEVELS = ("Beginner", "Intermediate", "Advanced", "Expert")
 # The service's own middleware (service.main.create_app).
 TELEMETRY: frozenset[object] = frozenset({RequestTelemetry})
 EDGE: frozenset[object] = frozenset(

@@ -4,7 +4,9 @@ The token's algorithm must be on the configured allow-list, and each algorithm f
 with its own key (HS* with the shared secret, JWT_SECRET; RS*/PS*/ES*/EdDSA with the provider's
 public key), so `alg: none` and a public key abused as an HMAC secret both fail. `exp` and `sub`
 are required, `exp`/`nbf` are checked with a small leeway, `iss` and `aud` when configured. Every
-failure is a 401 problem with `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750).
+failure is a 401 problem with a `WWW-Authenticate: Bearer` challenge (RFC 6750): `error=
+"invalid_token"` for a token that does not verify, `"invalid_request"` for a request that does not
+carry one token the Bearer way (two Authorization headers, another scheme).
 """
 
 import logging

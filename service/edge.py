@@ -48,7 +48,7 @@ class BodySizeLimit:
         limit = _settings(scope).max_body_size
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await self._refuse(limit, scope, send)
+            await self._refuse(BodyTooLarge(limit), scope, send)
             return
 
         received = 0
@@ -71,19 +71,15 @@ class BodySizeLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
+        except BodyTooLarge as exc:
             # Only when the app let it through (read the body outside its handlers).
             if response_started:
                 raise
-            await self._refuse(limit, scope, send)
+            await self._refuse(exc, scope, send)
 
     @staticmethod
-    async def _refuse(limit: int, scope: Scope, send: Send) -> None:
-        response = problem(
-            413,
-            f"The request body is larger than {limit} bytes.",
-            headers={"Connection": "close"},
-        )
+    async def _refuse(error: BodyTooLarge, scope: Scope, send: Send) -> None:
+        response = problem(error.status_code, error.detail, headers={"Connection": "close"})
         await response(scope, _no_body, send)
 
 

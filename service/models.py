@@ -1,5 +1,5 @@
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, Protocol, get_args
 
 from sqlalchemy import (
     BigInteger,
@@ -23,8 +23,10 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from service.db import Base
 
-LEVELS = ("Beginner", "Intermediate", "Advanced", "Expert")
-STATES = ("draft", "pending", "accepted", "confirmed", "rejected", "canceled", "withdrawn")
+Level = Literal["Beginner", "Intermediate", "Advanced", "Expert"]
+State = Literal["draft", "pending", "accepted", "confirmed", "rejected", "canceled", "withdrawn"]
+LEVELS: tuple[str, ...] = get_args(Level)
+STATES: tuple[str, ...] = get_args(State)
 
 TITLE_MAX = 255
 SUBTITLE_MAX = 255
@@ -54,6 +56,18 @@ SNAPSHOT_XMIN = _xid8_as_bigint(func.pg_snapshot_xmin(func.pg_current_snapshot()
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Versioned(Protocol):
+    """What a session's validators (ETag, Last-Modified) are made of: a stored session, as reads
+    (a row) and writes (the ORM's object) return it."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def last_modified_at(self) -> datetime: ...
 
 
 class Session(Base):

@@ -21,7 +21,7 @@ SORT_KEYS = ("id", "title", "starts_at", "ends_at", "created_at", "last_modified
 NULLABLE_SORT_KEYS = frozenset({"starts_at", "ends_at"})
 
 
-class InvalidToken(ValueError):
+class InvalidPositionToken(ValueError):
     """A token this service did not issue, or issued for another query."""
 
 
@@ -97,22 +97,22 @@ class TokenSigner:
         return f"{_b64encode(payload)}.{_b64encode(self._signature(kind, payload))}"
 
     def verify(self, kind: str, token: str) -> dict[str, Any]:
-        """The payload of a token issued for `kind`; InvalidToken for anything else."""
+        """The payload of a token issued for `kind`; InvalidPositionToken for anything else."""
         encoded_payload, _, encoded_signature = token.partition(".")
         try:
             payload = _b64decode(encoded_payload)
             signature = _b64decode(encoded_signature)
         except (binascii.Error, ValueError):
-            raise InvalidToken("is not one this service issued") from None
+            raise InvalidPositionToken("is not one this service issued") from None
         if not hmac.compare_digest(signature, self._signature(kind, payload)):
-            raise InvalidToken("is not one this service issued")
+            raise InvalidPositionToken("is not one this service issued")
         try:
             data = orjson.loads(payload)
         except orjson.JSONDecodeError:
             # Signed but not JSON: forged with the secret (the development default is public).
-            raise InvalidToken("is not one this service issued") from None
+            raise InvalidPositionToken("is not one this service issued") from None
         if not isinstance(data, dict):
-            raise InvalidToken("is not one this service issued")
+            raise InvalidPositionToken("is not one this service issued")
         return data
 
 
@@ -130,7 +130,7 @@ def encode_position(values: Sequence[Any]) -> list[Any]:
 def decode_position(sort: Sequence[SortKey], data: object) -> list[Any]:
     """The keyset position in a verified cursor, checked against the sort order it is for."""
     if not isinstance(data, list) or len(data) != len(sort):
-        raise InvalidToken("does not fit the sort order")
+        raise InvalidPositionToken("does not fit the sort order")
     values: list[Any] = []
     for key, value in zip(sort, data, strict=True):
         # Only values a column can hold: a signed cursor may still be forged where the secret
@@ -144,7 +144,7 @@ def decode_position(sort: Sequence[SortKey], data: object) -> list[Any]:
         elif key.name in NULLABLE_SORT_KEYS and value is None:
             values.append(None)
         else:
-            raise InvalidToken("does not fit the sort order")
+            raise InvalidPositionToken("does not fit the sort order")
     return values
 
 
@@ -156,7 +156,7 @@ def _instant(value: str) -> datetime:
             return moment
     except (ValueError, OverflowError):
         pass
-    raise InvalidToken("does not fit the sort order")
+    raise InvalidPositionToken("does not fit the sort order")
 
 
 def query_fingerprint(parameters: Mapping[str, Any]) -> str:

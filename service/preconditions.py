@@ -6,7 +6,6 @@ The rules themselves are in service.conditional; this module binds them to FastA
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 from fastapi import Request, Response
 
@@ -23,23 +22,12 @@ from service.conditional import (
     parse_preconditions,
 )
 from service.errors import BadRequest, PreconditionFailed, PreconditionRequired
+from service.models import Versioned
 from service.openapi import Responses, header_parameter, problem_response
 from service.settings import Settings, get_settings
 
 # Clients and caches may store a session, but must revalidate it (If-None-Match) before each use.
 CACHE_CONTROL = "no-cache"
-
-
-class Versioned(Protocol):
-    """What the validators are made of: a stored session, as reads (a row) and writes (the ORM's
-    object) return it."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def version(self) -> int: ...
-    @property
-    def last_modified_at(self) -> datetime: ...
 
 
 def entity_tag(session: Versioned) -> EntityTag:

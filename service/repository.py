@@ -27,8 +27,8 @@ from sqlalchemy import (
     or_,
     orm,
     select,
+    tuple_,
 )
-from sqlalchemy import tuple_ as row
 from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
@@ -41,11 +41,11 @@ from service.models import (
     POSITIVE_INFINITY,
     SNAPSHOT_XMIN,
     Session,
+    Versioned,
     nulls_last,
 )
 from service.pagination import NULLABLE_SORT_KEYS, SortKey
 from service.policy import SessionFacts, Visibility
-from service.preconditions import Versioned
 
 ONE_TICK = timedelta(microseconds=1)  # timestamptz resolution
 
@@ -234,8 +234,8 @@ def _compiled_feed_query(by_event: bool, after: bool) -> _Query:
     if by_event:
         query = query.where(Session.event_id == bindparam("event_id"))
     if after:
-        position = row(bindparam("after_txid", type_=BigInteger), bindparam("after_id"))
-        query = query.where(row(Session.txid, Session.id) > position)
+        position = tuple_(bindparam("after_txid", type_=BigInteger), bindparam("after_id"))
+        query = query.where(tuple_(Session.txid, Session.id) > position)
     order = query.order_by(Session.txid, Session.id).limit(bindparam("limit"))
     return _Query(order, row=FeedRow)
 
@@ -464,8 +464,8 @@ def _after(
     if len({key.descending for key in sort}) == 1:
         # One direction: a row comparison, which PostgreSQL reads as one index range.
         if sort[0].descending:
-            return row(*expressions) < row(*values)
-        return row(*expressions) > row(*values)
+            return tuple_(*expressions) < tuple_(*values)
+        return tuple_(*expressions) > tuple_(*values)
     # Mixed directions: after on the first key that differs, equal on all before it; the bound
     # on the first key alone lets an index on it start the range.
     alternatives = []

@@ -30,8 +30,8 @@ from service.pagination import (
     LIST_CURSOR,
     SORT_PATTERN,
     TOKEN_FORMAT,
+    InvalidPositionToken,
     InvalidSort,
-    InvalidToken,
     SortKey,
     TokenSigner,
     decode_position,
@@ -200,7 +200,7 @@ def _bad_cursor(parameter: str, reason: str) -> BadRequest:
 def _read_token(signer: TokenSigner, kind: str, parameter: str, token: str) -> dict[str, Any]:
     try:
         data = signer.verify(kind, token)
-    except InvalidToken as exc:
+    except InvalidPositionToken as exc:
         raise _bad_cursor(parameter, str(exc)) from None
     if data.get("format") != TOKEN_FORMAT:
         raise _bad_cursor(parameter, "is from an older version of the service")
@@ -386,7 +386,7 @@ def _read_cursor(
         raise _bad_cursor("cursor", "was issued for other filters or another sort order")
     try:
         return decode_position(sort_keys, data.get("after"))
-    except InvalidToken as exc:
+    except InvalidPositionToken as exc:
         raise _bad_cursor("cursor", str(exc)) from None
 
 

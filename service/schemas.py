@@ -36,11 +36,8 @@ from service.pagination import INT4_MAX, WHITESPACE
 
 # Named aliases: each enum is one schema in the OpenAPI document (one type in generated clients)
 # instead of an inline copy per field and model.
-Level = TypeAliasType("Level", Literal["Beginner", "Intermediate", "Advanced", "Expert"])
-State = TypeAliasType(
-    "State",
-    Literal["draft", "pending", "accepted", "confirmed", "rejected", "canceled", "withdrawn"],
-)
+Level = TypeAliasType("Level", models.Level)
+State = TypeAliasType("State", models.State)
 
 # Sent back by clients that echo what they read; accepted and ignored (rule: output only).
 READ_ONLY_FIELDS = frozenset(
