@@ -2,7 +2,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import asyncpg
 from fastapi import FastAPI
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy.orm import DeclarativeBase, Session, undefer
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.pool import NullPool, QueuePool
 from sqlalchemy.util import greenlet_spawn
@@ -139,6 +139,22 @@ def connection_line(app: FastAPI) -> ConnectionLine:
 # Where the before_flush hook (service.repository) lists the objects it stamped, in the session's
 # info: a commit that is never confirmed is checked against their stamps.
 STAMPED = "stamped"
+# Where the repository keeps the id of the transaction when it locks a row to change it: a stored
+# version and stamp are not proof enough that this write was the one stored. Another writer that
+# locked the row after this one's transaction was lost computes the same pair when the stored stamp
+# is ahead of its clock (the stamp is then the stored one plus a microsecond, for both). A new row
+# needs no such proof: its id is this write's own.
+WRITING_TRANSACTION = "writing_transaction"
+
+
+class Written(NamedTuple):
+    """A row a write stamped, as it wrote it."""
+
+    obj: Any
+    id: int
+    version: int
+    last_modified_at: datetime
+    transaction: int | None  # WRITING_TRANSACTION, for a row the write locked and changed
 
 
 async def unit_of_work(app: FastAPI, write: Callable[[Session], T]) -> T:
@@ -161,7 +177,7 @@ async def unit_of_work(app: FastAPI, write: Callable[[Session], T]) -> T:
     (CommitUnconfirmed), never "retry", which could apply it twice.
     """
     maker: async_sessionmaker[AsyncSession] = app.state.db_maker
-    written: list[tuple[Any, int, int, datetime]] = []
+    written: list[Written] = []
     results: list[T] = []
     token = None
 
@@ -171,8 +187,10 @@ async def unit_of_work(app: FastAPI, write: Callable[[Session], T]) -> T:
             results.append(write(db))
             # The write has flushed: what the hook stamped is final. Listed now, since a failed
             # commit expires the objects.
+            transaction = db.info.get(WRITING_TRANSACTION)
             written.extend(
-                (obj, obj.id, obj.version, obj.last_modified_at) for obj in db.info.get(STAMPED, ())
+                Written(obj, obj.id, obj.version, obj.last_modified_at, transaction)
+                for obj in db.info.get(STAMPED, ())
             )
             token = committing.set(True)  # leaving db.begin() commits
 
@@ -198,10 +216,9 @@ async def unit_of_work(app: FastAPI, write: Callable[[Session], T]) -> T:
     return results[0]
 
 
-async def _restore_if_stored(
-    app: FastAPI, written: Iterable[tuple[Any, int, int, datetime]]
-) -> bool:
-    """Whether every row the hook stamped is stored with the version and stamp it wrote.
+async def _restore_if_stored(app: FastAPI, written: Iterable[Written]) -> bool:
+    """Whether every row the hook stamped is stored as this write wrote it: the version and the
+    stamp, and by this write's transaction where it changed a row that existed.
 
     If so, the objects get the stored values back (the failed commit expired them) for the
     handler's answer. Asked on a connection of its own (the probe engine's): the pool's may all
@@ -209,14 +226,20 @@ async def _restore_if_stored(
     """
     try:
         async with AsyncSession(app.state.probe_engine) as db:
-            for obj, id_, version, stamp in written:
-                stored = await db.get(type(obj), id_)
-                if stored is None or (stored.version, stored.last_modified_at) != (version, stamp):
+            for row in written:
+                model = type(row.obj)
+                stored = await db.get(model, row.id, options=[undefer(model.txid)])
+                if stored is None or (stored.version, stored.last_modified_at) != (
+                    row.version,
+                    row.last_modified_at,
+                ):
                     return False
+                if row.transaction is not None and stored.txid != row.transaction:
+                    return False  # another writer's change, with the same version and stamp
                 state = inspect(stored)
                 for attribute in state.mapper.column_attrs:
                     if attribute.key not in state.unloaded:
-                        set_committed_value(obj, attribute.key, state.dict[attribute.key])
+                        set_committed_value(row.obj, attribute.key, state.dict[attribute.key])
     except Exception as exc:
         if not is_database_unavailable(exc):
             raise

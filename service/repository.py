@@ -34,9 +34,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
-from service.db import STAMPED
+from service.db import STAMPED, WRITING_TRANSACTION
 from service.errors import SCHEDULE_ERROR, SCHEDULE_MESSAGES, InvalidInput
 from service.models import (
+    CURRENT_TXID,
     NEGATIVE_INFINITY,
     POSITIVE_INFINITY,
     SNAPSHOT_XMIN,
@@ -287,8 +288,11 @@ def _compiled_list_query(
 
 # Built once: a statement object keeps its cache key, which SQLAlchemy would otherwise derive
 # anew, from a new statement, on every request.
-_LIVE_SESSION = select(Session).where(Session.id == bindparam("id"), Session.deleted_at.is_(None))
-_LIVE_SESSION_FOR_UPDATE = _LIVE_SESSION.with_for_update()
+_LIVE = (Session.id == bindparam("id"), Session.deleted_at.is_(None))
+_LIVE_SESSION = select(Session).where(*_LIVE)
+# With the id of the locking transaction, which its UPDATE writes into txid: what tells this write
+# from another one that stored the same version and stamp (service.db.unit_of_work).
+_LOCKED_LIVE_SESSION = select(Session, CURRENT_TXID).where(*_LIVE).with_for_update()
 
 
 class SessionRepository:
@@ -303,8 +307,13 @@ class SessionRepository:
 
     def get(self, session_id: int, *, for_update: bool = False) -> Session | None:
         """A session that is not deleted; locked until the transaction ends if for_update."""
-        query = _LIVE_SESSION_FOR_UPDATE if for_update else _LIVE_SESSION
-        return self.db.execute(query, {"id": session_id}).scalar_one_or_none()
+        if not for_update:
+            return self.db.execute(_LIVE_SESSION, {"id": session_id}).scalar_one_or_none()
+        found = self.db.execute(_LOCKED_LIVE_SESSION, {"id": session_id}).one_or_none()
+        if found is None:
+            return None
+        session, self.db.info[WRITING_TRANSACTION] = found
+        return session
 
     def create(self, values: Mapping[str, Any], *, creator_id: str | None = None) -> Session:
         session = Session(**values, creator_id=creator_id)

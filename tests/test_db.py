@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import await_
 
 from service.db import ConnectionLine, connection_line, read_connection
 from service.schemas import format_utc
@@ -312,6 +313,56 @@ async def test_a_write_whose_commit_is_unconfirmed_and_not_stored_is_never_answe
             assert "retry-after" not in response.headers
             assert (await client.get(f"/sessions/{session['id']}")).json() == session
     finally:
+        await empty_sessions(engine)
+
+
+@pytest.mark.parametrize("write", ["PATCH", "DELETE"])
+async def test_a_lost_commit_is_not_taken_for_another_writers_with_the_same_stamp(
+    database_url: str, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, write: str
+) -> None:
+    # The stored stamp is ahead of this host's clock (a replica's clock ran fast): every writer
+    # then stamps it plus a microsecond. A's COMMIT is lost and its transaction rolled back; B
+    # changes the row next, to the very version and stamp A wrote. A must not be told it stands.
+    other = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        async with started(settings_for(database_url)) as (_, client):
+            session = await create_session(client)
+            await other.execute(
+                "UPDATE sessions SET created_at = created_at + interval '1 hour',"
+                " last_modified_at = last_modified_at + interval '1 hour',"
+                " txid = pg_current_xact_id()::text::bigint WHERE id = $1",
+                session["id"],
+            )
+
+            def lose_commit_while_another_writer_commits(connection: Any) -> None:
+                connection.rollback()
+                await_(
+                    other.execute(
+                        "UPDATE sessions SET title = 'From B', version = 2,"
+                        " last_modified_at = last_modified_at + interval '1 microsecond',"
+                        " txid = pg_current_xact_id()::text::bigint WHERE id = $1",
+                        session["id"],
+                    )
+                )
+                raise ConnectionResetError("lost")
+
+            monkeypatch.setattr(
+                AsyncAdapt_asyncpg_connection, "commit", lose_commit_while_another_writer_commits
+            )
+            url = f"/sessions/{session['id']}"
+            if write == "PATCH":
+                response = await client.patch(url, json={"title": "From A"})
+            else:
+                response = await client.delete(url)
+            monkeypatch.undo()
+        assert response.status_code == 503, response.text
+        assert response.json()["type"] == "urn:sessions-service:problem:commit-unconfirmed"
+        row = await other.fetchrow(
+            "SELECT title, deleted_at FROM sessions WHERE id = $1", session["id"]
+        )
+        assert dict(row) == {"title": "From B", "deleted_at": None}
+    finally:
+        await other.close()
         await empty_sessions(engine)
 
 
