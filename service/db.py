@@ -7,6 +7,7 @@ from typing import Any, NamedTuple, TypeVar
 import asyncpg
 from fastapi import FastAPI
 from sqlalchemy import MetaData, event, inspect
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -20,7 +21,12 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.pool import NullPool, QueuePool
 from sqlalchemy.util import greenlet_spawn
 
-from service.errors import CommitUnconfirmed, committing, is_database_unavailable
+from service.errors import (
+    DRIVER_CONNECTION_ERRORS,
+    CommitUnconfirmed,
+    committing,
+    is_database_unavailable,
+)
 from service.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -52,6 +58,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         connect_args=_connect_args(settings),
     )
     event.listen(engine.sync_engine, "checkout", _discard_unusable_connection)
+    event.listen(engine.sync_engine, "handle_error", _driver_lost_the_connection)
     return engine
 
 
@@ -80,6 +87,16 @@ def _connect_args(settings: Settings) -> dict[str, Any]:
         # a second later than the server's, which ends the statement more cleanly.
         "command_timeout": settings.db_statement_timeout + 1,
     }
+
+
+def _driver_lost_the_connection(context: ExceptionContext) -> None:
+    # SQLAlchemy's adapter passes asyncpg's InternalClientError on as an InternalError, which is
+    # no disconnect to its dialect: without this, the connection went back to the pool.
+    error = context.original_exception
+    if isinstance(error, DRIVER_CONNECTION_ERRORS) or isinstance(
+        error.__cause__, DRIVER_CONNECTION_ERRORS
+    ):
+        context.is_disconnect = True
 
 
 def _discard_unusable_connection(dbapi_connection: Any, record: Any, proxy: Any) -> None:
@@ -271,7 +288,7 @@ async def read_connection(app: FastAPI) -> AsyncIterator[Any]:
         connection = await bind.raw_connection()
         try:
             yield connection.driver_connection
-        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
+        except (asyncpg.PostgresConnectionError, *DRIVER_CONNECTION_ERRORS, OSError):
             # The pool cannot see errors raised past SQLAlchemy: drop the connection ourselves.
             connection.invalidate()
             raise

@@ -422,6 +422,10 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+# The driver's errors for a connection it can no longer use: InternalClientError is its protocol's
+# state machine confused by a connection that the server ended while it sat in the pool (the
+# FATAL message read, the socket not yet closed), which the next statement then runs into.
+DRIVER_CONNECTION_ERRORS = (asyncpg.InterfaceError, asyncpg.InternalClientError)
 # The DBAPI adapter's errors for a connection that failed (no SQLSTATE of the server's).
 _ADAPTER_CONNECTION_ERRORS = (
     AsyncAdapt_asyncpg_dbapi.InterfaceError,
@@ -443,7 +447,7 @@ def is_database_unavailable(exc: BaseException) -> bool:
         return _is_unavailable_sqlstate(exc.sqlstate)
     if isinstance(exc, AsyncAdapt_asyncpg_dbapi.Error):
         return isinstance(exc, _ADAPTER_CONNECTION_ERRORS) or _is_unavailable_sqlstate(exc.sqlstate)
-    return isinstance(exc, OSError | sa_exc.TimeoutError | asyncpg.InterfaceError)
+    return isinstance(exc, (OSError, sa_exc.TimeoutError, *DRIVER_CONNECTION_ERRORS))
 
 
 def _is_unavailable_sqlstate(sqlstate: object) -> bool:
@@ -481,6 +485,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OSError, _database_unavailable)
     # The read path runs asyncpg itself: its errors arrive unwrapped.
     app.add_exception_handler(asyncpg.PostgresError, _database_error)
-    app.add_exception_handler(asyncpg.InterfaceError, _database_unavailable)
+    for error in DRIVER_CONNECTION_ERRORS:
+        app.add_exception_handler(error, _database_unavailable)
     app.add_exception_handler(AsyncAdapt_asyncpg_dbapi.Error, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -366,6 +366,63 @@ async def test_a_lost_commit_is_not_taken_for_another_writers_with_the_same_stam
         await empty_sessions(engine)
 
 
+def lose_track_of_the_connection_once(
+    monkeypatch: pytest.MonkeyPatch, owner: Any, name: str
+) -> list[Any]:
+    """`owner.name` raises asyncpg's InternalClientError once, as when the server ended a pooled
+    connection (pg_terminate_backend) and asyncpg read the FATAL message but not yet the close.
+    Returns the driver connections it failed on."""
+    original = getattr(owner, name)
+    failed_on: list[Any] = []
+
+    async def fail_once(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not failed_on:
+            failed_on.append(getattr(self, "_connection", self))
+            raise asyncpg.InternalClientError(
+                "cannot switch to state 12; another operation (2) is in progress"
+            )
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, fail_once)
+    return failed_on
+
+
+async def test_a_read_on_a_connection_the_driver_lost_track_of_is_503_and_drops_it(
+    database_url: str, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    try:
+        async with started(settings_for(database_url)) as (_, client):
+            session = await create_session(client)
+            failed_on = lose_track_of_the_connection_once(monkeypatch, asyncpg.Connection, "fetch")
+            response = await client.get(f"/sessions/{session['id']}")
+            assert response.status_code == 503, response.text
+            assert response.json()["type"] == "urn:sessions-service:problem:database-unavailable"
+            assert failed_on[0].is_closed()  # invalidated, not handed to the next request
+            assert (await client.get(f"/sessions/{session['id']}")).json() == session
+    finally:
+        await empty_sessions(engine)
+
+
+async def test_a_write_on_a_connection_the_driver_lost_track_of_is_503_and_drops_it(
+    database_url: str, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    try:
+        async with started(settings_for(database_url)) as (_, client):
+            session = await create_session(client)
+            failed_on = lose_track_of_the_connection_once(
+                monkeypatch, asyncpg.prepared_stmt.PreparedStatement, "fetch"
+            )
+            url = f"/sessions/{session['id']}"
+            response = await client.patch(url, json={"title": "Not applied"})
+            assert response.status_code == 503, response.text
+            assert response.json()["type"] == "urn:sessions-service:problem:database-unavailable"
+            assert failed_on[0].is_closed()
+            assert (await client.get(url)).json() == session
+            assert (await client.patch(url, json={"title": "Applied"})).status_code == 200
+    finally:
+        await empty_sessions(engine)
+
+
 async def test_a_request_stopped_while_it_commits_is_told_its_write_may_be_saved(
     database_url: str, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
