@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from uvicorn.config import STARTUP_FAILURE
 
 from service.auth import issue_token
+from service.errors import driver_reason
 from service.logs import configure_logging
 from service.migrations import migrate
 from service.settings import DEVELOPMENT_JWT_SECRET, get_settings, to_asyncpg_url
@@ -82,13 +83,6 @@ def _port(value: str) -> int:
     if not 0 <= port <= 65_535:
         raise argparse.ArgumentTypeError("must be 0 to 65535")
     return port
-
-
-def _reason(exc: BaseException) -> str:
-    # The driver's error, where SQLAlchemy wraps one: its class names the SQLSTATE's meaning.
-    cause = getattr(exc, "orig", None) or exc
-    cause = cause.__cause__ or cause
-    return f"{type(cause).__name__}: {cause}".strip().rstrip(":")
 
 
 def _exit_interrupted(signum: int, frame: FrameType | None) -> None:
@@ -246,6 +240,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             migrate(url, configure_logging=False)
         except (OSError, SQLAlchemyError, asyncpg.PostgresError) as exc:
             # All the revisions run in one transaction: a failure leaves the schema as it was.
-            raise SystemExit(f"migrate failed, nothing was changed: {_reason(exc)}") from None
+            raise SystemExit(f"migrate failed, nothing was changed: {driver_reason(exc)}") from None
     else:
         serve(getattr(args, "host", None), getattr(args, "port", None))

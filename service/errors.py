@@ -366,8 +366,17 @@ def _allowed_methods(request: Request) -> str:
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
-    logger.warning("database unavailable: %s", exc.__class__.__name__)
+    logger.warning("database unavailable: %s", driver_reason(exc))
     return await _service_error(request, DatabaseUnavailable())
+
+
+def driver_reason(exc: BaseException) -> str:
+    """The driver's error where SQLAlchemy wraps one, for a log line: its class names the
+    SQLSTATE's meaning, its message the cause (a database that does not exist, a password
+    refused), not the statement or its parameters, which SQLAlchemy's own message carries."""
+    cause = getattr(exc, "orig", None) or exc
+    cause = cause.__cause__ or cause
+    return f"{type(cause).__name__}: {cause}".strip().rstrip(":")
 
 
 def _internal_error(request: Request) -> Response:
@@ -436,6 +445,9 @@ _ADAPTER_CONNECTION_ERRORS = (
 # catalog name (the database dropped or not yet created), 53 insufficient resources (too many
 # connections), 57 operator intervention (shutting down, starting up, statement timeout).
 _UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "28", "3D", "53", "57"})
+# An undefined table or column: the schema is not migrated to this release (`migrate` never run,
+# or the database recreated under the service); /readyz says so too.
+_UNMIGRATED_SQLSTATES = frozenset({"42P01", "42703"})
 
 
 def is_database_unavailable(exc: BaseException) -> bool:
@@ -451,7 +463,9 @@ def is_database_unavailable(exc: BaseException) -> bool:
 
 
 def _is_unavailable_sqlstate(sqlstate: object) -> bool:
-    return isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+    return isinstance(sqlstate, str) and (
+        sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or sqlstate in _UNMIGRATED_SQLSTATES
+    )
 
 
 def _is_connection_error(exc: sa_exc.DBAPIError) -> bool:

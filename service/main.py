@@ -51,6 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.probe_engine = create_probe_engine(settings)
     app.state.db_maker = make_sessionmaker(engine)
     app.state.metrics.watch_pool(engine.pool)
+    await ops.log_schema_state(app.state)
     try:
         yield
     finally:

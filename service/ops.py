@@ -15,8 +15,9 @@ from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.datastructures import State
 
-from service.errors import problem
+from service.errors import driver_reason, problem
 from service.metrics import CONTENT_TYPE, Metrics
 
 router = APIRouter(include_in_schema=False)
@@ -46,15 +47,12 @@ async def readyz(request: Request) -> Any:
     """Readiness: the database answers within READINESS_TIMEOUT and its schema is one this
     code can serve; asked on a connection of its own, not the requests' pool (see
     service.db.create_probe_engine)."""
-    state = request.app.state
     try:
-        async with asyncio.timeout(state.settings.readiness_timeout):
-            revisions = await _applied_revisions(state.probe_engine)
+        schema = await _database_schema(request.app.state)
     except _DATABASE_ERRORS as exc:  # any of them: not ready. Other errors (a bug) stay 500s.
-        logger.warning("not ready: the database is unavailable (%s)", exc.__class__.__name__)
+        logger.warning("not ready: the database is unavailable (%s)", driver_reason(exc))
         return _not_ready("The database is unavailable.", database="unavailable")
-    schema = schema_state(revisions, state.migration_heads, state.known_revisions)
-    if schema in {"missing", "behind"}:
+    if schema in NOT_SERVABLE:
         logger.warning("not ready: the database schema is %s", schema)
         return _not_ready(
             "The database schema is not migrated to this version: run `sessions-service migrate`.",
@@ -71,6 +69,26 @@ async def metrics(request: Request) -> Response:
     return Response(registry.render(), media_type=CONTENT_TYPE)
 
 
+async def log_schema_state(state: State) -> None:
+    """At start, an error in the log if the database's schema is one this code cannot serve:
+    until `migrate` runs, every request that reads it is a 503. A database that does not answer
+    yet is only a warning: the service starts all the same, and recovers when it does."""
+    try:
+        schema = await _database_schema(state)
+    except _DATABASE_ERRORS as exc:
+        logger.warning("the database is unavailable at start (%s)", driver_reason(exc))
+        return
+    if schema in NOT_SERVABLE:
+        logger.error("the database schema is %s: run `sessions-service migrate`", schema)
+
+
+async def _database_schema(state: State) -> str:
+    """schema_state of the app's database, asked within READINESS_TIMEOUT."""
+    async with asyncio.timeout(state.settings.readiness_timeout):
+        revisions = await _applied_revisions(state.probe_engine)
+    return schema_state(revisions, state.migration_heads, state.known_revisions)
+
+
 async def _applied_revisions(engine: AsyncEngine) -> frozenset[str] | None:
     """The revisions alembic_version records; None when there is no such table."""
     async with engine.connect() as conn:
@@ -79,6 +97,9 @@ async def _applied_revisions(engine: AsyncEngine) -> frozenset[str] | None:
         except ProgrammingError:  # undefined table: never migrated
             return None
         return frozenset(rows.scalars())
+
+
+NOT_SERVABLE = frozenset({"missing", "behind"})
 
 
 def schema_state(

@@ -100,6 +100,31 @@ async def test_readyz_fails_when_the_database_does_not_exist(server_url: str) ->
     assert response.json()["checks"] == {"database": "unavailable"}
 
 
+async def test_an_unmigrated_database_is_an_error_at_start_and_a_503_to_requests(
+    fresh_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `migrate` never run (or the database recreated under the service): every request that
+    # reads the schema was a 500 with a traceback.
+    with caplog.at_level(logging.WARNING):
+        async with started(Settings(database_url=fresh_database)) as (_, client):
+            responses = [
+                await client.get("/sessions/1"),
+                await client.get("/sessions"),
+                await client.get("/sessions/changes"),
+                await client.post("/sessions", json=session_body()),
+            ]
+    for response in responses:
+        assert response.status_code == 503, response.text
+        assert response.json()["type"] == "urn:sessions-service:problem:database-unavailable"
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert [record.getMessage() for record in errors] == [
+        "the database schema is missing: run `sessions-service migrate`"
+    ]
+    assert all(record.exc_info is None for record in caplog.records)
+    # The operator reads why, not only that, the database is unavailable.
+    assert any('relation "sessions" does not exist' in r.getMessage() for r in caplog.records)
+
+
 async def test_ops_endpoints_stay_out_of_the_openapi_document(
     service: tuple[FastAPI, httpx.AsyncClient],
 ) -> None:
