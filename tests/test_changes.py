@@ -195,7 +195,8 @@ async def test_changes_forged_or_foreign_token_is_400(client: httpx.AsyncClient)
     )
     token = (await poll(client))["next_token"]
     payload, signature = token.split(".")
-    for bad in (cursor, forged, f"{payload}x.{signature}", "garbage!", "."):
+    respelled = [f"{payload}=.{signature}", f"{payload}.{signature[:3]}\n{signature[3:]}"]
+    for bad in (cursor, forged, f"{payload}x.{signature}", "garbage!", ".", *respelled):
         body = assert_problem(await client.get("/sessions/changes", params={"since": bad}), 400)
         assert body["parameter"] == "since"
         assert body["detail"].startswith("The since token ")
