@@ -194,13 +194,17 @@ class UnsupportedMediaType(ServiceError):
         )
 
 
-def unsupported_media_type(request: Request) -> UnsupportedMediaType | None:
-    """The error for a body the operation does not accept (its Content-Type or a Content-Encoding
-    the service does not decode: a gzip body would fail as "not JSON", and a plain body declared
-    gzip would pass as what it is not), or None."""
+def body_format_error(request: Request) -> ServiceError | None:
+    """The error for a body the operation does not accept, or None: its Content-Type (given
+    twice, or not a type the operation takes) or a Content-Encoding the service does not decode
+    (a gzip body would fail as "not JSON", and a plain body declared gzip would pass as what it
+    is not)."""
     accepted = BODY_MEDIA_TYPES.get(request.method)
     if accepted is None:
         return None
+    if len(request.headers.getlist("content-type")) > 1:
+        # A singleton field (RFC 9110 8.3): no telling which one a proxy on the way read.
+        return BadRequest("Send one Content-Type header.", header="Content-Type")
     codings = request.headers.getlist("content-encoding")
     if any(
         coding.strip().lower() not in ("", "identity")
@@ -219,9 +223,9 @@ def unsupported_media_type(request: Request) -> UnsupportedMediaType | None:
     return UnsupportedMediaType.media_type(request.method)
 
 
-def check_media_type(request: Request) -> None:
+def check_body_format(request: Request) -> None:
     """Refuse a body sent as another media type, even one that parsed as JSON (a +json type)."""
-    if error := unsupported_media_type(request):
+    if error := body_format_error(request):
         raise error
 
 
@@ -306,9 +310,9 @@ async def _service_error(request: Request, exc: Exception) -> Response:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    if unsupported := unsupported_media_type(request):
+    if refused := body_format_error(request):
         # A body FastAPI did not read as JSON (text/plain, a form) fails validation first.
-        return await _service_error(request, unsupported)
+        return await _service_error(request, refused)
     found = exc.errors()
     errors = [
         {"location": list(error["loc"]), "message": error["msg"], "type": error["type"]}
@@ -329,8 +333,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == HTTPStatus.BAD_REQUEST and exc.__cause__ is not None:
         # FastAPI's 400 for a body it could not decode at all (not UTF-8, nested too deeply):
         # malformed JSON, a 422 like every other one, unless it was never meant to be JSON.
-        if unsupported := unsupported_media_type(request):
-            return await _service_error(request, unsupported)
+        if refused := body_format_error(request):
+            return await _service_error(request, refused)
         return problem(
             422,
             "The request body is not valid JSON.",

@@ -19,7 +19,7 @@ from service.auth import (
     Writer,
 )
 from service.db import read_connection, unit_of_work
-from service.errors import BODY_MEDIA_TYPES, BadRequest, InvalidInput, NotFound, check_media_type
+from service.errors import BODY_MEDIA_TYPES, BadRequest, InvalidInput, NotFound, check_body_format
 from service.idempotency import IdempotencyKeys, KeyAlreadyUsed, fingerprint, idempotency_key
 from service.models import Session
 from service.openapi import header, merge_responses, operation_id, problem_response, problems
@@ -260,7 +260,7 @@ async def create_session(body: SessionCreate, request: Request, principal: Write
 
     With an Idempotency-Key, a retry gets the first request's answer and creates nothing more.
     """
-    check_media_type(request)
+    check_body_format(request)
     key = idempotency_key(request)
     values = body.model_dump()
     policy.check_create(principal, values)
@@ -522,7 +522,7 @@ async def update_session(
 
     Sent as application/merge-patch+json or as application/json.
     """
-    check_media_type(request)
+    check_body_format(request)
     preconditions = write_preconditions(request)
     patch = body.model_dump()
 

@@ -441,6 +441,22 @@ async def test_patch_body_with_content_encoding_is_415(client: httpx.AsyncClient
     assert (await client.get(f"/sessions/{session['id']}")).json() == session
 
 
+@pytest.mark.parametrize(
+    "content_types", [["application/json", "text/plain"], ["text/plain", "application/json"]]
+)
+async def test_create_with_two_content_types_is_400(
+    client: httpx.AsyncClient, connection: AsyncConnection, content_types: list[str]
+) -> None:
+    # Which one counts depends on who reads the request: a proxy may take the other.
+    headers = [("content-type", content_type) for content_type in content_types]
+    response = await client.post(
+        "/sessions", content=json.dumps(session_body()).encode(), headers=headers
+    )
+    problem = assert_problem(response, 400)
+    assert problem["header"] == "Content-Type"
+    assert await count_sessions(connection) == 0
+
+
 async def test_create_body_with_identity_content_encoding_is_accepted(
     client: httpx.AsyncClient, connection: AsyncConnection
 ) -> None:
