@@ -313,11 +313,19 @@ async def list_sessions(
         InputDateTime | None, Query(description="RFC 3339; starts_at before it.")
     ] = None,
     modified_since: Annotated[
-        InputDateTime | None, Query(description="RFC 3339; last_modified_at at or after it.")
+        InputDateTime | None,
+        Query(
+            description="RFC 3339; last_modified_at at or after it. Not a way to sync: changes "
+            "commit in another order than they are stamped, so a poll from the latest stamp seen "
+            "can miss one for good; follow GET /sessions/changes instead."
+        ),
     ] = None,
     q: Annotated[
         SearchText | None,
-        Query(description="Case-insensitive text in title, subtitle or short_abstract."),
+        Query(
+            description="Case-insensitive text in title, subtitle or short_abstract (in "
+            "short_abstract's stored, sanitised HTML: & is &amp;)."
+        ),
     ] = None,
     sort: Annotated[
         list[SortValue] | None,
