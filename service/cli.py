@@ -93,12 +93,20 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def _stop_as_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    signal.raise_signal(signal.SIGTERM)
+
+
 def serve(host: str | None, port: int | None) -> None:
     settings = get_settings()
     _ensure_database()
     # uvicorn drains in-flight requests on SIGTERM, then re-raises it under the handler it found:
     # exit 0 through this one, so that atexit hooks (stopping an embedded PostgreSQL) still run.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    if hasattr(signal, "SIGHUP"):  # not on Windows
+        # The terminal closed: by default SIGHUP ends the process without the atexit hooks,
+        # leaving an embedded PostgreSQL running for good. Stop as on SIGTERM instead.
+        signal.signal(signal.SIGHUP, _stop_as_on_sigterm)
     run_server(
         "service.main:app",
         host=settings.host if host is None else host,

@@ -2,6 +2,7 @@
 
 import asyncio
 import itertools
+import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -213,6 +214,19 @@ async def test_sigterm_drains_the_request_in_flight_and_exits_0(deployed_databas
         assert access["status"] == 200
         assert access["duration_ms"] >= 500
         assert not [line for line in lines if line["logger"] == "uvicorn.access"]
+    finally:
+        service.stop()
+
+
+def test_sighup_stops_the_service_as_sigterm_does(deployed_database: str) -> None:
+    # What closing the terminal sends: by default it ended the process without its exit hooks
+    # (an embedded PostgreSQL was left running).
+    service = ServiceProcess(deployed_database).wait_until_ready()
+    try:
+        service.process.send_signal(signal.SIGHUP)
+        assert service.wait(15) == 0
+        messages = [line["message"] for line in service.log_lines()]
+        assert "Shutting down" in messages
     finally:
         service.stop()
 
