@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     # None means "no database configured": the CLI then starts an embedded PostgreSQL.
     database_url: str | None = None
     embedded_data_dir: Path = Path(".data/postgres")
-    host: str = "127.0.0.1"
+    # Not empty, which uvicorn would take for every interface: 0.0.0.0 says so.
+    host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=8000, ge=0, le=65_535)  # 0: any free port
     log_level: LogLevel = "info"
     access_log: bool = True

@@ -13,6 +13,7 @@ from service.settings import Settings
 @pytest.mark.parametrize(
     ("values", "error"),
     [
+        ({"host": ""}, "at least 1 character"),
         ({"port": 99_999}, "less than or equal to 65535"),
         ({"port": -1}, "greater than or equal to 0"),
         ({"db_statement_timeout": float("inf")}, "finite number"),
