@@ -3,14 +3,16 @@
 #
 # Idempotent. Installs buildah/podman/runc (Debian packages) when missing, checks that container
 # storage uses the overlay driver, and - because Docker Hub is unreachable here - makes a local
-# stand-in for the Dockerfile's base image (docker.io/library/python:3.12-slim) unless an image of
-# that name already exists: a debootstrapped Debian bookworm root plus a CPython 3.12, with the
-# machine's extra CA certificates trusted (egress goes through a TLS-intercepting proxy).
+# stand-in for the Dockerfile's base image (python:3.12-slim) unless an image of that name already
+# exists: a debootstrapped Debian bookworm root plus a CPython 3.12, with the machine's extra CA
+# certificates trusted (egress goes through a TLS-intercepting proxy). It gets a name of its own,
+# never the official one: a later build on this machine must not take it for the real image (and
+# trust the proxy's CA). container-smoke.sh builds on it with --build-arg PYTHON_IMAGE.
 #
-# Env: BASE_IMAGE (default docker.io/library/python:3.12-slim), REBUILD_BASE=1 to remake it.
+# Env: BASE_IMAGE (default localhost/python-standin:3.12-slim), REBUILD_BASE=1 to remake it.
 set -euo pipefail
 
-BASE_IMAGE=${BASE_IMAGE:-docker.io/library/python:3.12-slim}
+BASE_IMAGE=${BASE_IMAGE:-localhost/python-standin:3.12-slim}
 DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}
 
 log() { printf 'container-base: %s\n' "$*" >&2; }

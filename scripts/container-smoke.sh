@@ -3,14 +3,16 @@
 # migrations as a one-off container, the service container healthy, a create/get/patch round trip
 # over HTTP, then a SIGTERM stop that must exit 0. No Docker engine needed: buildah + podman (runc).
 #
-#   scripts/container-smoke.sh    # as root; about 2.5 min cold (base image + full build), 20 s warm
+#   scripts/container-smoke.sh    # as root; 3-5 min cold (base image + full build), 20 s warm
 #
-# Env: IMAGE (default localhost/sessions-service:dev); PGHOST/PGPORT/PGUSER for the PostgreSQL that
+# Env: IMAGE (default localhost/sessions-service:dev), BASE_IMAGE (container-base.sh); PGHOST/PGPORT/PGUSER for the PostgreSQL that
 # gets a throwaway database (default 127.0.0.1:5432, root, trust auth); HEALTH_PATH (/healthz).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IMAGE=${IMAGE:-localhost/sessions-service:dev}
+# The base image's stand-in (container-base.sh), passed to the Dockerfile's PYTHON_IMAGE.
+export BASE_IMAGE=${BASE_IMAGE:-localhost/python-standin:3.12-slim}
 HEALTH_PATH=${HEALTH_PATH:-/healthz}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-root}
 
@@ -76,7 +78,7 @@ log "building $IMAGE"
 build_started=$SECONDS
 # --format docker keeps HEALTHCHECK (the OCI image format has no field for it).
 timeout 900 buildah bud --layers --isolation chroot --pull-never --format docker \
-    -t "$IMAGE" "$ROOT" >"$WORK/build.log" 2>&1 || {
+    --build-arg PYTHON_IMAGE="$BASE_IMAGE" -t "$IMAGE" "$ROOT" >"$WORK/build.log" 2>&1 || {
     tail -n 40 "$WORK/build.log" >&2
     fail "image build"
 }
