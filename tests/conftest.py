@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import asyncpg
 import httpx
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from service.auth import issue_token
 from service.cli import embedded_postgres
+from service.errors import ForbiddenRule
 from service.main import create_app
 from service.migrations import migrate
 from service.repository import SessionRepository, make_sessionmaker
@@ -33,6 +34,7 @@ from service.settings import Settings, to_asyncpg_url
 
 # The tests' own HS256 secret, whatever JWT_* the environment holds.
 TEST_JWT_SECRET = "sessions-service-tests-secret-0123456789abcdef"
+PROBLEM_JSON = "application/problem+json"
 TEST_AUTH_SETTINGS: dict[str, Any] = {
     "jwt_secret": TEST_JWT_SECRET,
     "jwt_algorithms": ["RS256", "ES256", "HS256"],
@@ -335,3 +337,22 @@ def sample(metrics_text: str, name: str, **labels: str) -> float:
             if found.name == name and found.labels == labels:
                 return found.value
     raise AssertionError(f"no sample {name} {labels} in:\n{metrics_text}")
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The response is an RFC 9457 problem of this status, as the service sends every error."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["type"]
+    assert body["title"]
+    assert "Traceback" not in response.text
+    if status == 403:
+        assert body["rule"] in get_args(ForbiddenRule)  # as the spec's Problem lists them
+    return body
+
+
+async def count_sessions(connection: AsyncConnection) -> int:
+    count: int = (await connection.execute(text("SELECT count(*) FROM sessions"))).scalar_one()
+    return count

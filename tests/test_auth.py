@@ -16,12 +16,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import FastAPI
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tests.conftest import TEST_JWT_SECRET, asgi_client, session_body
-
-PROBLEM_JSON = "application/problem+json"
+from tests.conftest import PROBLEM_JSON, TEST_JWT_SECRET, asgi_client, count_sessions, session_body
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -64,11 +61,6 @@ def assert_invalid_token(response: httpx.Response, error: str = "invalid_token")
     challenge = response.headers["www-authenticate"]
     assert challenge.startswith(f'Bearer error="{error}"'), challenge
     assert challenge.count('"') == 4  # error and error_description, nothing leaking a quote
-
-
-async def count_sessions(connection: AsyncConnection) -> int:
-    count: int = (await connection.execute(text("SELECT count(*) FROM sessions"))).scalar_one()
-    return count
 
 
 def alg_none_token() -> str:

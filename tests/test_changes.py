@@ -15,8 +15,7 @@ from service.models import CURRENT_TXID, Session
 from service.pagination import FEED_TOKEN, TOKEN_FORMAT, TokenSigner
 from service.repository import make_sessionmaker
 from service.schemas import SessionRead, format_utc
-from tests.conftest import StoredRows, create_session, repository_call, session_body
-from tests.test_routes import assert_problem
+from tests.conftest import StoredRows, assert_problem, create_session, repository_call, session_body
 
 # The feed waits for every older writing transaction on the server to end; on a shared server
 # another client's transaction may hold it back for a while.

@@ -16,13 +16,14 @@ from tests.conftest import (
     ADMIN_ID,
     ClientAs,
     StoredRows,
+    assert_problem,
+    count_sessions,
     empty_sessions,
     session_body,
     settings_for,
     started,
 )
 from tests.test_db import commit_then
-from tests.test_routes import assert_problem, count_sessions
 
 KEY = "8e03978e-40d5-43e8-bc93-6894a57f9324"
 

@@ -12,8 +12,7 @@ import pytest
 from service.pagination import LIST_CURSOR, TOKEN_FORMAT, TokenSigner, parse_sort
 from service.policy import Visibility
 from service.repository import SessionFilter, list_query
-from tests.conftest import create_session
-from tests.test_routes import assert_problem
+from tests.conftest import assert_problem, create_session
 
 SORT_KEYS = ["id", "title", "starts_at", "ends_at", "created_at", "last_modified_at"]
 

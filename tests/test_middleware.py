@@ -5,18 +5,12 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import orjson
 from fastapi import FastAPI
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.settings import Settings
-from tests.conftest import ADMIN_HEADERS, asgi_client, session_body
+from tests.conftest import ADMIN_HEADERS, asgi_client, count_sessions, session_body
 
 LIMIT = 1000
-
-
-async def count_sessions(connection: AsyncConnection) -> int:
-    count: int = (await connection.execute(text("SELECT count(*) FROM sessions"))).scalar_one()
-    return count
 
 
 def body_of_size(size: int) -> bytes:

@@ -14,8 +14,7 @@ from service.errors import ForbiddenRule
 from service.main import create_app
 from service.openapi import REGENERATE, SPEC_PATH, render
 from service.schemas import INPUT_YEARS, READ_ONLY_FIELDS
-
-PROBLEM_JSON = "application/problem+json"
+from tests.conftest import PROBLEM_JSON
 
 
 @pytest.fixture(scope="module")

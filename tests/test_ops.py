@@ -14,6 +14,7 @@ from alembic import command
 from service.migrations import alembic_config, migrate
 from service.settings import Settings
 from tests.conftest import (
+    PROBLEM_JSON,
     asyncpg_dsn,
     create_database,
     drop_database,
@@ -21,8 +22,6 @@ from tests.conftest import (
     session_body,
     started,
 )
-
-PROBLEM_JSON = "application/problem+json"
 
 
 @pytest.fixture

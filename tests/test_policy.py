@@ -4,17 +4,15 @@ The expected outcomes are written out here, independently of service/policy.py, 
 the rules there shows up as a failing row here.
 """
 
-from typing import Any, get_args
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.errors import ForbiddenRule
-from tests.conftest import ADMIN_ID, ClientAs, session_body
+from tests.conftest import ADMIN_ID, ClientAs, assert_problem, session_body
 
-PROBLEM_JSON = "application/problem+json"
 STATES = ["draft", "pending", "accepted", "confirmed", "rejected", "canceled", "withdrawn"]
 PUBLIC = {"accepted", "confirmed"}
 EVENT, OTHER_EVENT = 3, 4
@@ -79,16 +77,6 @@ async def stored_row(connection: AsyncConnection, session_id: int) -> dict[str, 
         text("SELECT * FROM sessions WHERE id = :id"), {"id": session_id}
     )
     return dict(result.mappings().one())
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_JSON
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    if status == 403:
-        assert body["rule"] in get_args(ForbiddenRule)  # as the spec's Problem lists them
-    return body
 
 
 def visible(role: str, state: str) -> bool:

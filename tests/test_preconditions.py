@@ -19,11 +19,11 @@ from tests.conftest import (
     ADMIN_HEADERS,
     StoredRows,
     asgi_client,
+    assert_problem,
     build_app,
     create_session,
     session_body,
 )
-from tests.test_routes import assert_problem
 
 
 def http_date(response: httpx.Response, field: str) -> datetime:

@@ -10,25 +10,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tests.conftest import create_session, session_body
-
-PROBLEM_JSON = "application/problem+json"
-
-
-async def count_sessions(connection: AsyncConnection) -> int:
-    count: int = (await connection.execute(text("SELECT count(*) FROM sessions"))).scalar_one()
-    return count
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_JSON
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["type"]
-    assert body["title"]
-    assert "Traceback" not in response.text
-    return body
+from tests.conftest import (
+    assert_problem,
+    count_sessions,
+    create_session,
+    session_body,
+)
 
 
 async def test_create_returns_201_with_location_and_defaults(client: httpx.AsyncClient) -> None:
