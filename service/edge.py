@@ -30,6 +30,21 @@ def _settings(scope: Scope) -> Settings:
     return configured or get_settings()
 
 
+class WholeFiles:
+    """Serves static files whole, ignoring Range (RFC 9110 14.2 lets a server): Starlette's
+    FileResponse answers a malformed or unsatisfiable range with a text/plain 400 or 416 of its
+    own, where every other error is problem+json. The docs' files are small."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = [(n, v) for n, v in scope["headers"] if n not in (b"range", b"if-range")]
+            scope = {**scope, "headers": headers}
+        await self.app(scope, receive, send)
+
+
 class BodyTooLarge(HTTPException):
     """Raised from receive(); an HTTPException, so the app's handlers render it as a problem."""
 

@@ -5,11 +5,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
+from starlette.routing import Mount
 
 from service import ops, routes
 from service.auth import VaryByAuthorization, token_verifier
 from service.db import create_engine, create_probe_engine
-from service.edge import BodySizeLimit, ConfiguredCORS, ResponseHeaders
+from service.edge import BodySizeLimit, ConfiguredCORS, ResponseHeaders, WholeFiles
 from service.errors import UnexpectedErrors, install_error_handlers
 from service.metrics import Metrics
 from service.middleware import RequestTelemetry
@@ -87,6 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for route in app.routes:
         if isinstance(route, APIRoute) and route.path in docs_pages:
             route.methods = {*(route.methods or ()), "HEAD"}
+        elif isinstance(route, Mount):  # the docs pages' files
+            route.app = WholeFiles(route.app)
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_error_handlers(app)

@@ -231,6 +231,18 @@ async def test_docs_page_loads_only_local_assets(client: httpx.AsyncClient, page
     assert not re.search(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", response.text, re.IGNORECASE)
 
 
+@pytest.mark.parametrize("range_", ["garbage", "bytes=5-1", "bytes=999999999-", "bytes=0-9"])
+async def test_docs_assets_are_served_whole_whatever_the_range(
+    client: httpx.AsyncClient, range_: str
+) -> None:
+    # Starlette answered a malformed or unsatisfiable Range with a text/plain 400 or 416.
+    url = "/static-offline-docs/swagger-ui.css"
+    whole = await client.get(url)
+    response = await client.get(url, headers={"Range": range_})
+    assert response.status_code == 200
+    assert response.content == whole.content
+
+
 @pytest.mark.parametrize("page", ["/docs", "/redoc", "/docs/oauth2-redirect", "/openapi.json"])
 async def test_docs_pages_answer_head_as_get(client: httpx.AsyncClient, page: str) -> None:
     get, head = await client.get(page), await client.head(page)
