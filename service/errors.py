@@ -4,6 +4,7 @@ No handler ever puts driver text, SQL or a stack trace into a response: a client
 a title and a sentence written for it.
 """
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
@@ -256,6 +257,16 @@ class DatabaseUnavailable(ServiceError):
 committing: ContextVar[bool] = ContextVar("committing", default=False)
 
 
+class ShuttingDown(ServiceError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    slug = "shutting-down"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The service is shutting down; retry the request.", headers={"Retry-After": "1"}
+        )
+
+
 class CommitUnconfirmed(ServiceError):
     """A write whose COMMIT the database never confirmed, and that could not be found stored:
     it may have been saved all the same. No Retry-After: a blind retry could apply it twice."""
@@ -394,7 +405,8 @@ def _logged_internal_error(method: str, path: str) -> Response:
 
 class UnexpectedErrors:
     """The last resort, innermost of the app's middleware: an exception that no handler took
-    becomes a 500 problem, logged once with the request's id.
+    becomes a 500 problem, logged once with the request's id; a request cancelled at shutdown,
+    a 503. Innermost, so that these answers get every header the middleware add (CORS, Vary).
 
     Starlette's own last resort (ServerErrorMiddleware, which runs `_unexpected_error`) answers
     outside every middleware: its 500 had no CORS or Vary headers, its log line no request id,
@@ -423,6 +435,21 @@ class UnexpectedErrors:
                 raise
             response = _logged_internal_error(scope["method"], scope["path"])
             await response(scope, receive, send)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running at GRACEFUL_SHUTDOWN_TIMEOUT: a 503
+            # (retry elsewhere) tells the client more than uvicorn's bare text 500. Once it is
+            # sent, the request's task ends here; re-raised, the cancellation would reach uvicorn
+            # as an "Exception in ASGI application", logged with a traceback at every such stop.
+            if started:
+                raise
+            await _shut_down_answer()(scope, receive, send)
+
+
+def _shut_down_answer() -> Response:
+    # Cancelled while its write was committing, the request may have been saved.
+    error = CommitUnconfirmed() if committing.get() else ShuttingDown()
+    headers = {**error.headers, "Connection": "close"}
+    return problem(error.status, error.detail, slug=error.slug, headers=headers)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:

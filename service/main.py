@@ -94,13 +94,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     install_error_handlers(app)
     # The last added runs first: CORS headers go on every answer, 413s included, and
-    # RequestTelemetry counts and logs those too.
+    # RequestTelemetry counts and logs those too. UnexpectedErrors, innermost, answers the
+    # 500s and the 503s of a shutdown, so those pass through all the others.
     app.add_middleware(UnexpectedErrors)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(VaryByAuthorization, prefix=routes.router.prefix)
     app.add_middleware(ConfiguredCORS)
     app.add_middleware(RequestTelemetry, metrics=app.state.metrics)
-    # Added last, so outermost: the 503 RequestTelemetry sends at shutdown gets a Date too.
+    # Added last, so outermost: the security headers and Date go on every answer.
     app.add_middleware(ResponseHeaders)
     install_openapi(app)
     return app

@@ -4,7 +4,6 @@ Pure ASGI rather than BaseHTTPMiddleware: no extra task or body streaming per re
 wrapped `send`.
 """
 
-import asyncio
 import logging
 import random
 import re
@@ -12,7 +11,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import HTTP_METHODS, CommitUnconfirmed, committing, problem
+from service.errors import HTTP_METHODS
 from service.logs import request_id
 from service.metrics import Metrics
 
@@ -23,17 +22,6 @@ _METHODS = frozenset(HTTP_METHODS)
 # Probes and scrapes come every few seconds: their access lines are debug unless they fail.
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 UNMATCHED = "unmatched"
-SHUTTING_DOWN = problem(
-    503,
-    "The service is shutting down; retry the request.",
-    slug="shutting-down",
-    headers={"Retry-After": "1", "Connection": "close"},
-)
-# Cancelled while its write was committing: it may have been saved.
-SHUT_DOWN_WHILE_COMMITTING = problem(
-    503, CommitUnconfirmed().detail, slug=CommitUnconfirmed.slug, headers={"Connection": "close"}
-)
-
 # ACCESS_LOG=false silences this logger (service.logs.configure_logging).
 access_log = logging.getLogger("service.access")
 
@@ -64,15 +52,6 @@ class RequestTelemetry:
         token = request_id.set(rid)
         try:
             await self.app(scope, receive, send_with_request_id)
-        except asyncio.CancelledError:
-            # uvicorn cancels the requests still running at GRACEFUL_SHUTDOWN_TIMEOUT: a 503
-            # (retry elsewhere) tells the client more than uvicorn's bare text 500. Once it is
-            # sent, the request's task ends here; re-raised, the cancellation would reach uvicorn
-            # as an "Exception in ASGI application", logged with a traceback at every such stop.
-            if status:
-                raise
-            answer = SHUT_DOWN_WHILE_COMMITTING if committing.get() else SHUTTING_DOWN
-            await answer(scope, receive, send_with_request_id)
         finally:
             status = status or 500
             seconds = time.perf_counter() - start

@@ -452,6 +452,7 @@ async def test_a_request_stopped_while_it_commits_is_told_its_write_may_be_saved
         assert start["status"] == 503
         assert answer["type"] == "urn:sessions-service:problem:commit-unconfirmed"
         assert b"retry-after" not in dict(start["headers"])
+        assert dict(start["headers"])[b"vary"] == b"Authorization"
     finally:
         await empty_sessions(engine)
 

@@ -262,6 +262,8 @@ async def test_sigterm_gives_up_on_a_stuck_request_after_the_graceful_timeout(
         assert cut_off.headers["content-type"] == "application/problem+json"
         assert cut_off.json()["type"] == "urn:sessions-service:problem:shutting-down"
         assert "date" in cut_off.headers
+        assert cut_off.headers["retry-after"] == "1"
+        assert cut_off.headers["vary"] == "Authorization"  # as every answer under /sessions
         # The cut-off transaction was rolled back.
         assert dict(row) == {"title": session["title"], "version": 1}
         lines = service.log_lines()
