@@ -143,7 +143,7 @@ def can_see(principal: Principal, session: SessionFacts) -> bool:
 def transitions_for(
     principal: Principal, session: SessionFacts, *, organizer: bool
 ) -> frozenset[str]:
-    """The states this principal may move this session to (admins: see check_update), with an
+    """The states this principal may move this session to (admins: see check_changes), with an
     organiser's rights or without them."""
     allowed: frozenset[str] = frozenset()
     if organizer:
@@ -181,17 +181,21 @@ def real_changes(session: object, changes: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in changes.items() if getattr(session, name) != value}
 
 
-def check_update(principal: Principal, session: SessionFacts, changes: Mapping[str, Any]) -> None:
-    """Raise unless the principal may apply these real changes; call after can_see.
-
-    Who may edit at all is checked for every PATCH; the rules on what changes only for real
-    changes, so echoing a session back unchanged is never refused for its locked or state fields.
-    """
+def check_may_change(principal: Principal, session: SessionFacts) -> None:
+    """Raise unless the principal may change this session at all, whatever a patch holds; call
+    after can_see."""
     require_authenticated(principal)
-    if principal.is_admin:
-        return
-    _check_standing(principal, session, "change")
-    if not changes:
+    if not principal.is_admin:
+        _check_standing(principal, session, "change")
+
+
+def check_changes(principal: Principal, session: SessionFacts, changes: Mapping[str, Any]) -> None:
+    """Raise unless the principal may apply these real changes; call after check_may_change.
+
+    Only real changes are judged, so echoing a session back unchanged is never refused for its
+    locked or state fields.
+    """
+    if principal.is_admin or not changes:
         return
     _check_lock(principal, session, "change")
     event_id = changes.get("event_id", session.event_id)
@@ -210,11 +214,6 @@ def check_update(principal: Principal, session: SessionFacts, changes: Mapping[s
             "organizer-fields",
             f"Only an organiser of {events} may lock or unlock this session.",
         )
-
-
-def check_may_change(principal: Principal, session: SessionFacts) -> None:
-    """Whether the principal may change this session at all, whatever a patch holds."""
-    check_update(principal, session, {})
 
 
 def check_delete(principal: Principal, session: SessionFacts) -> None:

@@ -542,7 +542,7 @@ async def update_session(
         policy.check_may_change(principal, session)
         check_write(preconditions, "PATCH", session)
         changes = policy.real_changes(session, patch)
-        policy.check_update(principal, session, changes)
+        policy.check_changes(principal, session, changes)
         return repository.update(session, changes)
 
     session = await unit_of_work(request.app, change)
