@@ -78,6 +78,12 @@ def _ensure_database() -> None:
     migrate(url, configure_logging=False)
 
 
+def _host(value: str) -> str:
+    if not value:
+        raise argparse.ArgumentTypeError("must not be empty (0.0.0.0: every interface)")
+    return value
+
+
 def _port(value: str) -> int:
     port = int(value)
     if not 0 <= port <= 65_535:
@@ -207,7 +213,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sessions-service", description=__doc__)
     commands = parser.add_subparsers(dest="command")
     serve_parser = commands.add_parser("serve", help="serve the API (the default)")
-    serve_parser.add_argument("--host", help="interface to bind (HOST, default 127.0.0.1)")
+    serve_parser.add_argument(
+        "--host", type=_host, help="interface to bind (HOST, default 127.0.0.1)"
+    )
     serve_parser.add_argument(
         "--port", type=_port, help="port to listen on (PORT, default 8000; 0: any free one)"
     )

