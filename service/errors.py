@@ -225,7 +225,8 @@ def body_format_error(request: Request) -> ServiceError | None:
 
 
 def check_body_format(request: Request) -> None:
-    """Refuse a body sent as another media type, even one that parsed as JSON (a +json type)."""
+    """Raise body_format_error's error, if any: in the handler too, for a body that FastAPI
+    parsed as JSON all the same (a +json type, a content coding it ignored)."""
     if error := body_format_error(request):
         raise error
 
