@@ -39,10 +39,20 @@ class WholeFiles:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            headers = [(n, v) for n, v in scope["headers"] if n not in (b"range", b"if-range")]
-            scope = {**scope, "headers": headers}
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = [(n, v) for n, v in scope["headers"] if n not in (b"range", b"if-range")]
+
+        async def send_without_accept_ranges(message: Message) -> None:
+            # Nor offer ranges (RFC 9110 14.3) that would be ignored.
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    (n, v) for n, v in message.get("headers", ()) if n != b"accept-ranges"
+                ]
+            await send(message)
+
+        await self.app({**scope, "headers": headers}, receive, send_without_accept_ranges)
 
 
 class BodyTooLarge(HTTPException):
