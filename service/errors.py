@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import MISSING, BaseModel, Field
+from pydantic import MISSING, BaseModel, ConfigDict, Field
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 from starlette.exceptions import HTTPException
@@ -45,21 +45,33 @@ ForbiddenRule = Literal[
 class _ProblemDetail(BaseModel):
     """The members of every RFC 9457 problem detail."""
 
+    # Examples are whole problems, on each model: a 400's members are no example of a 422.
     type: str = Field(
-        description="A URI naming the kind of problem; about:blank when the status says it all.",
-        examples=["urn:sessions-service:problem:bad-request"],
+        description="A URI naming the kind of problem; about:blank when the status says it all."
     )
-    title: str = Field(description="The HTTP status phrase.", examples=["Bad Request"])
-    status: int = Field(description="The HTTP status code.", examples=[400])
+    title: str = Field(description="The HTTP status phrase.")
+    status: int = Field(description="The HTTP status code.")
     detail: str | MISSING = Field(
-        MISSING,
-        description="What went wrong, in a sentence written for the client.",
-        examples=["The cursor is not one this service issued."],
+        MISSING, description="What went wrong, in a sentence written for the client."
     )
 
 
 class Problem(_ProblemDetail):
     """An RFC 9457 problem detail: the body of every error response but a 422's."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": PROBLEM_BASE + "bad-request",
+                    "title": "Bad Request",
+                    "status": 400,
+                    "detail": "The cursor is not one this service issued.",
+                    "parameter": "cursor",
+                }
+            ]
+        }
+    )
 
     # Extension members (RFC 9457 3.2), each sent only by the problems it names.
     parameter: str | MISSING = Field(
@@ -101,6 +113,26 @@ LISTED_ERRORS_MAX = 50
 
 class ValidationProblem(_ProblemDetail):
     """A problem detail for a request that failed validation: one entry per invalid field."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": PROBLEM_BASE + "validation-error",
+                    "title": "Unprocessable Content",
+                    "status": 422,
+                    "detail": "The request is invalid; see errors for each field.",
+                    "errors": [
+                        {
+                            "location": ["body", "title"],
+                            "message": "Field required",
+                            "type": "missing",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
 
     errors: list[FieldError] = Field(
         description=f"The invalid fields; the first {LISTED_ERRORS_MAX} if there are more.",

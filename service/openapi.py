@@ -33,9 +33,10 @@ PROBLEMS = {
     415: "The body's Content-Type or Content-Encoding is not one this operation accepts.",
     422: "The request is invalid; `errors` names each invalid field.",
     428: "The request must be conditional.",
-    503: "The database is unavailable; retry after `Retry-After` seconds. A 503 of type "
-    "`urn:sessions-service:problem:commit-unconfirmed` (no `Retry-After`) may have been saved: "
-    "read before retrying.",
+    503: "The database is unavailable, or the service is shutting down (type "
+    "`urn:sessions-service:problem:shutting-down`): retry after `Retry-After` seconds. A 503 of "
+    "type `urn:sessions-service:problem:commit-unconfirmed` (no `Retry-After`) may have been "
+    "saved: read before retrying.",
 }
 
 

@@ -82,11 +82,12 @@ from service.settings import get_settings
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 Visible = TypeVar("Visible", bound=policy.SessionFacts)
 
-# Every operation here validates its input and needs the database.
+# Every operation here validates its input, and refuses a body over MAX_BODY_SIZE whatever the
+# method; all but GET /sessions/states need the database (503: DATABASE below).
 router = APIRouter(
     prefix="/sessions",
     tags=["sessions"],
-    responses=problems(422, 503),
+    responses=problems(413, 422),
     generate_unique_id_function=operation_id,
 )
 
@@ -140,13 +141,20 @@ OptionalId = Annotated[int | None, Query(ge=1, le=INT4_MAX)]
 SortValue = Annotated[str, Field(json_schema_extra={"pattern": SORT_PATTERN})]
 SearchText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul), NO_NUL]
 
+DATABASE = problems(503)
 # A body sent as another media type is refused before it is read (text/plain, a form, a JSON
-# Patch), naming what is accepted.
+# Patch), naming what is accepted; one sent in a content coding (gzip), naming identity.
 _UNSUPPORTED_BODY = {
     method: problem_response(
         415,
         headers={
-            name: header(f"{', '.join(BODY_MEDIA_TYPES[method])}: what the body may be sent as.")
+            name: header(
+                f"{', '.join(BODY_MEDIA_TYPES[method])}: what the body may be sent as (on a 415 "
+                "for the media type)."
+            ),
+            "Accept-Encoding": header(
+                "identity: the body must not be content-coded (on a 415 for a Content-Encoding)."
+            ),
         },
     )
     for method, name in (("POST", "Accept"), ("PATCH", "Accept-Patch"))
@@ -174,8 +182,9 @@ CHANGES_RESPONSES = merge_responses(
     {200: {"headers": _NO_STORE}},
     problem_response(
         400,
-        "The token was altered, signed with another secret, or issued for another event_id "
-        "(`parameter`: since).",
+        "The token was altered, signed with another secret, issued for another event_id, or is "
+        "ahead of this database's transactions (from another database, or from before a restore): "
+        "start again without since (`parameter`: since).",
     ),
 )
 
@@ -244,8 +253,11 @@ _CREATED_SESSION_LINKS = {
     responses=merge_responses(
         CREATE_RESPONSES,
         CREATE_AUTH_RESPONSES,
+        DATABASE,
         _UNSUPPORTED_BODY["POST"],
-        problem_response(400, f"{idempotency.HEADER} is malformed, or sent twice."),
+        problem_response(
+            400, f"{idempotency.HEADER} is malformed or sent twice, or Content-Type is sent twice."
+        ),
         {
             201: {
                 "headers": {"Location": header("The new session's URL.", format="uri-reference")},
@@ -292,7 +304,7 @@ def _created(session: Session) -> Response:
     response_description="A page of sessions.",
     head_summary="Get the headers of a page of sessions",
     head_description="A page's headers, without a body.",
-    responses=merge_responses(LIST_RESPONSES, LIST_AUTH_RESPONSES),
+    responses=merge_responses(LIST_RESPONSES, LIST_AUTH_RESPONSES, DATABASE),
     openapi_extra=OPTIONAL_BEARER,
 )
 async def list_sessions(
@@ -405,7 +417,7 @@ def _read_cursor(
     response_description="The changes, and the token for the next poll.",
     head_summary="Get the headers of a page of changes",
     head_description="The headers of the changes' page, without a body.",
-    responses=merge_responses(CHANGES_RESPONSES, LIST_AUTH_RESPONSES),
+    responses=merge_responses(CHANGES_RESPONSES, LIST_AUTH_RESPONSES, DATABASE),
     openapi_extra=OPTIONAL_BEARER,
 )
 async def list_session_changes(
@@ -491,7 +503,7 @@ async def get_state_tables() -> dict[str, object]:
     response_description="The session.",
     head_summary="Get a session's headers",
     head_description="The session's headers, without a body.",
-    responses=merge_responses(READ_RESPONSES, READ_AUTH_RESPONSES),
+    responses=merge_responses(READ_RESPONSES, READ_AUTH_RESPONSES, DATABASE),
     openapi_extra=OPTIONAL_BEARER | {"parameters": READ_PRECONDITION_HEADERS},
 )
 async def get_session(
@@ -517,7 +529,15 @@ async def get_session(
     response_model=SessionRead,
     summary="Change a session",
     response_description="The session as stored after the change.",
-    responses=merge_responses(UPDATE_RESPONSES, WRITE_AUTH_RESPONSES, _UNSUPPORTED_BODY["PATCH"]),
+    responses=merge_responses(
+        UPDATE_RESPONSES,
+        WRITE_AUTH_RESPONSES,
+        _UNSUPPORTED_BODY["PATCH"],
+        problem_response(
+            400, "If-Match or If-None-Match is malformed, or Content-Type is sent twice."
+        ),
+        DATABASE,
+    ),
     openapi_extra={"parameters": WRITE_PRECONDITION_HEADERS},
 )
 async def update_session(
@@ -554,7 +574,7 @@ async def update_session(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a session",
     response_description="Deleted.",
-    responses=merge_responses(DELETE_RESPONSES, WRITE_AUTH_RESPONSES),
+    responses=merge_responses(DELETE_RESPONSES, WRITE_AUTH_RESPONSES, DATABASE),
     openapi_extra={"parameters": WRITE_PRECONDITION_HEADERS},
 )
 async def delete_session(

@@ -172,6 +172,14 @@ Url = Annotated[
 ]
 
 
+# Rules the schema's maxLength and format cannot state: they hold for what is stored.
+_SANITISED_LIMIT = (
+    f"; at most {models.TEXT_MAX} characters once sanitised, as stored (& becomes &amp;)"
+)
+_URL_RULES = (
+    f": http or https, with a host; at most {models.URL_MAX} characters once normalised, as "
+    "stored (a bare host gains a /, non-ASCII characters are percent-encoded)"
+)
 # What the OpenAPI document says about each field (description, example), shared by the models.
 FIELD_DOCS: dict[str, tuple[str, object]] = {
     "id": ("The session's id, assigned by the server.", 42),
@@ -179,14 +187,17 @@ FIELD_DOCS: dict[str, tuple[str, object]] = {
     "title": ("The session's title; not blank.", "Keyset pagination in practice"),
     "subtitle": ("A line shown under the title.", "Why OFFSET hurts"),
     "short_abstract": (
-        "A summary of a few sentences; HTML, sanitised on write.",
+        f"A summary of a few sentences; HTML, sanitised on write{_SANITISED_LIMIT}.",
         "How to page through large tables fast.",
     ),
     "long_abstract": (
-        "The full abstract; HTML, sanitised on write.",
+        f"The full abstract; HTML, sanitised on write{_SANITISED_LIMIT}.",
         "Keyset pagination reads only the rows it returns...",
     ),
-    "comments": ("Notes for the organisers; HTML, sanitised on write.", "Needs a projector."),
+    "comments": (
+        f"Notes for the organisers; HTML, sanitised on write{_SANITISED_LIMIT}.",
+        "Needs a projector.",
+    ),
     "level": ("The level of the audience.", "Intermediate"),
     "language": ("The language the session is held in.", "English"),
     "starts_at": (
@@ -201,10 +212,10 @@ FIELD_DOCS: dict[str, tuple[str, object]] = {
     "track_id": ("The id of the track the session is in.", 3),
     "session_type_id": ("The id of the session's type (talk, workshop...).", 1),
     "microlocation_id": ("The id of the room the session is held in.", 12),
-    "slides_url": ("Where the slides are (http or https).", "https://example.org/slides.pdf"),
-    "video_url": ("Where the recording is (http or https).", "https://example.org/video"),
-    "audio_url": ("Where the audio recording is (http or https).", "https://example.org/audio"),
-    "signup_url": ("Where attendees sign up (http or https).", "https://example.org/signup"),
+    "slides_url": (f"Where the slides are{_URL_RULES}.", "https://example.org/slides.pdf"),
+    "video_url": (f"Where the recording is{_URL_RULES}.", "https://example.org/video"),
+    "audio_url": (f"Where the audio recording is{_URL_RULES}.", "https://example.org/audio"),
+    "signup_url": (f"Where attendees sign up{_URL_RULES}.", "https://example.org/signup"),
     "state": ("Where the session is in the review workflow.", "draft"),
     "is_locked": ("Whether the session is locked against changes by its speakers.", False),
     "created_at": ("When the session was created, in UTC.", "2026-11-26T15:06:27.123456Z"),

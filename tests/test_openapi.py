@@ -30,6 +30,21 @@ def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
     ]
 
 
+def test_the_statuses_every_operation_can_answer_are_documented(
+    document: dict[str, Any],
+) -> None:
+    for method, path, operation in operations(document):
+        responses = operation["responses"]
+        # A body over MAX_BODY_SIZE is refused whatever the method.
+        assert "413" in responses, (method, path)
+        # Only the workflow's tables need no database.
+        assert ("503" in responses) == (path != "/sessions/states"), (method, path)
+        if "415" in responses:
+            headers = responses["415"]["headers"]
+            assert "Accept-Encoding" in headers, (method, path)
+            assert {"Accept", "Accept-Patch"} & headers.keys(), (method, path)
+
+
 def test_committed_openapi_json_is_what_the_code_generates(document: dict[str, Any]) -> None:
     committed = SPEC_PATH.read_text() if SPEC_PATH.exists() else ""
     assert committed == render(document), (
@@ -241,6 +256,7 @@ async def test_docs_assets_are_served_whole_whatever_the_range(
     response = await client.get(url, headers={"Range": range_})
     assert response.status_code == 200
     assert response.content == whole.content
+    assert "accept-ranges" not in response.headers  # nor offered
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc", "/docs/oauth2-redirect", "/openapi.json"])
