@@ -141,7 +141,8 @@ def valid_data_is_accepted(
     """schemathesis' positive_data_acceptance, but for the rules JSON Schema cannot state.
 
     They relate two values: ends_at must be later than starts_at (on the merged session for a
-    PATCH, so it depends on the stored row too), and a sort key may be given once. A
+    PATCH, so it depends on the stored row too), and a sort key may be given once; or they hold
+    for what is stored: HTML once sanitised, a URL once normalised. A
     schema-valid request that breaks one gets the documented 422 with that error alone; every
     other schema-valid request must still be accepted.
     """
@@ -162,6 +163,12 @@ def _breaks_a_cross_field_rule(error: dict[str, Any]) -> bool:
     if error["location"] == ["header", "Idempotency-Key"]:
         # A key drawn again for another body: 422 by the draft, whatever the schema says.
         return message.startswith("was first sent with another request body")
+    if error["location"][0] == "body":
+        # Limits on what is stored, which the field descriptions state: HTML once sanitised
+        # (& is &amp;), a URL once normalised, and with a host ("https://" is a URI).
+        return message.endswith(("once sanitised", "once normalised")) or (
+            error["type"] == "url_parsing" and "host" in message
+        )
     return False
 
 
