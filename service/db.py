@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy import MetaData, event, inspect
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -125,7 +126,8 @@ class ConnectionLine:
     asyncio.Queue). Under overload one request could then wait out DB_POOL_TIMEOUT, and get a
     503, while later ones were served. asyncio.Semaphore serves its waiters strictly in order,
     and with a slot per connection no request waits in the pool itself. A wait longer than
-    DB_POOL_TIMEOUT raises TimeoutError (an OSError: 503 "database unavailable").
+    DB_POOL_TIMEOUT raises SQLAlchemy's TimeoutError, as its own pool does (503 "database
+    unavailable", logged as the pool's).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -135,8 +137,13 @@ class ConnectionLine:
     @asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
         if self._slots.locked():  # no slot free, or others already waiting: queue, bounded
-            async with asyncio.timeout(self._timeout):
-                await self._slots.acquire()
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise PoolTimeout(
+                    f"no pooled connection was free within DB_POOL_TIMEOUT ({self._timeout:g} s)"
+                ) from None
         else:  # a free slot is taken at once: no wait to bound, nor a timer to set and cancel
             await self._slots.acquire()
         try:

@@ -422,8 +422,10 @@ def driver_reason(exc: BaseException) -> str:
     """The driver's error where SQLAlchemy wraps one, for a log line: its class names the
     SQLSTATE's meaning, its message the cause (a database that does not exist, a password
     refused), not the statement or its parameters, which SQLAlchemy's own message carries."""
-    cause = getattr(exc, "orig", None) or exc
-    cause = cause.__cause__ or cause
+    cause = exc
+    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
+        # The adapter's error wraps asyncpg's own.
+        cause = exc.orig.__cause__ or exc.orig
     return f"{type(cause).__name__}: {cause}".strip().rstrip(":")
 
 

@@ -82,15 +82,18 @@ async def one_connection(
 
 
 async def test_a_request_that_waits_longer_than_the_pool_timeout_gets_503(
-    one_connection: tuple[FastAPI, httpx.AsyncClient],
+    one_connection: tuple[FastAPI, httpx.AsyncClient], caplog: pytest.LogCaptureFixture
 ) -> None:
     app, client = one_connection
     session = await create_session(client)
-    async with connection_line(app).turn():  # the only connection is busy meanwhile
-        response = await client.get(f"/sessions/{session['id']}")
+    with caplog.at_level(logging.WARNING, logger="service.errors"):
+        async with connection_line(app).turn():  # the only connection is busy meanwhile
+            response = await client.get(f"/sessions/{session['id']}")
     assert response.status_code == 503, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["type"] == "urn:sessions-service:problem:database-unavailable"
+    # The log tells a busy pool from a database that is down.
+    assert "no pooled connection was free within DB_POOL_TIMEOUT" in caplog.text
     # Once the connection is free again, requests are served.
     assert (await client.get(f"/sessions/{session['id']}")).status_code == 200
 
