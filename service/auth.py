@@ -26,7 +26,7 @@ from service.models import USER_ID_MAX
 from service.openapi import Responses, header, problem_response
 from service.pagination import INT4_MAX
 from service.policy import ANONYMOUS, Principal, require_authenticated
-from service.settings import DEVELOPMENT_JWT_SECRET, Settings, get_settings
+from service.settings import DEVELOPMENT_JWT_SECRET, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -193,22 +193,26 @@ def _load_public_key(settings: Settings) -> Any:
     return load_pem_public_key(pem.encode()) if pem else None
 
 
+def create_token_verifier(settings: Settings) -> TokenVerifier:
+    """The verifier for these settings; a key configuration that lets nobody in, or anyone with
+    the development secret, is logged as a warning."""
+    verifier = TokenVerifier(settings)
+    if verifier.secret == DEVELOPMENT_JWT_SECRET and "HS256" in verifier.algorithms:
+        logger.warning(
+            "accepting HS256 tokens signed with the development secret: "
+            "set JWT_SECRET (or leave HS256 out of JWT_ALGORITHMS) in production"
+        )
+    elif verifier.secret is None and verifier.public_key is None:
+        logger.warning(
+            "no JWT_SECRET nor JWT_PUBLIC_KEY(_FILE): every bearer token is refused, "
+            "so nothing can be written"
+        )
+    return verifier
+
+
 def token_verifier(app: FastAPI) -> TokenVerifier:
-    """The app's verifier, built from its settings the first time it is needed."""
-    verifier: TokenVerifier | None = getattr(app.state, "token_verifier", None)
-    if verifier is None:
-        settings = app.state.settings or get_settings()
-        verifier = app.state.token_verifier = TokenVerifier(settings)
-        if verifier.secret == DEVELOPMENT_JWT_SECRET and "HS256" in verifier.algorithms:
-            logger.warning(
-                "accepting HS256 tokens signed with the development secret: "
-                "set JWT_SECRET (or leave HS256 out of JWT_ALGORITHMS) in production"
-            )
-        elif verifier.secret is None and verifier.public_key is None:
-            logger.warning(
-                "no JWT_SECRET nor JWT_PUBLIC_KEY(_FILE): every bearer token is refused, "
-                "so nothing can be written"
-            )
+    """The app's verifier (service.main's lifespan builds it)."""
+    verifier: TokenVerifier = app.state.token_verifier
     return verifier
 
 

@@ -28,7 +28,7 @@ from service.errors import (
     committing,
     is_database_unavailable,
 )
-from service.settings import Settings, get_settings
+from service.settings import Settings
 
 T = TypeVar("T")
 
@@ -153,10 +153,8 @@ class ConnectionLine:
 
 
 def connection_line(app: FastAPI) -> ConnectionLine:
-    """The app's line, built from its settings the first time it is needed."""
-    line: ConnectionLine | None = getattr(app.state, "connection_line", None)
-    if line is None:
-        line = app.state.connection_line = ConnectionLine(app.state.settings or get_settings())
+    """The app's line (service.main's lifespan builds it)."""
+    line: ConnectionLine = app.state.connection_line
     return line
 
 

@@ -22,12 +22,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.conditional import http_date
 from service.errors import problem
-from service.settings import Settings, get_settings
+from service.settings import Settings
 
 
 def _settings(scope: Scope) -> Settings:
-    configured: Settings | None = scope["app"].state.settings
-    return configured or get_settings()
+    """The app's settings: read when it starts (service.main), so not yet when this is built."""
+    settings: Settings = scope["app"].state.settings
+    return settings
 
 
 class WholeFiles:

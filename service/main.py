@@ -8,14 +8,15 @@ from fastapi_offline import FastAPIOffline
 from starlette.routing import Mount
 
 from service import ops, routes
-from service.auth import VaryByAuthorization, token_verifier
-from service.db import create_engine, create_probe_engine
+from service.auth import VaryByAuthorization, create_token_verifier
+from service.db import ConnectionLine, create_engine, create_probe_engine
 from service.edge import BodySizeLimit, ConfiguredCORS, ResponseHeaders, WholeFiles
 from service.errors import UnexpectedErrors, install_error_handlers
 from service.metrics import Metrics
 from service.middleware import RequestTelemetry
 from service.migrations import known_revisions, migration_heads
 from service.openapi import install_openapi, operation_id
+from service.pagination import TokenSigner
 from service.repository import make_sessionmaker
 from service.settings import DEVELOPMENT_CURSOR_SECRET, Settings, get_settings
 
@@ -37,16 +38,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "DATABASE_URL is not set: set it, or run `sessions-service serve`, "
             "which starts an embedded PostgreSQL"
         )
-    if settings.cursor_secret == DEVELOPMENT_CURSOR_SECRET:
-        logger.warning(
-            "CURSOR_SECRET is not set: cursors and change-feed tokens are signed with the "
-            "development default; in production set one secret shared by every replica"
-        )
-    app.state.settings = settings
-    # Read once: /readyz compares the database with these on every probe.
-    app.state.migration_heads = migration_heads()
-    app.state.known_revisions = known_revisions()
-    token_verifier(app)  # a bad key configuration fails the start, not the first request
+    configure(app, settings)
     engine = create_engine(settings)
     app.state.engine = engine
     app.state.probe_engine = create_probe_engine(settings)
@@ -59,6 +51,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.metrics.forget_pool()
         await engine.dispose()
         await app.state.probe_engine.dispose()
+
+
+def configure(app: FastAPI, settings: Settings) -> None:
+    """Build from the settings what requests use, but the database's engines (the lifespan's):
+    before the first request, so that a bad key configuration fails the start, not a request."""
+    app.state.settings = settings
+    app.state.token_verifier = create_token_verifier(settings)
+    app.state.signer = TokenSigner(settings.cursor_secret)
+    if settings.cursor_secret == DEVELOPMENT_CURSOR_SECRET:
+        logger.warning(
+            "CURSOR_SECRET is not set: cursors and change-feed tokens are signed with the "
+            "development default; in production set one secret shared by every replica"
+        )
+    app.state.connection_line = ConnectionLine(settings)
+    # Read once: /readyz compares the database with these on every probe.
+    app.state.migration_heads = migration_heads()
+    app.state.known_revisions = known_revisions()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

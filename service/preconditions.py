@@ -24,7 +24,7 @@ from service.conditional import (
 from service.errors import BadRequest, PreconditionFailed, PreconditionRequired
 from service.models import Versioned
 from service.openapi import Responses, header_parameter, problem_response
-from service.settings import Settings, get_settings
+from service.settings import Settings
 
 # Clients and caches may store a session, but must revalidate it (If-None-Match) before each use.
 CACHE_CONTROL = "no-cache"
@@ -124,7 +124,7 @@ class WriteConditions:
 def write_preconditions(request: Request) -> WriteConditions:
     """The precondition headers of a write, and whether one is required; a malformed one is a
     400."""
-    settings: Settings = request.app.state.settings or get_settings()
+    settings: Settings = request.app.state.settings
     return WriteConditions(_parse(request), required=settings.require_preconditions)
 
 

@@ -1,6 +1,5 @@
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
-from functools import lru_cache
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
@@ -77,7 +76,6 @@ from service.schemas import (
     session_content,
     tombstone_content,
 )
-from service.settings import get_settings
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 Visible = TypeVar("Visible", bound=policy.SessionFacts)
@@ -189,13 +187,10 @@ CHANGES_RESPONSES = merge_responses(
 )
 
 
-@lru_cache(maxsize=4)
-def _signer(secret: str) -> TokenSigner:
-    return TokenSigner(secret)
-
-
 def get_signer(request: Request) -> TokenSigner:
-    return _signer((request.app.state.settings or get_settings()).cursor_secret)
+    """The app's signer of cursors and change-feed tokens (service.main's lifespan builds it)."""
+    signer: TokenSigner = request.app.state.signer
+    return signer
 
 
 Signer = Annotated[TokenSigner, Depends(get_signer)]

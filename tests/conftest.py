@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from service.auth import issue_token
 from service.cli import embedded_postgres
 from service.errors import ForbiddenRule
-from service.main import create_app
+from service.main import configure, create_app
 from service.migrations import migrate
 from service.repository import SessionRepository, make_sessionmaker
 from service.settings import Settings, to_asyncpg_url
@@ -135,8 +135,12 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
 
 
 def build_app(database_url: str, **overrides: Any) -> FastAPI:
-    """The app on database_url, with the tests' token settings (overrides: other settings)."""
-    return create_app(settings_for(database_url, **overrides))
+    """The app on database_url, with the tests' token settings (overrides: other settings),
+    configured as its lifespan would; the fixtures give it their own sessionmaker."""
+    settings = settings_for(database_url, **overrides)
+    app = create_app(settings)
+    configure(app, settings)
+    return app
 
 
 @pytest.fixture
