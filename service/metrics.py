@@ -16,7 +16,6 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.pool import QueuePool
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 LABELS = ("method", "route", "status")
 # From 5 ms to 10 s: one-row reads sit at the bottom, timeouts at the top.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -24,6 +23,8 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 class Metrics:
     """The metrics of one app, in a registry of its own (each app in a test has its own)."""
+
+    CONTENT_TYPE = CONTENT_TYPE_LATEST  # of render()'s text
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.datastructures import State
 
 from service.errors import driver_reason, problem
-from service.metrics import CONTENT_TYPE, Metrics
+from service.metrics import Metrics
 
 router = APIRouter(include_in_schema=False)
 
@@ -65,8 +65,8 @@ async def readyz(request: Request) -> Any:
 @router.api_route("/metrics", methods=["GET", "HEAD"])
 async def metrics(request: Request) -> Response:
     """Prometheus metrics, in the text exposition format."""
-    registry: Metrics = request.app.state.metrics
-    return Response(registry.render(), media_type=CONTENT_TYPE)
+    app_metrics: Metrics = request.app.state.metrics
+    return Response(app_metrics.render(), media_type=Metrics.CONTENT_TYPE)
 
 
 async def log_schema_state(state: State) -> None:

@@ -176,11 +176,6 @@ def check_create(principal: Principal, values: Mapping[str, Any]) -> None:
         )
 
 
-def real_changes(session: object, changes: Mapping[str, Any]) -> dict[str, Any]:
-    """The members of a patch that differ from the stored values (sending one back is no edit)."""
-    return {name: value for name, value in changes.items() if getattr(session, name) != value}
-
-
 def check_may_change(principal: Principal, session: SessionFacts) -> None:
     """Raise unless the principal may change this session at all, whatever a patch holds; call
     after can_see."""

@@ -321,6 +321,12 @@ class SessionRepository:
         self._flush(sent=values)
         return session
 
+    @staticmethod
+    def real_changes(session: Session, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """The members of a patch that differ from the stored values (sending one back is no
+        edit)."""
+        return {name: value for name, value in patch.items() if getattr(session, name) != value}
+
     def update(self, session: Session, changes: Mapping[str, Any]) -> Session:
         """Apply a merge patch; a patch that changes nothing issues no UPDATE."""
         for name, value in changes.items():

@@ -556,7 +556,7 @@ async def update_session(
         # the patch changes after them.
         policy.check_may_change(principal, session)
         check_write(preconditions, "PATCH", session)
-        changes = policy.real_changes(session, patch)
+        changes = repository.real_changes(session, patch)
         policy.check_changes(principal, session, changes)
         return repository.update(session, changes)
 
