@@ -45,7 +45,10 @@ class InvalidToken(ServiceError):
 # How many verified tokens a verifier remembers: a client sends the same token with every request
 # until it expires, and verifying it again (base64, JSON, the signature) costs more than serving
 # a read. Only tokens of up to REMEMBERED_TOKEN_MAX characters (identity providers' are a few
-# hundred to a few thousand): at most 32 MiB, however large the tokens a client sends.
+# hundred to a few thousand), however large the tokens a client sends: at most 32 MiB of token
+# text, and about as much again for the principals such tokens can carry (a long
+# organizer_events list); an audit filled it with 8 KiB tokens at 67 MiB. Only tokens the
+# identity provider signed are kept.
 VERIFIED_TOKENS_KEPT = 4096
 REMEMBERED_TOKEN_MAX = 8192
 
