@@ -87,6 +87,29 @@ def no_nul(value: str) -> str:
     return value
 
 
+# The C0 control characters but tab, line feed and carriage return: nothing a person writes, and
+# what XML 1.0 cannot hold (the schedules that conference tools export: Pentabarf, xCal), a
+# terminal may act on, and JSON sends as six bytes each.
+_CONTROL_CHARACTERS = "\x00-\x08\x0b\x0c\x0e-\x1f"
+_CONTROL_CHARACTER = re.compile(f"[{_CONTROL_CHARACTERS}]")
+
+
+def no_control_characters(value: str) -> str:
+    if _CONTROL_CHARACTER.search(value):
+        raise ValueError(
+            "must not contain control characters (U+0000 to U+001F) but tab, line feed and "
+            "carriage return"
+        )
+    return value
+
+
+def _no_control_characters_once_sanitised(value: str) -> str:
+    # A character reference ("&#1;") is one once the HTML is parsed.
+    if _CONTROL_CHARACTER.search(value):
+        raise ValueError("must not contain control characters, nor character references to them")
+    return value
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be blank")
@@ -138,27 +161,34 @@ def _json_integer(value: object) -> object:
 
 
 Id = Annotated[int, Field(ge=1, le=INT4_MAX), BeforeValidator(_json_integer)]
-# The schema's patterns state the validators' rules (no NUL, which PostgreSQL text cannot hold;
-# a title not blank).
+# The schema's patterns state the validators' rules: no NUL in a search, which PostgreSQL text
+# cannot hold; no control character in a stored text, and a title not blank.
 NO_NUL = Field(json_schema_extra={"pattern": r"^[^\x00]*$"})
-NOT_BLANK = Field(json_schema_extra={"pattern": rf"^[^\x00]*[^\x00{WHITESPACE}][^\x00]*$"})
+NO_CONTROL = Field(json_schema_extra={"pattern": f"^[^{_CONTROL_CHARACTERS}]*$"})
+NOT_BLANK = Field(
+    json_schema_extra={
+        "pattern": f"^[^{_CONTROL_CHARACTERS}]*[^{_CONTROL_CHARACTERS}{WHITESPACE}]"
+        f"[^{_CONTROL_CHARACTERS}]*$"
+    }
+)
+StoredText = Annotated[str, AfterValidator(no_control_characters)]
 
 Title = Annotated[
-    str,
+    StoredText,
     Field(min_length=1, max_length=models.TITLE_MAX),
-    AfterValidator(no_nul),
     AfterValidator(_not_blank),
     NOT_BLANK,
 ]
-Subtitle = Annotated[str, Field(max_length=models.SUBTITLE_MAX), AfterValidator(no_nul), NO_NUL]
-LongText = Annotated[str, Field(max_length=models.TEXT_MAX), AfterValidator(no_nul), NO_NUL]
+Subtitle = Annotated[StoredText, Field(max_length=models.SUBTITLE_MAX), NO_CONTROL]
+LongText = Annotated[StoredText, Field(max_length=models.TEXT_MAX), NO_CONTROL]
 SafeHtml = Annotated[
     LongText,
     AfterValidator(sanitize_html),
+    AfterValidator(_no_control_characters_once_sanitised),
     AfterValidator(_fits_once_sanitised),
     Field(description="HTML; sanitised on write to a small safe subset (see the README)."),
 ]
-Language = Annotated[str, Field(max_length=models.LANGUAGE_MAX), AfterValidator(no_nul), NO_NUL]
+Language = Annotated[StoredText, Field(max_length=models.LANGUAGE_MAX), NO_CONTROL]
 Url = Annotated[
     HttpUrl,
     # On the URL as sent, which the schema's maxLength documents; and on the normalised URL,

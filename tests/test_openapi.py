@@ -288,6 +288,17 @@ def test_free_text_list_parameters_document_that_nul_is_refused(
     assert re.search(schema["pattern"], "e\x00n") is None
 
 
+@pytest.mark.parametrize("field", ["title", "subtitle", "language", "long_abstract"])
+def test_stored_texts_document_that_control_characters_are_refused(
+    document: dict[str, Any], field: str
+) -> None:
+    schema = document["components"]["schemas"]["SessionCreate"]["properties"][field]
+    pattern = next(option for option in schema.get("anyOf", [schema]) if "pattern" in option)
+    assert re.search(pattern["pattern"], "a\tb\r\nc") is not None
+    for control in "\x00\x01\x1b\x1f":
+        assert re.search(pattern["pattern"], f"a{control}b") is None
+
+
 def test_input_date_times_document_their_years(document: dict[str, Any]) -> None:
     parameters = document["paths"]["/sessions"]["get"]["parameters"]
     [schema] = [

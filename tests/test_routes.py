@@ -216,6 +216,15 @@ INVALID_BODIES = [
     pytest.param(session_body(title="   "), ["body", "title"], id="title blank"),
     pytest.param(session_body(title="x" * 256), ["body", "title"], id="title too long"),
     pytest.param(session_body(title="a\x00b"), ["body", "title"], id="title with NUL"),
+    pytest.param(session_body(title="a\x07b"), ["body", "title"], id="title with BEL"),
+    pytest.param(session_body(subtitle="\x1b[31mred"), ["body", "subtitle"], id="subtitle ESC"),
+    pytest.param(session_body(language="e\x0bn"), ["body", "language"], id="language VT"),
+    pytest.param(session_body(comments="a\x1fb"), ["body", "comments"], id="comments US"),
+    # A character reference is the character once the HTML is parsed (and sanitised).
+    pytest.param(session_body(short_abstract="a&#1;b"), ["body", "short_abstract"], id="HTML &#1;"),
+    pytest.param(
+        session_body(long_abstract="<p>&#x1b;</p>"), ["body", "long_abstract"], id="HTML &#x1b;"
+    ),
     pytest.param(session_body(subtitle="x" * 256), ["body", "subtitle"], id="subtitle too long"),
     pytest.param(
         session_body(long_abstract="x" * 10_001), ["body", "long_abstract"], id="abstract too long"
@@ -629,3 +638,25 @@ async def test_date_times_near_the_ends_of_the_years_come_back_as_they_can_be_se
     patched = await client.patch(f"/sessions/{stored['id']}", json=stored)
     assert patched.status_code == 200, patched.text
     assert patched.json() == stored
+
+
+async def test_tab_and_newlines_are_kept_in_texts(client: httpx.AsyncClient) -> None:
+    # The control characters a person writes are the only ones a text may hold.
+    texts = {"title": "A\ttalk", "subtitle": "in\r\ntwo lines", "long_abstract": "<p>a\nb</p>"}
+    response = await client.post("/sessions", json=session_body(**texts))
+    assert response.status_code == 201
+    assert {name: response.json()[name] for name in texts} == texts
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("title", "a\x01b"), ("comments", "a&#x1f;b")], ids=["raw", "reference"]
+)
+async def test_patch_with_a_control_character_is_422_and_changes_nothing(
+    client: httpx.AsyncClient, field: str, value: str
+) -> None:
+    session = await create_session(client)
+    response = await client.patch(f"/sessions/{session['id']}", json={field: value})
+    body = assert_problem(response, 422)
+    assert [error["location"] for error in body["errors"]] == [["body", field]]
+    assert "control characters" in body["errors"][0]["message"]
+    assert (await client.get(f"/sessions/{session['id']}")).json() == session
