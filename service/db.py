@@ -83,11 +83,21 @@ def _database_url(settings: Settings) -> str:
 def _connect_args(settings: Settings) -> dict[str, Any]:
     return {
         "timeout": settings.db_connect_timeout,
-        "server_settings": {"statement_timeout": str(round(settings.db_statement_timeout * 1000))},
+        # For every statement of the connection, in milliseconds. Only writes wait for row locks;
+        # reads wait for a lock only while DDL (a migration) holds the table. The migrations
+        # have an engine and a lock_timeout of their own (alembic/env.py).
+        "server_settings": {
+            "statement_timeout": _milliseconds(settings.db_statement_timeout),
+            "lock_timeout": _milliseconds(settings.db_lock_timeout),
+        },
         # The client's own bound, for a server that does not answer at all (frozen, cut off);
         # a second later than the server's, which ends the statement more cleanly.
         "command_timeout": settings.db_statement_timeout + 1,
     }
+
+
+def _milliseconds(seconds: float) -> str:
+    return str(round(seconds * 1000))
 
 
 def _driver_lost_the_connection(context: ExceptionContext) -> None:

@@ -285,6 +285,32 @@ class DatabaseUnavailable(ServiceError):
         )
 
 
+class ChangeInProgress(ServiceError):
+    """409: a write that waited DB_LOCK_TIMEOUT for a lock held by another transaction, changing
+    the same session or creating under the same Idempotency-Key (whose draft answers such a
+    retry 409), and gave up; its transaction rolled back. Retry-After: the other transaction,
+    if it is one of the service's writes, is over within a few statements."""
+
+    status = HTTPStatus.CONFLICT
+    slug = "change-in-progress"
+
+    @classmethod
+    def of_session(cls) -> "ChangeInProgress":
+        return cls(
+            "Another change of this session is in progress; nothing was changed. Send the request "
+            "again shortly.",
+            headers={"Retry-After": "1"},
+        )
+
+    @classmethod
+    def of_idempotency_key(cls) -> "ChangeInProgress":
+        return cls(
+            "A request with this Idempotency-Key is still in progress; nothing was changed. Send "
+            "the request again shortly, to get its answer.",
+            headers={"Retry-After": "1"},
+        )
+
+
 # Set while a unit of work commits (service.db.unit_of_work), until its outcome is known: a
 # request cancelled then (at shutdown) may have been saved, and is answered so.
 committing: ContextVar[bool] = ContextVar("committing", default=False)
@@ -418,6 +444,15 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
     return await _service_error(request, DatabaseUnavailable())
 
 
+async def _change_in_progress(request: Request, exc: Exception) -> Response:
+    # Logged as the database's other refusals are: a lock held for long (a transaction left
+    # open in psql, a migration) shows here first.
+    logger.warning(
+        "lock not granted within DB_LOCK_TIMEOUT: %s", driver_reason(exc.__cause__ or exc)
+    )
+    return await _service_error(request, exc)
+
+
 def driver_reason(exc: BaseException) -> str:
     """The driver's error where SQLAlchemy wraps one, for a log line: its class names the
     SQLSTATE's meaning, its message the cause (a database that does not exist, a password
@@ -514,11 +549,28 @@ _UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "28", "3D", "53", "57"})
 # An undefined table or column: the schema is not migrated to this release (`migrate` never run,
 # or the database recreated under the service); /readyz says so too.
 _UNMIGRATED_SQLSTATES = frozenset({"42P01", "42703"})
+# lock_timeout (DB_LOCK_TIMEOUT): a lock another transaction holds was not granted in time. Where
+# a write locks a session's row or claims an Idempotency-Key, ChangeInProgress says so; anywhere
+# else it is a table that DDL holds (a migration), and the database cannot serve now.
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error, whether SQLAlchemy wraps it or not; None for others."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        return sqlstate(exc.orig) if exc.orig is not None else None
+    code = getattr(exc, "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
+def is_lock_not_available(exc: BaseException) -> bool:
+    return sqlstate(exc) == LOCK_NOT_AVAILABLE
 
 
 def is_database_unavailable(exc: BaseException) -> bool:
     """Whether an error says the database cannot serve now (a lost connection, a timeout, a
-    server shutting down), not that the request is wrong: what answers 503 database-unavailable."""
+    server shutting down), not that the request is wrong: what answers 503 database-unavailable,
+    and a COMMIT whose outcome is unknown."""
     if isinstance(exc, sa_exc.DBAPIError):
         return _is_connection_error(exc)
     if isinstance(exc, asyncpg.PostgresError):
@@ -528,9 +580,11 @@ def is_database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, sa_exc.TimeoutError, *DRIVER_CONNECTION_ERRORS))
 
 
-def _is_unavailable_sqlstate(sqlstate: object) -> bool:
-    return isinstance(sqlstate, str) and (
-        sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or sqlstate in _UNMIGRATED_SQLSTATES
+def _is_unavailable_sqlstate(code: object) -> bool:
+    return isinstance(code, str) and (
+        code[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+        or code in _UNMIGRATED_SQLSTATES
+        or code == LOCK_NOT_AVAILABLE
     )
 
 
@@ -554,6 +608,7 @@ async def _database_error(request: Request, exc: Exception) -> Response:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(ChangeInProgress, _change_in_progress)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(sa_exc.DBAPIError, _database_error)

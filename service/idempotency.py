@@ -5,7 +5,8 @@ cannot tell whether its session was created, and a plain retry could create it t
 an Idempotency-Key, a creation stores the key, a fingerprint of its body and its answer in the
 same transaction as the session: both are saved or neither is. A retry with the same key is then
 answered as the first request was, and creates nothing; one sent while the first is still being
-written waits for its outcome (PostgreSQL's unique index makes it wait) rather than racing it.
+written waits for its outcome (PostgreSQL's unique index makes it wait) rather than racing it,
+for up to DB_LOCK_TIMEOUT: then it is 409, as the draft answers a request still in progress.
 
 Only successes are stored: a request refused (401, 403, 422...) changed nothing, so its retry is
 simply a new attempt. Keys belong to the caller (the token's `sub`) and expire after
@@ -22,8 +23,9 @@ import orjson
 from fastapi import Request, Response
 from sqlalchemy import Table, bindparam, delete, func, orm, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
 
-from service.errors import BadRequest, InvalidInput
+from service.errors import BadRequest, ChangeInProgress, InvalidInput, is_lock_not_available
 from service.models import IDEMPOTENCY_KEY_MAX, IdempotencyKey
 from service.openapi import header_parameter
 
@@ -150,7 +152,8 @@ class IdempotencyKeys:
         """Store the answer of the write under the key, to be committed with it.
 
         If the key has an answer already (committed, or by a request still in flight, whose
-        outcome this waits for), raise KeyAlreadyUsed with it.
+        outcome this waits for), raise KeyAlreadyUsed with it; ChangeInProgress if that request
+        is not over within DB_LOCK_TIMEOUT.
         """
         row = {
             "caller": caller,
@@ -162,7 +165,13 @@ class IdempotencyKeys:
             },
             "body": bytes(answer.body),
         }
-        if self.db.execute(_CLAIM, row).first() is None:
+        try:
+            claimed = self.db.execute(_CLAIM, row).first()
+        except DBAPIError as exc:
+            if is_lock_not_available(exc):  # the first request's outcome, not known in time
+                raise ChangeInProgress.of_idempotency_key() from exc
+            raise
+        if claimed is None:
             stored = self.db.execute(_STORED, {"caller": caller, "key": key}).one()
             raise KeyAlreadyUsed(StoredAnswer(*stored))
         self.db.execute(_PRUNE)

@@ -28,6 +28,9 @@ PROBLEMS = {
     401: "Authentication is required, or the token is not valid.",
     403: "The caller may not do this.",
     404: "There is no session with this id, or it was deleted.",
+    409: "Another change of this session is in progress (type "
+    "`urn:sessions-service:problem:change-in-progress`); nothing was changed: retry after "
+    "`Retry-After` seconds.",
     412: "A precondition failed: the session changed since it was read.",
     413: "The body is too large.",
     415: "The body's Content-Type or Content-Encoding is not one this operation accepts.",
@@ -37,6 +40,11 @@ PROBLEMS = {
     "`urn:sessions-service:problem:shutting-down`): retry after `Retry-After` seconds. A 503 of "
     "type `urn:sessions-service:problem:commit-unconfirmed` (no `Retry-After`) may have been "
     "saved: read before retrying.",
+}
+# Seconds to wait before retrying, as a 409 and a 503 say it (RFC 9110 10.2.3).
+RETRY_AFTER = {
+    409: "Seconds to wait before retrying.",
+    503: "Seconds to wait before retrying; absent when a write may have been saved.",
 }
 
 
@@ -76,13 +84,8 @@ def problem_response(status: int, description: str | None = None, **extra: Any) 
         "model": ValidationProblem if status == 422 else Problem,
         "description": description or PROBLEMS[status],
     }
-    if status == 503:
-        response["headers"] = {
-            "Retry-After": header(
-                "Seconds to wait before retrying; absent when a write may have been saved.",
-                pattern="^[0-9]+$",
-            )
-        }
+    if status in RETRY_AFTER:
+        response["headers"] = {"Retry-After": header(RETRY_AFTER[status], pattern="^[0-9]+$")}
     return {status: response | extra}
 
 

@@ -30,12 +30,18 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from service.db import STAMPED, WRITING_TRANSACTION
-from service.errors import SCHEDULE_ERROR, SCHEDULE_MESSAGES, InvalidInput
+from service.errors import (
+    SCHEDULE_ERROR,
+    SCHEDULE_MESSAGES,
+    ChangeInProgress,
+    InvalidInput,
+    is_lock_not_available,
+)
 from service.models import (
     CURRENT_TXID,
     NEGATIVE_INFINITY,
@@ -309,7 +315,12 @@ class SessionRepository:
         """A session that is not deleted; locked until the transaction ends if for_update."""
         if not for_update:
             return self.db.execute(_LIVE_SESSION, {"id": session_id}).scalar_one_or_none()
-        found = self.db.execute(_LOCKED_LIVE_SESSION, {"id": session_id}).one_or_none()
+        try:
+            found = self.db.execute(_LOCKED_LIVE_SESSION, {"id": session_id}).one_or_none()
+        except DBAPIError as exc:
+            if is_lock_not_available(exc):  # not granted within DB_LOCK_TIMEOUT
+                raise ChangeInProgress.of_session() from exc
+            raise
         if found is None:
             return None
         session, self.db.info[WRITING_TRANSACTION] = found

@@ -140,6 +140,8 @@ SortValue = Annotated[str, Field(json_schema_extra={"pattern": SORT_PATTERN})]
 SearchText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul), NO_NUL]
 
 DATABASE = problems(503)
+# A write that waited DB_LOCK_TIMEOUT for a lock another one holds (ChangeInProgress).
+CHANGE_IN_PROGRESS = problems(409)
 # A body sent as another media type is refused before it is read (text/plain, a form, a JSON
 # Patch), naming what is accepted; one sent in a content coding (gzip), naming identity.
 _UNSUPPORTED_BODY = {
@@ -249,6 +251,12 @@ _CREATED_SESSION_LINKS = {
         CREATE_RESPONSES,
         CREATE_AUTH_RESPONSES,
         DATABASE,
+        problem_response(
+            409,
+            f"A request with this {idempotency.HEADER} is still in progress (type "
+            "`urn:sessions-service:problem:change-in-progress`); nothing was changed: retry after "
+            "`Retry-After` seconds to get its answer.",
+        ),
         _UNSUPPORTED_BODY["POST"],
         problem_response(
             400, f"{idempotency.HEADER} is malformed or sent twice, or Content-Type is sent twice."
@@ -532,6 +540,7 @@ async def get_session(
             400, "If-Match or If-None-Match is malformed, or Content-Type is sent twice."
         ),
         DATABASE,
+        CHANGE_IN_PROGRESS,
     ),
     openapi_extra={"parameters": WRITE_PRECONDITION_HEADERS},
 )
@@ -569,7 +578,7 @@ async def update_session(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a session",
     response_description="Deleted.",
-    responses=merge_responses(DELETE_RESPONSES, WRITE_AUTH_RESPONSES, DATABASE),
+    responses=merge_responses(DELETE_RESPONSES, WRITE_AUTH_RESPONSES, DATABASE, CHANGE_IN_PROGRESS),
     openapi_extra={"parameters": WRITE_PRECONDITION_HEADERS},
 )
 async def delete_session(

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     db_connect_timeout: Seconds = Field(default=5.0, gt=0)
     # In whole milliseconds on the server, where 0 would mean no limit at all.
     db_statement_timeout: Seconds = Field(default=5.0, ge=0.001)
+    # Each wait of a statement for a lock (a row another transaction is changing; PostgreSQL's
+    # lock_timeout): shorter than the statement timeout, so that writes piled up on one row give
+    # their connections back soon. Behind other waiters, a row lock is two waits: for the row,
+    # then for the transaction that holds it.
+    db_lock_timeout: Seconds = Field(default=1.0, ge=0.001)
     readiness_timeout: Seconds = Field(default=2.0, gt=0)
     # PATCH and DELETE without If-Match or If-Unmodified-Since get 428 (RFC 6585).
     require_preconditions: bool = False
@@ -89,6 +94,17 @@ class Settings(BaseSettings):
 
     max_body_size: int = Field(default=1024 * 1024, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = []
+
+    @model_validator(mode="after")
+    def _lock_timeout_within_statement_timeout(self) -> Self:
+        # Else the statement timeout would end every lock wait first, and DB_LOCK_TIMEOUT would
+        # say a limit that never applies.
+        if self.db_lock_timeout >= self.db_statement_timeout:
+            raise ValueError(
+                f"DB_LOCK_TIMEOUT ({self.db_lock_timeout:g} s) must be shorter than "
+                f"DB_STATEMENT_TIMEOUT ({self.db_statement_timeout:g} s)"
+            )
+        return self
 
     @field_validator("jwt_algorithms", "cors_origins", mode="before")
     @classmethod

@@ -181,8 +181,14 @@ def test_a_start_that_fails_exits_with_status_3(deployed_database: str) -> None:
         service.stop()
 
 
+# A PATCH behind a row lock waits longer than these tests' steps take (else it would be a 409).
+WAITS_FOR_LOCKS = {"DB_LOCK_TIMEOUT": "4"}
+
+
 async def test_sigterm_drains_the_request_in_flight_and_exits_0(deployed_database: str) -> None:
-    service = ServiceProcess(deployed_database, LOG_LEVEL="info").wait_until_ready()
+    service = ServiceProcess(
+        deployed_database, LOG_LEVEL="info", **WAITS_FOR_LOCKS
+    ).wait_until_ready()
     try:
         async with httpx.AsyncClient(
             base_url=service.base_url, timeout=30, headers=ADMIN_HEADERS
@@ -235,7 +241,7 @@ async def test_sigterm_gives_up_on_a_stuck_request_after_the_graceful_timeout(
     deployed_database: str,
 ) -> None:
     service = ServiceProcess(
-        deployed_database, GRACEFUL_SHUTDOWN_TIMEOUT="1", ACCESS_LOG="false"
+        deployed_database, GRACEFUL_SHUTDOWN_TIMEOUT="1", ACCESS_LOG="false", **WAITS_FOR_LOCKS
     ).wait_until_ready()
     try:
         async with httpx.AsyncClient(

@@ -1,0 +1,156 @@
+"""The database's time limits, each answered as what it is: a write that waited DB_LOCK_TIMEOUT
+for a lock another transaction holds is 409 change-in-progress, and changes nothing. The
+settings make the two limits far apart, so which one ended a wait is unambiguous.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.errors import PROBLEM_BASE
+from service.settings import Settings
+from tests.conftest import (
+    ADMIN_ID,
+    StoredRows,
+    assert_problem,
+    asyncpg_dsn,
+    create_session,
+    empty_sessions,
+    session_body,
+    started,
+)
+from tests.test_idempotency import KEY, keyed
+
+LOCK_TIMEOUT = 0.2
+STATEMENT_TIMEOUT = 30.0
+# Well under STATEMENT_TIMEOUT: an answer that comes before it did not wait for the statement
+# timeout, and one that does not come is a failure, not a hang.
+BOUND = 10.0
+
+
+async def answer(request: Awaitable[httpx.Response]) -> httpx.Response:
+    async with asyncio.timeout(BOUND):
+        return await request
+
+
+@pytest.fixture
+async def client(database_url: str, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
+    """The app as deployed, its lock timeout short and its statement timeout long; its writes
+    commit, and the tables are emptied afterwards."""
+    settings = Settings(
+        database_url=database_url,
+        db_lock_timeout=LOCK_TIMEOUT,
+        db_statement_timeout=STATEMENT_TIMEOUT,
+    )
+    async with started(settings) as (_, client):
+        yield client
+    await empty_sessions(engine)
+
+
+@pytest.fixture
+async def elsewhere(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """Another client of the database (psql, a migration, another service), holding locks."""
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    yield conn
+    await conn.close()
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the error handlers logged at warning."""
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "service.errors" and record.levelno == logging.WARNING
+    ]
+
+
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+async def test_write_of_a_row_locked_elsewhere_is_409_and_changes_nothing(
+    client: httpx.AsyncClient,
+    elsewhere: asyncpg.Connection,
+    stored: StoredRows,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+) -> None:
+    session = await create_session(client)
+    url = f"/sessions/{session['id']}"
+    body = {"title": "Changed"} if method == "PATCH" else None
+    before = await stored.row(session["id"])
+    with caplog.at_level(logging.WARNING, logger="service.errors"):
+        async with elsewhere.transaction():
+            await elsewhere.execute(
+                "SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session["id"]
+            )
+            response = await answer(client.request(method, url, json=body))
+
+    problem = assert_problem(response, 409)
+    assert problem["type"] == PROBLEM_BASE + "change-in-progress"
+    assert response.headers["retry-after"] == "1"
+    assert await stored.row(session["id"]) == before  # version and stamp included
+    assert warnings(caplog) == [
+        "lock not granted within DB_LOCK_TIMEOUT: LockNotAvailableError: "
+        "canceling statement due to lock timeout"
+    ]
+    # The lock released, the same request goes through.
+    retried = await client.request(method, url, json=body)
+    assert retried.status_code == (200 if method == "PATCH" else 204), retried.text
+
+
+async def test_create_retried_while_the_first_is_in_flight_past_the_lock_timeout_is_409(
+    client: httpx.AsyncClient,
+    elsewhere: asyncpg.Connection,
+    stored: StoredRows,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    body = session_body()
+    # The first request, still writing: its key inserted, its transaction open.
+    first = elsewhere.transaction()
+    await first.start()
+    await elsewhere.execute(
+        "INSERT INTO idempotency_keys (caller, key, fingerprint, status, headers, body) "
+        "VALUES ($1, $2, '', 201, '{}', '')",
+        ADMIN_ID,
+        KEY,
+    )
+    with caplog.at_level(logging.WARNING, logger="service.errors"):
+        try:
+            response = await answer(client.post("/sessions", json=body, headers=keyed()))
+        finally:
+            await first.rollback()
+
+    problem = assert_problem(response, 409)
+    assert problem["type"] == PROBLEM_BASE + "change-in-progress"
+    assert response.headers["retry-after"] == "1"
+    assert await stored.conn.fetchval("SELECT count(*) FROM sessions") == 0
+    assert len(warnings(caplog)) == 1
+    # The first never happened: the retry is the creation.
+    assert (await client.post("/sessions", json=body, headers=keyed())).status_code == 201
+
+
+async def test_requests_on_a_table_a_migration_holds_are_503_at_the_lock_timeout(
+    client: httpx.AsyncClient, elsewhere: asyncpg.Connection, stored: StoredRows
+) -> None:
+    # DDL locks the whole table: reads wait too, and creations. The database cannot serve them
+    # now; it will once the migration commits.
+    session = await create_session(client)
+    async with elsewhere.transaction():
+        await elsewhere.execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        responses = [
+            await answer(request)
+            for request in (
+                client.get(f"/sessions/{session['id']}"),
+                client.get("/sessions"),
+                client.get("/sessions/changes"),
+                client.post("/sessions", json=session_body()),
+            )
+        ]
+    for response in responses:
+        problem = assert_problem(response, 503)
+        assert problem["type"] == PROBLEM_BASE + "database-unavailable"
+        assert response.headers["retry-after"] == "1"
+    assert await stored.conn.fetchval("SELECT count(*) FROM sessions") == 1
