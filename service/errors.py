@@ -285,6 +285,23 @@ class DatabaseUnavailable(ServiceError):
         )
 
 
+class QueryCanceled(ServiceError):
+    """503: PostgreSQL cancelled a statement of the request (57014): it ran longer than
+    DB_STATEMENT_TIMEOUT allows, or an operator cancelled it (pg_cancel_backend). Nothing was
+    written: a COMMIT that did not finish is CommitUnconfirmed. No Retry-After, unlike a database
+    that cannot serve now: the same request may well take as long again."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    slug = "query-canceled"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The database stopped this request before it finished: it took longer than the "
+            "service allows, or was cancelled. Nothing was changed; sent again, the same request "
+            "may take as long."
+        )
+
+
 class ChangeInProgress(ServiceError):
     """409: a write that waited DB_LOCK_TIMEOUT for a lock held by another transaction, changing
     the same session or creating under the same Idempotency-Key (whose draft answers such a
@@ -440,6 +457,9 @@ def _allowed_methods(request: Request) -> str:
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    if sqlstate(exc) == QUERY_CANCELED:
+        logger.warning("query canceled: %s", driver_reason(exc))
+        return await _service_error(request, QueryCanceled())
     logger.warning("database unavailable: %s", driver_reason(exc))
     return await _service_error(request, DatabaseUnavailable())
 
@@ -544,7 +564,7 @@ _ADAPTER_CONNECTION_ERRORS = (
 # SQLSTATE classes that say "the database cannot serve now", not "this request is wrong":
 # 08 connection exception, 28 invalid authorization (credentials rotated away), 3D invalid
 # catalog name (the database dropped or not yet created), 53 insufficient resources (too many
-# connections), 57 operator intervention (shutting down, starting up, statement timeout).
+# connections), 57 operator intervention (shutting down, starting up, a statement cancelled).
 _UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "28", "3D", "53", "57"})
 # An undefined table or column: the schema is not migrated to this release (`migrate` never run,
 # or the database recreated under the service); /readyz says so too.
@@ -553,6 +573,8 @@ _UNMIGRATED_SQLSTATES = frozenset({"42P01", "42703"})
 # a write locks a session's row or claims an Idempotency-Key, ChangeInProgress says so; anywhere
 # else it is a table that DDL holds (a migration), and the database cannot serve now.
 LOCK_NOT_AVAILABLE = "55P03"
+# statement_timeout (DB_STATEMENT_TIMEOUT), or pg_cancel_backend: answered QueryCanceled.
+QUERY_CANCELED = "57014"
 
 
 def sqlstate(exc: BaseException) -> str | None:
@@ -569,8 +591,8 @@ def is_lock_not_available(exc: BaseException) -> bool:
 
 def is_database_unavailable(exc: BaseException) -> bool:
     """Whether an error says the database cannot serve now (a lost connection, a timeout, a
-    server shutting down), not that the request is wrong: what answers 503 database-unavailable,
-    and a COMMIT whose outcome is unknown."""
+    server shutting down), not that the request is wrong: what answers 503 (database-unavailable,
+    or query-canceled for a cancelled statement), and a COMMIT whose outcome is unknown."""
     if isinstance(exc, sa_exc.DBAPIError):
         return _is_connection_error(exc)
     if isinstance(exc, asyncpg.PostgresError):

@@ -38,13 +38,16 @@ PROBLEMS = {
     428: "The request must be conditional.",
     503: "The database is unavailable, or the service is shutting down (type "
     "`urn:sessions-service:problem:shutting-down`): retry after `Retry-After` seconds. A 503 of "
-    "type `urn:sessions-service:problem:commit-unconfirmed` (no `Retry-After`) may have been "
-    "saved: read before retrying.",
+    "type `urn:sessions-service:problem:query-canceled` (no `Retry-After`): the database stopped "
+    "the request, which took too long; nothing was changed, and the same request may take as "
+    "long again. A 503 of type `urn:sessions-service:problem:commit-unconfirmed` (no "
+    "`Retry-After`) may have been saved: read before retrying.",
 }
 # Seconds to wait before retrying, as a 409 and a 503 say it (RFC 9110 10.2.3).
 RETRY_AFTER = {
     409: "Seconds to wait before retrying.",
-    503: "Seconds to wait before retrying; absent when a write may have been saved.",
+    503: "Seconds to wait before retrying; absent when a write may have been saved, or when the "
+    "request itself took too long (query-canceled).",
 }
 
 

@@ -12,7 +12,10 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
+from sqlalchemy.dialects.postgresql.asyncpg import (
+    AsyncAdapt_asyncpg_connection,
+    AsyncAdapt_asyncpg_dbapi,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_
@@ -317,6 +320,34 @@ async def test_a_write_whose_commit_is_unconfirmed_and_not_stored_is_never_answe
             assert (await client.get(f"/sessions/{session['id']}")).json() == session
     finally:
         await empty_sessions(engine)
+
+
+@pytest.mark.parametrize("applied", [True, False], ids=["saved", "not saved"])
+async def test_a_commit_the_database_cancels_is_looked_up_never_answered_unchanged(
+    database_url: str, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, applied: bool
+) -> None:
+    # 57014 at COMMIT (pg_cancel_backend; PostgreSQL stops the statement timeout before it
+    # commits, but not every cancellation): query-canceled would tell the client that nothing
+    # was changed, of a write that may stand. The outcome is looked up instead, as for a lost one.
+    message = "canceling statement due to user request"
+    canceled = AsyncAdapt_asyncpg_dbapi.Error(message, asyncpg.QueryCanceledError(message))  # type: ignore[no-untyped-call]
+    try:
+        async with started(settings_for(database_url)) as (_, client):
+            session = await create_session(client)
+            commit_then(monkeypatch, applied=applied, raised=canceled)
+            response = await client.patch(f"/sessions/{session['id']}", json={"title": "Canceled"})
+            monkeypatch.undo()
+            stored = (await client.get(f"/sessions/{session['id']}")).json()
+    finally:
+        await empty_sessions(engine)
+    if applied:
+        assert response.status_code == 200, response.text
+        assert response.json() == stored
+        assert stored["version"] == 2
+    else:
+        assert response.status_code == 503, response.text
+        assert response.json()["type"] == "urn:sessions-service:problem:commit-unconfirmed"
+        assert stored == session
 
 
 @pytest.mark.parametrize("write", ["PATCH", "DELETE"])

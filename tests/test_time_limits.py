@@ -1,6 +1,7 @@
 """The database's time limits, each answered as what it is: a write that waited DB_LOCK_TIMEOUT
-for a lock another transaction holds is 409 change-in-progress, and changes nothing. The
-settings make the two limits far apart, so which one ended a wait is unambiguous.
+for a lock another transaction holds is 409 change-in-progress, a statement the database
+cancelled (DB_STATEMENT_TIMEOUT, pg_cancel_backend) is 503 query-canceled; neither changes
+anything. The settings make the two limits far apart, so which one ended a wait is unambiguous.
 """
 
 import asyncio
@@ -154,3 +155,75 @@ async def test_requests_on_a_table_a_migration_holds_are_503_at_the_lock_timeout
         assert problem["type"] == PROBLEM_BASE + "database-unavailable"
         assert response.headers["retry-after"] == "1"
     assert await stored.conn.fetchval("SELECT count(*) FROM sessions") == 1
+
+
+# A BEFORE UPDATE trigger that takes a minute for one title: a statement that runs long without
+# waiting for any lock, as a heavy query on an overloaded database does.
+SLOW_TITLE = "Slow to write"
+SLOW_UPDATE = f"""
+CREATE FUNCTION slow_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_sleep(60);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER slow_update BEFORE UPDATE ON sessions
+    FOR EACH ROW WHEN (NEW.title = '{SLOW_TITLE}') EXECUTE FUNCTION slow_update();
+"""
+
+
+async def test_write_past_the_statement_timeout_is_503_query_canceled_and_changes_nothing(
+    database_url: str, engine: AsyncEngine, stored: StoredRows, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(database_url=database_url, db_statement_timeout=0.5, db_lock_timeout=0.2)
+    await stored.conn.execute(SLOW_UPDATE)
+    try:
+        async with started(settings) as (_, client):
+            session = await create_session(client)
+            before = await stored.row(session["id"])
+            with caplog.at_level(logging.WARNING, logger="service.errors"):
+                response = await answer(
+                    client.patch(f"/sessions/{session['id']}", json={"title": SLOW_TITLE})
+                )
+            # Not an outage: the next request is served.
+            patched = await client.patch(f"/sessions/{session['id']}", json={"title": "Quick"})
+    finally:
+        await stored.conn.execute(
+            "DROP TRIGGER slow_update ON sessions; DROP FUNCTION slow_update()"
+        )
+        await empty_sessions(engine)
+
+    problem = assert_problem(response, 503)
+    assert problem["type"] == PROBLEM_BASE + "query-canceled"
+    # Not "retry in a second": the same request would take as long again.
+    assert "retry-after" not in response.headers
+    assert warnings(caplog) == [
+        "query canceled: QueryCanceledError: canceling statement due to statement timeout"
+    ]
+    assert before["version"] == 1
+    assert patched.json()["version"] == 2  # the slow change was never applied
+
+
+async def test_read_the_database_cancels_is_503_query_canceled(
+    database_url: str, engine: AsyncEngine, elsewhere: asyncpg.Connection
+) -> None:
+    # pg_cancel_backend (an operator ending a query) gives the same SQLSTATE as a statement
+    # timeout, and the same answer. The read waits for a table lock meanwhile, so that there is
+    # a statement to cancel: the lock timeout is long here.
+    settings = Settings(database_url=database_url, db_lock_timeout=20, db_statement_timeout=30)
+    async with started(settings) as (_, client), elsewhere.transaction():
+        await elsewhere.execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        read = asyncio.create_task(client.get("/sessions"))
+        waiting = None
+        for _ in range(500):
+            waiting = await elsewhere.fetchval(
+                "SELECT pid FROM pg_locks WHERE relation = 'sessions'::regclass AND NOT granted"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting, "the read never waited for the table"
+        await elsewhere.execute("SELECT pg_cancel_backend($1)", waiting)
+        response = await answer(read)
+    problem = assert_problem(response, 503)
+    assert problem["type"] == PROBLEM_BASE + "query-canceled"
+    assert "retry-after" not in response.headers
