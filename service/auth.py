@@ -283,6 +283,11 @@ class VaryByAuthorization:
 
 
 _VARY_AUTHORIZATION = (b"vary", b"Authorization")
+# OpenAPI: on every response under the prefix (CORS adds Origin to it, when it is on).
+VARY_RESPONSE_HEADER = header(
+    "Authorization: the answer depends on the caller's token, so a cache must not hand it to "
+    "another caller. `Authorization, Origin` when CORS_ORIGINS is set.",
+) | {"required": True}
 
 
 # OpenAPI: what authentication and the rules answer.

@@ -8,14 +8,14 @@ from fastapi_offline import FastAPIOffline
 from starlette.routing import Mount
 
 from service import ops, routes
-from service.auth import VaryByAuthorization, create_token_verifier
+from service.auth import VARY_RESPONSE_HEADER, VaryByAuthorization, create_token_verifier
 from service.db import ConnectionLine, create_engine, create_probe_engine
 from service.edge import BodySizeLimit, ConfiguredCORS, ResponseHeaders, WholeFiles
 from service.errors import UnexpectedErrors, install_error_handlers
 from service.metrics import Metrics
-from service.middleware import RequestTelemetry
+from service.middleware import REQUEST_ID_RESPONSE_HEADER, RequestTelemetry
 from service.migrations import known_revisions, migration_heads
-from service.openapi import install_openapi, operation_id
+from service.openapi import MiddlewareHeader, install_openapi, operation_id
 from service.pagination import TokenSigner
 from service.repository import make_sessionmaker
 from service.settings import DEVELOPMENT_CURSOR_SECRET, Settings, get_settings
@@ -27,6 +27,10 @@ Every session carries a trustworthy `last_modified_at`: set by the server on eve
 and only then, in UTC, equal to what the database holds.
 
 Errors are RFC 9457 problem details (`application/problem+json`).
+
+Every response carries `X-Request-ID`, the id the service logs the request under. A client may
+send an `X-Request-ID` of its own to find its requests in those logs: it is kept if it matches
+the pattern of that response header, else replaced by a new one, never refused.
 """
 
 
@@ -112,7 +116,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestTelemetry, metrics=app.state.metrics)
     # Added last, so outermost: the security headers and Date go on every answer.
     app.add_middleware(ResponseHeaders)
-    install_openapi(app)
+    install_openapi(
+        app,
+        middleware_headers=[
+            MiddlewareHeader("Vary", VARY_RESPONSE_HEADER, path_prefix=routes.router.prefix),
+            MiddlewareHeader("X-Request-ID", REQUEST_ID_RESPONSE_HEADER),
+        ],
+    )
     return app
 
 

@@ -14,10 +14,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.errors import HTTP_METHODS
 from service.logs import request_id
 from service.metrics import Metrics
+from service.openapi import header
 
 REQUEST_ID_HEADER = b"x-request-id"
 # What a caller's id may be: short, and safe in a header and a log line; else a new one is made.
-_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._~:+/=-]{1,128}")
+REQUEST_ID_PATTERN = "[A-Za-z0-9._~:+/=-]{1,128}"
+_VALID_REQUEST_ID = re.compile(REQUEST_ID_PATTERN.encode())
+# OpenAPI: on every response. Not a parameter of every operation: a caller's id is optional and
+# never refused (an unsafe one is replaced), and belongs in a client's transport, not in the
+# signature of each of its methods.
+REQUEST_ID_RESPONSE_HEADER = header(
+    "The request's id, on every log line written while serving it: the X-Request-ID the "
+    "request sent, if it is 1 to 128 characters of A-Z a-z 0-9 . _ ~ : + / = -, else a new "
+    "one (32 hex digits).",
+    pattern=f"^{REQUEST_ID_PATTERN}$",
+) | {"required": True}
 _METHODS = frozenset(HTTP_METHODS)
 # Probes and scrapes come every few seconds: their access lines are debug unless they fail.
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from service.errors import PROBLEM_JSON, Problem, ValidationProblem
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
 REGENERATE = "python -m service.openapi"
 REF_PREFIX = "#/components/schemas/"
+HEADER_REF_PREFIX = "#/components/headers/"
 
 PROBLEMS = {
     400: "The request is malformed.",
@@ -108,13 +110,28 @@ def merge_responses(*parts: Responses) -> Responses:
     return merged
 
 
-def install_openapi(app: FastAPI) -> None:
+@dataclass(frozen=True)
+class MiddlewareHeader:
+    """A response header that a middleware adds to every answer under `path_prefix`, problems
+    and 304s included: declared once in components.headers, referenced from each response."""
+
+    name: str
+    definition: dict[str, Any]
+    path_prefix: str = ""
+
+    def applies_to(self, path: str) -> bool:
+        return path == self.path_prefix or path.startswith(self.path_prefix + "/")
+
+
+def install_openapi(app: FastAPI, middleware_headers: Sequence[MiddlewareHeader] = ()) -> None:
     """Make app.openapi() return the document as the service really answers."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            _as_sent(generate())
+            document = generate()
+            _as_sent(document)
+            _add_middleware_headers(document, middleware_headers)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -153,6 +170,27 @@ def _as_sent(document: dict[str, Any]) -> None:
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     _integral_bounds(schemas)
+
+
+def _add_middleware_headers(
+    document: dict[str, Any], middleware_headers: Sequence[MiddlewareHeader]
+) -> None:
+    if not middleware_headers:
+        return
+    components = document.setdefault("components", {}).setdefault("headers", {})
+    for header in middleware_headers:
+        components[header.name] = header.definition
+    for path, item in document.get("paths", {}).items():
+        added = {
+            header.name: {"$ref": HEADER_REF_PREFIX + header.name}
+            for header in middleware_headers
+            if header.applies_to(path)
+        }
+        if not added:
+            continue
+        for operation in item.values():
+            for response in operation.get("responses", {}).values():
+                response["headers"] = response.get("headers", {}) | added
 
 
 def _integral_bounds(node: Any) -> None:

@@ -2,6 +2,7 @@
 
 import json
 import re
+from collections.abc import Callable
 from html.parser import HTMLParser
 from typing import Any, get_args
 
@@ -10,11 +11,21 @@ import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from service.conditional import ENTITY_TAGS_PATTERN, MalformedHeader, parse_entity_tags
+from service.edge import SECURITY_HEADERS
 from service.errors import ForbiddenRule
 from service.main import create_app
 from service.openapi import REGENERATE, SPEC_PATH, render
 from service.schemas import INPUT_YEARS, READ_ONLY_FIELDS
-from tests.conftest import PROBLEM_JSON
+from tests.conftest import (
+    ADMIN_HEADERS,
+    PROBLEM_JSON,
+    ClientAs,
+    asgi_client,
+    create_session,
+    session_body,
+    settings_for,
+    started,
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +54,107 @@ def test_the_statuses_every_operation_can_answer_are_documented(
             headers = responses["415"]["headers"]
             assert "Accept-Encoding" in headers, (method, path)
             assert {"Accept", "Accept-Patch"} & headers.keys(), (method, path)
+
+
+# What the operations' responses carry undeclared: Date, and what frames the body (Content-Type,
+# Content-Length, Connection: close after a refused one), which OpenAPI leaves to HTTP; and the
+# security headers, the same on every answer of the app (docs included) and meant for browsers
+# (the README's Safe content).
+UNDECLARED_HEADERS = frozenset(
+    {"date", "content-type", "content-length", "connection"}
+    | {name.decode() for name, _ in SECURITY_HEADERS}
+)
+
+
+def declared_headers(
+    document: dict[str, Any], method: str, path: str, status: int
+) -> dict[str, dict[str, Any]]:
+    """The headers the spec declares for this response, by lowercase name, $refs resolved."""
+    response = document["paths"][path][method.lower()]["responses"][str(status)]
+    components = document["components"].get("headers", {})
+    return {
+        name.lower(): components[header["$ref"].rpartition("/")[2]] if "$ref" in header else header
+        for name, header in response.get("headers", {}).items()
+    }
+
+
+def assert_headers_as_declared(
+    document: dict[str, Any], method: str, path: str, response: httpx.Response
+) -> None:
+    declared = declared_headers(document, method, path, response.status_code)
+    sent = set(response.headers.keys())
+    where = (method, path, response.status_code)
+    assert sent - UNDECLARED_HEADERS <= declared.keys(), (where, sent - UNDECLARED_HEADERS)
+    for name, header in declared.items():
+        if header.get("required"):
+            assert name in sent, (where, name)
+        if name in sent and "pattern" in header["schema"]:
+            assert re.search(header["schema"]["pattern"], response.headers[name]), (where, name)
+
+
+async def test_every_header_a_response_carries_is_declared(
+    document: dict[str, Any],
+    client: httpx.AsyncClient,
+    anonymous_client: httpx.AsyncClient,
+    client_as: ClientAs,
+    app_with: Callable[..., Any],
+) -> None:
+    # A status of each kind, on each operation that has one; the request id as a caller sends it.
+    one = "/sessions/{session_id}"
+    client.headers["X-Request-ID"] = "trace:7f3a"
+    answers: list[tuple[str, str, httpx.Response]] = []
+
+    async def ask(
+        method: str, path: str, url: str, *, via: httpx.AsyncClient = client, **options: Any
+    ) -> httpx.Response:
+        response = await via.request(method, url, **options)
+        answers.append((method, path, response))
+        return response
+
+    created = await ask("POST", "/sessions", "/sessions", json=session_body())
+    url = created.headers["location"]
+    await create_session(client)
+    await ask("POST", "/sessions", "/sessions", via=anonymous_client, json=session_body())
+    speaker = client_as("7")
+    await ask("POST", "/sessions", "/sessions", via=speaker, json=session_body(state="accepted"))
+    await ask("POST", "/sessions", "/sessions", content="x", headers={"content-type": "text/plain"})
+    await ask("POST", "/sessions", "/sessions", content=b"x" * (1024 * 1024 + 1))
+    await ask("POST", "/sessions", "/sessions", json={})
+    await ask(
+        "POST", "/sessions", "/sessions", json=session_body(), headers={"idempotency-key": ""}
+    )
+    for method in ("GET", "HEAD"):
+        listed = await ask(method, "/sessions", "/sessions?limit=1")
+        assert "link" in listed.headers
+        await ask(method, "/sessions", "/sessions?cursor=forged")
+        await ask(method, "/sessions", "/sessions?limit=0")
+        await ask(method, "/sessions/changes", "/sessions/changes")
+        await ask(method, "/sessions/changes", "/sessions/changes?since=forged")
+        await ask(method, "/sessions/states", "/sessions/states")
+        await ask(method, one, url)
+        await ask(method, one, url, headers={"if-none-match": created.headers["etag"]})
+        await ask(method, one, url, headers={"if-match": '"9"'})
+        await ask(method, one, url, headers={"if-match": "malformed"})
+        await ask(method, one, "/sessions/999999")
+    await ask("GET", "/sessions", "/sessions", via=anonymous_client, headers={"authorization": "x"})
+    await ask("PATCH", one, url, json={"title": "New"}, headers={"if-match": '"9"'})
+    await ask("PATCH", one, url, content="x", headers={"content-type": "text/plain"})
+    await ask("PATCH", one, url, json={"title": ""})
+    await ask("PATCH", one, url, json={"title": "New"})
+    await ask("PATCH", one, url, via=speaker, json={"title": "Mine"})
+    async with asgi_client(app_with(require_preconditions=True), ADMIN_HEADERS) as strict:
+        await ask("PATCH", one, url, via=strict, json={"title": "Newer"})
+        await ask("DELETE", one, url, via=strict)
+    await ask("DELETE", one, url)
+    async with started(settings_for("postgresql://nobody@127.0.0.1:1/none")) as (_, unserved):
+        await ask("GET", one, url, via=unserved)
+
+    statuses = set()
+    for method, path, response in answers:
+        assert_headers_as_declared(document, method, path, response)
+        statuses.add(response.status_code)
+    assert statuses == {200, 201, 204, 304, 400, 401, 403, 404, 412, 413, 415, 422, 428, 503}
+    assert created.headers["x-request-id"] == "trace:7f3a"
 
 
 def test_committed_openapi_json_is_what_the_code_generates(document: dict[str, Any]) -> None:
