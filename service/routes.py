@@ -134,10 +134,15 @@ SessionId = Annotated[int, Path(ge=1, le=INT4_MAX, description="The session's id
 # accepted all the same) makes openapi-python-client 0.29 generate code that does not import
 # (its open issues #1451 and #1276: several media types for one body).
 MergePatch = Annotated[SessionUpdate, Body(media_type="application/merge-patch+json")]
-OptionalId = Annotated[int | None, Query(ge=1, le=INT4_MAX)]
 # Documents the syntax parse_sort reads (it gives the errors, naming the bad key).
 SortValue = Annotated[str, Field(json_schema_extra={"pattern": SORT_PATTERN})]
 SearchText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul), NO_NUL]
+
+
+def id_filter(description: str) -> Any:
+    """An optional query parameter that is one of a session's ids (event_id, track_id...)."""
+    return Query(ge=1, le=INT4_MAX, description=description)
+
 
 DATABASE = problems(503)
 # A write that waited DB_LOCK_TIMEOUT for a lock another one holds (ChangeInProgress).
@@ -314,13 +319,25 @@ async def list_sessions(
     request: Request,
     signer: Signer,
     principal: Reader,
-    event_id: OptionalId = None,
-    state: Annotated[list[State] | None, Query(description="Repeatable: any of these.")] = None,
-    track_id: OptionalId = None,
-    session_type_id: OptionalId = None,
-    microlocation_id: OptionalId = None,
-    level: Level | None = None,
-    language: Annotated[Language | None, Query(description="Case-insensitive.")] = None,
+    event_id: Annotated[int | None, id_filter("Only sessions of this event.")] = None,
+    state: Annotated[
+        list[State] | None,
+        Query(
+            description="Only sessions in one of these states; repeat it for several: "
+            "state=accepted&state=confirmed."
+        ),
+    ] = None,
+    track_id: Annotated[int | None, id_filter("Only sessions in this track.")] = None,
+    session_type_id: Annotated[int | None, id_filter("Only sessions of this type.")] = None,
+    microlocation_id: Annotated[
+        int | None, id_filter("Only sessions held in this room (microlocation).")
+    ] = None,
+    level: Annotated[
+        Level | None, Query(description="Only sessions for this level of audience.")
+    ] = None,
+    language: Annotated[
+        Language | None, Query(description="Only sessions in this language, ignoring case.")
+    ] = None,
     starts_after: Annotated[
         InputDateTime | None, Query(description="RFC 3339; starts_at at or after it.")
     ] = None,
@@ -350,8 +367,18 @@ async def list_sessions(
             "id is the final tie-breaker; sessions without starts_at or ends_at come last."
         ),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=4096)] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=100, description="The most sessions a page holds (1 to 100).")
+    ] = 20,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=4096,
+            description="The next_cursor of the previous page (its Link header has it too), with "
+            "the same filters and sort; only limit may change. Omit for the first page. Opaque "
+            "and signed: one not issued for this query is a 400.",
+        ),
+    ] = None,
 ) -> Response:
     """List the sessions the caller may see, filtered and sorted, a page at a time (keyset
     pagination)."""
@@ -432,8 +459,23 @@ async def list_session_changes(
         Query(max_length=1000, description="The next_token of the previous poll; omit to start."),
     ] = None,
     # At most 200: a session carries up to three 10,000-character texts.
-    limit: Annotated[int, Query(ge=1, le=200)] = 100,
-    event_id: OptionalId = None,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=200,
+            description="The most changes a page holds (1 to 200); a page with fewer means the "
+            "client is up to date for now.",
+        ),
+    ] = 100,
+    event_id: Annotated[
+        int | None,
+        id_filter(
+            "Only the changes of this event's sessions; a since token is bound to the event_id it "
+            "was issued with. A session moved to another event leaves this feed without a "
+            "tombstone."
+        ),
+    ] = None,
 ) -> Response:
     """Sessions created, changed or deleted since a token, oldest change first; deletions, and
     sessions the caller may not see (anonymous: all but accepted and confirmed), as tombstones."""

@@ -36,8 +36,20 @@ from service.pagination import INT4_MAX, WHITESPACE
 
 # Named aliases: each enum is one schema in the OpenAPI document (one type in generated clients)
 # instead of an inline copy per field and model.
-Level = TypeAliasType("Level", models.Level)
-State = TypeAliasType("State", models.State)
+Level = TypeAliasType(
+    "Level",
+    Annotated[models.Level, Field(description="The level of the audience a session is for.")],
+)
+State = TypeAliasType(
+    "State",
+    Annotated[
+        models.State,
+        Field(
+            description="A state of the review workflow; GET /sessions/states has who may move a "
+            "session from which to which. Anonymous clients see accepted and confirmed sessions."
+        ),
+    ],
+)
 
 # Sent back by clients that echo what they read; accepted and ignored (rule: output only).
 READ_ONLY_FIELDS = frozenset(
@@ -433,6 +445,8 @@ class SessionTombstone(BaseModel):
 
 
 class ChangesPage(BaseModel):
+    """One page of the change feed: the changes after `since`, and the token to poll with next."""
+
     # A plain union, no OpenAPI discriminator: `deleted` is a boolean, and discriminators
     # name string values; `deleted` being const false or true keeps oneOf unambiguous anyway.
     items: list[SessionChange | SessionTombstone] = Field(
@@ -445,7 +459,13 @@ class ChangesPage(BaseModel):
 
 
 # A named schema: one type in a generated client for both tables below.
-Transitions = TypeAliasType("Transitions", dict[State, list[State]])
+Transitions = TypeAliasType(
+    "Transitions",
+    Annotated[
+        dict[State, list[State]],
+        Field(description="For each state, the states a session in it may be moved to."),
+    ],
+)
 
 
 class StateTables(BaseModel):

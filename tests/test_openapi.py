@@ -217,6 +217,22 @@ def test_every_field_has_a_description_and_session_fields_an_example(
             assert prop.get("examples"), (model, name)
 
 
+def test_every_parameter_schema_and_response_header_has_a_description(
+    document: dict[str, Any],
+) -> None:
+    # Generated clients turn them into docstrings: a parameter without one is a bare name.
+    for method, path, operation in operations(document):
+        for parameter in operation.get("parameters", []):
+            assert parameter.get("description"), (method, path, parameter["name"])
+        for status, response in operation["responses"].items():
+            for name, header in response.get("headers", {}).items():
+                assert "$ref" in header or header.get("description"), (method, path, status, name)
+    for name, header in document["components"]["headers"].items():
+        assert header.get("description"), name
+    for model, schema in document["components"]["schemas"].items():
+        assert schema.get("description"), model
+
+
 def test_problem_documents_its_extension_members(document: dict[str, Any]) -> None:
     # What clients act on: the parameter or header at fault (400), the rule that refused (403).
     properties = document["components"]["schemas"]["Problem"]["properties"]
