@@ -10,8 +10,8 @@ random run: SCHEMATHESIS_MAX_EXAMPLES=500 pytest tests/test_schemathesis.py
 
 import asyncio
 import os
+import tomllib
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
@@ -19,12 +19,9 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
 from schemathesis.python import asgi
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from service.openapi import SPEC_PATH
-from service.schemas import INPUT_YEARS
 from tests.conftest import (
     ADMIN_HEADERS,
     asyncpg_dsn,
@@ -42,53 +39,15 @@ FUZZ_SETTINGS = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-# Date-times as clients send them: RFC 3339 with an offset, in the years the service takes, as
-# sent (the schema's pattern) and in UTC. Drawn so directly: from any year, as by default, the
-# pattern would throw nearly all of them away.
-OFFSETS = st.integers(-14 * 60, 14 * 60).map(lambda minutes: timezone(timedelta(minutes=minutes)))
-schemathesis.openapi.format(
-    "date-time",
-    st.datetimes(
-        min_value=datetime(INPUT_YEARS[0], 1, 1),
-        max_value=datetime(INPUT_YEARS[-1], 12, 31, 23, 59, 59, 999999),
-        timezones=OFFSETS,
-    )
-    .filter(lambda value: value.astimezone(UTC).year in INPUT_YEARS)
-    .map(datetime.isoformat),
-)
-
-
-# schemathesis' default for positive_data_acceptance.
-ACCEPTED = ["2xx", "3xx", "401", "403", "404", "429", "5xx"]
-# Widened where a schema-valid request depends on state the schema cannot know.
+# The repository's schemathesis.toml, as `schemathesis run` reads it (its hooks too: the
+# date-time strategy and the check of the rules JSON Schema cannot state), but for its headers:
+# here the token is app_client's.
+CONFIG_PATH = SPEC_PATH.parent / "schemathesis.toml"
 CONFIG = schemathesis.Config.from_dict(
     {
-        # The workflows send valid requests only: the token is a default header of the client's
-        # session, which would put it back into a negative case that leaves it out (the request
-        # is valid after all, and "accepted"). Invalid requests are test_every_operation's.
-        "phases": {"stateful": {"generation": {"mode": "positive"}}},
-        "operations": [
-            {
-                # A cursor or a feed token is opaque: a schema-valid string can still be one this
-                # service never issued, which is the documented 400.
-                "include-name-regex": "^(GET|HEAD) /sessions/changes$",
-                "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "400"]}},
-            },
-            {
-                # The same for the list's cursor; and sort's pattern cannot say that no key
-                # comes twice ("created_at,-created_at"), which is the documented 422.
-                "include-name-regex": "^(GET|HEAD) /sessions$",
-                "checks": {
-                    "positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "400", "422"]}
-                },
-            },
-            {
-                # A well-formed If-Match or If-None-Match that the session's ETag does not meet
-                # is the documented 412: that is what the headers are for.
-                "include-path": "/sessions/{session_id}",
-                "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "412"]}},
-            },
-        ],
+        key: value
+        for key, value in tomllib.loads(CONFIG_PATH.read_text()).items()
+        if key != "headers"
     }
 )
 # The committed spec, the one clients are generated from (test_openapi proves it is the app's).
@@ -135,55 +94,12 @@ def empty_table(database_url: str) -> None:
     asyncio.run(truncate())
 
 
-def valid_data_is_accepted(
-    ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case[Any]
-) -> bool | None:
-    """schemathesis' positive_data_acceptance, but for the rules JSON Schema cannot state.
-
-    They relate two values: ends_at must be later than starts_at (on the merged session for a
-    PATCH, so it depends on the stored row too), and a sort key may be given once; or they hold
-    for what is stored: HTML once sanitised, a URL once normalised. A
-    schema-valid request that breaks one gets the documented 422 with that error alone; every
-    other schema-valid request must still be accepted.
-    """
-    if response.status_code == 422 and response.content:
-        errors = response.json().get("errors", [])
-        if len(errors) == 1 and _breaks_a_cross_field_rule(errors[0]):
-            return None
-    return positive_data_acceptance(ctx, response, case)
-
-
-def _breaks_a_cross_field_rule(error: dict[str, Any]) -> bool:
-    message = str(error["message"])
-    if error["type"] == "ends_before_start":
-        # By the patch's own validator, or against the stored row: either end.
-        return error["location"] in (["body", "ends_at"], ["body", "starts_at"])
-    if error["location"] == ["query", "sort"]:
-        return message.endswith("is given twice")
-    if error["location"] == ["header", "Idempotency-Key"]:
-        # A key drawn again for another body: 422 by the draft, whatever the schema says.
-        return message.startswith("was first sent with another request body")
-    if error["location"][0] == "body":
-        # Limits on what is stored, which the field descriptions state: HTML once sanitised
-        # (& is &amp;), a URL once normalised, and with a host ("https://" is a URI).
-        return message.endswith(("once sanitised", "once normalised")) or (
-            error["type"] == "url_parsing" and "host" in message
-        )
-    return False
-
-
-CHECKS: dict[str, Any] = {
-    "excluded_checks": [positive_data_acceptance],
-    "additional_checks": [valid_data_is_accepted],
-}
-
-
 @schema.parametrize()
 @FUZZ_SETTINGS
 def test_every_operation_conforms_to_the_spec(
     case: schemathesis.Case[Any], app_client: asgi.ASGIClient
 ) -> None:
-    case.call_and_validate(session=app_client, **CHECKS)
+    case.call_and_validate(session=app_client)
 
 
 def test_workflows_along_the_spec_links_conform(
@@ -209,7 +125,7 @@ def test_workflows_along_the_spec_links_conform(
         ) -> None:
             # As the base class does (the recorder feeds the stateful checks), with CHECKS.
             case.validate_response(
-                response, transport_kwargs=kwargs or None, recorder=self.recorder, **CHECKS
+                response, transport_kwargs=kwargs or None, recorder=self.recorder
             )
 
         def after_call(self, response: schemathesis.Response, case: schemathesis.Case[Any]) -> None:
