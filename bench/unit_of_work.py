@@ -83,7 +83,7 @@ async def cpu_per_write(
     def post_in(db: orm.Session) -> None:
         SessionRepository(db).create(new_session(), creator_id="bench-admin")
 
-    # As service.db.unit_of_work runs a write: in one transaction, in one greenlet.
+    # As service.transactions.unit_of_work runs a write: in one transaction, in one greenlet.
     def in_transaction(write: Callable[[orm.Session], None]) -> Callable[[], Awaitable[None]]:
         def transaction(db: orm.Session) -> None:
             with db.begin():

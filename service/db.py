@@ -1,36 +1,18 @@
-import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
-from datetime import datetime
-from typing import Any, NamedTuple, TypeVar
+"""The database: the declarative base, the app's engines, and the keys the repository's
+before_flush hook and the unit of work (service.transactions) share in an ORM session's info.
+Nothing here knows of HTTP: models and migrations import it without the web stack."""
+
+from typing import Any
 
 import asyncpg
-from fastapi import FastAPI
-from sqlalchemy import MetaData, event, inspect
+from sqlalchemy import MetaData, event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
-from sqlalchemy.orm import DeclarativeBase, Session, undefer
-from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.pool import NullPool, QueuePool
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import NullPool
 
-from service.errors import (
-    DRIVER_CONNECTION_ERRORS,
-    CommitUnconfirmed,
-    committing,
-    is_database_unavailable,
-)
 from service.settings import Settings
-
-T = TypeVar("T")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -43,6 +25,12 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# The driver's errors for a connection it can no longer use: InternalClientError is its protocol's
+# state machine confused by a connection that the server ended while it sat in the pool (the
+# FATAL message read, the socket not yet closed), which the next statement then runs into.
+DRIVER_CONNECTION_ERRORS = (asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -128,46 +116,6 @@ def _discard_unusable_connection(dbapi_connection: Any, record: Any, proxy: Any)
         raise DisconnectionError("a failed BEGIN, COMMIT or ROLLBACK left a transaction open")
 
 
-class ConnectionLine:
-    """Requests wait for the pool's connections here, first come, first served.
-
-    SQLAlchemy's asyncio pool hands a returned connection to whichever task asks next: a waiter
-    it wakes but that finds the connection already taken queues again at the back (as with any
-    asyncio.Queue). Under overload one request could then wait out DB_POOL_TIMEOUT, and get a
-    503, while later ones were served. asyncio.Semaphore serves its waiters strictly in order,
-    and with a slot per connection no request waits in the pool itself. A wait longer than
-    DB_POOL_TIMEOUT raises SQLAlchemy's TimeoutError, as its own pool does (503 "database
-    unavailable", logged as the pool's).
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self._slots = asyncio.Semaphore(settings.db_pool_size + settings.db_max_overflow)
-        self._timeout = settings.db_pool_timeout
-
-    @asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        if self._slots.locked():  # no slot free, or others already waiting: queue, bounded
-            try:
-                async with asyncio.timeout(self._timeout):
-                    await self._slots.acquire()
-            except TimeoutError:
-                raise PoolTimeout(
-                    f"no pooled connection was free within DB_POOL_TIMEOUT ({self._timeout:g} s)"
-                ) from None
-        else:  # a free slot is taken at once: no wait to bound, nor a timer to set and cancel
-            await self._slots.acquire()
-        try:
-            yield
-        finally:
-            self._slots.release()
-
-
-def connection_line(app: FastAPI) -> ConnectionLine:
-    """The app's line (service.main's lifespan builds it)."""
-    line: ConnectionLine = app.state.connection_line
-    return line
-
-
 # Where the before_flush hook (service.repository) lists the objects it stamped, in the session's
 # info: a commit that is never confirmed is checked against their stamps.
 STAMPED = "stamped"
@@ -177,140 +125,3 @@ STAMPED = "stamped"
 # is ahead of its clock (the stamp is then the stored one plus a microsecond, for both). A new row
 # needs no such proof: its id is this write's own.
 WRITING_TRANSACTION = "writing_transaction"
-
-
-class Written(NamedTuple):
-    """A row a write stamped, as it wrote it."""
-
-    obj: Any
-    id: int
-    version: int
-    last_modified_at: datetime
-    transaction: int | None  # WRITING_TRANSACTION, for a row the write locked and changed
-
-
-async def unit_of_work(app: FastAPI, write: Callable[[Session], T]) -> T:
-    """Run a write in one transaction of the app's ORM session, committed before returning.
-
-    `write` is sync ORM code (the repository's), run whole in one greenlet by
-    `AsyncSession.run_sync`: SQLAlchemy's asyncio layer then adapts one call per write rather
-    than one per step (begin, each statement, the flush, the commit; bench/README.md, the
-    seventh pass). Its statements are still awaited underneath, and the session's before_flush
-    hook stamps what the write changes, as in any other flush.
-
-    Called by the handler, after the request is validated and authenticated, rather than a
-    dependency: the commit plainly finishes before the handler answers, so a failed commit
-    reaches the client as an error, never as a success; requests refused before the write never
-    queue for a connection.
-
-    A COMMIT the database never answers (a lost connection, the client's timeout) may have
-    been applied all the same: the stamped rows are then looked up on another connection. Found
-    as stamped, the write stands; else the client learns that its outcome is unknown
-    (CommitUnconfirmed), never "retry", which could apply it twice.
-    """
-    maker: async_sessionmaker[AsyncSession] = app.state.db_maker
-    written: list[Written] = []
-    results: list[T] = []
-    token = None
-
-    def in_transaction(db: Session) -> None:
-        nonlocal token
-        with db.begin():
-            results.append(write(db))
-            # The write has flushed: what the hook stamped is final. Listed now, since a failed
-            # commit expires the objects.
-            transaction = db.info.get(WRITING_TRANSACTION)
-            written.extend(
-                Written(obj, obj.id, obj.version, obj.last_modified_at, transaction)
-                for obj in db.info.get(STAMPED, ())
-            )
-            token = committing.set(True)  # leaving db.begin() commits
-
-    try:
-        async with connection_line(app).turn(), maker() as db:
-            await db.run_sync(in_transaction)
-    except Exception as exc:
-        if token is None:
-            raise
-        unconfirmed = is_database_unavailable(exc)
-        stored = unconfirmed and await _restore_if_stored(app, written)
-        # Only once the outcome is known: a request cancelled (at shutdown) until then is
-        # answered that its write may have been saved (service.middleware).
-        committing.reset(token)
-        if unconfirmed and not stored:
-            raise CommitUnconfirmed from exc
-        if not stored:
-            raise
-        # The write stands: the handler answers as for any other.
-    else:
-        assert token is not None
-        committing.reset(token)
-    return results[0]
-
-
-async def _restore_if_stored(app: FastAPI, written: Iterable[Written]) -> bool:
-    """Whether every row the hook stamped is stored as this write wrote it: the version and the
-    stamp, and by this write's transaction where it changed a row that existed.
-
-    If so, the objects get the stored values back (the failed commit expired them) for the
-    handler's answer. Asked on a connection of its own (the probe engine's): the pool's may all
-    be busy, and the one that failed is gone.
-    """
-    try:
-        async with AsyncSession(app.state.probe_engine) as db:
-            for row in written:
-                model = type(row.obj)
-                stored = await db.get(model, row.id, options=[undefer(model.txid)])
-                if stored is None or (stored.version, stored.last_modified_at) != (
-                    row.version,
-                    row.last_modified_at,
-                ):
-                    return False
-                if row.transaction is not None and stored.txid != row.transaction:
-                    return False  # another writer's change, with the same version and stamp
-                state = inspect(stored)
-                for attribute in state.mapper.column_attrs:
-                    if attribute.key not in state.unloaded:
-                        set_committed_value(row.obj, attribute.key, state.dict[attribute.key])
-    except Exception as exc:
-        if not is_database_unavailable(exc):
-            raise
-        return False  # the database still does not answer: the outcome stays unknown
-    return True
-
-
-@asynccontextmanager
-async def read_connection(app: FastAPI) -> AsyncIterator[Any]:
-    """A driver (asyncpg) connection from the app's pool, for reads of one statement.
-
-    No ORM session and no transaction: one statement reads one consistent snapshot on its own,
-    so BEGIN and COMMIT would only add two round trips. The pool's raw connection, without the
-    Core `Connection` around it, which a read that never begins a transaction does not need:
-    returning it to the pool then sends nothing (there is nothing to roll back). Where the app's
-    sessionmaker is bound to an open connection (the tests' transaction), reads run in that
-    connection.
-
-    A context manager in the handler rather than a dependency: the connection goes back to the
-    pool as soon as the statement has run, and FastAPI's machinery for dependencies that yield
-    costs more than the statement.
-    """
-    maker: async_sessionmaker[AsyncSession] = app.state.db_maker
-    bind: AsyncEngine | AsyncConnection = maker.kw["bind"]
-    if isinstance(bind, AsyncConnection):
-        yield (await bind.get_raw_connection()).driver_connection
-        return
-    async with connection_line(app).turn():
-        connection = await bind.raw_connection()
-        try:
-            yield connection.driver_connection
-        except (asyncpg.PostgresConnectionError, *DRIVER_CONNECTION_ERRORS, OSError):
-            # The pool cannot see errors raised past SQLAlchemy: drop the connection ourselves.
-            connection.invalidate()
-            raise
-        finally:
-            if isinstance(bind.pool, QueuePool) and bind.pool.overflow() > 0:
-                # The pool may close it rather than keep it (DB_MAX_OVERFLOW): I/O, which
-                # SQLAlchemy's asyncio layer runs in a greenlet only.
-                await greenlet_spawn(connection.close)
-            else:
-                connection.close()

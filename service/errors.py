@@ -23,6 +23,8 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.db import DRIVER_CONNECTION_ERRORS
+
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:sessions-service:problem:"
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -328,8 +330,8 @@ class ChangeInProgress(ServiceError):
         )
 
 
-# Set while a unit of work commits (service.db.unit_of_work), until its outcome is known: a
-# request cancelled then (at shutdown) may have been saved, and is answered so.
+# Set while a unit of work commits (service.transactions.unit_of_work), until its outcome is
+# known: a request cancelled then (at shutdown) may have been saved, and is answered so.
 committing: ContextVar[bool] = ContextVar("committing", default=False)
 
 
@@ -552,10 +554,6 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return response
 
 
-# The driver's errors for a connection it can no longer use: InternalClientError is its protocol's
-# state machine confused by a connection that the server ended while it sat in the pool (the
-# FATAL message read, the socket not yet closed), which the next statement then runs into.
-DRIVER_CONNECTION_ERRORS = (asyncpg.InterfaceError, asyncpg.InternalClientError)
 # The DBAPI adapter's errors for a connection that failed (no SQLSTATE of the server's).
 _ADAPTER_CONNECTION_ERRORS = (
     AsyncAdapt_asyncpg_dbapi.InterfaceError,

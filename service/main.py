@@ -9,7 +9,7 @@ from starlette.routing import Mount
 
 from service import ops, routes
 from service.auth import VARY_RESPONSE_HEADER, VaryByAuthorization, create_token_verifier
-from service.db import ConnectionLine, create_engine, create_probe_engine
+from service.db import create_engine, create_probe_engine
 from service.edge import BodySizeLimit, ConfiguredCORS, ResponseHeaders, WholeFiles
 from service.errors import UnexpectedErrors, install_error_handlers
 from service.metrics import Metrics
@@ -19,6 +19,7 @@ from service.openapi import MiddlewareHeader, install_openapi, operation_id
 from service.pagination import TokenSigner
 from service.repository import make_sessionmaker
 from service.settings import DEVELOPMENT_CURSOR_SECRET, Settings, get_settings
+from service.transactions import ConnectionLine
 
 logger = logging.getLogger(__name__)
 

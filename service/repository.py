@@ -2,10 +2,11 @@
 and submitted_at with the same stamp).
 
 Writes go through the ORM unit of work, whose before_flush hook stamps what they change; the
-repository flushes and never commits: the request's unit of work (service.db.unit_of_work) owns
-the transaction. Reads need neither the hook nor an identity map: they select columns (Core), and
-the read of one session, the list's pages and the change feed run straight on the driver,
-their statements compiled once (per shape: list_query, feed_query) (SessionReads).
+repository flushes and never commits: the request's unit of work
+(service.transactions.unit_of_work) owns the transaction. Reads need neither the hook nor an
+identity map: they select columns (Core), and the read of one session, the list's pages and the
+change feed run straight on the driver, their statements compiled once (per shape: list_query,
+feed_query) (SessionReads).
 """
 
 from collections import namedtuple
@@ -67,7 +68,7 @@ def _stamp_changed_sessions(db: orm.Session, flush_context: Any, instances: Any)
     # (it fires for objects whose attributes were set to the values they already had).
     # A row the flush writes because of these stamps gets its txid from the column itself.
     now = datetime.now(UTC)
-    # What a commit that is never confirmed is checked against (service.db.unit_of_work).
+    # What a commit that is never confirmed is checked against (service.transactions.unit_of_work).
     stamped = db.info.setdefault(STAMPED, [])
     for obj in db.new:
         if isinstance(obj, Session):
@@ -170,7 +171,7 @@ _GET = _Query(
 
 
 class SessionReads:
-    """Reads of live sessions, on a driver connection (service.db.read_connection)."""
+    """Reads of live sessions, on a driver connection (service.transactions.read_connection)."""
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
@@ -297,12 +298,12 @@ def _compiled_list_query(
 _LIVE = (Session.id == bindparam("id"), Session.deleted_at.is_(None))
 _LIVE_SESSION = select(Session).where(*_LIVE)
 # With the id of the locking transaction, which its UPDATE writes into txid: what tells this write
-# from another one that stored the same version and stamp (service.db.unit_of_work).
+# from another one that stored the same version and stamp (service.transactions.unit_of_work).
 _LOCKED_LIVE_SESSION = select(Session, CURRENT_TXID).where(*_LIVE).with_for_update()
 
 
 class SessionRepository:
-    """The writes, on the ORM session of a unit of work (service.db.unit_of_work).
+    """The writes, on the ORM session of a unit of work (service.transactions.unit_of_work).
 
     Sync code: a write's whole unit of work runs in one greenlet (`AsyncSession.run_sync`), its
     statements awaited by SQLAlchemy's asyncio layer underneath; see unit_of_work for why.

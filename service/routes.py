@@ -17,7 +17,6 @@ from service.auth import (
     Reader,
     Writer,
 )
-from service.db import read_connection, unit_of_work
 from service.errors import BODY_MEDIA_TYPES, BadRequest, InvalidInput, NotFound, check_body_format
 from service.idempotency import IdempotencyKeys, KeyAlreadyUsed, fingerprint, idempotency_key
 from service.models import Session
@@ -76,6 +75,7 @@ from service.schemas import (
     session_content,
     tombstone_content,
 )
+from service.transactions import read_connection, unit_of_work
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 Visible = TypeVar("Visible", bound=policy.SessionFacts)

@@ -20,9 +20,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_
 
-from service.db import ConnectionLine, connection_line, read_connection
 from service.schemas import format_utc
 from service.settings import Settings
+from service.transactions import ConnectionLine, connection_line, read_connection
 from tests.conftest import (
     ADMIN_HEADERS,
     asyncpg_dsn,
