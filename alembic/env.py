@@ -8,9 +8,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
-from service import models  # noqa: F401  (registers the tables on Base.metadata)
 from service.db import Base
 from service.migrations import MIGRATION_LOCK_KEY, MIGRATION_LOCK_TIMEOUT
+from service.models import TRIGRAM_INDEXES  # (the import registers the tables on Base.metadata)
 from service.settings import get_settings, to_asyncpg_url
 
 config = context.config
@@ -20,6 +20,13 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 
 target_metadata = Base.metadata
 log = logging.getLogger("alembic.env")
+
+
+def compared(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """What autogenerate compares: all but the indexes only some servers have (0005)."""
+    return not (type_ == "index" and name in TRIGRAM_INDEXES)
 
 
 def database_url() -> str:
@@ -42,7 +49,9 @@ def do_run_migrations(connection: Connection) -> None:
     # A table lock not granted soon (a long transaction using the table) fails the migration,
     # which changes nothing (one transaction), rather than queueing every request behind it.
     connection.execute(text(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'"))
-    context.configure(connection=connection, target_metadata=target_metadata)
+    context.configure(
+        connection=connection, target_metadata=target_metadata, include_object=compared
+    )
     current = set(context.get_context().get_current_heads())
     known = ScriptDirectory.from_config(config).walk_revisions()
     newer = current - {revision.revision for revision in known}

@@ -1,17 +1,25 @@
 """The migrations build the schema the models describe, and undo it."""
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
 import sys
+import tempfile
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 
 from alembic import command
+from service.cli import embedded_postgres
 from service.migrations import MIGRATION_LOCK_KEY, alembic_config
+from service.models import TRIGRAM_INDEXES
+from service.settings import to_asyncpg_url
 from tests.conftest import asyncpg_dsn, create_database, drop_database
 
 
@@ -124,3 +132,125 @@ async def test_a_migrate_waiting_its_turn_ends_on_sigterm_unfinished(empty_datab
         assert await tables(empty_database) == set()  # nothing migrated
     finally:
         await conn.close()
+
+
+async def fetch_column(url: str, sql: str, *args: object) -> list[object]:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        return [row[0] for row in await conn.fetch(sql, *args)]
+    finally:
+        await conn.close()
+
+
+async def trigram_indexes(url: str) -> set[str]:
+    """The trigram indexes of sessions, by name, that are valid."""
+    names = await fetch_column(
+        url,
+        "SELECT name FROM (SELECT indexrelid::regclass::text AS name FROM pg_index "
+        "WHERE indrelid = 'sessions'::regclass AND indisvalid) AS valid WHERE name = ANY($1)",
+        list(TRIGRAM_INDEXES),
+    )
+    return {str(name) for name in names}
+
+
+async def has_pg_trgm(url: str) -> bool:
+    found = "SELECT name FROM pg_available_extensions WHERE name = 'pg_trgm'"
+    return bool(await fetch_column(url, found))
+
+
+async def test_upgrade_builds_the_trigram_indexes_and_downgrade_drops_them(
+    empty_database: str,
+) -> None:
+    if not await has_pg_trgm(empty_database):
+        pytest.skip("this server has no pg_trgm (test_upgrade_without_pg_trgm_... covers it)")
+    config = alembic_config(empty_database, configure_logging=False)
+    await asyncio.to_thread(command.upgrade, config, "head")
+    assert await trigram_indexes(empty_database) == TRIGRAM_INDEXES
+    await asyncio.to_thread(command.check, config)
+    await asyncio.to_thread(command.downgrade, config, "0004")
+    assert await trigram_indexes(empty_database) == set()
+    # Kept: other objects may use it, and 0005 cannot tell whether it installed it.
+    installed = "SELECT extname FROM pg_extension WHERE extname = 'pg_trgm'"
+    assert await fetch_column(empty_database, installed) == ["pg_trgm"]
+    await asyncio.to_thread(command.upgrade, config, "head")
+    assert await trigram_indexes(empty_database) == TRIGRAM_INDEXES
+
+
+async def test_upgrade_keeps_a_trigram_index_built_beforehand_and_rebuilds_an_invalid_one(
+    empty_database: str,
+) -> None:
+    # As an operator does on a large table: CREATE INDEX CONCURRENTLY before migrating (README).
+    if not await has_pg_trgm(empty_database):
+        pytest.skip("this server has no pg_trgm")
+    config = alembic_config(empty_database, configure_logging=False)
+    await asyncio.to_thread(command.upgrade, config, "0004")
+    conn = await asyncpg.connect(asyncpg_dsn(empty_database))
+    try:
+        await conn.execute("CREATE EXTENSION pg_trgm")
+        for name, column in (("title", "title"), ("subtitle", "subtitle")):
+            await conn.execute(
+                f"CREATE INDEX CONCURRENTLY ix_sessions_{name}_trgm ON sessions "
+                f"USING gin ({column} gin_trgm_ops) WHERE deleted_at IS NULL"
+            )
+        # What a CREATE INDEX CONCURRENTLY that failed leaves behind.
+        await conn.execute(
+            "UPDATE pg_index SET indisvalid = false "
+            "WHERE indexrelid = 'ix_sessions_subtitle_trgm'::regclass"
+        )
+        built_beforehand = await conn.fetchval("SELECT 'ix_sessions_title_trgm'::regclass::oid")
+        await asyncio.to_thread(command.upgrade, config, "head")
+        assert await conn.fetchval("SELECT 'ix_sessions_title_trgm'::regclass::oid") == (
+            built_beforehand
+        )
+    finally:
+        await conn.close()
+    assert await trigram_indexes(empty_database) == TRIGRAM_INDEXES
+
+
+async def test_upgrade_skips_the_trigram_indexes_when_the_role_may_not_create_pg_trgm(
+    server_url: str, empty_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A role that owns its schema but may not create extensions (CREATE on the database), as on
+    # a server where a DBA hands out such roles: the migration goes on without the indexes.
+    if not await has_pg_trgm(empty_database):
+        pytest.skip("this server has no pg_trgm")
+    role = f"sessions_migrator_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(asyncpg_dsn(empty_database))
+    try:
+        await conn.execute(f"CREATE ROLE {role} LOGIN")
+        await conn.execute(f"GRANT CREATE ON SCHEMA public TO {role}")
+        as_role = make_url(empty_database).set(username=role, password=None)
+        config = alembic_config(as_role.render_as_string(False), configure_logging=False)
+        with caplog.at_level(logging.WARNING, logger="alembic"):
+            await asyncio.to_thread(command.upgrade, config, "head")
+        assert "may not create the extension pg_trgm" in caplog.text
+        assert await trigram_indexes(empty_database) == set()
+        # Every revision applied, in the one transaction that the refusal did not abort.
+        assert await conn.fetchval("SELECT version_num FROM alembic_version") == "0005"
+        await asyncio.to_thread(command.downgrade, config, "base")
+    finally:
+        await conn.execute(f"DROP OWNED BY {role}")
+        await conn.execute(f"DROP ROLE {role}")
+        await conn.close()
+
+
+async def test_upgrade_without_pg_trgm_skips_the_trigram_indexes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The embedded PostgreSQL of the README's quick start, which ships no contrib extensions; in
+    # a directory of its own, as the tests' server (another pytest may clean up pytest's).
+    with tempfile.TemporaryDirectory(prefix="sessions-no-trgm-") as data_dir:
+        server = await asyncio.to_thread(embedded_postgres, Path(data_dir) / "pg")
+        try:
+            url = to_asyncpg_url(server.get_uri())
+            assert not await has_pg_trgm(url)
+            config = alembic_config(url, configure_logging=False)
+            with caplog.at_level(logging.WARNING, logger="alembic"):
+                await asyncio.to_thread(command.upgrade, config, "head")
+            assert "pg_trgm is not available on this server" in caplog.text
+            assert await trigram_indexes(url) == set()
+            await asyncio.to_thread(command.check, config)  # the schema the models describe
+            await asyncio.to_thread(command.downgrade, config, "base")
+            assert await tables(url) == {"alembic_version"}
+        finally:
+            await asyncio.to_thread(server.cleanup)
