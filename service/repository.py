@@ -163,6 +163,23 @@ class _Query:
         return [self.row._make(record.values()) for record in records]
 
 
+class _SearchQuery(_Query):
+    """A list statement with q, planned anew for each search's own text.
+
+    Whether the trigram indexes (migration 0005) can serve a search depends on its text: one
+    without a trigram ("go", "C#") can only be found by reading the table. A statement from
+    asyncpg's cache is a server-side prepared statement, which PostgreSQL plans generically after
+    five executions when their own plans looked dearer: a plan for a text it does not know, an
+    index walk of the whole table, kept for every later search on that connection. The unnamed
+    statement (name "") is parsed for each call and never reused: one round trip more.
+    """
+
+    async def fetch(self, conn: Any, **values: object) -> list[Any]:
+        statement = await conn.prepare(self.sql, name="")
+        records = await statement.fetch(*(values[name] for name in self.parameters))
+        return [self.row._make(record.values()) for record in records]
+
+
 _GET = _Query(
     select(*_READ_COLUMNS).where(
         _sessions.c.id == bindparam("id"), _sessions.c.deleted_at.is_(None)
@@ -288,7 +305,8 @@ def _compiled_list_query(
         expr.desc() if key.descending else expr.asc()
         for key, expr in zip(sort, expressions, strict=True)
     )
-    return _Query(
+    query = _SearchQuery if "q" in parameters else _Query
+    return query(
         select(*_READ_COLUMNS).where(*conditions).order_by(*order).limit(bindparam("limit"))
     )
 

@@ -3,6 +3,7 @@ pg_trgm (the embedded PostgreSQL has not: these tests are skipped there)."""
 
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -70,3 +71,31 @@ async def test_search_statement_reads_the_trigram_indexes(
         assert f"Bitmap Index Scan on {index}" in plan, plan
     assert "Seq Scan" not in plan, plan
 
+
+async def index_scans(connection: AsyncConnection) -> dict[str, int]:
+    """How many times this transaction scanned each trigram index so far."""
+    counts = await connection.execute(
+        text(
+            "SELECT name, pg_stat_get_xact_numscans(name::regclass) "
+            "FROM unnest(CAST(:names AS text[])) AS name"
+        ),
+        {"names": sorted(TRIGRAM_INDEXES)},
+    )
+    return {name: scans for name, scans in counts}
+
+
+async def test_search_keeps_reading_the_trigram_indexes_after_searches_they_cannot_serve(
+    searchable: AsyncConnection, anonymous_client: httpx.AsyncClient
+) -> None:
+    # Text without a trigram ("zq") can only be found by reading the table. Were the statement
+    # prepared once and reused, PostgreSQL would plan it generically after five such searches,
+    # for a value it does not know: an index walk of the whole table, then kept for every search
+    # on that connection.
+    for _ in range(8):
+        response = await anonymous_client.get("/sessions", params={"q": "zq"})
+        assert response.json()["items"] == []
+    before = await index_scans(searchable)
+    response = await anonymous_client.get("/sessions", params={"q": "kubernetes"})
+    assert response.json()["items"] == []
+    after = await index_scans(searchable)
+    assert all(after[index] == before[index] + 1 for index in TRIGRAM_INDEXES), (before, after)
