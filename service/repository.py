@@ -425,6 +425,20 @@ class SessionFilter:
     modified_since: datetime | None = None  # inclusive
     q: str | None = None
 
+    def may_match(self, visible: Visibility) -> bool:
+        """Whether a session could pass these filters and be `visible` (the list statement's
+        conditions, see _VISIBLE): if not, the page is empty without asking the database."""
+        if self.starts_after and self.starts_before and self.starts_after >= self.starts_before:
+            return False
+        if visible.everything:
+            return True
+        return (
+            not self.states
+            or not visible.states.isdisjoint(self.states)
+            or visible.creator_id is not None
+            or (bool(visible.event_ids) and self.event_id in (None, *visible.event_ids))
+        )
+
     def parameters(self) -> dict[str, Any]:
         """The filters that are set, by name, with the values their conditions compare with."""
         values = {

@@ -1,4 +1,4 @@
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Annotated, Any, TypeVar
 
@@ -55,6 +55,7 @@ from service.repository import (
     SessionFilter,
     SessionReads,
     SessionRepository,
+    StoredSession,
     keyset_position,
 )
 from service.schemas import (
@@ -403,15 +404,16 @@ async def list_sessions(
     # position would silently skip or repeat rows.
     bound_to = query_fingerprint({"sort": [str(key) for key in sort_keys], **asdict(filters)})
     after = _read_cursor(signer, cursor, sort_keys, bound_to) if cursor else None
-    # One row more than the page tells whether another page follows.
-    async with read_connection(request.app) as conn:
-        rows = await SessionReads(conn).list(
-            filters,
-            sort_keys,
-            after=after,
-            limit=limit + 1,
-            visible=policy.visibility(principal),
-        )
+    visible = policy.visibility(principal)
+    rows: Sequence[StoredSession] = []
+    # Filters no session this caller may see can pass (anonymous, state=draft) need no query,
+    # nor a turn for a connection.
+    if filters.may_match(visible):
+        # One row more than the page tells whether another page follows.
+        async with read_connection(request.app) as conn:
+            rows = await SessionReads(conn).list(
+                filters, sort_keys, after=after, limit=limit + 1, visible=visible
+            )
     page = rows[:limit]
     next_cursor = None
     headers = dict(PAGE_CACHE_CONTROL)

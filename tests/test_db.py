@@ -25,6 +25,7 @@ from service.settings import Settings
 from service.transactions import ConnectionLine, connection_line, read_connection
 from tests.conftest import (
     ADMIN_HEADERS,
+    asgi_client,
     asyncpg_dsn,
     create_session,
     empty_sessions,
@@ -142,6 +143,30 @@ async def test_a_read_sends_its_one_statement_and_nothing_more(
     await asyncio.sleep(0)  # the logger is called soon after each statement
     assert len(sent) == 1
     assert sent[0].startswith("SELECT sessions.id,")
+
+
+async def test_a_list_no_visible_session_can_match_sends_nothing_and_needs_no_connection(
+    one_connection: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    # Anonymous callers see accepted and confirmed sessions only: state=draft cannot match.
+    app, _ = one_connection
+    sent: list[str] = []
+    async with read_connection(app) as conn:  # the pool's only connection
+        conn.add_query_logger(lambda query: sent.append(query.query))
+    async with asgi_client(app) as anonymous:
+        never = await anonymous.get("/sessions", params={"state": "draft"})
+        assert never.json() == {"items": [], "next_cursor": None}
+        await asyncio.sleep(0)  # the logger is called soon after each statement
+        assert sent == []
+        asked = await anonymous.get("/sessions", params={"state": "accepted"})
+        assert asked.json() == {"items": [], "next_cursor": None}
+        await asyncio.sleep(0)
+        assert len(sent) == 1
+        async with connection_line(app).turn():  # the only connection is busy meanwhile
+            never = await anonymous.get("/sessions", params={"state": "draft"})
+            assert never.status_code == 200
+            asked = await anonymous.get("/sessions", params={"state": "accepted"})
+            assert asked.status_code == 503
 
 
 async def test_a_read_cancelled_mid_statement_leaves_the_pool_usable(

@@ -285,6 +285,58 @@ async def test_list_bad_filter_or_sort_is_422_naming_the_parameter(
     assert ["query", parameter] in [error["location"][:2] for error in body["errors"]]
 
 
+def without_per_request_headers(response: httpx.Response) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in response.headers.items() if k not in {"date", "x-request-id"}]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize(
+    ("never", "asked"),
+    [
+        # Anonymous callers see accepted and confirmed sessions only.
+        ({"state": "draft"}, {"state": "accepted"}),
+        (
+            {"state": ["draft", "pending"], "event_id": 1, "q": "keyset", "limit": 1},
+            {"state": ["accepted"], "event_id": 1, "q": "keyset", "limit": 1},
+        ),
+        # An empty range, for anyone.
+        (
+            {"starts_after": "2027-05-04T10:00:00Z", "starts_before": "2027-05-04T12:00:00+02:00"},
+            {"starts_after": "2027-05-04T10:00:00Z", "starts_before": "2027-05-04T10:00:01Z"},
+        ),
+    ],
+)
+async def test_list_no_visible_session_can_match_answers_as_an_empty_page_from_the_database(
+    client: httpx.AsyncClient,
+    anonymous_client: httpx.AsyncClient,
+    method: str,
+    never: dict[str, Any],
+    asked: dict[str, Any],
+) -> None:
+    # What `never` would find were it visible; `asked` goes to the database and finds nothing.
+    for state in ("draft", "pending"):
+        await create_session(client, state=state, title="keyset", starts_at="2027-05-04T10:00:00Z")
+    answered = await anonymous_client.request(method, "/sessions", params=never)
+    from_database = await anonymous_client.request(method, "/sessions", params=asked)
+    assert answered.status_code == from_database.status_code == 200
+    assert answered.content == from_database.content
+    assert method == "HEAD" or answered.json() == {"items": [], "next_cursor": None}
+    assert without_per_request_headers(answered) == without_per_request_headers(from_database)
+
+
+async def test_list_no_visible_session_can_match_still_checks_the_cursor(
+    client: httpx.AsyncClient, anonymous_client: httpx.AsyncClient
+) -> None:
+    cursor = await first_cursor(client, state="draft")
+    # Issued to an admin, valid for the same query from anyone: no draft is on it for them.
+    page = await anonymous_client.get("/sessions", params={"state": "draft", "cursor": cursor})
+    assert page.json() == {"items": [], "next_cursor": None}
+    response = await anonymous_client.get(
+        "/sessions", params={"state": "draft", "cursor": tamper(cursor)}
+    )
+    assert assert_problem(response, 400)["parameter"] == "cursor"
+
+
 async def first_cursor(client: httpx.AsyncClient, **params: Any) -> str:
     for n in range(3):
         await create_session(client, event_id=1, title=f"t{n}")

@@ -429,3 +429,19 @@ async def test_list_filtered_by_state_still_hides_what_anonymous_may_not_see(
     assert response.status_code == 200, response.text
     listed = [item["id"] for item in response.json()["items"]]
     assert listed == ([session["id"]] if state in PUBLIC else [])
+
+
+@pytest.mark.parametrize(("role", "state"), READS)
+async def test_list_filtered_by_state_shows_exactly_what_the_role_may_see_of_it(
+    actors: Actors, role: str, state: str
+) -> None:
+    # Whether the database is asked at all depends on who asks (a page no session the caller
+    # may see can be on is answered without it): the outcome must not.
+    ids = {each: (await arrange(actors, each))["id"] for each in STATES}
+    by_state: dict[str, Any] = {"state": state}
+    for params in (by_state, by_state | {"event_id": EVENT}):
+        response = await actors[role].get("/sessions", params=params)
+        assert response.status_code == 200, response.text
+        listed = [item["id"] for item in response.json()["items"]]
+        assert listed == ([ids[state]] if visible(role, state) else [])
+        assert response.json()["next_cursor"] is None
