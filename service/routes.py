@@ -3,7 +3,7 @@ from dataclasses import asdict
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import orm
 from starlette.convertors import Convertor, register_url_convertor
 
@@ -141,7 +141,8 @@ SearchText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(
 
 
 def id_filter(description: str) -> Any:
-    """An optional query parameter that is one of a session's ids (event_id, track_id...)."""
+    """An optional query parameter that is one of a session's ids (event_id, track_id...), as a
+    handler's parameter or a field of a model of them."""
     return Query(ge=1, le=INT4_MAX, description=description)
 
 
@@ -306,6 +307,86 @@ def _created(session: Session) -> Response:
     return json_response(session_content(session), status.HTTP_201_CREATED, headers)
 
 
+class ListParameters(BaseModel):
+    """GET /sessions' query parameters: each one a parameter in the spec."""
+
+    event_id: Annotated[int | None, id_filter("Only sessions of this event.")] = None
+    state: Annotated[
+        list[State] | None,
+        Field(
+            description="Only sessions in one of these states; repeat it for several: "
+            "state=accepted&state=confirmed."
+        ),
+    ] = None
+    track_id: Annotated[int | None, id_filter("Only sessions in this track.")] = None
+    session_type_id: Annotated[int | None, id_filter("Only sessions of this type.")] = None
+    microlocation_id: Annotated[
+        int | None, id_filter("Only sessions held in this room (microlocation).")
+    ] = None
+    level: Annotated[
+        Level | None, Field(description="Only sessions for this level of audience.")
+    ] = None
+    language: Annotated[
+        Language | None, Field(description="Only sessions in this language, ignoring case.")
+    ] = None
+    starts_after: Annotated[
+        InputDateTime | None, Field(description="RFC 3339; starts_at at or after it.")
+    ] = None
+    starts_before: Annotated[
+        InputDateTime | None, Field(description="RFC 3339; starts_at before it.")
+    ] = None
+    modified_since: Annotated[
+        InputDateTime | None,
+        Field(
+            description="RFC 3339; last_modified_at at or after it. Not a way to sync: changes "
+            "commit in another order than they are stamped, so a poll from the latest stamp seen "
+            "can miss one for good; follow GET /sessions/changes instead."
+        ),
+    ] = None
+    q: Annotated[
+        SearchText | None,
+        Field(
+            description="Case-insensitive text in title, subtitle or short_abstract (in "
+            "short_abstract's stored, sanitised HTML: & is &amp;)."
+        ),
+    ] = None
+    sort: Annotated[
+        list[SortValue] | None,
+        Field(
+            description="Sort keys, comma-separated or repeated, each optionally prefixed by "
+            "'-' (descending): id, title, starts_at, ends_at, created_at, last_modified_at. "
+            "id is the final tie-breaker; sessions without starts_at or ends_at come last."
+        ),
+    ] = None
+    limit: Annotated[
+        int, Field(ge=1, le=100, description="The most sessions a page holds (1 to 100).")
+    ] = 20
+    cursor: Annotated[
+        str | None,
+        Field(
+            max_length=4096,
+            description="The next_cursor of the previous page (its Link header has it too), with "
+            "the same filters and sort; only limit may change. Omit for the first page. Opaque "
+            "and signed: one not issued for this query is a 400.",
+        ),
+    ] = None
+
+    def session_filter(self) -> SessionFilter:
+        return SessionFilter(
+            event_id=self.event_id,
+            states=tuple(sorted(set(self.state or ()))),
+            track_id=self.track_id,
+            session_type_id=self.session_type_id,
+            microlocation_id=self.microlocation_id,
+            level=self.level,
+            language=self.language,
+            starts_after=self.starts_after,
+            starts_before=self.starts_before,
+            modified_since=self.modified_since,
+            q=self.q,
+        )
+
+
 @get_and_head(
     "",
     response_model=SessionPage,
@@ -320,90 +401,21 @@ async def list_sessions(
     request: Request,
     signer: Signer,
     principal: Reader,
-    event_id: Annotated[int | None, id_filter("Only sessions of this event.")] = None,
-    state: Annotated[
-        list[State] | None,
-        Query(
-            description="Only sessions in one of these states; repeat it for several: "
-            "state=accepted&state=confirmed."
-        ),
-    ] = None,
-    track_id: Annotated[int | None, id_filter("Only sessions in this track.")] = None,
-    session_type_id: Annotated[int | None, id_filter("Only sessions of this type.")] = None,
-    microlocation_id: Annotated[
-        int | None, id_filter("Only sessions held in this room (microlocation).")
-    ] = None,
-    level: Annotated[
-        Level | None, Query(description="Only sessions for this level of audience.")
-    ] = None,
-    language: Annotated[
-        Language | None, Query(description="Only sessions in this language, ignoring case.")
-    ] = None,
-    starts_after: Annotated[
-        InputDateTime | None, Query(description="RFC 3339; starts_at at or after it.")
-    ] = None,
-    starts_before: Annotated[
-        InputDateTime | None, Query(description="RFC 3339; starts_at before it.")
-    ] = None,
-    modified_since: Annotated[
-        InputDateTime | None,
-        Query(
-            description="RFC 3339; last_modified_at at or after it. Not a way to sync: changes "
-            "commit in another order than they are stamped, so a poll from the latest stamp seen "
-            "can miss one for good; follow GET /sessions/changes instead."
-        ),
-    ] = None,
-    q: Annotated[
-        SearchText | None,
-        Query(
-            description="Case-insensitive text in title, subtitle or short_abstract (in "
-            "short_abstract's stored, sanitised HTML: & is &amp;)."
-        ),
-    ] = None,
-    sort: Annotated[
-        list[SortValue] | None,
-        Query(
-            description="Sort keys, comma-separated or repeated, each optionally prefixed by "
-            "'-' (descending): id, title, starts_at, ends_at, created_at, last_modified_at. "
-            "id is the final tie-breaker; sessions without starts_at or ends_at come last."
-        ),
-    ] = None,
-    limit: Annotated[
-        int, Query(ge=1, le=100, description="The most sessions a page holds (1 to 100).")
-    ] = 20,
-    cursor: Annotated[
-        str | None,
-        Query(
-            max_length=4096,
-            description="The next_cursor of the previous page (its Link header has it too), with "
-            "the same filters and sort; only limit may change. Omit for the first page. Opaque "
-            "and signed: one not issued for this query is a 400.",
-        ),
-    ] = None,
+    parameters: Annotated[ListParameters, Query()],
 ) -> Response:
     """List the sessions the caller may see, filtered and sorted, a page at a time (keyset
     pagination)."""
     try:
-        sort_keys = parse_sort(sort or ["id"])
+        sort_keys = parse_sort(parameters.sort or ["id"])
     except InvalidSort as exc:
         raise InvalidInput(("query", "sort"), str(exc)) from None
-    filters = SessionFilter(
-        event_id=event_id,
-        states=tuple(sorted(set(state or ()))),
-        track_id=track_id,
-        session_type_id=session_type_id,
-        microlocation_id=microlocation_id,
-        level=level,
-        language=language,
-        starts_after=starts_after,
-        starts_before=starts_before,
-        modified_since=modified_since,
-        q=q,
-    )
+    filters = parameters.session_filter()
     # The cursor is bound to the query it continues: with other filters or another order its
     # position would silently skip or repeat rows.
     bound_to = query_fingerprint({"sort": [str(key) for key in sort_keys], **asdict(filters)})
-    after = _read_cursor(signer, cursor, sort_keys, bound_to) if cursor else None
+    after = (
+        _read_cursor(signer, parameters.cursor, sort_keys, bound_to) if parameters.cursor else None
+    )
     visible = policy.visibility(principal)
     rows: Sequence[StoredSession] = []
     # Filters no session this caller may see can pass (anonymous, state=draft) need no query,
@@ -412,12 +424,12 @@ async def list_sessions(
         # One row more than the page tells whether another page follows.
         async with read_connection(request.app) as conn:
             rows = await SessionReads(conn).list(
-                filters, sort_keys, after=after, limit=limit + 1, visible=visible
+                filters, sort_keys, after=after, limit=parameters.limit + 1, visible=visible
             )
-    page = rows[:limit]
+    page = rows[: parameters.limit]
     next_cursor = None
     headers = dict(PAGE_CACHE_CONTROL)
-    if len(rows) > limit:
+    if len(rows) > parameters.limit:
         position = encode_position(keyset_position(page[-1], sort_keys))
         next_cursor = signer.sign(
             LIST_CURSOR, {"format": TOKEN_FORMAT, "query": bound_to, "after": position}
