@@ -1,3 +1,5 @@
+import inspect
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Annotated, Any, TypeVar
@@ -91,6 +93,9 @@ router = APIRouter(
 )
 
 
+_CONVERTOR = re.compile(r":\w+}")  # "{session_id:digits}" is "{session_id}" in the spec
+
+
 def get_and_head(
     path: str, *, head_summary: str, head_description: str, **options: Any
 ) -> Callable[[Handler], Handler]:
@@ -100,8 +105,11 @@ def get_and_head(
 
     def declare(handler: Handler) -> Handler:
         router.get(path, **options)(handler)
+        get_path = router.prefix + _CONVERTOR.sub("}", path)
         head_options = options | {
             "summary": head_summary,
+            "description": f"The status and headers of GET {get_path}, without its body.\n\n"
+            + inspect.cleandoc(handler.__doc__ or ""),
             "response_description": head_description,
         }
         return router.head(path, **head_options)(handler)

@@ -449,3 +449,17 @@ def test_entity_tags_pattern_accepts_what_the_parser_accepts(value: str) -> None
     except MalformedHeader:
         parsed = False
     assert (re.search(ENTITY_TAGS_PATTERN, value) is not None) == parsed
+
+
+def test_head_operations_say_they_answer_what_get_would_without_a_body(
+    document: dict[str, Any],
+) -> None:
+    # Not GET's description alone ("List the sessions…"), which a generated client's method
+    # for HEAD would otherwise carry.
+    heads = [(path, op) for method, path, op in operations(document) if method == "HEAD"]
+    assert heads
+    for path, head in heads:
+        get = document["paths"][path]["get"]
+        assert head["description"] == (
+            f"The status and headers of GET {path}, without its body.\n\n{get['description']}"
+        )
