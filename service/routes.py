@@ -430,7 +430,7 @@ async def list_sessions(
     # nor a turn for a connection.
     if filters.may_match(visible):
         # One row more than the page tells whether another page follows.
-        async with read_connection(request.app) as conn:
+        async with read_connection(request.app, search=filters.q is not None) as conn:
             rows = await SessionReads(conn).list(
                 filters, sort_keys, after=after, limit=parameters.limit + 1, visible=visible
             )

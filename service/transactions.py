@@ -35,28 +35,48 @@ class ConnectionLine:
     and with a slot per connection no request waits in the pool itself. A wait longer than
     DB_POOL_TIMEOUT raises SQLAlchemy's TimeoutError, as its own pool does (503 "database
     unavailable", logged as the pool's).
+
+    Text searches (the list's q) first wait for one of half as many search slots: one whose text
+    the trigram indexes cannot serve ("go", "C#"), or on a server without them, reads the whole
+    table, up to seconds on a large one. A burst of them then holds at most half the
+    connections, and every other request keeps the rest.
     """
 
     def __init__(self, settings: Settings) -> None:
-        self._slots = asyncio.Semaphore(settings.db_pool_size + settings.db_max_overflow)
+        connections = settings.db_pool_size + settings.db_max_overflow
+        self._slots = asyncio.Semaphore(connections)
+        self._search_slots = asyncio.Semaphore(max(1, connections // 2))
         self._timeout = settings.db_pool_timeout
 
     @asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
-        if self._slots.locked():  # no slot free, or others already waiting: queue, bounded
-            try:
-                async with asyncio.timeout(self._timeout):
-                    await self._slots.acquire()
-            except TimeoutError:
-                raise PoolTimeout(
-                    f"no pooled connection was free within DB_POOL_TIMEOUT ({self._timeout:g} s)"
-                ) from None
-        else:  # a free slot is taken at once: no wait to bound, nor a timer to set and cancel
-            await self._slots.acquire()
+        await self._take(self._slots, "pooled connection")
         try:
             yield
         finally:
             self._slots.release()
+
+    @asynccontextmanager
+    async def search_turn(self) -> AsyncIterator[None]:
+        """A search's turn among searches, then for a connection (each wait bounded alike)."""
+        await self._take(self._search_slots, "search slot")
+        try:
+            async with self.turn():
+                yield
+        finally:
+            self._search_slots.release()
+
+    async def _take(self, slots: asyncio.Semaphore, what: str) -> None:
+        if slots.locked():  # no slot free, or others already waiting: queue, bounded
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await slots.acquire()
+            except TimeoutError:
+                raise PoolTimeout(
+                    f"no {what} was free within DB_POOL_TIMEOUT ({self._timeout:g} s)"
+                ) from None
+        else:  # a free slot is taken at once: no wait to bound, nor a timer to set and cancel
+            await slots.acquire()
 
 
 def connection_line(app: FastAPI) -> ConnectionLine:
@@ -166,7 +186,7 @@ async def _restore_if_stored(app: FastAPI, written: Iterable[Written]) -> bool:
 
 
 @asynccontextmanager
-async def read_connection(app: FastAPI) -> AsyncIterator[Any]:
+async def read_connection(app: FastAPI, *, search: bool = False) -> AsyncIterator[Any]:
     """A driver (asyncpg) connection from the app's pool, for reads of one statement.
 
     No ORM session and no transaction: one statement reads one consistent snapshot on its own,
@@ -179,13 +199,16 @@ async def read_connection(app: FastAPI) -> AsyncIterator[Any]:
     A context manager in the handler rather than a dependency: the connection goes back to the
     pool as soon as the statement has run, and FastAPI's machinery for dependencies that yield
     costs more than the statement.
+
+    A `search` (a list with q) waits for its turn among searches first (ConnectionLine).
     """
     maker: async_sessionmaker[AsyncSession] = app.state.db_maker
     bind: AsyncEngine | AsyncConnection = maker.kw["bind"]
     if isinstance(bind, AsyncConnection):
         yield (await bind.get_raw_connection()).driver_connection
         return
-    async with connection_line(app).turn():
+    line = connection_line(app)
+    async with line.search_turn() if search else line.turn():
         connection = await bind.raw_connection()
         try:
             yield connection.driver_connection

@@ -112,6 +112,24 @@ async def test_lists_and_the_feed_wait_in_the_same_line(
     assert (await client.get(path)).status_code == 200
 
 
+async def test_searches_wait_for_half_the_connections_and_leave_the_rest_to_other_requests(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    # A pool of two: one search slot. A search whose text the trigram indexes cannot serve reads
+    # the whole table; a burst of them must not take every connection.
+    settings = Settings(database_url=database_url, db_pool_size=2, db_pool_timeout=0.2)
+    async with started(settings) as (app, client):
+        session = await create_session(client)
+        async with connection_line(app).search_turn():  # a search in progress
+            response = await client.get("/sessions", params={"q": "go"})
+            assert response.status_code == 503, response.text
+            assert (await client.get(f"/sessions/{session['id']}")).status_code == 200
+            assert (await client.get("/sessions", params={"level": "Expert"})).status_code == 200
+            assert (await client.get("/sessions/changes")).status_code == 200
+        assert (await client.get("/sessions", params={"q": "go"})).status_code == 200
+    await empty_sessions(engine)
+
+
 async def test_writes_refused_before_they_reach_the_database_never_queue_for_a_connection(
     one_connection: tuple[FastAPI, httpx.AsyncClient],
 ) -> None:
