@@ -1,4 +1,4 @@
-"""Pure ASGI middleware at the edge of the app, configured from its settings on first use.
+"""Pure ASGI middleware at the edge of the app, configured from the settings it starts with.
 
 - BodySizeLimit: a request body over MAX_BODY_SIZE gets 413 without being read whole: a declared
   Content-Length over the limit is refused before the app runs, and a streamed (chunked) body is
