@@ -49,8 +49,8 @@ class ConnectionLine:
         self._timeout = settings.db_pool_timeout
 
     @asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        await self._take(self._slots, "pooled connection")
+    async def turn(self, deadline: float | None = None) -> AsyncIterator[None]:
+        await self._take(self._slots, "pooled connection", deadline)
         try:
             yield
         finally:
@@ -58,18 +58,22 @@ class ConnectionLine:
 
     @asynccontextmanager
     async def search_turn(self) -> AsyncIterator[None]:
-        """A search's turn among searches, then for a connection (each wait bounded alike)."""
-        await self._take(self._search_slots, "search slot")
+        """A search's turn among searches, then for a connection: both waits within one
+        DB_POOL_TIMEOUT, as any request's wait for a connection."""
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        await self._take(self._search_slots, "search slot", deadline)
         try:
-            async with self.turn():
+            async with self.turn(deadline):
                 yield
         finally:
             self._search_slots.release()
 
-    async def _take(self, slots: asyncio.Semaphore, what: str) -> None:
+    async def _take(self, slots: asyncio.Semaphore, what: str, deadline: float | None) -> None:
         if slots.locked():  # no slot free, or others already waiting: queue, bounded
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + self._timeout
             try:
-                async with asyncio.timeout(self._timeout):
+                async with asyncio.timeout_at(deadline):
                     await slots.acquire()
             except TimeoutError:
                 raise PoolTimeout(

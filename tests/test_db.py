@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import (
     AsyncAdapt_asyncpg_dbapi,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_
 
@@ -128,6 +129,31 @@ async def test_searches_wait_for_half_the_connections_and_leave_the_rest_to_othe
             assert (await client.get("/sessions/changes")).status_code == 200
         assert (await client.get("/sessions", params={"q": "go"})).status_code == 200
     await empty_sessions(engine)
+
+
+async def test_a_search_waits_for_its_slot_and_a_connection_within_one_db_pool_timeout() -> None:
+    # Both waits are the request's wait for a connection, which DB_POOL_TIMEOUT bounds: a search
+    # that got its slot late must not then wait a whole DB_POOL_TIMEOUT more.
+    timeout = 0.5
+    line = ConnectionLine(Settings(db_pool_size=2, db_max_overflow=0, db_pool_timeout=timeout))
+    searching, other = line.search_turn(), line.turn()  # the one search slot, both connections
+    await searching.__aenter__()
+    await other.__aenter__()
+
+    async def search() -> None:
+        async with line.search_turn():
+            pass
+
+    waiting = asyncio.create_task(search())
+    await asyncio.sleep(timeout * 0.6)
+    await searching.__aexit__(None, None, None)  # its slot free, for the waiting search
+    async with line.turn():  # the connection it held goes to another request at once
+        await asyncio.sleep(timeout * 0.7)
+        await other.__aexit__(None, None, None)  # past DB_POOL_TIMEOUT since the search came
+        with pytest.raises(PoolTimeout, match="DB_POOL_TIMEOUT"):
+            await waiting
+    async with line.search_turn():  # every slot given back
+        pass
 
 
 async def test_writes_refused_before_they_reach_the_database_never_queue_for_a_connection(
