@@ -214,7 +214,7 @@ def create_token_verifier(settings: Settings) -> TokenVerifier:
 
 
 def token_verifier(app: FastAPI) -> TokenVerifier:
-    """The app's verifier (service.main's lifespan builds it)."""
+    """The app's verifier (service.main.configure builds it)."""
     verifier: TokenVerifier = app.state.token_verifier
     return verifier
 

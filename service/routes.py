@@ -205,7 +205,7 @@ CHANGES_RESPONSES = merge_responses(
 
 
 def get_signer(request: Request) -> TokenSigner:
-    """The app's signer of cursors and change-feed tokens (service.main's lifespan builds it)."""
+    """The app's signer of cursors and change-feed tokens (service.main.configure builds it)."""
     signer: TokenSigner = request.app.state.signer
     return signer
 

@@ -84,7 +84,7 @@ class ConnectionLine:
 
 
 def connection_line(app: FastAPI) -> ConnectionLine:
-    """The app's line (service.main's lifespan builds it)."""
+    """The app's line (service.main.configure builds it)."""
     line: ConnectionLine = app.state.connection_line
     return line
 
