@@ -466,3 +466,16 @@ async def test_list_statement_is_compiled_once_per_shape_whatever_the_values() -
     assert query(SessionFilter(event_id=1), [datetime.now(UTC), 5]) is not query(
         SessionFilter(event_id=1), [None, 5]
     )
+
+
+@pytest.mark.parametrize(
+    ("event_id", "may_match"), [(None, True), (3, True), (4, False)], ids=["any", "its", "other"]
+)
+def test_a_draft_filter_may_match_for_an_organiser_of_the_event_alone(
+    event_id: int | None, may_match: bool
+) -> None:
+    # Visibility through organised events alone (no creator_id, which every signed-in caller
+    # has today): the list statement would find the event's drafts, so the page is not empty.
+    organiser = Visibility(everything=False, event_ids=frozenset({3}))
+    drafts = SessionFilter(event_id=event_id, states=("draft",))
+    assert drafts.may_match(organiser) is may_match
