@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from service.schemas import format_utc
 from tests.conftest import (
@@ -172,7 +173,10 @@ async def test_a_websocket_upgrade_is_answered_as_plain_http(
 def test_a_start_that_fails_exits_with_status_3(deployed_database: str) -> None:
     # As `uvicorn` itself would: a supervisor tells a failed start from a crash. (A setting the
     # service checks is refused before, exit 1: this driver option is read by the engine.)
-    service = ServiceProcess(f"{deployed_database}?prepared_statement_cache_size=many")
+    # Added to the URL's query, which already holds the socket's directory on the embedded
+    # PostgreSQL (?host=/tmp/...): a second "?" would make the option part of that directory.
+    url = make_url(deployed_database).update_query_dict({"prepared_statement_cache_size": "many"})
+    service = ServiceProcess(url.render_as_string(hide_password=False))
     try:
         assert service.wait() == 3
         messages = [line["message"] for line in service.log_lines()]
