@@ -104,10 +104,17 @@ def no_nul(value: str) -> str:
 # terminal may act on, and JSON sends as six bytes each.
 _CONTROL_CHARACTERS = "\x00-\x08\x0b\x0c\x0e-\x1f"
 _CONTROL_CHARACTER = re.compile(f"[{_CONTROL_CHARACTERS}]")
+# Half of a UTF-16 pair, which JSON may escape on its own ("\ud800"): no character at all, and
+# PostgreSQL cannot store it (asyncpg cannot encode it). Not in the schema's patterns: a
+# JSON Schema pattern sees a valid pair (an emoji) as two such halves.
+_SURROGATES = "\ud800-\udfff"
+_UNSTORABLE_CHARACTER = re.compile(f"[{_CONTROL_CHARACTERS}{_SURROGATES}]")
 
 
-def no_control_characters(value: str) -> str:
-    if _CONTROL_CHARACTER.search(value):
+def storable_text(value: str) -> str:
+    if found := _UNSTORABLE_CHARACTER.search(value):
+        if found[0] >= "\ud800":
+            raise ValueError("must be Unicode text: a lone surrogate (U+D800 to U+DFFF) is not")
         raise ValueError(
             "must not contain control characters (U+0000 to U+001F) but tab, line feed and "
             "carriage return"
@@ -183,7 +190,7 @@ NOT_BLANK = Field(
         f"[^{_CONTROL_CHARACTERS}]*$"
     }
 )
-StoredText = Annotated[str, AfterValidator(no_control_characters)]
+StoredText = Annotated[str, AfterValidator(storable_text)]
 
 Title = Annotated[
     StoredText,

@@ -660,3 +660,37 @@ async def test_patch_with_a_control_character_is_422_and_changes_nothing(
     assert [error["location"] for error in body["errors"]] == [["body", field]]
     assert "control characters" in body["errors"][0]["message"]
     assert (await client.get(f"/sessions/{session['id']}")).json() == session
+
+
+# JSON may escape half of a UTF-16 surrogate pair on its own ("\ud800"): Python reads it into a
+# str that is not Unicode text, which PostgreSQL cannot store. json.dumps writes it so.
+LONE_SURROGATE = "a\ud800b"
+
+
+@pytest.mark.parametrize("field", ["title", "subtitle", "language", "short_abstract"])
+async def test_create_with_a_lone_surrogate_is_422(
+    client: httpx.AsyncClient, connection: AsyncConnection, field: str
+) -> None:
+    response = await client.post(
+        "/sessions",
+        content=json.dumps(session_body(**{field: LONE_SURROGATE})),
+        headers={"Content-Type": "application/json"},
+    )
+    body = assert_problem(response, 422)
+    assert [error["location"] for error in body["errors"]] == [["body", field]]
+    assert "surrogate" in body["errors"][0]["message"]
+    assert await count_sessions(connection) == 0
+
+
+async def test_patch_with_a_lone_surrogate_is_422_and_changes_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    session = await create_session(client)
+    response = await client.patch(
+        f"/sessions/{session['id']}",
+        content=json.dumps({"title": LONE_SURROGATE}),
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    body = assert_problem(response, 422)
+    assert [error["location"] for error in body["errors"]] == [["body", "title"]]
+    assert (await client.get(f"/sessions/{session['id']}")).json() == session
