@@ -19,7 +19,14 @@ from service.auth import (
     Reader,
     Writer,
 )
-from service.errors import BODY_MEDIA_TYPES, BadRequest, InvalidInput, NotFound, check_body_format
+from service.errors import (
+    BODY_MEDIA_TYPES,
+    BadRequest,
+    ChangeInProgress,
+    InvalidInput,
+    NotFound,
+    check_body_format,
+)
 from service.idempotency import IdempotencyKeys, KeyAlreadyUsed, fingerprint, idempotency_key
 from service.models import Session
 from service.openapi import header, merge_responses, operation_id, problem_response, problems
@@ -82,6 +89,7 @@ from service.transactions import read_connection, unit_of_work
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 Visible = TypeVar("Visible", bound=policy.SessionFacts)
+Written = TypeVar("Written")
 
 # Every operation here validates its input, and refuses a body over MAX_BODY_SIZE whatever the
 # method; all but GET /sessions/states need the database (503: DATABASE below).
@@ -247,6 +255,27 @@ def _get_for_update_or_404(
     repository: SessionRepository, session_id: int, principal: Principal
 ) -> Session:
     return _visible_or_404(repository.get(session_id, for_update=True), session_id, principal)
+
+
+async def _write_of_one_session(
+    request: Request, session_id: int, principal: Principal, write: Callable[[orm.Session], Written]
+) -> Written:
+    """The unit of work of a PATCH or DELETE, which locks the session first.
+
+    A caller who may not see the session gets its 404 even when the lock was not granted in
+    time: "another change of this session is in progress" would tell them that it exists.
+    Whether they may see it is read once the lock is refused, without it, on a connection of
+    its own (the refusal aborted the write's transaction): a write granted its lock pays nothing
+    for this. Where DDL (a migration) holds the whole table, that read waits for it too, and the
+    request is the 503 of any other on such a table.
+    """
+    try:
+        return await unit_of_work(request.app, write)
+    except ChangeInProgress:
+        async with read_connection(request.app) as conn:
+            stored = await SessionReads(conn).get(session_id)
+        _visible_or_404(stored, session_id, principal)
+        raise
 
 
 # The new session's id feeds the operations on one session (OpenAPI links).
@@ -633,7 +662,7 @@ async def update_session(
         policy.check_changes(principal, session, changes)
         return repository.update(session, changes)
 
-    session = await unit_of_work(request.app, change)
+    session = await _write_of_one_session(request, session_id, principal, change)
     return json_response(session_content(session), headers=representation_headers(session))
 
 
@@ -660,6 +689,6 @@ async def delete_session(
         check_write(preconditions, "DELETE", session)
         repository.delete(session)
 
-    await unit_of_work(request.app, delete)
+    await _write_of_one_session(request, session_id, principal, delete)
     # Built here: FastAPI's own 204 would say its body (none) is application/json.
     return Response(status_code=status.HTTP_204_NO_CONTENT)

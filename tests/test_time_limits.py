@@ -13,11 +13,13 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.auth import issue_token
 from service.errors import PROBLEM_BASE
 from service.settings import Settings
 from tests.conftest import (
     ADMIN_ID,
     StoredRows,
+    asgi_client,
     assert_problem,
     asyncpg_dsn,
     create_session,
@@ -102,6 +104,45 @@ async def test_write_of_a_row_locked_elsewhere_is_409_and_changes_nothing(
     assert retried.status_code == (200 if method == "PATCH" else 204), retried.text
 
 
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+async def test_write_of_a_locked_row_the_caller_may_not_see_is_404(
+    database_url: str,
+    engine: AsyncEngine,
+    elsewhere: asyncpg.Connection,
+    stored: StoredRows,
+    method: str,
+) -> None:
+    # A session the caller may not see does not exist for them, even while another change holds
+    # its lock: a 409 "another change of this session" would tell them that it does.
+    settings = Settings(
+        database_url=database_url,
+        db_lock_timeout=LOCK_TIMEOUT,
+        db_statement_timeout=STATEMENT_TIMEOUT,
+    )
+    try:
+        async with (
+            started(settings) as (app, client),
+            asgi_client(app, {"Authorization": f"Bearer {issue_token(settings, '7')}"}) as speaker,
+        ):
+            session = await create_session(client)  # an admin's draft: not the speaker's
+            url = f"/sessions/{session['id']}"
+            body = {"title": "Changed"} if method == "PATCH" else None
+            before = await stored.row(session["id"])
+            async with elsewhere.transaction():
+                await elsewhere.execute(
+                    "SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session["id"]
+                )
+                response = await answer(speaker.request(method, url, json=body))
+            unlocked = await speaker.request(method, url, json=body)
+            after = await stored.row(session["id"])
+    finally:
+        await empty_sessions(engine)
+
+    assert_problem(response, 404)
+    assert response.json() == unlocked.json()  # as once the lock is granted
+    assert after == before
+
+
 async def test_create_retried_while_the_first_is_in_flight_past_the_lock_timeout_is_409(
     client: httpx.AsyncClient,
     elsewhere: asyncpg.Connection,
@@ -137,17 +178,21 @@ async def test_requests_on_a_table_a_migration_holds_are_503_at_the_lock_timeout
     client: httpx.AsyncClient, elsewhere: asyncpg.Connection, stored: StoredRows
 ) -> None:
     # DDL locks the whole table: reads wait too, and creations. The database cannot serve them
-    # now; it will once the migration commits.
+    # now; it will once the migration commits. (A PATCH or DELETE gets no 409: its lock was
+    # refused on the table, not because another change of the session was in progress.)
     session = await create_session(client)
+    url = f"/sessions/{session['id']}"
     async with elsewhere.transaction():
         await elsewhere.execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
         responses = [
             await answer(request)
             for request in (
-                client.get(f"/sessions/{session['id']}"),
+                client.get(url),
                 client.get("/sessions"),
                 client.get("/sessions/changes"),
                 client.post("/sessions", json=session_body()),
+                client.patch(url, json={"title": "Changed"}),
+                client.delete(url),
             )
         ]
     for response in responses:
