@@ -568,9 +568,10 @@ _UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "28", "3D", "53", "57"})
 # or the database recreated under the service); /readyz says so too.
 _UNMIGRATED_SQLSTATES = frozenset({"42P01", "42703"})
 # lock_timeout (DB_LOCK_TIMEOUT): a lock another transaction holds was not granted in time. Where
-# a write locks a session's row or claims an Idempotency-Key, ChangeInProgress says so (also of a
-# wait there for a table that DDL holds: the error does not say which lock it waited for);
-# anywhere else it is such a table (a migration), and the database cannot serve now.
+# a write locks a session's row or claims an Idempotency-Key, ChangeInProgress says so (the error
+# does not say which lock it waited for: a PATCH or DELETE then reads the session, which waits
+# too where DDL holds the table; service.routes); anywhere else it is a table that DDL holds (a
+# migration), and the database cannot serve now.
 LOCK_NOT_AVAILABLE = "55P03"
 # statement_timeout (DB_STATEMENT_TIMEOUT), or pg_cancel_backend: answered QueryCanceled.
 QUERY_CANCELED = "57014"

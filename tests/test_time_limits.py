@@ -202,24 +202,6 @@ async def test_requests_on_a_table_a_migration_holds_are_503_at_the_lock_timeout
     assert await stored.conn.fetchval("SELECT count(*) FROM sessions") == 1
 
 
-@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
-async def test_write_of_a_session_while_a_migration_holds_the_table_is_409_as_for_its_row(
-    client: httpx.AsyncClient, elsewhere: asyncpg.Connection, stored: StoredRows, method: str
-) -> None:
-    # lock_timeout does not say which lock it waited for (README: Slow statements and held locks).
-    session = await create_session(client)
-    url = f"/sessions/{session['id']}"
-    body = {"title": "Changed"} if method == "PATCH" else None
-    before = await stored.row(session["id"])
-    async with elsewhere.transaction():
-        await elsewhere.execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
-        response = await answer(client.request(method, url, json=body))
-    problem = assert_problem(response, 409)
-    assert problem["type"] == PROBLEM_BASE + "change-in-progress"
-    assert response.headers["retry-after"] == "1"
-    assert await stored.row(session["id"]) == before
-
-
 # A BEFORE UPDATE trigger that takes a minute for one title: a statement that runs long without
 # waiting for any lock, as a heavy query on an overloaded database does.
 SLOW_TITLE = "Slow to write"
