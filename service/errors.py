@@ -15,6 +15,7 @@ import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.security import HTTPBearer
 from pydantic import MISSING, BaseModel, ConfigDict, Field
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
@@ -397,12 +398,32 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     return problem(exc.status, exc.detail, slug=exc.slug, headers=exc.headers, **exc.extensions)
 
 
+async def _caller_refusal(request: Request) -> ServiceError | None:
+    """What the route's authentication says to this caller if it refuses them, else None.
+
+    FastAPI decodes a JSON body before it solves the route's dependencies: a body it cannot
+    decode fails before the caller is authenticated. Without this a caller the route refuses
+    would be told what is wrong with their body, where any other request of theirs gets 401.
+    """
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    for dependency in dependant.dependencies if dependant else ():
+        if isinstance(dependency.call, HTTPBearer):
+            try:
+                await dependency.call(request)
+            except ServiceError as refusal:
+                return refusal
+    return None
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    if refused := body_format_error(request):
-        # A body FastAPI did not read as JSON (text/plain, a form) fails validation first.
-        return await _service_error(request, refused)
     found = exc.errors()
+    undecodable = any(error["type"] == "json_invalid" for error in found)
+    # A body FastAPI could not decode fails before the caller is authenticated; one it did not
+    # read as JSON (text/plain, a form) fails validation before its media type is refused.
+    caller_refused = await _caller_refusal(request) if undecodable else None
+    if refused := caller_refused or body_format_error(request):
+        return await _service_error(request, refused)
     errors = [
         {"location": list(error["loc"]), "message": error["msg"], "type": error["type"]}
         for error in found[:LISTED_ERRORS_MAX]
@@ -412,7 +433,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         detail = (
             f"The request has {len(found)} invalid fields; errors lists the first {len(errors)}."
         )
-    if any(error["type"] == "json_invalid" for error in errors):
+    if undecodable:
         detail = "The request body is not valid JSON."
     return problem(422, detail, slug="validation-error", errors=errors)
 
@@ -422,7 +443,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == HTTPStatus.BAD_REQUEST and exc.__cause__ is not None:
         # FastAPI's 400 for a body it could not decode at all (not UTF-8, nested too deeply):
         # malformed JSON, a 422 like every other one, unless it was never meant to be JSON.
-        if refused := body_format_error(request):
+        if refused := await _caller_refusal(request) or body_format_error(request):
             return await _service_error(request, refused)
         return problem(
             422,

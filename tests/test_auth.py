@@ -196,6 +196,48 @@ async def test_two_authorization_headers_are_401_not_the_first_one(
     assert await count_sessions(connection) == 0
 
 
+UNREADABLE_BODIES = [
+    pytest.param("POST", "application/json", b'{"title": ', id="malformed JSON"),
+    pytest.param("POST", "application/json", b'{"title": "\xff"}', id="not UTF-8"),
+    pytest.param("PATCH", "application/merge-patch+json", b"{", id="malformed merge patch"),
+]
+
+
+@pytest.mark.parametrize(("method", "content_type", "content"), UNREADABLE_BODIES)
+@pytest.mark.parametrize("authorization", [None, "Bearer not-a-token"])
+async def test_a_refused_caller_is_401_before_their_body_is_read(
+    anonymous_client: httpx.AsyncClient,
+    client: httpx.AsyncClient,
+    method: str,
+    content_type: str,
+    content: bytes,
+    authorization: str | None,
+) -> None:
+    # FastAPI decodes the body before it authenticates: the refusal must still come first, as
+    # for every other request of the caller's, and tell them nothing about their body.
+    url = "/sessions" if method == "POST" else f"/sessions/{await created_session_id(client)}"
+    headers = {"content-type": content_type}
+    if authorization:
+        headers["authorization"] = authorization
+    response = await anonymous_client.request(method, url, content=content, headers=headers)
+    assert response.status_code == 401, response.text
+    assert "errors" not in response.json()
+    # Signed in, the same body is the 422 it is.
+    signed_in = await client.request(
+        method,
+        url,
+        content=content,
+        headers=headers | {"authorization": client.headers["authorization"]},
+    )
+    assert signed_in.status_code == 422, signed_in.text
+
+
+async def created_session_id(client: httpx.AsyncClient) -> int:
+    response = await client.post("/sessions", json=session_body())
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
 @pytest.mark.parametrize("exp", [10**309, str(10**400)])
 async def test_an_exp_too_large_for_a_float_is_no_500(
     app_with: Callable[..., FastAPI], exp: object
