@@ -288,6 +288,21 @@ class DatabaseUnavailable(ServiceError):
         )
 
 
+class SearchesBusy(ServiceError):
+    """503: no search slot came free within DB_POOL_TIMEOUT (ConnectionLine): other searches
+    (the list's q) hold the half of the pool's connections searches may use. The database is
+    not at fault, and every other request is still served."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    slug = "searches-busy"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Too many searches (q) are running at once; retry shortly.",
+            headers={"Retry-After": "1"},
+        )
+
+
 class QueryCanceled(ServiceError):
     """503: PostgreSQL cancelled a statement of the request (57014): it ran longer than
     DB_STATEMENT_TIMEOUT allows, or an operator cancelled it (pg_cancel_backend). Nothing was

@@ -29,7 +29,14 @@ from service.errors import (
 )
 from service.idempotency import IdempotencyKeys, KeyAlreadyUsed, fingerprint, idempotency_key
 from service.models import Session
-from service.openapi import header, merge_responses, operation_id, problem_response, problems
+from service.openapi import (
+    PROBLEMS,
+    header,
+    merge_responses,
+    operation_id,
+    problem_response,
+    problems,
+)
 from service.pagination import (
     FEED_TOKEN,
     INT4_MAX,
@@ -163,6 +170,12 @@ def id_filter(description: str) -> Any:
 
 
 DATABASE = problems(503)
+# The list's: a search (q) also waits for one of the search slots (SearchesBusy).
+LIST_DATABASE = problem_response(
+    503,
+    f"{PROBLEMS[503]} A 503 of type `urn:sessions-service:problem:searches-busy`: too many "
+    "searches (`q`) are running at once; retry after `Retry-After` seconds.",
+)
 # A write that waited DB_LOCK_TIMEOUT for a lock another one holds (ChangeInProgress).
 CHANGE_IN_PROGRESS = problems(409)
 # A body sent as another media type is refused before it is read (text/plain, a form, a JSON
@@ -431,7 +444,7 @@ class ListParameters(BaseModel):
     response_description="A page of sessions.",
     head_summary="Get the headers of a page of sessions",
     head_description="A page's headers, without a body.",
-    responses=merge_responses(LIST_RESPONSES, LIST_AUTH_RESPONSES, DATABASE),
+    responses=merge_responses(LIST_RESPONSES, LIST_AUTH_RESPONSES, LIST_DATABASE),
     openapi_extra=OPTIONAL_BEARER,
 )
 async def list_sessions(

@@ -3,6 +3,7 @@
 ORM session for a write (unit_of_work)."""
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -19,10 +20,11 @@ from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from service.db import DRIVER_CONNECTION_ERRORS, STAMPED, WRITING_TRANSACTION
-from service.errors import CommitUnconfirmed, committing, is_database_unavailable
+from service.errors import CommitUnconfirmed, SearchesBusy, committing, is_database_unavailable
 from service.settings import Settings
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class ConnectionLine:
@@ -39,7 +41,8 @@ class ConnectionLine:
     Text searches (the list's q) first wait for one of half as many search slots: one whose text
     the trigram indexes cannot serve ("go", "C#"), or on a server without them, reads the whole
     table, up to seconds on a large one. A burst of them then holds at most half the
-    connections, and every other request keeps the rest.
+    connections, and every other request keeps the rest. A search that finds no slot free
+    within DB_POOL_TIMEOUT is SearchesBusy: the database is not at fault.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -61,7 +64,11 @@ class ConnectionLine:
         """A search's turn among searches, then for a connection: both waits within one
         DB_POOL_TIMEOUT, as any request's wait for a connection."""
         deadline = asyncio.get_running_loop().time() + self._timeout
-        await self._take(self._search_slots, "search slot", deadline)
+        try:
+            await self._take(self._search_slots, "search slot", deadline)
+        except PoolTimeout as waited_out:
+            logger.warning("searches busy: %s", waited_out)
+            raise SearchesBusy() from None
         try:
             async with self.turn(deadline):
                 yield

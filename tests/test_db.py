@@ -114,7 +114,7 @@ async def test_lists_and_the_feed_wait_in_the_same_line(
 
 
 async def test_searches_wait_for_half_the_connections_and_leave_the_rest_to_other_requests(
-    database_url: str, engine: AsyncEngine
+    database_url: str, engine: AsyncEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A pool of two: one search slot. A search whose text the trigram indexes cannot serve reads
     # the whole table; a burst of them must not take every connection.
@@ -123,7 +123,12 @@ async def test_searches_wait_for_half_the_connections_and_leave_the_rest_to_othe
         session = await create_session(client)
         async with connection_line(app).search_turn():  # a search in progress
             response = await client.get("/sessions", params={"q": "go"})
+            # Not "database unavailable": the database is fine, and serves everything else.
             assert response.status_code == 503, response.text
+            assert response.json()["type"] == "urn:sessions-service:problem:searches-busy"
+            assert response.headers["retry-after"] == "1"
+            assert "searches busy: no search slot was free within DB_POOL_TIMEOUT" in caplog.text
+            assert "database unavailable" not in caplog.text
             assert (await client.get(f"/sessions/{session['id']}")).status_code == 200
             assert (await client.get("/sessions", params={"level": "Expert"})).status_code == 200
             assert (await client.get("/sessions/changes")).status_code == 200
