@@ -23,7 +23,7 @@ from tests.conftest import (
     settings_for,
     started,
 )
-from tests.test_db import commit_then
+from tests.test_transactions import commit_then
 
 KEY = "8e03978e-40d5-43e8-bc93-6894a57f9324"
 
