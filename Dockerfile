@@ -11,8 +11,10 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /app
 # Dependencies first, from the lock only: this layer is rebuilt when the lock changes, not the code.
+# The lock pins every package with the hashes of its files on PyPI: a file that is not one of
+# them (a re-uploaded or tampered release, another index's copy) fails the build.
 COPY requirements.lock ./
-RUN pip install --no-cache-dir --requirement requirements.lock
+RUN pip install --no-cache-dir --require-hashes --requirement requirements.lock
 # The project itself, editable: the console script and metadata go into the venv, the code stays
 # in /app (the service finds alembic/ and alembic.ini beside its package). Installed against an
 # empty package so that this layer, like the one above, survives code changes.
