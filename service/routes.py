@@ -5,7 +5,8 @@ from dataclasses import asdict
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 from sqlalchemy import orm
 from starlette.convertors import Convertor, register_url_convertor
 
@@ -161,6 +162,24 @@ MergePatch = Annotated[SessionUpdate, Body(media_type="application/merge-patch+j
 # Documents the syntax parse_sort reads (it gives the errors, naming the bad key).
 SortValue = Annotated[str, Field(json_schema_extra={"pattern": SORT_PATTERN})]
 SearchText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul), NO_NUL]
+
+
+# An integer in the query as the spec's `type: integer` has it: digits, perhaps after a minus.
+# pydantic's lax mode would also read " 10 ", "+10", "1_0" and "10.000" as 10. Annotated after
+# the parameter's bounds: before them, the spec would get them as "ge" and "le", not minimum
+# and maximum.
+_QUERY_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def _query_integer(value: object) -> object:
+    if isinstance(value, str) and not _QUERY_INTEGER.fullmatch(value):
+        raise PydanticCustomError(
+            "int_parsing", "Input should be a valid integer, unable to parse string as an integer"
+        )
+    return value
+
+
+QueryInteger = BeforeValidator(_query_integer)
 
 
 def id_filter(description: str) -> Any:
@@ -360,7 +379,7 @@ def _created(session: Session) -> Response:
 class ListParameters(BaseModel):
     """GET /sessions' query parameters: each one a parameter in the spec."""
 
-    event_id: Annotated[int | None, id_filter("Only sessions of this event.")] = None
+    event_id: Annotated[int | None, id_filter("Only sessions of this event."), QueryInteger] = None
     state: Annotated[
         list[State] | None,
         Field(
@@ -368,10 +387,12 @@ class ListParameters(BaseModel):
             "state=accepted&state=confirmed."
         ),
     ] = None
-    track_id: Annotated[int | None, id_filter("Only sessions in this track.")] = None
-    session_type_id: Annotated[int | None, id_filter("Only sessions of this type.")] = None
+    track_id: Annotated[int | None, id_filter("Only sessions in this track."), QueryInteger] = None
+    session_type_id: Annotated[
+        int | None, id_filter("Only sessions of this type."), QueryInteger
+    ] = None
     microlocation_id: Annotated[
-        int | None, id_filter("Only sessions held in this room (microlocation).")
+        int | None, id_filter("Only sessions held in this room (microlocation)."), QueryInteger
     ] = None
     level: Annotated[
         Level | None, Field(description="Only sessions for this level of audience.")
@@ -409,7 +430,9 @@ class ListParameters(BaseModel):
         ),
     ] = None
     limit: Annotated[
-        int, Field(ge=1, le=100, description="The most sessions a page holds (1 to 100).")
+        int,
+        Field(ge=1, le=100, description="The most sessions a page holds (1 to 100)."),
+        QueryInteger,
     ] = 20
     cursor: Annotated[
         str | None,
@@ -531,6 +554,7 @@ async def list_session_changes(
             description="The most changes a page holds (1 to 200); a page with fewer means the "
             "client is up to date for now.",
         ),
+        QueryInteger,
     ] = 100,
     event_id: Annotated[
         int | None,
@@ -539,6 +563,7 @@ async def list_session_changes(
             "was issued with. A session moved to another event leaves this feed without a "
             "tombstone."
         ),
+        QueryInteger,
     ] = None,
 ) -> Response:
     """Sessions created, changed or deleted since a token, oldest change first; deletions, and

@@ -233,7 +233,18 @@ async def test_changes_token_ahead_of_the_database_is_400(client: httpx.AsyncCli
     assert (await client.get("/sessions/changes", params={"since": since})).status_code == 200
 
 
-@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 201}, {"event_id": 0}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 0},
+        {"limit": 201},
+        {"event_id": 0},
+        # Integers as the spec has them: pydantic's lax mode read these as 10 and 1.
+        {"limit": "1_0"},
+        {"event_id": "+1"},
+        {"event_id": " 1"},
+    ],
+)
 async def test_changes_bad_parameters_are_422(
     client: httpx.AsyncClient, params: dict[str, Any]
 ) -> None:

@@ -268,6 +268,12 @@ async def test_list_keeps_deleted_sessions_out_of_every_order(client: httpx.Asyn
         ({"track_id": 0}, "track_id"),
         ({"session_type_id": 2**31}, "session_type_id"),
         ({"microlocation_id": "x"}, "microlocation_id"),
+        # Integers as the spec has them: pydantic's lax mode read each of these as 10 (or 1).
+        ({"limit": "1_0"}, "limit"),
+        ({"limit": " 10 "}, "limit"),
+        ({"limit": "10.000"}, "limit"),
+        ({"event_id": "+1"}, "event_id"),
+        ({"track_id": "1.0"}, "track_id"),
         ({"starts_after": "yesterday"}, "starts_after"),
         ({"starts_before": "2027-05-04T10:00:00"}, "starts_before"),
         ({"modified_since": "2027-13-01T00:00:00Z"}, "modified_since"),
