@@ -107,9 +107,10 @@ WRITE_PRECONDITION_HEADERS = [IF_MATCH, IF_UNMODIFIED_SINCE, IF_NONE_MATCH]
 
 # Called by the handlers rather than declared as dependencies: FastAPI's solving of a
 # dependency costs more than parsing these headers (bench/README.md, the sixth pass), and
-# nothing in the spec comes from them. A malformed header is then a 400 only after
-# authentication and parameter validation have passed (401, 403 and 422 come first), as RFC 9110
-# 13.2.1 orders preconditions.
+# nothing in the spec comes from them. The handlers read them where they evaluate them, once the
+# session is found and the caller may change it: a malformed header is then a 400 only where the
+# request is otherwise servable (401, 404, 403 and 422 come first), as RFC 9110 13.2.1 orders
+# preconditions.
 def read_preconditions(request: Request) -> Preconditions:
     """The precondition headers of a read; a malformed one is a 400."""
     return _parse(request)

@@ -649,10 +649,11 @@ async def get_session(
 
     If-None-Match or If-Modified-Since make it a cheap revalidation (304).
     """
-    preconditions = read_preconditions(request)
     async with read_connection(request.app) as conn:
         stored = await SessionReads(conn).get(session_id)
     session = _visible_or_404(stored, session_id, principal)
+    # Read once the session is found: a 404 ignores the preconditions, a malformed one too.
+    preconditions = read_preconditions(request)
     if not_modified := not_modified_or_none(preconditions, request.method, session):
         return not_modified
     return json_response(session_content(session), headers=representation_headers(session))
@@ -686,16 +687,16 @@ async def update_session(
     Sent as application/merge-patch+json or as application/json.
     """
     check_body_format(request)
-    preconditions = write_preconditions(request)
     patch = body.model_dump()
 
     def change(db: orm.Session) -> Session:
         repository = SessionRepository(db)
         session = _get_for_update_or_404(repository, session_id, principal)
         # Who may change it at all is decided before the preconditions (RFC 9110 13.2.1), what
-        # the patch changes after them.
+        # the patch changes after them. The headers are read only then: a 404 or 403 ignores
+        # them, even malformed.
         policy.check_may_change(principal, session)
-        check_write(preconditions, "PATCH", session)
+        check_write(write_preconditions(request), "PATCH", session)
         changes = repository.real_changes(session, patch)
         policy.check_changes(principal, session, changes)
         return repository.update(session, changes)
@@ -718,13 +719,12 @@ async def delete_session(
     principal: Writer,
 ) -> Response:
     """Delete a session; it is no longer visible through the API."""
-    preconditions = write_preconditions(request)
 
     def delete(db: orm.Session) -> None:
         repository = SessionRepository(db)
         session = _get_for_update_or_404(repository, session_id, principal)
         policy.check_delete(principal, session)
-        check_write(preconditions, "DELETE", session)
+        check_write(write_preconditions(request), "DELETE", session)
         repository.delete(session)
 
     await _write_of_one_session(request, session_id, principal, delete)

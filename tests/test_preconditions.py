@@ -17,6 +17,7 @@ from service.repository import make_sessionmaker
 from service.settings import Settings
 from tests.conftest import (
     ADMIN_HEADERS,
+    ClientAs,
     StoredRows,
     asgi_client,
     assert_problem,
@@ -423,6 +424,34 @@ async def test_malformed_entity_tags_count_only_once_the_request_is_otherwise_se
     invalid = await client.patch(url, json={"title": ""}, headers=malformed)
     assert_problem(invalid, 422)
     assert_problem(await client.get("/sessions/0", headers=malformed), 422)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PATCH", "DELETE"])
+async def test_malformed_entity_tags_are_ignored_where_the_answer_is_404_or_403(
+    client: httpx.AsyncClient,
+    anonymous_client: httpx.AsyncClient,
+    client_as: ClientAs,
+    method: str,
+) -> None:
+    # RFC 9110 13.2.1: preconditions are ignored where the answer without them is not a 2xx or
+    # 412. A missing session, one the caller may not see, and one they may not change are the
+    # 404 and 403 they would be without the header, not a 400 about the header.
+    malformed = {"If-Match": "1", "If-None-Match": "W/1"}
+    hidden = await create_session(client, state="draft")
+    public = await create_session(client, state="accepted")
+    for path, caller in (
+        ("/sessions/999999", client),
+        (f"/sessions/{hidden['id']}", client_as("7")),
+    ):
+        response = await caller.request(method, path, json={"title": "x"}, headers=malformed)
+        assert response.status_code == 404, response.text
+    speaker = client_as("7")
+    url = f"/sessions/{public['id']}"
+    response = await speaker.request(method, url, json={"title": "x"}, headers=malformed)
+    if method in ("PATCH", "DELETE"):
+        assert_problem(response, 403)
+    else:  # a public session: the request is servable, so the header counts
+        assert response.status_code == 400
 
 
 INVALID_DATES = [b"tomorrow", b"Sun, 06 Nov 1994 08:49:37", b"\xff\xfe", b" "]
