@@ -2,10 +2,12 @@
 
 import asyncio
 import itertools
+import re
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -177,6 +179,53 @@ async def test_a_websocket_upgrade_is_answered_as_plain_http(
     ]
     assert not [line for line in lines if "upgrade" in line["message"].lower()]
     assert not [line for line in lines if "WebSocket" in line["message"]]
+
+
+def readme_function(name: str) -> Callable[..., Any]:
+    """A function of the README's Python examples, as a reader copies it."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for example in re.findall(r"```python\n(.*?)```", readme, flags=re.S):
+        if f"def {name}(" in example:
+            namespace: dict[str, Any] = {"httpx": httpx}
+            exec(example, namespace)
+            function: Callable[..., Any] = namespace[name]
+            return function
+    raise AssertionError(f"the README has no {name}")
+
+
+def test_the_readmes_concurrency_loop_retries_a_412_and_gives_up_on_a_weak_etag(
+    replicas: list[ServiceProcess],
+) -> None:
+    retitle = readme_function("retitle")
+    with httpx.Client(base_url=replicas[0].base_url, headers=ADMIN_HEADERS, timeout=30) as client:
+        url = f"/sessions/{client.post('/sessions', json=session_body()).json()['id']}"
+        reads = 0
+
+        def changed_elsewhere_after_the_first_read(response: httpx.Response) -> None:
+            nonlocal reads
+            if response.request.method == "GET":
+                reads += 1
+                if reads == 1:  # another client, on the other replica, between read and PATCH
+                    httpx.patch(
+                        replicas[1].base_url + url,
+                        json={"subtitle": "Meanwhile"},
+                        headers=ADMIN_HEADERS,
+                    ).raise_for_status()
+
+        client.event_hooks["response"] = [changed_elsewhere_after_the_first_read]
+        retitled = retitle(client, url, "Retitled")
+        assert reads == 2  # the first PATCH got 412: read again, then patched
+        assert (retitled["title"], retitled["subtitle"]) == ("Retitled", "Meanwhile")
+
+        def weakened_by_a_proxy(response: httpx.Response) -> None:
+            if "etag" in response.headers:
+                response.headers["etag"] = "W/" + response.headers["etag"]
+
+        client.event_hooks["response"] = [weakened_by_a_proxy]
+        with pytest.raises(RuntimeError, match="weak"):
+            retitle(client, url, "Never")
+        client.event_hooks["response"] = []
+        assert client.get(url).json() == retitled
 
 
 def test_a_start_that_fails_exits_with_status_3(deployed_database: str) -> None:
