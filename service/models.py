@@ -5,6 +5,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    ForeignKey,
     Identity,
     Index,
     Integer,
@@ -173,6 +174,28 @@ Index("ix_sessions_event_id_txid_id", Session.event_id, Session.txid, Session.id
 TRIGRAM_INDEXES = frozenset(
     {"ix_sessions_title_trgm", "ix_sessions_subtitle_trgm", "ix_sessions_short_abstract_trgm"}
 )
+
+
+class SessionDeparture(Base):
+    """The last time a session moved out of an event, recorded by the before_flush hook that
+    stamps the move: that event's change feed serves it as a tombstone, where the session's own
+    row, now in another event, no longer appears."""
+
+    __tablename__ = "session_departures"
+    __table_args__ = (
+        # The feed of one event reads its departures in (txid, session_id) order.
+        Index("ix_session_departures_event_id_txid_session_id", "event_id", "txid", "session_id"),
+    )
+
+    event_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey(Session.id, ondelete="CASCADE"), primary_key=True
+    )
+    # The id of the transaction that moved it last, as sessions.txid, and the session's stamp and
+    # version from that change: what its tombstone shows.
+    txid: Mapped[int] = mapped_column(BigInteger)
+    last_modified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int] = mapped_column(Integer)
 
 
 class IdempotencyKey(Base):

@@ -14,22 +14,29 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Integer,
     Select,
+    Table,
     and_,
     any_,
     bindparam,
     event,
+    false,
     func,
+    null,
     or_,
     orm,
     select,
+    true,
     tuple_,
+    union_all,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
@@ -49,6 +56,7 @@ from service.models import (
     POSITIVE_INFINITY,
     SNAPSHOT_XMIN,
     Session,
+    SessionDeparture,
     Versioned,
     nulls_last,
 )
@@ -83,6 +91,8 @@ def _stamp_changed_sessions(db: orm.Session, flush_context: Any, instances: Any)
             obj.version += 1
             if _changed(obj, "state"):
                 _stamp_submission(obj)
+            if _changed(obj, "event_id"):
+                _record_departure(db, obj)
             if obj.deleted_at is not None and _changed(obj, "deleted_at"):
                 obj.deleted_at = obj.last_modified_at  # the stamp of the change that deleted it
             stamped.append(obj)
@@ -90,6 +100,44 @@ def _stamp_changed_sessions(db: orm.Session, flush_context: Any, instances: Any)
 
 def _changed(session: Session, attribute: str) -> bool:
     return orm.attributes.get_history(session, attribute).has_changes()
+
+
+# A session moved to another event: the feed of the event it left serves a tombstone for it, at
+# this transaction's place in the feed (one per session and event: the last move out), until the
+# session comes back, when its own row takes that place again. So a session is never in an
+# event's feed twice.
+_departures = cast(Table, SessionDeparture.__table__)
+_departure = postgresql.insert(_departures).values(
+    event_id=bindparam("left"),
+    session_id=bindparam("id"),
+    txid=CURRENT_TXID,
+    last_modified_at=bindparam("last_modified_at"),
+    version=bindparam("version"),
+)
+_DEPARTURE = _departure.on_conflict_do_update(
+    index_elements=[_departures.c.event_id, _departures.c.session_id],
+    set_={
+        "txid": CURRENT_TXID,
+        "last_modified_at": _departure.excluded.last_modified_at,
+        "version": _departure.excluded.version,
+    },
+)
+_RETURN = _departures.delete().where(
+    _departures.c.event_id == bindparam("entered"), _departures.c.session_id == bindparam("id")
+)
+
+
+def _record_departure(db: orm.Session, session: Session) -> None:
+    (left,) = list(orm.attributes.get_history(session, "event_id").deleted)
+    values = {
+        "id": session.id,
+        "left": left,
+        "entered": session.event_id,
+        "last_modified_at": session.last_modified_at,
+        "version": session.version,
+    }
+    db.execute(_DEPARTURE, values)
+    db.execute(_RETURN, values)
 
 
 def _stamp_submission(session: Session) -> None:
@@ -124,8 +172,14 @@ _DIALECT = postgresql_asyncpg.dialect()  # type: ignore[no-untyped-call]
 SessionRow: Any = namedtuple(  # type: ignore[misc]  # its fields are the columns above
     "SessionRow", [column.name for column in _READ_COLUMNS]
 )
-# The change feed's rows: deleted sessions too (tombstones), and the feed position.
-_FEED_COLUMNS = [*_READ_COLUMNS, _sessions.c.deleted_at, _sessions.c.txid]
+# The change feed's rows: deleted sessions too (tombstones), the feed position, and whether the
+# row stands for the session's departure from the event of the feed (a tombstone there too).
+_FEED_COLUMNS = [
+    *_READ_COLUMNS,
+    _sessions.c.deleted_at,
+    _sessions.c.txid,
+    false().label("departed"),
+]
 FeedRow: Any = namedtuple(  # type: ignore[misc]
     "FeedRow", [column.name for column in _FEED_COLUMNS]
 )
@@ -143,6 +197,8 @@ class FeedSession(StoredSession, Protocol):
     def deleted_at(self) -> datetime | None: ...
     @property
     def txid(self) -> int: ...
+    @property
+    def departed(self) -> bool: ...
 
 
 class _Query:
@@ -255,14 +311,43 @@ def feed_query(
 
 @lru_cache(maxsize=4)
 def _compiled_feed_query(by_event: bool, after: bool) -> _Query:
-    query = select(*_FEED_COLUMNS).where(Session.txid < bindparam("horizon", type_=BigInteger))
+    feed = _FEED_OF_EVENT if by_event else _FEED
+    query = select(*(feed.c[column.name] for column in _FEED_COLUMNS)).where(
+        feed.c.txid < bindparam("horizon", type_=BigInteger)
+    )
     if by_event:
-        query = query.where(Session.event_id == bindparam("event_id"))
+        query = query.where(feed.c.feed_event_id == bindparam("event_id", type_=Integer))
     if after:
         position = tuple_(bindparam("after_txid", type_=BigInteger), bindparam("after_id"))
-        query = query.where(tuple_(Session.txid, Session.id) > position)
-    order = query.order_by(Session.txid, Session.id).limit(bindparam("limit"))
+        query = query.where(tuple_(feed.c.txid, feed.c.id) > position)
+    order = query.order_by(feed.c.txid, feed.c.id).limit(bindparam("limit"))
     return _Query(order, row=FeedRow)
+
+
+def _departure_column(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A departure as a column of the feed: a tombstone needs the id, last_modified_at and
+    version, which the departure holds; the session's other columns are nulls of their types
+    (so that the union's parts match exactly)."""
+    if column.name in _departures.c:
+        own: ColumnElement[Any] = _departures.c[column.name]
+        return own
+    value = {"id": _departures.c.session_id, "departed": true()}.get(column.name)
+    return (null().cast(column.type) if value is None else value).label(column.name)
+
+
+_FEED = select(*_FEED_COLUMNS).subquery("feed")
+# The feed of one event: its sessions, and a tombstone for each session that left it (and is not
+# back: the hook deletes the departure then), at the place of its departure. Filtered by
+# feed_event_id outside the union, not inside each part: PostgreSQL then merges the two parts'
+# index scans, each read in (txid, id) order, rather than reading all of the event's rows and
+# sorting them.
+_FEED_OF_EVENT = union_all(
+    select(*_FEED_COLUMNS, _sessions.c.event_id.label("feed_event_id")),
+    select(
+        *(_departure_column(column) for column in _FEED_COLUMNS),
+        _departures.c.event_id.label("feed_event_id"),
+    ),
+).subquery("feed")
 
 
 def list_query(

@@ -559,15 +559,15 @@ async def list_session_changes(
     event_id: Annotated[
         int | None,
         id_filter(
-            "Only the changes of this event's sessions; a since token is bound to the event_id it "
-            "was issued with. A session moved to another event leaves this feed without a "
-            "tombstone."
+            "Only the changes of this event's sessions, and a tombstone for each session that "
+            "moved to another event; a since token is bound to the event_id it was issued with."
         ),
         QueryInteger,
     ] = None,
 ) -> Response:
-    """Sessions created, changed or deleted since a token, oldest change first; deletions, and
-    sessions the caller may not see (anonymous: all but accepted and confirmed), as tombstones."""
+    """Sessions created, changed or deleted since a token, oldest change first; deletions,
+    sessions the caller may not see (anonymous: all but accepted and confirmed) and, in the feed
+    of one event, sessions moved to another event, as tombstones."""
     after = _read_feed_token(signer, since, event_id) if since else None
     async with read_connection(request.app) as conn:
         rows, horizon = await SessionReads(conn).changes(
@@ -584,7 +584,9 @@ async def list_session_changes(
     # reach the client's copy, and positions stay the same for every caller.
     items = [
         change_content(session)
-        if session.deleted_at is None and policy.can_see(principal, session)
+        if session.deleted_at is None
+        and not session.departed
+        and policy.can_see(principal, session)
         else tombstone_content(session)
         for session in rows
     ]

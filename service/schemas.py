@@ -281,7 +281,8 @@ FIELD_DOCS: dict[str, tuple[str, object]] = {
     ),
     "deleted_at": (
         "When it was deleted; null when it still exists but is no longer visible to the caller "
-        "(an anonymous client, when a session stops being accepted or confirmed).",
+        "(an anonymous client, when a session stops being accepted or confirmed), or no longer "
+        "in the event whose feed this is (moved to another event).",
         "2026-11-27T09:30:00.000000Z",
     ),
 }
@@ -436,7 +437,8 @@ class SessionChange(SessionRead):
 
 
 class SessionTombstone(BaseModel):
-    """A session deleted, or one the caller may no longer see: the client drops its copy."""
+    """A session deleted, one the caller may no longer see, or one moved out of the event whose
+    feed this is: the client drops its copy."""
 
     model_config = ConfigDict(
         from_attributes=True, json_schema_serialization_defaults_required=True

@@ -251,7 +251,9 @@ async def committed_client(
 async def empty_sessions(engine: AsyncEngine) -> None:
     """Remove what tests committed to the shared database."""
     async with engine.begin() as conn:
-        await conn.execute(text("TRUNCATE sessions, idempotency_keys RESTART IDENTITY"))
+        await conn.execute(
+            text("TRUNCATE sessions, session_departures, idempotency_keys RESTART IDENTITY")
+        )
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.models import CURRENT_TXID, Session
@@ -162,6 +162,100 @@ async def test_changes_filter_by_event(committed_client: httpx.AsyncClient) -> N
     assert other["id"] not in [item["id"] for item in received]
     page = await poll(committed_client, token, event_id=7)
     assert page["items"] == []
+
+
+async def test_a_session_moved_to_another_event_is_a_tombstone_in_the_feed_it_left(
+    committed_client: httpx.AsyncClient, stored: StoredRows
+) -> None:
+    client = committed_client
+    session = await create_session(client, event_id=7)
+    _, token_7 = await follow(client, has_ids(session["id"]), event_id=7)
+    token_8 = (await poll(client, event_id=8))["next_token"]
+    moved = (await client.patch(f"/sessions/{session['id']}", json={"event_id": 8})).json()
+
+    tombstone = {
+        "id": session["id"],
+        "deleted_at": None,
+        "last_modified_at": moved["last_modified_at"],
+        "version": moved["version"],
+        "deleted": True,
+    }
+    left, _ = await follow(client, has_ids(session["id"]), token_7, event_id=7)
+    assert left == [tombstone]
+    entered, _ = await follow(client, has_ids(session["id"]), token_8, event_id=8)
+    assert entered == [moved | {"deleted": False}]
+    # A client starting now gets the tombstone too (it needs nothing), once, and no session.
+    assert (await poll(client, event_id=7))["items"] == [tombstone]
+    # The feed of every event has the session once, as it is.
+    everything = [item for item in (await poll(client))["items"] if item["id"] == session["id"]]
+    assert everything == [moved | {"deleted": False}]
+    departure = await stored.conn.fetchrow("SELECT * FROM session_departures")
+    assert dict(departure) == {
+        "event_id": 7,
+        "session_id": session["id"],
+        "txid": (await stored.row(session["id"]))["txid"],
+        "last_modified_at": parse(moved["last_modified_at"]),
+        "version": moved["version"],
+    }
+
+
+async def test_a_session_moved_back_is_in_each_feed_once_as_it_last_left_or_entered(
+    committed_client: httpx.AsyncClient, stored: StoredRows
+) -> None:
+    client = committed_client
+    session = await create_session(client, event_id=7)
+    _, token_7 = await follow(client, has_ids(session["id"]), event_id=7)
+    url = f"/sessions/{session['id']}"
+    assert (await client.patch(url, json={"event_id": 8})).status_code == 200
+    assert (await client.patch(url, json={"event_id": 9, "title": "Moved on"})).status_code == 200
+    back = (await client.patch(url, json={"event_id": 7})).json()
+
+    # Back in 7: its row took the departure's place there, so a client of 7 gets it once.
+    received, _ = await follow(client, has_ids(session["id"]), token_7, event_id=7)
+    assert received == [back | {"deleted": False}]
+    assert (await poll(client, event_id=7))["items"] == [back | {"deleted": False}]
+    # Events 8 and 9 each have the tombstone of the last change that moved it out.
+    for event_id, version in ((8, 3), (9, 4)):
+        items = (await poll(client, event_id=event_id))["items"]
+        assert [(item["id"], item["deleted"], item["version"]) for item in items] == [
+            (session["id"], True, version)
+        ]
+    departures = await stored.conn.fetch(
+        "SELECT event_id FROM session_departures WHERE session_id = $1 ORDER BY event_id",
+        session["id"],
+    )
+    assert [row["event_id"] for row in departures] == [8, 9]
+
+
+async def test_a_session_moved_and_deleted_is_a_tombstone_in_both_events(
+    committed_client: httpx.AsyncClient,
+) -> None:
+    client = committed_client
+    session = await create_session(client, event_id=7)
+    url = f"/sessions/{session['id']}"
+    moved = (await client.patch(url, json={"event_id": 8})).json()
+    assert (await client.delete(url)).status_code == 204
+
+    (left,) = (await poll(client, event_id=7))["items"]
+    assert (left["deleted"], left["deleted_at"], left["version"]) == (True, None, moved["version"])
+    (deleted,) = (await poll(client, event_id=8))["items"]
+    assert deleted["deleted"] is True
+    assert deleted["deleted_at"] is not None
+    assert deleted["version"] == moved["version"] + 1
+
+
+async def test_a_move_rolled_back_leaves_no_departure(
+    committed_client: httpx.AsyncClient, engine: AsyncEngine, stored: StoredRows
+) -> None:
+    session = await create_session(committed_client, event_id=7)
+    maker = make_sessionmaker(engine)
+    async with maker() as db, db.begin() as transaction:
+        found = await db.run_sync(repository_call, "get", session["id"], for_update=True)
+        await db.run_sync(repository_call, "update", found, {"event_id": 8})
+        assert await db.scalar(text("SELECT count(*) FROM session_departures")) == 1
+        await transaction.rollback()
+    assert await stored.conn.fetchval("SELECT count(*) FROM session_departures") == 0
+    assert (await poll(committed_client, event_id=7))["items"] == [session | {"deleted": False}]
 
 
 async def test_changes_items_validate_against_the_session_schema(

@@ -28,6 +28,7 @@ OPERATIONS = int(os.environ.get("FEED_STRESS_OPERATIONS", "240"))
 API_WRITERS = 4
 HOLDING_WRITERS = 2
 POLL_LIMIT = 7
+EVENTS = 3
 
 
 async def test_poller_following_next_token_misses_no_committed_change(
@@ -44,13 +45,18 @@ async def test_poller_following_next_token_misses_no_committed_change(
             roll = rng.random()
             if roll < 0.3 or not ids:
                 response = await committed_client.post(
-                    "/sessions", json=session_body(event_id=rng.randint(1, 3))
+                    "/sessions", json=session_body(event_id=rng.randint(1, EVENTS))
                 )
                 assert response.status_code == 201, response.text
                 ids.append(response.json()["id"])
             elif roll < 0.85:
                 patch = rng.choice(
-                    [{"title": f"t{rng.randint(0, 10**6)}"}, {"level": "Expert"}, {"track_id": 2}]
+                    [
+                        {"title": f"t{rng.randint(0, 10**6)}"},
+                        {"level": "Expert"},
+                        {"track_id": 2},
+                        {"event_id": rng.randint(1, EVENTS)},
+                    ]
                 )
                 response = await committed_client.patch(f"/sessions/{rng.choice(ids)}", json=patch)
                 assert response.status_code in (200, 404), response.text
@@ -70,7 +76,9 @@ async def test_poller_following_next_token_misses_no_committed_change(
                     else None
                 )
                 if existing is not None:
-                    change = {"subtitle": f"held {rng.random()}"}
+                    change = rng.choice(
+                        [{"subtitle": f"held {rng.random()}"}, {"event_id": rng.randint(1, EVENTS)}]
+                    )
                     await db.run_sync(repository_call, "update", existing, change)
                 # Others stamp and commit meanwhile; this one stamped first, commits later.
                 await asyncio.sleep(rng.uniform(0.02, 0.15))
@@ -90,51 +98,64 @@ async def test_poller_following_next_token_misses_no_committed_change(
                     held_commits += 1
                     overtaken_commits += bool(overtaken)
 
-    view: dict[int, dict[str, Any]] = {}
+    # What a client of every event and a client of each event hold.
+    views: dict[int | None, dict[int, dict[str, Any]]] = {
+        event_id: {} for event_id in (None, *range(1, EVENTS + 1))
+    }
     writers_done = asyncio.Event()
 
-    async def poller() -> str:
+    async def poll_once(event_id: int | None, token: str | None) -> tuple[int, str]:
+        view = views[event_id]
+        params: dict[str, Any] = {"limit": POLL_LIMIT}
+        params |= ({"since": token} if token else {}) | ({"event_id": event_id} if event_id else {})
+        response = await committed_client.get("/sessions/changes", params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        for item in page["items"]:
+            known = view.get(item["id"])
+            assert known is None or known["version"] < item["version"], (known, item)
+            if event_id is None or not item["deleted"]:
+                view[item["id"]] = item
+            else:  # a client of one event drops what left it
+                view.pop(item["id"], None)
+        return len(page["items"]), page["next_token"]
+
+    async def poller(event_id: int | None) -> str | None:
         token: str | None = None
         while True:
-            params: dict[str, Any] = {"limit": POLL_LIMIT} | ({"since": token} if token else {})
-            response = await committed_client.get("/sessions/changes", params=params)
-            assert response.status_code == 200, response.text
-            page = response.json()
-            for item in page["items"]:
-                known = view.get(item["id"])
-                assert known is None or known["version"] < item["version"], (known, item)
-                view[item["id"]] = item
-            token = page["next_token"]
-            if writers_done.is_set() and len(page["items"]) < POLL_LIMIT:
+            received, token = await poll_once(event_id, token)
+            if writers_done.is_set() and received < POLL_LIMIT:
                 return token
-            if len(page["items"]) < POLL_LIMIT:
+            if received < POLL_LIMIT:
                 await asyncio.sleep(0.01)
 
-    polling = asyncio.create_task(poller())
+    polling = [asyncio.create_task(poller(event_id)) for event_id in views]
     per_writer = OPERATIONS // (API_WRITERS + HOLDING_WRITERS)
     await asyncio.gather(
         *(api_writer(per_writer) for _ in range(API_WRITERS)),
         *(holding_writer(max(1, per_writer // 4)) for _ in range(HOLDING_WRITERS)),
     )
     writers_done.set()
-    token = await polling
+    tokens = dict(zip(views, await asyncio.gather(*polling), strict=True))
 
     # Every writer has committed: a session created now has a newer transaction than all of
-    # theirs, and once the poller has received it, it has received everything before it.
-    marker = (await committed_client.post("/sessions", json=session_body(title="marker"))).json()
-    deadline = time.monotonic() + CATCH_UP_SECONDS
-    while marker["id"] not in view:
-        assert time.monotonic() < deadline, "the feed did not reach the marker"
-        page = (
-            await committed_client.get(
-                "/sessions/changes", params={"since": token, "limit": POLL_LIMIT}
+    # theirs, and once a poller has received it, it has received everything before it.
+    markers = {
+        event_id: (
+            await committed_client.post(
+                "/sessions", json=session_body(title="marker", event_id=event_id)
             )
-        ).json()
-        for item in page["items"]:
-            view[item["id"]] = item
-        token = page["next_token"]
-        if not page["items"]:
-            await asyncio.sleep(0.05)
+        ).json()["id"]
+        for event_id in range(1, EVENTS + 1)
+    }
+    for event_id, view in views.items():
+        awaited = set(markers.values()) if event_id is None else {markers[event_id]}
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        while not awaited <= view.keys():
+            assert time.monotonic() < deadline, f"the feed of {event_id} did not reach the marker"
+            received, tokens[event_id] = await poll_once(event_id, tokens[event_id])
+            if not received:
+                await asyncio.sleep(0.05)
 
     rows = await stored.conn.fetch("SELECT * FROM sessions ORDER BY id")
     expected = {
@@ -145,11 +166,18 @@ async def test_poller_following_next_token_misses_no_committed_change(
         ).model_dump(mode="json")
         for row in rows
     }
-    missed = sorted(i for i in expected if view.get(i) != expected[i])
-    assert missed == [], f"{len(missed)} of {len(expected)} sessions differ: {missed[:10]}"
-    assert view.keys() == expected.keys()
+    for event_id, view in views.items():
+        wanted = {
+            row["id"]: expected[row["id"]]
+            for row in rows
+            if event_id is None or (row["event_id"] == event_id and row["deleted_at"] is None)
+        }
+        missed = sorted(i for i in wanted.keys() | view.keys() if view.get(i) != wanted.get(i))
+        assert missed == [], f"event {event_id}: {len(missed)} sessions differ: {missed[:10]}"
     # The run did create the case that a timestamp watermark gets wrong.
     assert overtaken_commits > 0, f"none of {held_commits} held transactions was overtaken"
     print(f"{len(rows)} sessions, {held_commits} held commits, {overtaken_commits} overtaken")
     assert any(row["deleted_at"] for row in rows)
     assert any(row["version"] > 1 and row["deleted_at"] is None for row in rows)
+    # Sessions left events, and some of them came back.
+    assert await stored.conn.fetchval("SELECT count(*) FROM session_departures") > 0

@@ -87,7 +87,9 @@ def empty_table(database_url: str) -> None:
     async def truncate() -> None:
         conn = await asyncpg.connect(asyncpg_dsn(database_url))
         try:
-            await conn.execute("TRUNCATE sessions, idempotency_keys RESTART IDENTITY")
+            await conn.execute(
+                "TRUNCATE sessions, session_departures, idempotency_keys RESTART IDENTITY"
+            )
         finally:
             await conn.close()
 
