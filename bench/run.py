@@ -34,6 +34,7 @@ from bench.wrk_output import Run, parse_wrk
 from service.auth import issue_token
 from service.cli import tune_garbage_collector
 from service.pagination import FEED_TOKEN, TOKEN_FORMAT, TokenSigner
+from service.repository import feed_query
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -365,8 +366,6 @@ async def explain(database_url: str, sql: str, *params: object) -> tuple[float, 
 _EVENT_PAGE = (
     "SELECT * FROM sessions WHERE deleted_at IS NULL AND event_id = $1 {after}ORDER BY id LIMIT 51"
 )
-# The change feed's statement, as the repository builds it (horizon: pg_snapshot_xmin).
-_FEED_PAGE = "SELECT * FROM sessions WHERE txid < $1 {after}ORDER BY txid, id LIMIT 100"
 BENCH_CURSOR_SECRET = "bench-cursor-secret-of-at-least-32-bytes"  # noqa: S105 (the service's secret in the bench)
 
 
@@ -382,9 +381,9 @@ def newest_txid(database_url: str) -> int:
     return asyncio.run(query())
 
 
-def caught_up_token(txid: int) -> str:
+def caught_up_token(txid: int, event_id: int | None = None) -> str:
     """A change-feed token past the newest write: the poll of a client that is up to date."""
-    payload = {"format": TOKEN_FORMAT, "event_id": None, "txid": txid + 1, "id": 0}
+    payload = {"format": TOKEN_FORMAT, "event_id": event_id, "txid": txid + 1, "id": 0}
     return TokenSigner(BENCH_CURSOR_SECRET).sign(FEED_TOKEN, payload)
 
 
@@ -435,19 +434,23 @@ def scale(args: argparse.Namespace, database_url: str) -> str:
             txid = newest_txid(database_url)
             horizon = txid + 1_000_000  # above every row: what the statement costs, not waits
             feeds = [
-                ("change feed from the start", "/sessions/changes?limit=100", "", (horizon,)),
-                (
-                    "change feed, caught-up poll",
-                    f"/sessions/changes?since={caught_up_token(txid)}",
-                    "AND (txid, id) > ($2, 0) ",
-                    (horizon, txid + 1),
-                ),
+                ("change feed from the start", "", None, None),
+                ("change feed, caught-up poll", "", None, (txid + 1, 0)),
+                ("change feed of event 1 from the start", "&event_id=1", 1, None),
+                ("change feed of event 1, caught-up poll", "&event_id=1", 1, (txid + 1, 0)),
             ]
-            for feed, path, after, params in feeds:
+            for feed, filters, event_id, position in feeds:
+                since = f"&since={caught_up_token(txid, event_id)}" if position else ""
+                path = f"/sessions/changes?limit=100{filters}{since}"
                 run = measure(server, path, None, (), args, wrk_cpus)
-                cost = asyncio.run(explain(database_url, _FEED_PAGE.format(after=after), *params))
+                # The statement as the service runs it, with the horizon above every row.
+                query, values = feed_query(
+                    event_id=event_id, after=position, limit=100, horizon=horizon
+                )
+                parameters = (values[name] for name in query.parameters)
+                cost = asyncio.run(explain(database_url, query.sql, *parameters))
                 print(
-                    f"  {size:>9,} {feed:28} {run.requests_per_second:6.0f} req/s  "
+                    f"  {size:>9,} {feed:38} {run.requests_per_second:6.0f} req/s  "
                     f"query {cost[0]:.3f} ms",
                     flush=True,
                 )

@@ -3,7 +3,8 @@
 The seeded rows obey the service's rules: `created_at == last_modified_at` at version 1, a later
 `last_modified_at` for every later version, all stamps in the past, `ends_at > starts_at`, and
 soft-deleted rows stamped when they were deleted. One row in DELETED_EVERY is deleted, so reads
-must skip them; the wrk scripts never ask for those ids.
+must skip them; the wrk scripts never ask for those ids. Some sessions moved to another event
+(MOVED_EVERY), as the change feed of one event must show.
 """
 
 import asyncio
@@ -20,6 +21,10 @@ from service.settings import to_asyncpg_url
 __all__ = ["to_asyncpg_url"]
 
 DELETED_EVERY = 97  # a prime: deleted sessions fall in every event, not all in a few
+# One session in MOVED_EVERY (of those changed since created and not deleted) came from the next
+# event, its departure recorded as the service's hook records it (the change feed of that event
+# serves it as a tombstone).
+MOVED_EVERY = 53
 
 _SEED = """
 INSERT INTO sessions (
@@ -69,6 +74,13 @@ FROM generate_series($1::int, $2::int) AS n,
     LATERAL (SELECT
         created + (version - 1) * interval '17 minutes 3.000001 seconds' AS modified
     ) AS stamps
+"""
+# Their last change moved them: the departure has its stamp, version and transaction id.
+_SEED_DEPARTURES = """
+INSERT INTO session_departures (event_id, session_id, txid, last_modified_at, version)
+SELECT event_id % $3 + 1, id, txid, last_modified_at, version
+FROM sessions
+WHERE id BETWEEN $1 AND $2 AND id % $4 = 0 AND version > 1 AND deleted_at IS NULL
 """
 
 
@@ -146,11 +158,13 @@ async def seed(database_url: str, *, sessions: int, events: int, start: int = 1)
         for first in range(start, sessions + 1, batch):
             last = min(first + batch - 1, sessions)
             await conn.execute(_SEED, first, last, events, DELETED_EVERY)
+            if events > 1:
+                await conn.execute(_SEED_DEPARTURES, first, last, events, MOVED_EVERY)
         # Explicit ids do not move the identity sequence: later POSTs continue after them.
         await conn.execute(
             "SELECT setval(pg_get_serial_sequence('sessions', 'id'), max(id)) FROM sessions"
         )
-        await conn.execute("VACUUM ANALYZE sessions")
+        await conn.execute("VACUUM ANALYZE sessions, session_departures")
     finally:
         await conn.close()
 

@@ -80,6 +80,16 @@ async def test_seed_obeys_the_stamp_rules(seeded_url: str) -> None:
             seed.DELETED_EVERY,
         )
         next_id = await conn.fetchval("SELECT nextval(pg_get_serial_sequence('sessions', 'id'))")
+        departures = await conn.fetchrow(
+            """
+            SELECT count(*) AS moved,
+                bool_and(s.event_id <> d.event_id) AS elsewhere,
+                bool_and((d.txid, d.last_modified_at, d.version)
+                    = (s.txid, s.last_modified_at, s.version)) AS by_their_last_change,
+                bool_and(s.version > 1 AND s.deleted_at IS NULL) AS changed_and_live
+            FROM session_departures AS d JOIN sessions AS s ON s.id = d.session_id
+            """
+        )
     finally:
         await conn.close()
     assert facts["sessions"] == 1_000
@@ -89,6 +99,9 @@ async def test_seed_obeys_the_stamp_rules(seeded_url: str) -> None:
     for rule in ("ends_after_start", "deleted_as_announced", "deletes_stamped"):
         assert facts[rule], rule
     assert next_id == facts["max_id"] + 1
+    assert departures["moved"] > 0
+    for rule in ("elsewhere", "by_their_last_change", "changed_and_live"):
+        assert departures[rule], rule
     assert await seed.broken_stamp_rules(seeded_url) == []
 
 

@@ -82,7 +82,9 @@ async def test_readyz_follows_the_schema_through_its_migrations(fresh_database: 
         assert response.json()["checks"]["schema"] == "ahead"
 
         config = alembic_config(fresh_database, configure_logging=False)
-        await set_revision(fresh_database, ScriptDirectory.from_config(config).get_current_head())
+        head = ScriptDirectory.from_config(config).get_current_head()
+        assert head is not None
+        await set_revision(fresh_database, head)
         await asyncio.to_thread(command.downgrade, config, "-1")
         response = await client.get("/readyz")
         assert response.status_code == 503
