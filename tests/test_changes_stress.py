@@ -1,9 +1,10 @@
 """The change feed under concurrent writers: a poller following next_token misses nothing.
 
-Writers create, patch and delete through the API while others hold transactions open on purpose
-(they write, wait, then commit or roll back), so transactions commit in another order than they
-stamped last_modified_at. A poller follows next_token all along with small pages. At the end its
-copy of every session equals the database.
+Writers create, patch (moving sessions between events too) and delete through the API while
+others hold transactions open on purpose (they write or move, wait, then commit or roll back), so
+transactions commit in another order than they stamped last_modified_at. A poller of the whole
+feed and one of each event's follow next_token all along with small pages. At the end the first
+holds every session as the database does, and each of the others exactly its event's live ones.
 
 Size: FEED_STRESS_OPERATIONS (default 240, a few seconds), e.g.
   FEED_STRESS_OPERATIONS=5000 .venv/bin/python -m pytest tests/test_changes_stress.py
