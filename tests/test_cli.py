@@ -129,7 +129,7 @@ def test_an_embedded_postgresql_left_by_a_killed_run_stops_with_the_next_run(
 def _ended(pid: int) -> bool:
     """Gone, or a zombie: ended, its exit status not yet collected (by init, not this test)."""
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 
