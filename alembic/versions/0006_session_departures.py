@@ -6,9 +6,10 @@ Create Date: 2026-12-03 17:30:00.000000
 
 A new table only: sessions are untouched. The before_flush hook records a departure with each
 change that moves a session to another event (one row per session and event left, the last such
-move). Moves made before this migration were not recorded and cannot be recovered: a client of
-one event's feed that may hold a session moved before then rebuilds its copy (a feed without
-`since`) once.
+move). Moves made before this migration, or by replicas of the previous release while the rolling
+deploy runs (they know no departures), were not recorded and cannot be recovered: once every
+replica runs the release, a client of one event's feed that may hold a session moved before then
+rebuilds its copy (a feed without `since`) once (README, Syncing).
 """
 
 from collections.abc import Sequence
