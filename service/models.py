@@ -89,7 +89,9 @@ class Session(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
-    event_id: Mapped[int] = mapped_column(Integer)
+    # active_history: a move must know the event it leaves (the hook records the departure),
+    # even where the value was expired before it was set.
+    event_id: Mapped[int] = mapped_column(Integer, active_history=True)
     title: Mapped[str] = mapped_column(String(TITLE_MAX))
     subtitle: Mapped[str | None] = mapped_column(String(SUBTITLE_MAX))
     short_abstract: Mapped[str | None] = mapped_column(String(TEXT_MAX))

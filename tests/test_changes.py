@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import orm, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.models import CURRENT_TXID, Session
@@ -258,6 +258,22 @@ async def test_a_move_rolled_back_leaves_no_departure(
     assert await stored.conn.fetchval("SELECT count(*) FROM session_departures") == 0
     received, _ = await follow(committed_client, has_ids(session["id"]), event_id=7)
     assert received == [session | {"deleted": False}]
+
+
+async def test_a_move_of_a_session_whose_event_was_expired_records_the_event_it_left(
+    committed_client: httpx.AsyncClient, engine: AsyncEngine, stored: StoredRows
+) -> None:
+    session = await create_session(committed_client, event_id=7)
+
+    def move(db: orm.Session) -> None:
+        found = repository_call(db, "get", session["id"], for_update=True)
+        db.expire(found, ["event_id"])  # as after a refresh or a rollback to a savepoint
+        repository_call(db, "update", found, {"event_id": 8})
+
+    async with make_sessionmaker(engine)() as db, db.begin():
+        await db.run_sync(move)
+    departure = await stored.conn.fetchrow("SELECT event_id, session_id FROM session_departures")
+    assert tuple(departure) == (7, session["id"])
 
 
 async def test_changes_items_validate_against_the_session_schema(
