@@ -272,9 +272,10 @@ class SessionReads:
     async def changes(
         self, *, event_id: int | None, after: tuple[int, int] | None, limit: int
     ) -> tuple[Sequence[FeedSession], int]:
-        """FeedRows (deleted sessions too) written after the feed position `after` = (txid, id),
-        oldest write first, and the horizon: every change by a transaction with an id below it
-        is in the rows or before `after`.
+        """FeedRows (deleted sessions too; with event_id, the departures of sessions moved out
+        of it as well) written after the feed position `after` = (txid, id), oldest write first,
+        and the horizon: every change by a transaction with an id below it is in the rows or
+        before `after`.
 
         Why not `last_modified_at > :since`: a transaction stamps last_modified_at when it
         flushes but its rows become visible when it commits, later. A transaction that stamped
