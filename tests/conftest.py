@@ -248,12 +248,14 @@ async def committed_client(
     await empty_sessions(engine)
 
 
+# Every table that holds what a test committed.
+EMPTY_SESSIONS = "TRUNCATE sessions, session_departures, idempotency_keys RESTART IDENTITY"
+
+
 async def empty_sessions(engine: AsyncEngine) -> None:
     """Remove what tests committed to the shared database."""
     async with engine.begin() as conn:
-        await conn.execute(
-            text("TRUNCATE sessions, session_departures, idempotency_keys RESTART IDENTITY")
-        )
+        await conn.execute(text(EMPTY_SESSIONS))
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from schemathesis.python import asgi
 from service.openapi import SPEC_PATH
 from tests.conftest import (
     ADMIN_HEADERS,
+    EMPTY_SESSIONS,
     asyncpg_dsn,
     build_app,
     migrated_database,
@@ -87,9 +88,7 @@ def empty_table(database_url: str) -> None:
     async def truncate() -> None:
         conn = await asyncpg.connect(asyncpg_dsn(database_url))
         try:
-            await conn.execute(
-                "TRUNCATE sessions, session_departures, idempotency_keys RESTART IDENTITY"
-            )
+            await conn.execute(EMPTY_SESSIONS)
         finally:
             await conn.close()
 
