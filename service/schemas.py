@@ -101,8 +101,10 @@ def no_nul(value: str) -> str:
 
 # The C0 control characters but tab, line feed and carriage return: nothing a person writes, and
 # what XML 1.0 cannot hold (the schedules that conference tools export: Pentabarf, xCal), a
-# terminal may act on, and JSON sends as six bytes each.
-_CONTROL_CHARACTERS = "\x00-\x08\x0b\x0c\x0e-\x1f"
+# terminal may act on, and JSON sends as six bytes each. Written as regex escapes, not the
+# characters themselves: the schema's patterns carry them, and client generators copy patterns
+# into source code, where a NUL is a syntax error (Python, Go).
+_CONTROL_CHARACTERS = r"\x00-\x08\x0b\x0c\x0e-\x1f"
 _CONTROL_CHARACTER = re.compile(f"[{_CONTROL_CHARACTERS}]")
 # Half of a UTF-16 pair, which JSON may escape on its own ("\ud800"): no character at all, and
 # PostgreSQL cannot store it (asyncpg cannot encode it). Not in the schema's patterns: a

@@ -427,6 +427,25 @@ def test_stored_texts_document_that_control_characters_are_refused(
         assert re.search(pattern["pattern"], f"a{control}b") is None
 
 
+def _patterns(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+        return own + [pattern for value in node.values() for pattern in _patterns(value)]
+    if isinstance(node, list):
+        return [pattern for value in node for pattern in _patterns(value)]
+    return []
+
+
+def test_patterns_hold_no_control_characters(document: dict[str, Any]) -> None:
+    # Generators copy a pattern into source code (openapi-generator's python and go clients): a
+    # NUL there is a syntax error, and the whole client fails to import. Escapes (\x00) say
+    # the same to every regex dialect.
+    patterns = _patterns(document)
+    assert len(patterns) > 10
+    for pattern in patterns:
+        assert not re.search(r"[\x00-\x1f\x7f]", pattern), pattern
+
+
 def test_input_date_times_document_their_years(document: dict[str, Any]) -> None:
     parameters = document["paths"]["/sessions"]["get"]["parameters"]
     [schema] = [
