@@ -455,12 +455,31 @@ class SessionTombstone(BaseModel):
     )
 
 
+def _one_of(schema: dict[str, Any]) -> None:
+    schema["oneOf"] = schema.pop("anyOf")
+
+
+# A named oneOf, no OpenAPI discriminator: `deleted` is a boolean, and discriminators name
+# string values; `deleted` being const false or true makes exactly one member match. Generators
+# make a union of it (typescript-fetch: SessionChange | SessionTombstone, narrowed by
+# `deleted`), where an anonymous anyOf became one type merging both members ("ItemsInner").
+SessionFeedItem = TypeAliasType(
+    "SessionFeedItem",
+    Annotated[
+        SessionChange | SessionTombstone,
+        Field(
+            description="A session created or changed (`deleted`: false), or a tombstone "
+            "(`deleted`: true).",
+            json_schema_extra=_one_of,
+        ),
+    ],
+)
+
+
 class ChangesPage(BaseModel):
     """One page of the change feed: the changes after `since`, and the token to poll with next."""
 
-    # A plain union, no OpenAPI discriminator: `deleted` is a boolean, and discriminators
-    # name string values; `deleted` being const false or true keeps oneOf unambiguous anyway.
-    items: list[SessionChange | SessionTombstone] = Field(
+    items: list[SessionFeedItem] = Field(
         description="Changes in the order they became final, oldest first."
     )
     next_token: str = Field(

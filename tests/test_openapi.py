@@ -247,6 +247,23 @@ def test_both_transition_tables_are_one_named_schema(document: dict[str, Any]) -
     assert refs == {"#/components/schemas/Transitions"}
 
 
+def test_feed_items_are_one_named_one_of(document: dict[str, Any]) -> None:
+    # An anonymous anyOf became "ItemsInner" in openapi-generator's clients, and in
+    # typescript-fetch one interface merging both members (a change typed `deleted: true`);
+    # a named oneOf is the union SessionChange | SessionTombstone, narrowed by `deleted`.
+    schemas = document["components"]["schemas"]
+    items = schemas["ChangesPage"]["properties"]["items"]["items"]
+    assert items == {"$ref": "#/components/schemas/SessionFeedItem"}
+    assert "anyOf" not in schemas["SessionFeedItem"]
+    assert schemas["SessionFeedItem"]["oneOf"] == [
+        {"$ref": "#/components/schemas/SessionChange"},
+        {"$ref": "#/components/schemas/SessionTombstone"},
+    ]
+    # What makes it oneOf: no value of `deleted` is valid in both.
+    assert schemas["SessionChange"]["properties"]["deleted"]["const"] is False
+    assert schemas["SessionTombstone"]["properties"]["deleted"]["const"] is True
+
+
 def test_integer_bounds_are_integers(document: dict[str, Any]) -> None:
     def bounds(node: Any) -> list[object]:
         if isinstance(node, list):
