@@ -143,14 +143,15 @@ def _as_sent(document: dict[str, Any]) -> None:
     FastAPI documents every response model as application/json, adds its own 422 shape to the
     operations that declare none, gives HEAD the body of GET, and makes optional parameters
     nullable. Errors go out as problem+json (Problem, or ValidationProblem for a 422), HEAD has
-    no body, a parameter is sent or left out, never null, and an operation without input
-    cannot fail validation.
+    no body, a parameter is sent or left out, never null (and a parameter of a named schema is
+    its bare $ref), and an operation without input cannot fail validation.
     """
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for path in document.get("paths", {}).values():
         for method, operation in path.items():
             for parameter in operation.get("parameters", []):
                 _not_nullable(parameter["schema"])
+                _bare_reference(parameter["schema"])
             if not operation.get("parameters") and "requestBody" not in operation:
                 # Nothing to validate (the router declares 422 for all its operations).
                 operation.get("responses", {}).pop("422", None)
@@ -215,6 +216,15 @@ def _not_nullable(schema: dict[str, Any]) -> None:
     if len(variants) == 1 and len(schema["anyOf"]) == 2:
         del schema["anyOf"]
         schema.update(variants[0])
+
+
+def _bare_reference(schema: dict[str, Any]) -> None:
+    # A $ref beside other keywords (the title and description FastAPI copies into a parameter's
+    # schema) is typed Any by openapi-generator's Python client, not the enum it names; the
+    # parameter object carries the description.
+    if "$ref" in schema:
+        for keyword in ("title", "description"):
+            schema.pop(keyword, None)
 
 
 def _add_schema(schemas: dict[str, Any], model: type[BaseModel]) -> None:
