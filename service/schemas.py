@@ -58,8 +58,10 @@ READ_ONLY_FIELDS = frozenset(
 
 
 # RFC 3339 date-time, as "format: date-time" in the schema says; the offset is checked after.
+# Also an offset without its colon (+0200, as ISO 8601 allows): openapi-generator's Python
+# client sends date-time query parameters so (strftime's %z), and it is as unambiguous.
 _RFC3339 = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:?[0-9]{2})?"
 )
 
 

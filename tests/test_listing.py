@@ -168,6 +168,12 @@ FILTER_CASES: list[tuple[dict[str, Any], Any]] = [
         {"starts_after": "2027-05-04T10:00:00+02:00"},
         lambda s: s["starts_at"] is not None and s["starts_at"] >= "2027-05-04T08:00:00.000000Z",
     ),
+    # The offset without its colon (ISO 8601's basic form): openapi-generator's Python client
+    # formats date-time query parameters with strftime's %z.
+    (
+        {"starts_after": "2027-05-04T10:00:00.000000+0200"},
+        lambda s: s["starts_at"] is not None and s["starts_at"] >= "2027-05-04T08:00:00.000000Z",
+    ),
     (
         {"starts_before": "2027-05-04T09:00:00Z"},
         lambda s: s["starts_at"] is not None and s["starts_at"] < "2027-05-04T09:00:00.000000Z",
