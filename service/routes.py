@@ -14,6 +14,7 @@ from service import idempotency, policy
 from service.auth import (
     CREATE_AUTH_RESPONSES,
     LIST_AUTH_RESPONSES,
+    NO_AUTHENTICATION,
     OPTIONAL_BEARER,
     READ_AUTH_RESPONSES,
     WRITE_AUTH_RESPONSES,
@@ -626,6 +627,7 @@ def _read_feed_token(signer: TokenSigner, since: str, event_id: int | None) -> t
     response_description="The states and their transitions.",
     head_summary="Get the session workflow's headers",
     head_description="The workflow's headers, without a body.",
+    openapi_extra=NO_AUTHENTICATION,
 )
 async def get_state_tables() -> dict[str, object]:
     """The session workflow: the states, and who may move a session from which to which."""

@@ -192,6 +192,24 @@ def test_every_operation_has_a_readable_id_tags_summary_and_description(
     assert len(ids) == len(set(ids))
 
 
+async def test_every_operation_declares_its_security(
+    document: dict[str, Any], client: httpx.AsyncClient
+) -> None:
+    # Absent, it would mean the document's own requirements (Redocly's recommended rules make
+    # that an error); an empty list says outright that no token is read.
+    public = []
+    for method, path, operation in operations(document):
+        assert "security" in operation, (method, path)
+        if operation["security"] == []:
+            public.append((method, path))
+    assert public == [("GET", "/sessions/states"), ("HEAD", "/sessions/states")]
+    for method, path in public:
+        response = await client.request(
+            method, path, headers={"Authorization": "Bearer not-a-token"}
+        )
+        assert response.status_code == 200, (method, path)
+
+
 def test_output_only_fields_are_read_only_in_responses_and_absent_from_requests(
     document: dict[str, Any],
 ) -> None:
