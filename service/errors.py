@@ -230,14 +230,36 @@ class UnsupportedMediaType(ServiceError):
         )
 
 
+class UnsupportedTransferCoding(ServiceError):
+    """501 (RFC 9112 6.1): a body in a transfer coding the server does not understand. The HTTP
+    server decodes chunked and nothing else, and passes any other coding's bytes on as they came
+    (uvicorn with httptools reads "gzip, chunked" as chunked)."""
+
+    status = HTTPStatus.NOT_IMPLEMENTED
+    slug = "unsupported-transfer-coding"
+
+
+# What the HTTP server decodes (identity: no coding, as the obsolete RFC 2616 named it).
+_TRANSFER_CODINGS_DECODED = frozenset({"", "chunked", "identity"})
+
+
 def body_format_error(request: Request) -> ServiceError | None:
-    """The error for a body the operation does not accept, or None: its Content-Type (given
-    twice, or not a type the operation takes) or a Content-Encoding the service does not decode
-    (a gzip body would fail as "not JSON", and a plain body declared gzip would pass as what it
-    is not)."""
+    """The error for a body the operation does not accept, or None: a transfer coding other than
+    chunked, its Content-Type (given twice, or not a type the operation takes) or a
+    Content-Encoding the service does not decode (a gzip body would fail as "not JSON", and a
+    plain body declared gzip would pass as what it is not)."""
     accepted = BODY_MEDIA_TYPES.get(request.method)
     if accepted is None:
         return None
+    if any(
+        coding.partition(";")[0].strip().lower() not in _TRANSFER_CODINGS_DECODED
+        for line in request.headers.getlist("transfer-encoding")
+        for coding in line.split(",")
+    ):
+        return UnsupportedTransferCoding(
+            "The request body must be sent without a transfer coding other than chunked "
+            "(Transfer-Encoding: chunked, or a Content-Length)."
+        )
     if len(request.headers.getlist("content-type")) > 1:
         # A singleton field (RFC 9110 8.3): no telling which one a proxy on the way read.
         return BadRequest("Send one Content-Type header.", header="Content-Type")

@@ -38,6 +38,9 @@ PROBLEMS = {
     415: "The body's Content-Type or Content-Encoding is not one this operation accepts.",
     422: "The request is invalid; `errors` names each invalid field.",
     428: "The request must be conditional.",
+    501: "The body was sent in a transfer coding other than chunked (Transfer-Encoding: gzip, "
+    "chunked...), which the service does not decode (type "
+    "`urn:sessions-service:problem:unsupported-transfer-coding`); nothing was changed.",
     503: "The database is unavailable, or the service is shutting down (type "
     "`urn:sessions-service:problem:shutting-down`): retry after `Retry-After` seconds. A 503 of "
     "type `urn:sessions-service:problem:query-canceled` (no `Retry-After`): the database stopped "

@@ -199,19 +199,24 @@ LIST_DATABASE = problem_response(
 # A write that waited DB_LOCK_TIMEOUT for a lock another one holds (ChangeInProgress).
 CHANGE_IN_PROGRESS = problems(409)
 # A body sent as another media type is refused before it is read (text/plain, a form, a JSON
-# Patch), naming what is accepted; one sent in a content coding (gzip), naming identity.
+# Patch), naming what is accepted; one sent in a content coding (gzip), naming identity; one
+# sent in a transfer coding other than chunked, 501.
 _UNSUPPORTED_BODY = {
-    method: problem_response(
-        415,
-        headers={
-            name: header(
-                f"{', '.join(BODY_MEDIA_TYPES[method])}: what the body may be sent as (on a 415 "
-                "for the media type)."
-            ),
-            "Accept-Encoding": header(
-                "identity: the body must not be content-coded (on a 415 for a Content-Encoding)."
-            ),
-        },
+    method: merge_responses(
+        problem_response(
+            415,
+            headers={
+                name: header(
+                    f"{', '.join(BODY_MEDIA_TYPES[method])}: what the body may be sent as (on a "
+                    "415 for the media type)."
+                ),
+                "Accept-Encoding": header(
+                    "identity: the body must not be content-coded (on a 415 for a "
+                    "Content-Encoding)."
+                ),
+            },
+        ),
+        problems(501),
     )
     for method, name in (("POST", "Accept"), ("PATCH", "Accept-Patch"))
 }

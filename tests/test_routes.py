@@ -438,6 +438,46 @@ async def test_patch_body_with_content_encoding_is_415(client: httpx.AsyncClient
 
 
 @pytest.mark.parametrize(
+    "coding", ["gzip, chunked", "deflate,chunked", "x-unknown, chunked", "GZIP;q=1, chunked"]
+)
+async def test_create_body_with_transfer_coding_is_501(
+    client: httpx.AsyncClient, connection: AsyncConnection, coding: str
+) -> None:
+    # The server dechunks, nothing more: a body declared gzip-coded but sent plain would be read
+    # as what it is not, and created a session (RFC 9112 6.1: 501 for a coding not understood).
+    headers = {"content-type": "application/json", "transfer-encoding": coding}
+    response = await client.post(
+        "/sessions", content=json.dumps(session_body()).encode(), headers=headers
+    )
+    problem = assert_problem(response, 501)
+    assert "Transfer-Encoding" in problem["detail"]
+    assert await count_sessions(connection) == 0
+
+
+async def test_patch_body_with_transfer_coding_is_501(client: httpx.AsyncClient) -> None:
+    session = await create_session(client)
+    response = await client.patch(
+        f"/sessions/{session['id']}",
+        content=b'{"title": "x"}',
+        headers={
+            "content-type": "application/merge-patch+json",
+            "transfer-encoding": "gzip, chunked",
+        },
+    )
+    assert_problem(response, 501)
+    assert (await client.get(f"/sessions/{session['id']}")).json() == session
+
+
+async def test_create_body_chunked_is_accepted(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    headers = {"content-type": "application/json", "transfer-encoding": "Chunked"}
+    content = json.dumps(session_body()).encode()
+    assert (await client.post("/sessions", content=content, headers=headers)).status_code == 201
+    assert await count_sessions(connection) == 1
+
+
+@pytest.mark.parametrize(
     "content_types", [["application/json", "text/plain"], ["text/plain", "application/json"]]
 )
 async def test_create_with_two_content_types_is_400(
