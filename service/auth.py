@@ -297,7 +297,15 @@ _INVALID_TOKEN = problem_response(
     'provider or not for this service. WWW-Authenticate: Bearer error="...".',
     headers={"WWW-Authenticate": header('Bearer, with error="..." for a bad token.')},
 )
-_NOT_FOUND = problem_response(404, "No such session, or one the caller may not see.")
+_NOT_FOUND = problem_response(
+    404,
+    "No such session, or one the caller may not see.",
+    headers={
+        "Cache-Control": header(
+            "no-store: the session may be created, or become visible, at any time."
+        )
+    },
+)
 _FORBIDDEN = problem_response(
     403,
     "The caller may see the session but not do this; `rule` names the rule "

@@ -223,6 +223,7 @@ _UNSUPPORTED_BODY = {
 
 # A page has no validator to revalidate with, and holds what this caller may see: never stored.
 PAGE_CACHE_CONTROL = {"Cache-Control": "no-store"}
+NOT_FOUND_CACHE_CONTROL = PAGE_CACHE_CONTROL
 _NO_STORE = {"Cache-Control": header("no-store: a page is never stored by a cache.")}
 LIST_RESPONSES = merge_responses(
     {
@@ -283,9 +284,14 @@ def json_response(
 
 
 def _visible_or_404(session: Visible | None, session_id: int, principal: Principal) -> Visible:
-    """The session if this principal may see it: one they may not see does not exist for them."""
+    """The session if this principal may see it: one they may not see does not exist for them.
+
+    The 404 is never stored: a 404 is cacheable by default (RFC 9111 4.2.2), and a cache would
+    go on answering it once the session is created or becomes visible, where its 200 is
+    revalidated on every use (no-cache).
+    """
     if session is None or not policy.can_see(principal, session):
-        raise NotFound(f"There is no session {session_id}.")
+        raise NotFound(f"There is no session {session_id}.", headers=NOT_FOUND_CACHE_CONTROL)
     return session
 
 

@@ -84,6 +84,24 @@ async def test_get_missing_session_is_404_problem(client: httpx.AsyncClient, pat
     assert body["title"] == "Not Found"
 
 
+async def test_a_session_404_is_never_stored_by_a_cache(
+    client: httpx.AsyncClient, anonymous_client: httpx.AsyncClient
+) -> None:
+    # A 404 is cacheable by default (RFC 9110 15.1, RFC 9111 4.2.2: Varnish keeps one for two
+    # minutes): a cache would go on answering 404 for a draft once it is accepted, or for an id
+    # once created, where the session's 200 (no-cache) is revalidated on every use.
+    draft = await create_session(client, state="draft")
+    for response in [
+        await anonymous_client.get(f"/sessions/{draft['id']}"),
+        await anonymous_client.head(f"/sessions/{draft['id']}"),
+        await client.get("/sessions/12345"),
+        await client.patch("/sessions/12345", json={"title": "x"}),
+        await client.delete("/sessions/12345"),
+    ]:
+        assert response.status_code == 404
+        assert response.headers["cache-control"] == "no-store"
+
+
 async def test_get_out_of_range_id_is_422_problem(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get("/sessions/99999999999999999999"), 422)
     # Not a number: no session can be there (and /sessions/changes is another resource).
