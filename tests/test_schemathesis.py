@@ -5,7 +5,8 @@ schemathesis' default checks: no 5xx, status codes, content types, headers and b
 documented. The stateful test follows the spec's links (create, then get, patch and delete).
 
 The default run is small and derandomized, so the suite stays fast and stable; for a long
-random run: SCHEMATHESIS_MAX_EXAMPLES=500 pytest tests/test_schemathesis.py
+random run: SCHEMATHESIS_MAX_EXAMPLES=500 pytest tests/test_schemathesis.py (and longer
+workflows: SCHEMATHESIS_STEPS=20, 6 by default).
 """
 
 import asyncio
@@ -32,6 +33,9 @@ from tests.conftest import (
 )
 
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "0"))
+# The most steps of one workflow (create, then get, patch, delete...): longer ones reach states
+# that six steps never do (a session patched several times, then deleted, then asked for).
+STATEFUL_STEPS = int(os.environ.get("SCHEMATHESIS_STEPS", "0"))
 FUZZ_SETTINGS = settings(
     max_examples=MAX_EXAMPLES or 30,
     deadline=None,
@@ -134,7 +138,11 @@ def test_workflows_along_the_spec_links_conform(
             seen.add((case.operation.label, response.status_code))
 
     Workflow.run(
-        settings=settings(FUZZ_SETTINGS, max_examples=MAX_EXAMPLES or 30, stateful_step_count=6)
+        settings=settings(
+            FUZZ_SETTINGS,
+            max_examples=MAX_EXAMPLES or 30,
+            stateful_step_count=STATEFUL_STEPS or 6,
+        )
     )
     # The links took the workflows to sessions that exist, not only to 404s.
     assert {
