@@ -251,8 +251,10 @@ CHANGES_RESPONSES = merge_responses(
 )
 
 
-def get_signer(request: Request) -> TokenSigner:
-    """The app's signer of cursors and change-feed tokens (service.main.configure builds it)."""
+async def get_signer(request: Request) -> TokenSigner:
+    """The app's signer of cursors and change-feed tokens (service.main.configure builds it).
+
+    `async` though it never waits: FastAPI runs a plain `def` dependency in its thread pool."""
     signer: TokenSigner = request.app.state.signer
     return signer
 

@@ -1,17 +1,22 @@
 """The HTTP contract of /sessions: CRUD, merge patch, validation, errors and pages."""
 
 import gzip
+import inspect
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.conftest import (
     assert_problem,
+    build_app,
     count_sessions,
     create_session,
     session_body,
@@ -752,3 +757,27 @@ async def test_patch_with_a_lone_surrogate_is_422_and_changes_nothing(
     body = assert_problem(response, 422)
     assert [error["location"] for error in body["errors"]] == [["body", "title"]]
     assert (await client.get(f"/sessions/{session['id']}")).json() == session
+
+
+def _calls(dependant: Dependant) -> Iterator[Any]:
+    yield dependant.call
+    for dependency in dependant.dependencies:
+        yield from _calls(dependency)
+
+
+def test_no_request_waits_for_a_worker_thread() -> None:
+    # FastAPI runs a plain `def` endpoint or dependency in its thread pool: a hand-off to a
+    # worker thread and back on every request that reaches it (found by py-spy on list pages,
+    # whose cursor signer was a `def` dependency), for code that never blocks.
+    app = build_app("postgresql://127.0.0.1/unused")
+    synchronous = {
+        f"{sorted(route.methods or ())} {route.path}: {call}"
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        for call in _calls(route.dependant)
+        if call is not None
+        and not inspect.iscoroutinefunction(call)
+        # (an instance, such as the bearer scheme, by its class's __call__)
+        and not inspect.iscoroutinefunction(type(call).__call__)
+    }
+    assert not synchronous, synchronous
