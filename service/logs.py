@@ -1,21 +1,31 @@
-"""Structured logs: one JSON object per line on stdout, each tagged with its request's id."""
+"""Structured logs: one JSON object per line on stdout, each tagged with its request's id (and
+its trace's, where OpenTelemetry traces the request)."""
 
 import logging
 import logging.config
 import sys
 from contextvars import ContextVar
 
+from opentelemetry import trace
 from pythonjsonlogger.core import RESERVED_ATTRS
 
 # The id of the request being served, for every log line written while serving it.
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
-class RequestIdFilter(logging.Filter):
+class RequestContextFilter(logging.Filter):
+    """The request's id, and the ids of the trace and span current where the line is written:
+    FastAPI traces each request once OpenTelemetry's providers are set in the process (README,
+    Traces), and the ids find a line's trace in the tracing backend, and the other way round."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         rid = request_id.get()
         if rid is not None:
             record.request_id = rid
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            record.trace_id = trace.format_trace_id(span.trace_id)
+            record.span_id = trace.format_span_id(span.span_id)
         return True
 
 
@@ -53,7 +63,7 @@ def configure_logging(level: str, *, access_log: bool = True) -> None:
             "version": 1,
             "disable_existing_loggers": False,
             "filters": {
-                "request_id": {"()": RequestIdFilter},
+                "request_context": {"()": RequestContextFilter},
                 "declined_upgrade": {"()": DeclinedUpgradeFilter},
             },
             "formatters": {
@@ -71,7 +81,7 @@ def configure_logging(level: str, *, access_log: bool = True) -> None:
                     "class": "logging.StreamHandler",
                     "stream": "ext://sys.stdout",
                     "formatter": "json",
-                    "filters": ["request_id"],
+                    "filters": ["request_context"],
                 }
             },
             "root": {"level": level.upper(), "handlers": ["stdout"]},

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any, Self
 
 import httpx
@@ -33,8 +34,13 @@ def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: floa
     raise AssertionError(f"nothing served {url} within {timeout} s")
 
 
+SERVE = [sys.executable, "-m", "service", "serve"]
+
+
 class ServiceProcess:
-    def __init__(self, database_url: str, **environment: str) -> None:
+    def __init__(
+        self, database_url: str, *, command: Sequence[str] = SERVE, **environment: str
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         # A file, not a pipe: a full pipe would block the service's logging, and so the service.
@@ -48,7 +54,7 @@ class ServiceProcess:
         env |= {"DATABASE_URL": database_url, "PORT": str(self.port), "JWT_SECRET": TEST_JWT_SECRET}
         env |= environment
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"],
+            command,
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

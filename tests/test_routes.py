@@ -589,11 +589,11 @@ async def test_problem_titles_are_rfc_9110_phrases_on_every_python(
 async def test_unexpected_error_is_a_500_problem_without_details(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from service.logs import RequestIdFilter
+    from service.logs import RequestContextFilter
     from tests.conftest import build_app
 
     app = build_app(database_url, cors_origins=["https://app.example"])
-    caplog.handler.addFilter(RequestIdFilter())  # as the service's own handler has it
+    caplog.handler.addFilter(RequestContextFilter())  # as the service's own handler has it
 
     @app.get("/sessions/boom")
     async def boom() -> None:
