@@ -7,19 +7,31 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from typing import Any, Self
+from collections.abc import Callable, Sequence
+from typing import Any, Self, TypeVar
 
 import httpx
 import orjson
 
 from tests.conftest import TEST_JWT_SECRET
 
+T = TypeVar("T")
+
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def eventually(find: Callable[[], list[T]], timeout: float = 10) -> T:
+    """The one item `find` finds, once it is there: a served request's access line (and span,
+    where it is traced) is written after its response is sent, so its client may look first."""
+    deadline = time.monotonic() + timeout
+    while not (found := find()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (item,) = found
+    return item
 
 
 def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -95,3 +107,13 @@ class ServiceProcess:
     def log_lines(self) -> list[dict[str, Any]]:
         """Every line the service wrote, each parsed as JSON (failing on any that is not)."""
         return [orjson.loads(line) for line in self.output().splitlines() if line.strip()]
+
+    def access_line(self, request_id: str) -> dict[str, Any]:
+        """The access log's line of the request, once written."""
+        return eventually(
+            lambda: [
+                line
+                for line in self.log_lines()
+                if line["logger"] == "service.access" and line.get("request_id") == request_id
+            ]
+        )

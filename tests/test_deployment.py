@@ -172,8 +172,9 @@ async def test_a_websocket_upgrade_is_answered_as_plain_http(
     assert "states" in response.json()
     # Logged as any request, without uvicorn's warnings that the upgrade was declined and its
     # advice to install a WebSocket library: any client could fill the log with them.
-    lines = replicas[0].log_lines()
     request_id = response.headers["x-request-id"]
+    replicas[0].access_line(request_id)  # written once the response is sent
+    lines = replicas[0].log_lines()
     assert [line["logger"] for line in lines if line.get("request_id") == request_id] == [
         "service.access"
     ]

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from service.logs import RequestContextFilter
 from tests.conftest import ADMIN_HEADERS, migrated_database, session_body
-from tests.processes import ServiceProcess
+from tests.processes import ServiceProcess, eventually
 
 # What an operator's OpenTelemetry setup does before the app starts (opentelemetry-instrument's
 # sitecustomize, or a launcher of their own): set the global tracer provider. Spans go to a
@@ -52,18 +52,16 @@ def traced(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             service.stop()
 
 
-def server_spans(spans: Path) -> list[dict[str, Any]]:
-    lines = [json.loads(line) for line in spans.read_text().splitlines()]
-    return [span for span in lines if span["kind"] == "SpanKind.SERVER"]
+def server_span(spans: Path, trace_id: str) -> dict[str, Any]:
+    def find() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in spans.read_text().splitlines()]
+        return [
+            span
+            for span in lines
+            if span["kind"] == "SpanKind.SERVER" and span["context"]["trace_id"] == f"0x{trace_id}"
+        ]
 
-
-def access_line(service: ServiceProcess, request_id: str) -> dict[str, Any]:
-    (line,) = [
-        line
-        for line in service.log_lines()
-        if line["logger"] == "service.access" and line.get("request_id") == request_id
-    ]
-    return line
+    return eventually(find)
 
 
 def test_a_traced_request_continues_the_callers_trace_under_its_route_template(
@@ -75,13 +73,13 @@ def test_a_traced_request_continues_the_callers_trace_under_its_route_template(
         headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"},
     )
     assert response.status_code == 404
-    (span,) = [s for s in server_spans(spans) if s["context"]["trace_id"] == f"0x{CALLER_TRACE}"]
+    span = server_span(spans, CALLER_TRACE)
     # Named by its template: one name for every session, not one per id.
     assert span["name"] == "GET /sessions/{session_id}"
     assert span["parent_id"] == f"0x{CALLER_SPAN}"
     assert span["attributes"]["http.route"] == "/sessions/{session_id}"
     assert span["attributes"]["http.response.status_code"] == 404
-    line = access_line(service, response.headers["x-request-id"])
+    line = service.access_line(response.headers["x-request-id"])
     assert line["trace_id"] == CALLER_TRACE
     assert f"0x{line['span_id']}" == span["context"]["span_id"]
 
@@ -95,10 +93,8 @@ def test_a_traced_write_starts_a_trace_without_recording_its_token_or_body(
         f"{service.base_url}/sessions", json=session_body(title=title), headers=ADMIN_HEADERS
     )
     assert response.status_code == 201
-    line = access_line(service, response.headers["x-request-id"])
-    (span,) = [
-        s for s in server_spans(spans) if s["context"]["trace_id"] == f"0x{line['trace_id']}"
-    ]
+    line = service.access_line(response.headers["x-request-id"])
+    span = server_span(spans, line["trace_id"])
     assert span["name"] == "POST /sessions"
     assert span["parent_id"] is None
     assert span["attributes"]["http.response.status_code"] == 201
