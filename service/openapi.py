@@ -237,8 +237,10 @@ def _add_schema(schemas: dict[str, Any], model: type[BaseModel]) -> None:
 
 
 def render(document: dict[str, Any]) -> str:
-    """The committed form: sorted keys and fixed indentation, so that diffs show real changes."""
-    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    """The committed form: sorted keys and fixed indentation, so that diffs show real changes;
+    ASCII, so that no character is invisible in an editor or a diff (the text patterns' U+FFFE
+    and U+FFFF are written "\\ufffe", "\\uffff")."""
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

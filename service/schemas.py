@@ -107,29 +107,38 @@ def no_nul(value: str) -> str:
 # characters themselves: the schema's patterns carry them, and client generators copy patterns
 # into source code, where a NUL is a syntax error (Python, Go).
 _CONTROL_CHARACTERS = r"\x00-\x08\x0b\x0c\x0e-\x1f"
-_CONTROL_CHARACTER = re.compile(f"[{_CONTROL_CHARACTERS}]")
+# The two noncharacters that XML 1.0 cannot hold either (its characters end at U+FFFD): U+FFFE,
+# a byte order mark read backwards, and U+FFFF. In the schema's patterns as the characters
+# themselves (openapi.json escapes them as JSON does, "\ufffe"): a regex escape would be
+# ECMA-262's \uFFFE, which Go's regexes (RE2) and PCRE do not read.
+_NONCHARACTERS = "\ufffe\uffff"
+_REFUSED_CHARACTERS = _CONTROL_CHARACTERS + _NONCHARACTERS
+_REFUSED_CHARACTER = re.compile(f"[{_REFUSED_CHARACTERS}]")
 # Half of a UTF-16 pair, which JSON may escape on its own ("\ud800"): no character at all, and
 # PostgreSQL cannot store it (asyncpg cannot encode it). Not in the schema's patterns: a
 # JSON Schema pattern sees a valid pair (an emoji) as two such halves.
 _SURROGATES = "\ud800-\udfff"
-_UNSTORABLE_CHARACTER = re.compile(f"[{_CONTROL_CHARACTERS}{_SURROGATES}]")
+_UNSTORABLE_CHARACTER = re.compile(f"[{_REFUSED_CHARACTERS}{_SURROGATES}]")
 
 
 def storable_text(value: str) -> str:
     if found := _UNSTORABLE_CHARACTER.search(value):
-        if found[0] >= "\ud800":
+        if "\ud800" <= found[0] <= "\udfff":
             raise ValueError("must be Unicode text: a lone surrogate (U+D800 to U+DFFF) is not")
         raise ValueError(
             "must not contain control characters (U+0000 to U+001F) but tab, line feed and "
-            "carriage return"
+            "carriage return, nor U+FFFE or U+FFFF"
         )
     return value
 
 
 def _no_control_characters_once_sanitised(value: str) -> str:
     # A character reference ("&#1;") is one once the HTML is parsed.
-    if _CONTROL_CHARACTER.search(value):
-        raise ValueError("must not contain control characters, nor character references to them")
+    if _REFUSED_CHARACTER.search(value):
+        raise ValueError(
+            "must not contain control characters, U+FFFE or U+FFFF, nor character references to "
+            "them"
+        )
     return value
 
 
@@ -187,11 +196,12 @@ Id = Annotated[int, Field(ge=1, le=INT4_MAX), BeforeValidator(_json_integer)]
 # The schema's patterns state the validators' rules: no NUL in a search, which PostgreSQL text
 # cannot hold; no control character in a stored text, and a title not blank.
 NO_NUL = Field(json_schema_extra={"pattern": r"^[^\x00]*$"})
-NO_CONTROL = Field(json_schema_extra={"pattern": f"^[^{_CONTROL_CHARACTERS}]*$"})
+_ALLOWED_CHARACTER = f"[^{_REFUSED_CHARACTERS}]"
+NO_CONTROL = Field(json_schema_extra={"pattern": f"^{_ALLOWED_CHARACTER}*$"})
+_VISIBLE_CHARACTER = f"[^{_REFUSED_CHARACTERS}{WHITESPACE}]"
 NOT_BLANK = Field(
     json_schema_extra={
-        "pattern": f"^[^{_CONTROL_CHARACTERS}]*[^{_CONTROL_CHARACTERS}{WHITESPACE}]"
-        f"[^{_CONTROL_CHARACTERS}]*$"
+        "pattern": f"^{_ALLOWED_CHARACTER}*{_VISIBLE_CHARACTER}{_ALLOWED_CHARACTER}*$"
     }
 )
 StoredText = Annotated[str, AfterValidator(storable_text)]

@@ -711,8 +711,24 @@ async def test_tab_and_newlines_are_kept_in_texts(client: httpx.AsyncClient) -> 
     assert {name: response.json()[name] for name in texts} == texts
 
 
+async def test_del_and_c1_controls_are_kept_in_texts(client: httpx.AsyncClient) -> None:
+    # XML 1.0 can hold them, unlike the C0 controls and U+FFFE and U+FFFF.
+    texts = {"title": "a\x7fb", "subtitle": "a\x85b\x9fc"}
+    response = await client.post("/sessions", json=session_body(**texts))
+    assert response.status_code == 201
+    assert {name: response.json()[name] for name in texts} == texts
+
+
 @pytest.mark.parametrize(
-    ("field", "value"), [("title", "a\x01b"), ("comments", "a&#x1f;b")], ids=["raw", "reference"]
+    ("field", "value"),
+    [
+        ("title", "a\x01b"),
+        ("comments", "a&#x1f;b"),
+        ("subtitle", "a\uffffb"),
+        ("language", "\ufffeen"),
+        ("long_abstract", "a&#xFFFE;b"),
+    ],
+    ids=["raw", "reference", "U+FFFF", "U+FFFE", "U+FFFE reference"],
 )
 async def test_patch_with_a_control_character_is_422_and_changes_nothing(
     client: httpx.AsyncClient, field: str, value: str
