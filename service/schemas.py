@@ -132,7 +132,7 @@ def storable_text(value: str) -> str:
     return value
 
 
-def _no_control_characters_once_sanitised(value: str) -> str:
+def _no_refused_characters_once_sanitised(value: str) -> str:
     # A character reference ("&#1;") is one once the HTML is parsed.
     if _REFUSED_CHARACTER.search(value):
         raise ValueError(
@@ -194,7 +194,7 @@ def _json_integer(value: object) -> object:
 
 Id = Annotated[int, Field(ge=1, le=INT4_MAX), BeforeValidator(_json_integer)]
 # The schema's patterns state the validators' rules: no NUL in a search, which PostgreSQL text
-# cannot hold; no control character in a stored text, and a title not blank.
+# cannot hold; no control character (nor U+FFFE, U+FFFF) in a stored text, and a title not blank.
 NO_NUL = Field(json_schema_extra={"pattern": r"^[^\x00]*$"})
 _ALLOWED_CHARACTER = f"[^{_REFUSED_CHARACTERS}]"
 NO_CONTROL = Field(json_schema_extra={"pattern": f"^{_ALLOWED_CHARACTER}*$"})
@@ -217,7 +217,7 @@ LongText = Annotated[StoredText, Field(max_length=models.TEXT_MAX), NO_CONTROL]
 SafeHtml = Annotated[
     LongText,
     AfterValidator(sanitize_html),
-    AfterValidator(_no_control_characters_once_sanitised),
+    AfterValidator(_no_refused_characters_once_sanitised),
     AfterValidator(_fits_once_sanitised),
     Field(description="HTML; sanitised on write to a small safe subset (see the README)."),
 ]
