@@ -31,7 +31,8 @@ RUN groupadd --gid 10001 app \
 # HOST defaults to all interfaces here (the service itself defaults to 127.0.0.1). JWT_SECRET is
 # empty: the image never accepts tokens signed with the public development secret; configure
 # the identity provider's key (JWT_PUBLIC_KEY_FILE) or a secret of your own. (DL3064 warns of a
-# secret in ENV: this one is empty on purpose.)
+# secret in ENV: this one is empty on purpose.) OTEL_SERVICE_NAME names the service in the traces
+# and metrics that FASTAPI_OTEL_AUTO_CONFIGURE=true exports (README, Traces).
 # hadolint ignore=DL3064
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -39,7 +40,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOST=0.0.0.0 \
     PORT=8000 \
     LOG_LEVEL=info \
-    JWT_SECRET=""
+    JWT_SECRET="" \
+    OTEL_SERVICE_NAME=sessions-service
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 COPY alembic.ini ./

@@ -21,6 +21,7 @@ DB_NAME=smoke_$SUFFIX
 CONTAINER=sessions-smoke-$SUFFIX
 WORK=$(mktemp -d /tmp/container-smoke.XXXXXX)
 DB_CREATED=0
+COLLECTOR_PID=
 STARTED=$SECONDS
 
 log() { printf 'container smoke: %s\n' "$*" >&2; }
@@ -36,6 +37,7 @@ cleanup() {
         [[ $rc -ne 0 ]] && { log "service logs:"; podman logs --tail 50 "$CONTAINER" >&2; }
         podman rm --force --time 5 "$CONTAINER" >/dev/null 2>&1
     fi
+    [[ -n $COLLECTOR_PID ]] && kill "$COLLECTOR_PID" 2>/dev/null
     if [[ $DB_CREATED == 1 ]]; then
         timeout 30 dropdb --if-exists --force "$DB_NAME" || log "could not drop database $DB_NAME"
     fi
@@ -114,13 +116,39 @@ TOKEN=$(timeout 60 "${PODMAN_RUN[@]}" --rm --no-healthcheck -e JWT_SECRET="$JWT_
     "$IMAGE" token --sub smoke --admin 2>/dev/null) || fail "token command"
 [[ -n $TOKEN ]] || fail "the token command printed nothing"
 
+# An OTLP/HTTP collector on the host, for the traces the service exports once
+# FASTAPI_OTEL_AUTO_CONFIGURE is set: it answers every export with success and appends each body
+# to a file named by the signal (traces, metrics, logs).
+OTLP_PORT=$(free_port)
+mkdir "$WORK/otlp"
+python3 - "$OTLP_PORT" "$WORK/otlp" <<'COLLECTOR' &
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Export(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with open(f"{sys.argv[2]}/{self.path.rsplit('/', 1)[-1]}", "ab") as received:
+            received.write(body)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Export).serve_forever()
+COLLECTOR
+COLLECTOR_PID=$!
+
 PORT=$(free_port)
-log "starting the service on 127.0.0.1:$PORT"
+log "starting the service on 127.0.0.1:$PORT, exporting traces to 127.0.0.1:$OTLP_PORT"
 # The healthcheck timer needs systemd, which is absent here (podman says so on stderr, kept in
 # $WORK/run.err); the image's HEALTHCHECK is run on demand below instead.
 timeout 60 "${PODMAN_RUN[@]}" --detach --name "$CONTAINER" --health-interval disable \
     -e HOST=127.0.0.1 -e PORT="$PORT" -e DATABASE_URL="$DATABASE_URL" -e LOG_LEVEL=info \
     -e GRACEFUL_SHUTDOWN_TIMEOUT=5 -e JWT_SECRET="$JWT_SECRET" \
+    -e FASTAPI_OTEL_AUTO_CONFIGURE=true -e OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT" \
     "$IMAGE" >/dev/null 2>"$WORK/run.err" || { cat "$WORK/run.err" >&2; fail "podman run"; }
 
 deadline=$((SECONDS + 60))
@@ -162,6 +190,14 @@ exit_code=$(timeout 30 podman wait "$CONTAINER")
 podman logs "$CONTAINER" 2>&1 | grep -q 'Finished server process' \
     || fail "no graceful uvicorn shutdown in the logs"
 log "exited 0 after $((SECONDS - stop_started)) s"
+
+# The stop sent what was pending: the PATCH's span, under the image's service name. (Protobuf
+# keeps strings as they are, so the raw export holds both.)
+for expected in 'PATCH /sessions/{session_id}' sessions-service; do
+    grep -qaF "$expected" "$WORK/otlp/traces" 2>/dev/null \
+        || fail "no '$expected' in the traces the collector received"
+done
+log "traces exported over OTLP to the collector"
 
 log "total $((SECONDS - STARTED)) s"
 echo "container smoke: OK"

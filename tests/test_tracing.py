@@ -1,20 +1,30 @@
 """Traces: FastAPI's own OpenTelemetry instrumentation, once a tracer provider is set in the
-process, and the trace and span ids on the log lines."""
+process or FASTAPI_OTEL_AUTO_CONFIGURE sets one up for an OTLP collector, and the trace and span
+ids on the log lines."""
 
 import json
 import logging
 import sys
-from collections.abc import Iterator
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace import TracerProvider
 
 from service.logs import RequestContextFilter
 from tests.conftest import ADMIN_HEADERS, migrated_database, session_body
-from tests.processes import ServiceProcess, eventually
+from tests.processes import ServiceProcess, eventually, free_port
 
 # What an operator's OpenTelemetry setup does before the app starts (opentelemetry-instrument's
 # sitecustomize, or a launcher of their own): set the global tracer provider. Spans go to a
@@ -101,6 +111,152 @@ def test_a_traced_write_starts_a_trace_without_recording_its_token_or_body(
     recorded = spans.read_text()
     assert ADMIN_HEADERS["Authorization"].removeprefix("Bearer ") not in recorded
     assert title not in recorded
+
+
+class Collector:
+    """An OTLP/HTTP collector on loopback, as an operator's would be: it answers every export
+    with success and keeps each request's body by path (/v1/traces, /v1/metrics, /v1/logs)."""
+
+    def __init__(self) -> None:
+        self.received: defaultdict[str, list[bytes]] = defaultdict(list)
+        received = self.received
+
+        class Export(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                # The exporter sends uncompressed protobuf unless OTEL_EXPORTER_OTLP_COMPRESSION
+                # says otherwise, which these tests do not set.
+                received[self.path].append(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Export)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def spans(self) -> list[tuple[dict[str, Any], Any]]:
+        """Every span received, with its resource's attributes."""
+        return [
+            (attributes(resource_spans.resource.attributes), span)
+            for body in self.received["/v1/traces"]
+            for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans
+            for scope_spans in resource_spans.scope_spans
+            for span in scope_spans.spans
+        ]
+
+    def metric_names(self) -> set[str]:
+        return {
+            metric.name
+            for body in self.received["/v1/metrics"]
+            for resource_metrics in ExportMetricsServiceRequest.FromString(body).resource_metrics
+            for scope_metrics in resource_metrics.scope_metrics
+            for metric in scope_metrics.metrics
+        }
+
+
+def attributes(pairs: Iterable[KeyValue]) -> dict[str, Any]:
+    """OTLP's attributes as a dict, each value as its kind holds it (a string, an int...)."""
+    values = {}
+    for pair in pairs:
+        kind = pair.value.WhichOneof("value")
+        assert kind is not None, f"attribute {pair.key} has no value"
+        values[pair.key] = getattr(pair.value, kind)
+    return values
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    collector = Collector()
+    yield collector
+    collector.close()
+
+
+@pytest.fixture(scope="module")
+def database_url(server_url: str) -> Iterator[str]:
+    with migrated_database(server_url, prefix="sessions_exported") as url:
+        yield url
+
+
+def auto_configured(database_url: str, endpoint: str, **environment: str) -> ServiceProcess:
+    """The service as an operator sets it up to export: FastAPI's own OTLP setup (its
+    [opentelemetry] extra is a dependency, in the image too) and OpenTelemetry's variables."""
+    return ServiceProcess(
+        database_url,
+        FASTAPI_OTEL_AUTO_CONFIGURE="true",
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+        OTEL_SERVICE_NAME="sessions-under-test",
+        **environment,
+    ).wait_until_ready()
+
+
+def test_auto_configured_export_reaches_the_collector_and_a_stop_sends_what_is_pending(
+    database_url: str, collector: Collector
+) -> None:
+    # Spans and metrics are exported in batches, these only when the service stops: what is
+    # pending then must not be lost.
+    service = auto_configured(
+        database_url,
+        collector.url,
+        OTEL_BSP_SCHEDULE_DELAY="600000",
+        OTEL_METRIC_EXPORT_INTERVAL="600000",
+    )
+    try:
+        response = httpx.get(
+            f"{service.base_url}/sessions/424242",
+            headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"},
+        )
+        assert response.status_code == 404
+        service.access_line(response.headers["x-request-id"])
+        assert collector.spans() == []
+        service.terminate()
+        assert service.wait() == 0
+    finally:
+        service.stop()
+    [(resource, span)] = [
+        (resource, span)
+        for resource, span in collector.spans()
+        if span.trace_id.hex() == CALLER_TRACE and span.kind == Span.SPAN_KIND_SERVER
+    ]
+    assert resource["service.name"] == "sessions-under-test"
+    assert span.name == "GET /sessions/{session_id}"
+    assert span.parent_span_id.hex() == CALLER_SPAN
+    assert attributes(span.attributes)["http.response.status_code"] == 404
+    assert "http.server.request.duration" in collector.metric_names()
+
+
+def test_an_unreachable_collector_is_logged_and_neither_fails_requests_nor_stops_the_stop(
+    database_url: str,
+) -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"
+    service = auto_configured(
+        database_url, nobody, OTEL_BSP_SCHEDULE_DELAY="100", OTEL_EXPORTER_OTLP_TIMEOUT="1"
+    )
+    try:
+        for _ in range(3):
+            assert httpx.get(f"{service.base_url}/sessions/424242").status_code == 404
+        # Each failed export is a line of the JSON log, as every other line is.
+        failure = eventually(
+            lambda: [
+                line
+                for line in service.log_lines()
+                if line["logger"].startswith("opentelemetry.exporter") and line["level"] == "ERROR"
+            ][:1]
+        )
+        assert "Failed to export spans" in failure["message"]
+        assert httpx.get(f"{service.base_url}/sessions/424242").status_code == 404
+        service.terminate()
+        # What is pending is given up after OTEL_EXPORTER_OTLP_TIMEOUT, per signal (README).
+        assert service.wait(timeout=20) == 0
+    finally:
+        service.stop()
 
 
 def record_filtered() -> logging.LogRecord:
