@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.bodies import DuplicateMember
 from service.db import DRIVER_CONNECTION_ERRORS
 
 PROBLEM_JSON = "application/problem+json"
@@ -478,15 +479,19 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == HTTPStatus.BAD_REQUEST and exc.__cause__ is not None:
-        # FastAPI's 400 for a body it could not decode at all (not UTF-8, nested too deeply):
-        # malformed JSON, a 422 like every other one, unless it was never meant to be JSON.
+        # FastAPI's 400 for a body it could not decode at all (not UTF-8, nested too deeply, a
+        # member named twice): malformed JSON, a 422 like every other one, unless it was never
+        # meant to be JSON.
         if refused := await _caller_refusal(request) or body_format_error(request):
             return await _service_error(request, refused)
+        message = "Invalid JSON"
+        if isinstance(exc.__cause__, DuplicateMember):
+            message = f"Invalid JSON: {exc.__cause__}"
         return problem(
             422,
             "The request body is not valid JSON.",
             slug="validation-error",
-            errors=[{"location": ["body"], "message": "Invalid JSON", "type": "json_invalid"}],
+            errors=[{"location": ["body"], "message": message, "type": "json_invalid"}],
         )
     # Starlette's own errors (no route, a method the route does not take) come with the bare
     # status phrase as their detail.

@@ -21,6 +21,7 @@ from service.auth import (
     Reader,
     Writer,
 )
+from service.bodies import IJSONRoute
 from service.errors import (
     BODY_MEDIA_TYPES,
     BadRequest,
@@ -105,6 +106,7 @@ Written = TypeVar("Written")
 router = APIRouter(
     prefix="/sessions",
     tags=["sessions"],
+    route_class=IJSONRoute,
     responses=problems(413, 422),
     generate_unique_id_function=operation_id,
 )

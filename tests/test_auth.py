@@ -200,6 +200,12 @@ UNREADABLE_BODIES = [
     pytest.param("POST", "application/json", b'{"title": ', id="malformed JSON"),
     pytest.param("POST", "application/json", b'{"title": "\xff"}', id="not UTF-8"),
     pytest.param("PATCH", "application/merge-patch+json", b"{", id="malformed merge patch"),
+    pytest.param(
+        "POST",
+        "application/json",
+        b'{"event_id": 1, "title": "a", "title": "b"}',
+        id="a member named twice",
+    ),
 ]
 
 

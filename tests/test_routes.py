@@ -537,6 +537,54 @@ async def test_patch_accepts_merge_patch_and_plain_json(client: httpx.AsyncClien
         assert response.json()["subtitle"] == f"take {number}"
 
 
+async def test_create_with_a_member_named_twice_is_422_and_creates_nothing(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    # Python's parser would keep the last title, others the first: neither is what was meant.
+    response = await client.post(
+        "/sessions",
+        content=b'{"event_id": 1, "title": "First", "title": "Second"}',
+        headers={"content-type": "application/json"},
+    )
+    problem = assert_problem(response, 422)
+    assert problem["errors"] == [
+        {
+            "location": ["body"],
+            "message": 'Invalid JSON: "title" is named twice in one object.',
+            "type": "json_invalid",
+        }
+    ]
+    assert await count_sessions(connection) == 0
+
+
+async def test_patch_with_a_member_named_twice_at_any_depth_is_422_and_changes_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    session = await create_session(client)
+    for content in (b'{"title": "x", "title": null}', b'{"title": "x", "level": {"a": 1, "a": 2}}'):
+        response = await client.patch(
+            f"/sessions/{session['id']}",
+            content=content,
+            headers={"content-type": "application/merge-patch+json"},
+        )
+        assert "named twice" in assert_problem(response, 422)["errors"][0]["message"]
+    assert (await client.get(f"/sessions/{session['id']}")).json() == session
+
+
+async def test_patch_with_one_name_in_two_objects_is_not_a_duplicate(
+    client: httpx.AsyncClient,
+) -> None:
+    session = await create_session(client)
+    response = await client.patch(
+        f"/sessions/{session['id']}",
+        content=b'{"title": "x", "level": {"title": "y"}}',
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    # Read, and refused for what it says: level is no object.
+    problem = assert_problem(response, 422)
+    assert problem["errors"][0]["location"] == ["body", "level"]
+
+
 async def test_patch_malformed_json_is_422_and_changes_nothing(client: httpx.AsyncClient) -> None:
     session = await create_session(client)
     response = await client.patch(
