@@ -127,13 +127,20 @@ async def test_an_id_of_thousands_of_digits_is_422_not_500(
     assert padded.json() == session
 
 
-async def test_patch_merges_and_null_clears_nullable_field(client: httpx.AsyncClient) -> None:
-    session = await create_session(client, subtitle="Old", language="en")
-    response = await client.patch(
-        f"/sessions/{session['id']}",
-        content=b'{"subtitle": null, "level": "Expert"}',
+async def merge_patch(
+    client: httpx.AsyncClient, session_id: int, content: str | bytes
+) -> httpx.Response:
+    """PATCH the session with this body, as it is, sent as a merge patch."""
+    return await client.patch(
+        f"/sessions/{session_id}",
+        content=content,
         headers={"content-type": "application/merge-patch+json"},
     )
+
+
+async def test_patch_merges_and_null_clears_nullable_field(client: httpx.AsyncClient) -> None:
+    session = await create_session(client, subtitle="Old", language="en")
+    response = await merge_patch(client, session["id"], b'{"subtitle": null, "level": "Expert"}')
     assert response.status_code == 200
     patched = response.json()
     assert patched["subtitle"] is None
@@ -562,11 +569,7 @@ async def test_patch_with_a_member_named_twice_at_any_depth_is_422_and_changes_n
 ) -> None:
     session = await create_session(client)
     for content in (b'{"title": "x", "title": null}', b'{"title": "x", "level": {"a": 1, "a": 2}}'):
-        response = await client.patch(
-            f"/sessions/{session['id']}",
-            content=content,
-            headers={"content-type": "application/merge-patch+json"},
-        )
+        response = await merge_patch(client, session["id"], content)
         assert "named twice" in assert_problem(response, 422)["errors"][0]["message"]
     assert (await client.get(f"/sessions/{session['id']}")).json() == session
 
@@ -575,11 +578,7 @@ async def test_patch_with_one_name_in_two_objects_is_not_a_duplicate(
     client: httpx.AsyncClient,
 ) -> None:
     session = await create_session(client)
-    response = await client.patch(
-        f"/sessions/{session['id']}",
-        content=b'{"title": "x", "level": {"title": "y"}}',
-        headers={"content-type": "application/merge-patch+json"},
-    )
+    response = await merge_patch(client, session["id"], b'{"title": "x", "level": {"title": "y"}}')
     # Read, and refused for what it says: level is no object.
     problem = assert_problem(response, 422)
     assert problem["errors"][0]["location"] == ["body", "level"]
@@ -587,11 +586,7 @@ async def test_patch_with_one_name_in_two_objects_is_not_a_duplicate(
 
 async def test_patch_malformed_json_is_422_and_changes_nothing(client: httpx.AsyncClient) -> None:
     session = await create_session(client)
-    response = await client.patch(
-        f"/sessions/{session['id']}",
-        content=b'{"title": "x"',
-        headers={"content-type": "application/merge-patch+json"},
-    )
+    response = await merge_patch(client, session["id"], b'{"title": "x"')
     body = assert_problem(response, 422)
     assert "JSON" in body["detail"]
     assert (await client.get(f"/sessions/{session['id']}")).json() == session
@@ -813,11 +808,7 @@ async def test_patch_with_a_lone_surrogate_is_422_and_changes_nothing(
     client: httpx.AsyncClient,
 ) -> None:
     session = await create_session(client)
-    response = await client.patch(
-        f"/sessions/{session['id']}",
-        content=json.dumps({"title": LONE_SURROGATE}),
-        headers={"Content-Type": "application/merge-patch+json"},
-    )
+    response = await merge_patch(client, session["id"], json.dumps({"title": LONE_SURROGATE}))
     body = assert_problem(response, 422)
     assert [error["location"] for error in body["errors"]] == [["body", "title"]]
     assert (await client.get(f"/sessions/{session['id']}")).json() == session
