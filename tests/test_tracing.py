@@ -115,17 +115,20 @@ def test_a_traced_write_starts_a_trace_without_recording_its_token_or_body(
 
 class Collector:
     """An OTLP/HTTP collector on loopback, as an operator's would be: it answers every export
-    with success and keeps each request's body by path (/v1/traces, /v1/metrics, /v1/logs)."""
+    with success and keeps each request's body by path (/v1/traces, /v1/metrics, /v1/logs), and
+    the Authorization header each came with."""
 
     def __init__(self) -> None:
         self.received: defaultdict[str, list[bytes]] = defaultdict(list)
-        received = self.received
+        self.authorizations: set[str | None] = set()
+        received, authorizations = self.received, self.authorizations
 
         class Export(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 # The exporter sends uncompressed protobuf unless OTEL_EXPORTER_OTLP_COMPRESSION
                 # says otherwise, which these tests do not set.
                 received[self.path].append(self.rfile.read(int(self.headers["Content-Length"])))
+                authorizations.add(self.headers["Authorization"])
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", "0")
@@ -207,6 +210,7 @@ def test_auto_configured_export_reaches_the_collector_and_a_stop_sends_what_is_p
         collector.url,
         OTEL_BSP_SCHEDULE_DELAY="600000",
         OTEL_METRIC_EXPORT_INTERVAL="600000",
+        OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer collector-key",
     )
     try:
         response = httpx.get(
@@ -230,6 +234,7 @@ def test_auto_configured_export_reaches_the_collector_and_a_stop_sends_what_is_p
     assert span.parent_span_id.hex() == CALLER_SPAN
     assert attributes(span.attributes)["http.response.status_code"] == 404
     assert "http.server.request.duration" in collector.metric_names()
+    assert collector.authorizations == {"Bearer collector-key"}
 
 
 def test_an_unreachable_collector_is_logged_and_neither_fails_requests_nor_stops_the_stop(
