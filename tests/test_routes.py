@@ -355,9 +355,23 @@ async def test_create_invalid_body_is_422_problem_and_stores_nothing(
     assert await count_sessions(connection) == 0
 
 
+# Nested deeper than the parser recurses (well under MAX_BODY_SIZE): a RecursionError inside it.
+TOO_DEEP = 100_000
+
+
 @pytest.mark.parametrize(
     "content",
-    [b'{"event_id": 1, "title": ', b"not json", b""],
+    [
+        b'{"event_id": 1, "title": ',
+        b"not json",
+        b"",
+        b'{"event_id": 1, "title": "x", "tags": ' + b"[" * TOO_DEEP + b"]" * TOO_DEEP + b"}",
+        b'{"event_id": 1, "title": "x", "extra": '
+        + b'{"a": ' * TOO_DEEP
+        + b"1"
+        + b"}" * (TOO_DEEP + 1),
+    ],
+    ids=["cut short", "not json", "empty", "arrays nested too deep", "objects nested too deep"],
 )
 async def test_create_malformed_json_is_422(
     client: httpx.AsyncClient, connection: AsyncConnection, content: bytes
