@@ -1,9 +1,11 @@
-"""JSON request bodies read as I-JSON (RFC 7493): an object that names a member twice is refused.
+"""JSON request bodies read as I-JSON (RFC 7493): UTF-8 only, and no member named twice.
 
-RFC 8259 (4) leaves such an object to the parser: Python's keeps the last value, others keep the
-first. Read either way, one of the values a client sent would be dropped without a word, and a
-gateway that checks bodies could read a body otherwise than the service stores it. I-JSON (2.3)
-forbids duplicate names; the service refuses them, with the rest of malformed JSON (a 422).
+RFC 8259 (4) leaves an object that names a member twice to the parser: Python's keeps the last
+value, others keep the first. Read either way, one of the values a client sent would be dropped
+without a word, and a gateway that checks bodies could read a body otherwise than the service
+stores it. The same goes for UTF-16 and UTF-32, which Python's parser guesses from the bytes
+where RFC 8259 (8.1) and I-JSON (2.1) ask for UTF-8. The service refuses both, with the rest of
+malformed JSON (a 422); a leading byte order mark is ignored, as RFC 8259 lets a parser do.
 """
 
 import json
@@ -33,7 +35,8 @@ def _members_named_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 class IJSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = json.loads(await self.body(), object_pairs_hook=_members_named_once)
+            text = (await self.body()).decode("utf-8-sig")
+            self._json = json.loads(text, object_pairs_hook=_members_named_once)
         return self._json
 
 

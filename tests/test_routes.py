@@ -355,6 +355,30 @@ async def test_create_invalid_body_is_422_problem_and_stores_nothing(
     assert await count_sessions(connection) == 0
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+async def test_create_in_another_encoding_than_utf_8_is_422(
+    client: httpx.AsyncClient, connection: AsyncConnection, encoding: str
+) -> None:
+    # Python's parser would guess the encoding from the bytes; JSON between systems is UTF-8.
+    response = await client.post(
+        "/sessions",
+        content=json.dumps(session_body()).encode(encoding),
+        headers={"content-type": "application/json"},
+    )
+    assert assert_problem(response, 422)["errors"][0]["type"] == "json_invalid"
+    assert await count_sessions(connection) == 0
+
+
+async def test_create_ignores_a_leading_byte_order_mark(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/sessions",
+        content=json.dumps(session_body(title="Marked")).encode("utf-8-sig"),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["title"] == "Marked"
+
+
 # Nested deeper than the parser recurses (well under MAX_BODY_SIZE): a RecursionError inside it.
 TOO_DEEP = 100_000
 
