@@ -1,6 +1,7 @@
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -13,7 +14,7 @@ from service.db import create_engine, create_probe_engine
 from service.edge import BodySizeLimit, ConfiguredCORS, ResponseHeaders, WholeFiles
 from service.errors import UnexpectedErrors, install_error_handlers
 from service.metrics import Metrics
-from service.middleware import REQUEST_ID_RESPONSE_HEADER, RequestTelemetry
+from service.middleware import QUIET_ROUTES, REQUEST_ID_RESPONSE_HEADER, RequestTelemetry
 from service.migrations import known_revisions, migration_heads
 from service.openapi import MiddlewareHeader, install_openapi, operation_id
 from service.pagination import TokenSigner
@@ -75,6 +76,10 @@ def configure(app: FastAPI, settings: Settings) -> None:
     app.state.known_revisions = known_revisions()
 
 
+def _quiet(scope: MutableMapping[str, Any]) -> bool:
+    return scope.get("path") in QUIET_ROUTES
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The ASGI app; settings are read when it starts, not when it is built."""
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from files the package ships,
@@ -95,6 +100,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # /sessions/ is not /sessions: a 404, not Starlette's redirect to an absolute URL built
         # from the client's Host header (the service's own Location and Link are relative).
         redirect_slashes=False,
+        # FastAPI's OpenTelemetry, once a provider is set (README, Traces): one server span per
+        # request, without a span for each dependency and the endpoint (a quarter of what
+        # tracing costs a request, for steps of a few µs), and nothing for probes and scrapes.
+        telemetry={"operation_spans": False, "exclude": _quiet},
     )
     # FastAPIOffline's pages (/docs, /redoc) answer HEAD as GET too, as every other resource
     # (RFC 9110 9.3.2).

@@ -23,6 +23,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace import TracerProvider
 
 from service.logs import RequestContextFilter
+from service.middleware import QUIET_ROUTES
 from tests.conftest import ADMIN_HEADERS, migrated_database, session_body
 from tests.processes import ServiceProcess, eventually, free_port
 
@@ -62,16 +63,20 @@ def traced(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             service.stop()
 
 
-def server_span(spans: Path, trace_id: str) -> dict[str, Any]:
-    def find() -> list[dict[str, Any]]:
-        lines = [json.loads(line) for line in spans.read_text().splitlines()]
-        return [
-            span
-            for span in lines
-            if span["kind"] == "SpanKind.SERVER" and span["context"]["trace_id"] == f"0x{trace_id}"
-        ]
+def of_trace(spans: Path, trace_id: str) -> list[dict[str, Any]]:
+    return [
+        span
+        for span in map(json.loads, spans.read_text().splitlines())
+        if span["context"]["trace_id"] == f"0x{trace_id}"
+    ]
 
-    return eventually(find)
+
+def server_span(spans: Path, trace_id: str) -> dict[str, Any]:
+    """The one span of a request: its server span, without FastAPI's spans of each dependency
+    and the endpoint (which would end, and be written, before it)."""
+    span = eventually(lambda: of_trace(spans, trace_id))
+    assert span["kind"] == "SpanKind.SERVER"
+    return span
 
 
 def test_a_traced_request_continues_the_callers_trace_under_its_route_template(
@@ -92,6 +97,24 @@ def test_a_traced_request_continues_the_callers_trace_under_its_route_template(
     line = service.access_line(response.headers["x-request-id"])
     assert line["trace_id"] == CALLER_TRACE
     assert f"0x{line['span_id']}" == span["context"]["span_id"]
+
+
+def test_probes_and_scrapes_are_not_traced(traced: Any) -> None:
+    service, spans = traced
+    probes = {path: f"{number:032x}" for number, path in enumerate(QUIET_ROUTES, start=1)}
+    for path, trace_id in probes.items():
+        response = httpx.get(
+            f"{service.base_url}{path}", headers={"traceparent": f"00-{trace_id}-{CALLER_SPAN}-01"}
+        )
+        assert response.status_code == 200
+    # Spans are written as their requests end: once a later request's is there, theirs would be.
+    later = "f" * 32
+    httpx.get(
+        f"{service.base_url}/sessions/424242",
+        headers={"traceparent": f"00-{later}-{CALLER_SPAN}-01"},
+    )
+    server_span(spans, later)
+    assert all(of_trace(spans, trace_id) == [] for trace_id in probes.values())
 
 
 def test_a_traced_write_starts_a_trace_without_recording_its_token_or_body(
