@@ -219,6 +219,10 @@ def token_verifier(app: FastAPI) -> TokenVerifier:
     return verifier
 
 
+# Where a request's principal is kept, in its ASGI scope, once authenticated.
+_PRINCIPAL = "sessions_service.principal"
+
+
 class BearerAuthentication(HTTPBearer):
     """The principal of a request, from its bearer token; anonymous without an Authorization
     header, unless `required`.
@@ -240,19 +244,25 @@ class BearerAuthentication(HTTPBearer):
         self.required = required
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        # Once per request: a route that takes a body authenticates before FastAPI reads it
+        # (service.bodies), and FastAPI then solves this dependency.
+        principal: Principal | None = request.scope.get(_PRINCIPAL)
+        if principal is None:
+            principal = request.scope[_PRINCIPAL] = await self._authenticate(request)
+        return require_authenticated(principal) if self.required else principal
+
+    async def _authenticate(self, request: Request) -> Principal:
         if len(request.headers.getlist("authorization")) > 1:
             # A singleton field (RFC 9110 11.6.2): no telling which one a proxy on the way read.
             raise InvalidToken("Send one Authorization header.", error="invalid_request")
         credentials = await super().__call__(request)
-        if credentials is None:
-            if "authorization" in request.headers:
-                raise InvalidToken(
-                    'The Authorization header must be "Bearer <token>".', error="invalid_request"
-                )
-            principal = ANONYMOUS
-        else:
-            principal = token_verifier(request.app).verify(credentials.credentials)
-        return require_authenticated(principal) if self.required else principal
+        if credentials is not None:
+            return token_verifier(request.app).verify(credentials.credentials)
+        if "authorization" in request.headers:
+            raise InvalidToken(
+                'The Authorization header must be "Bearer <token>".', error="invalid_request"
+            )
+        return ANONYMOUS
 
 
 class VaryByAuthorization:

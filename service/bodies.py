@@ -1,4 +1,5 @@
-"""JSON request bodies read as I-JSON (RFC 7493): UTF-8 only, and no member named twice.
+"""Request bodies: read only once the route accepts the caller and the body's format, and read as
+I-JSON (RFC 7493): UTF-8 only, and no member named twice.
 
 RFC 8259 (4) leaves an object that names a member twice to the parser: Python's keeps the last
 value, others keep the first. Read either way, one of the values a client sent would be dropped
@@ -14,11 +15,9 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPBearer
 
-
-class DuplicateMember(ValueError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"{json.dumps(name)} is named twice in one object.")
+from service.errors import DuplicateMember, check_body_format
 
 
 def _members_named_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -41,14 +40,28 @@ class IJSONRequest(Request):
 
 
 class IJSONRoute(APIRoute):
-    """A route whose JSON body FastAPI reads as I-JSON; one without a body is served as it is."""
+    """A route that takes a body reads it as I-JSON, after its authentication and
+    check_body_format have accepted the request; one without a body is served as it is.
+
+    FastAPI reads the body before it solves the route's dependencies: a caller the route refuses
+    would otherwise send the whole body (after a 100 Continue, to a client that asked first) to
+    be told 401, or what is wrong with the body they may not send.
+    """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         if self.body_field is None:
             return handler
+        authentications = [
+            dependency.call
+            for dependency in self.dependant.dependencies
+            if isinstance(dependency.call, HTTPBearer)
+        ]
 
-        async def read_as_ijson(request: Request) -> Response:
+        async def read_once_accepted(request: Request) -> Response:
+            for authenticate in authentications:
+                await authenticate(request)
+            check_body_format(request)
             return await handler(IJSONRequest(request.scope, request.receive))
 
-        return read_as_ijson
+        return read_once_accepted

@@ -5,6 +5,7 @@ a title and a sentence written for it.
 """
 
 import asyncio
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
@@ -15,7 +16,6 @@ import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.security import HTTPBearer
 from pydantic import MISSING, BaseModel, ConfigDict, Field
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
@@ -24,7 +24,6 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.bodies import DuplicateMember
 from service.db import DRIVER_CONNECTION_ERRORS
 
 PROBLEM_JSON = "application/problem+json"
@@ -244,49 +243,50 @@ class UnsupportedTransferCoding(ServiceError):
 _TRANSFER_CODINGS_DECODED = frozenset({"", "chunked", "identity"})
 
 
-def body_format_error(request: Request) -> ServiceError | None:
-    """The error for a body the operation does not accept, or None: a transfer coding other than
-    chunked, its Content-Type (given twice, or not a type the operation takes) or a
-    Content-Encoding the service does not decode (a gzip body would fail as "not JSON", and a
-    plain body declared gzip would pass as what it is not)."""
+def check_body_format(request: Request) -> None:
+    """Refuse a body the operation does not accept: a transfer coding other than chunked, its
+    Content-Type (given twice, or not a type the operation takes) or a Content-Encoding the
+    service does not decode (a gzip body would fail as "not JSON", and a plain body declared gzip
+    would pass as what it is not)."""
     accepted = BODY_MEDIA_TYPES.get(request.method)
     if accepted is None:
-        return None
+        return
     if any(
         coding.partition(";")[0].strip().lower() not in _TRANSFER_CODINGS_DECODED
         for line in request.headers.getlist("transfer-encoding")
         for coding in line.split(",")
     ):
-        return UnsupportedTransferCoding(
+        raise UnsupportedTransferCoding(
             "The request body must be sent without a transfer coding other than chunked "
             "(Transfer-Encoding: chunked, or a Content-Length)."
         )
     if len(request.headers.getlist("content-type")) > 1:
         # A singleton field (RFC 9110 8.3): no telling which one a proxy on the way read.
-        return BadRequest("Send one Content-Type header.", header="Content-Type")
+        raise BadRequest("Send one Content-Type header.", header="Content-Type")
     codings = request.headers.getlist("content-encoding")
     if any(
         coding.strip().lower() not in ("", "identity")
         for line in codings
         for coding in line.split(",")
     ):
-        return UnsupportedMediaType.content_coding()
+        raise UnsupportedMediaType.content_coding()
     content_type = request.headers.get("content-type")
     if content_type is None:
         has_body = request.headers.get("content-length", "0") != "0" or (
             "transfer-encoding" in request.headers
         )
-        return UnsupportedMediaType.media_type(request.method) if has_body else None
-    if content_type.partition(";")[0].strip().lower() in accepted:
-        return None
-    return UnsupportedMediaType.media_type(request.method)
+        if has_body:
+            raise UnsupportedMediaType.media_type(request.method)
+    elif content_type.partition(";")[0].strip().lower() not in accepted:
+        raise UnsupportedMediaType.media_type(request.method)
 
 
-def check_body_format(request: Request) -> None:
-    """Raise body_format_error's error, if any: in the handler too, for a body that FastAPI
-    parsed as JSON all the same (a +json type, a content coding it ignored)."""
-    if error := body_format_error(request):
-        raise error
+class DuplicateMember(ValueError):
+    """An object of a JSON body that names a member twice (service.bodies reads bodies)."""
+
+    def __init__(self, name: str) -> None:
+        # json.dumps: ASCII only, whatever the name holds (a lone surrogate is valid JSON).
+        super().__init__(f"{json.dumps(name)} is named twice in one object.")
 
 
 class PreconditionFailed(ServiceError):
@@ -436,32 +436,9 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     return problem(exc.status, exc.detail, slug=exc.slug, headers=exc.headers, **exc.extensions)
 
 
-async def _caller_refusal(request: Request) -> ServiceError | None:
-    """What the route's authentication says to this caller if it refuses them, else None.
-
-    FastAPI decodes a JSON body before it solves the route's dependencies: a body it cannot
-    decode fails before the caller is authenticated. Without this a caller the route refuses
-    would be told what is wrong with their body, where any other request of theirs gets 401.
-    """
-    dependant = getattr(request.scope.get("route"), "dependant", None)
-    for dependency in dependant.dependencies if dependant else ():
-        if isinstance(dependency.call, HTTPBearer):
-            try:
-                await dependency.call(request)
-            except ServiceError as refusal:
-                return refusal
-    return None
-
-
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     found = exc.errors()
-    undecodable = any(error["type"] == "json_invalid" for error in found)
-    # A body FastAPI could not decode fails before the caller is authenticated; one it did not
-    # read as JSON (text/plain, a form) fails validation before its media type is refused.
-    caller_refused = await _caller_refusal(request) if undecodable else None
-    if refused := caller_refused or body_format_error(request):
-        return await _service_error(request, refused)
     errors = [
         {"location": list(error["loc"]), "message": error["msg"], "type": error["type"]}
         for error in found[:LISTED_ERRORS_MAX]
@@ -471,7 +448,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         detail = (
             f"The request has {len(found)} invalid fields; errors lists the first {len(errors)}."
         )
-    if undecodable:
+    if any(error["type"] == "json_invalid" for error in found):
         detail = "The request body is not valid JSON."
     return problem(422, detail, slug="validation-error", errors=errors)
 
@@ -480,10 +457,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == HTTPStatus.BAD_REQUEST and exc.__cause__ is not None:
         # FastAPI's 400 for a body it could not decode at all (not UTF-8, nested too deeply, a
-        # member named twice): malformed JSON, a 422 like every other one, unless it was never
-        # meant to be JSON.
-        if refused := await _caller_refusal(request) or body_format_error(request):
-            return await _service_error(request, refused)
+        # member named twice): malformed JSON, a 422 like every other one.
         message = "Invalid JSON"
         if isinstance(exc.__cause__, DuplicateMember):
             message = f"Invalid JSON: {exc.__cause__}"

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -180,6 +181,52 @@ async def test_a_websocket_upgrade_is_answered_as_plain_http(
     ]
     assert not [line for line in lines if "upgrade" in line["message"].lower()]
     assert not [line for line in lines if "WebSocket" in line["message"]]
+
+
+EXPECTING_CONTINUE = [
+    pytest.param({}, "application/json", b"HTTP/1.1 401 ", id="no token"),
+    pytest.param(
+        {"authorization": "Bearer not-a-token"},
+        "application/json",
+        b"HTTP/1.1 401 ",
+        id="bad token",
+    ),
+    pytest.param(ADMIN_HEADERS, "text/plain", b"HTTP/1.1 415 ", id="not JSON"),
+    pytest.param(ADMIN_HEADERS, "application/json", b"HTTP/1.1 100 Continue", id="accepted"),
+]
+
+
+@pytest.mark.parametrize(("headers", "content_type", "answer"), EXPECTING_CONTINUE)
+async def test_a_client_expecting_100_continue_is_refused_before_it_sends_the_body(
+    replicas: list[ServiceProcess], headers: dict[str, str], content_type: str, answer: bytes
+) -> None:
+    # RFC 9110 10.1.1: a client that asks first sends its body only after a 100 (Continue). The
+    # server sends one when the app first reads the body: a request the route refuses anyway is
+    # answered before that, and its body never crosses the network.
+    body = orjson.dumps(session_body(title="asked first"))
+    head = [
+        "POST /sessions HTTP/1.1",
+        f"Host: 127.0.0.1:{replicas[0].port}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        "Expect: 100-continue",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    reader, writer = await asyncio.open_connection("127.0.0.1", replicas[0].port)
+    try:
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout=10)
+        assert status_line.startswith(answer), status_line
+        if answer.startswith(b"HTTP/1.1 100"):
+            assert await reader.readuntil(b"\r\n") == b"\r\n"  # a 100 has no fields
+            writer.write(body)
+            await writer.drain()
+            status_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout=10)
+            assert status_line.startswith(b"HTTP/1.1 201 "), status_line
+    finally:
+        writer.close()
+        await writer.wait_closed()
 
 
 def readme_function(name: str) -> Callable[..., Any]:
