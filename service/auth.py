@@ -245,7 +245,7 @@ class BearerAuthentication(HTTPBearer):
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
         # Once per request: a route that takes a body authenticates before FastAPI reads it
-        # (service.bodies), and FastAPI then solves this dependency.
+        # (service.inputs), and FastAPI then solves this dependency.
         principal: Principal | None = request.scope.get(_PRINCIPAL)
         if principal is None:
             principal = request.scope[_PRINCIPAL] = await self._authenticate(request)

@@ -282,7 +282,7 @@ def check_body_format(request: Request) -> None:
 
 
 class DuplicateMember(ValueError):
-    """An object of a JSON body that names a member twice (service.bodies reads bodies)."""
+    """An object of a JSON body that names a member twice (service.inputs reads bodies)."""
 
     def __init__(self, name: str) -> None:
         # json.dumps: ASCII only, whatever the name holds (a lone surrogate is valid JSON).

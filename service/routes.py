@@ -21,7 +21,6 @@ from service.auth import (
     Reader,
     Writer,
 )
-from service.bodies import IJSONRoute
 from service.errors import (
     BODY_MEDIA_TYPES,
     BadRequest,
@@ -30,6 +29,7 @@ from service.errors import (
     NotFound,
 )
 from service.idempotency import IdempotencyKeys, KeyAlreadyUsed, fingerprint, idempotency_key
+from service.inputs import StrictInputRoute
 from service.models import Session
 from service.openapi import (
     PROBLEMS,
@@ -105,7 +105,7 @@ Written = TypeVar("Written")
 router = APIRouter(
     prefix="/sessions",
     tags=["sessions"],
-    route_class=IJSONRoute,
+    route_class=StrictInputRoute,
     responses=problems(413, 422),
     generate_unique_id_function=operation_id,
 )

@@ -1,0 +1,149 @@
+"""A request's input read strictly: its body and its query, each only once the route accepts the
+caller, and neither read two ways.
+
+Bodies are read as I-JSON (RFC 7493): UTF-8 only, and no member named twice. RFC 8259 (4)
+leaves an object that names a member twice to the parser: Python's keeps the last value, others
+keep the first. Read either way, one of the values a client sent would be dropped without a
+word, and a gateway that checks bodies could read a body otherwise than the service stores it.
+The same goes for UTF-16 and UTF-32, which Python's parser guesses from the bytes where RFC 8259
+(8.1) and I-JSON (2.1) ask for UTF-8. The service refuses both, with the rest of malformed JSON
+(a 422); a leading byte order mark is ignored, as RFC 8259 lets a parser do.
+
+The query is held to the same rules: a parameter that takes one value may be given once
+(Starlette keeps the last of `limit=1&limit=2`, other frameworks the first), and a value must be
+UTF-8 once percent-decoded (Starlette puts U+FFFD in place of what is not).
+"""
+
+import json
+import types
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Annotated, Any, Union, get_args, get_origin
+from urllib.parse import unquote_to_bytes
+
+from fastapi import Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel
+
+from service.errors import DuplicateMember, check_body_format
+
+
+def _members_named_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    members = dict(pairs)
+    if len(members) < len(pairs):
+        seen = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise DuplicateMember(name)
+            seen.add(name)
+    return members
+
+
+class IJSONRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            text = (await self.body()).decode("utf-8-sig")
+            self._json = json.loads(text, object_pairs_hook=_members_named_once)
+        return self._json
+
+
+def _takes_many(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _takes_many(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return any(_takes_many(member) for member in get_args(annotation))
+    return origin in (list, tuple, set, frozenset)
+
+
+def _query_parameters(dependant: Dependant) -> Iterator[tuple[str, bool]]:
+    """Each query parameter of a route and its dependencies: its name, whether it takes many."""
+    for field in dependant.query_params:
+        annotation = field.field_info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            for name, info in annotation.model_fields.items():
+                yield info.alias or name, _takes_many(info.annotation)
+        else:
+            yield field.alias, _takes_many(annotation)
+    for dependency in dependant.dependencies:
+        yield from _query_parameters(dependency)
+
+
+def _invalid_query(
+    request: Request, names: frozenset[str], singular: frozenset[str]
+) -> list[dict[str, Any]]:
+    """What is wrong with the query's parameters of these names (of which these take one value),
+    listed as pydantic lists what it refuses."""
+    errors: list[dict[str, Any]] = []
+    query = request.query_params
+    if len(query) < len(query.multi_items()):
+        for name in sorted(singular):
+            given = query.getlist(name)
+            if len(given) > 1:
+                errors.append(
+                    {
+                        "type": "parameter_repeated",
+                        "loc": ("query", name),
+                        "msg": f"is given {len(given)} times; it takes one value",
+                        "input": given,
+                    }
+                )
+    raw: bytes = request.scope["query_string"]
+    if b"%" in raw or not raw.isascii():
+        for pair in raw.replace(b"+", b" ").split(b"&"):
+            encoded_name, _, value = pair.partition(b"=")
+            name = unquote_to_bytes(encoded_name).decode("utf-8", "replace")
+            if name not in names:
+                continue
+            try:
+                unquote_to_bytes(value).decode("utf-8")
+            except UnicodeDecodeError:
+                errors.append(
+                    {
+                        "type": "string_unicode",
+                        "loc": ("query", name),
+                        "msg": "Input should be a valid string, unable to parse raw data as a "
+                        "unicode string",
+                        "input": query.get(name),
+                    }
+                )
+    return errors
+
+
+class StrictInputRoute(APIRoute):
+    """A route that reads its query and body strictly (above), after its authentication has
+    accepted the caller, and a body only once check_body_format has accepted its format; one
+    without either is served as it is.
+
+    FastAPI reads the body before it solves the route's dependencies: a caller the route refuses
+    would otherwise send the whole body (after a 100 Continue, to a client that asked first) to
+    be told 401, or what is wrong with the body they may not send.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        parameters = dict(_query_parameters(self.dependant))
+        queried = frozenset(parameters)
+        singular = frozenset(name for name, takes_many in parameters.items() if not takes_many)
+        if self.body_field is None and not queried:
+            return handler
+        takes_body = self.body_field is not None
+        authentications = [
+            dependency.call
+            for dependency in self.dependant.dependencies
+            if isinstance(dependency.call, HTTPBearer)
+        ]
+
+        async def read_once_accepted(request: Request) -> Response:
+            for authenticate in authentications:
+                await authenticate(request)
+            if errors := _invalid_query(request, queried, singular):
+                raise RequestValidationError(errors)
+            if not takes_body:
+                return await handler(request)
+            check_body_format(request)
+            return await handler(IJSONRequest(request.scope, request.receive))
+
+        return read_once_accepted
