@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel
+from starlette.datastructures import QueryParams
 
 from service.errors import DuplicateMember, check_body_format
 
@@ -71,45 +72,40 @@ def _query_parameters(dependant: Dependant) -> Iterator[tuple[str, bool]]:
         yield from _query_parameters(dependency)
 
 
-def _invalid_query(
-    request: Request, names: frozenset[str], singular: frozenset[str]
-) -> list[dict[str, Any]]:
-    """What is wrong with the query's parameters of these names (of which these take one value),
-    listed as pydantic lists what it refuses."""
-    errors: list[dict[str, Any]] = []
-    query = request.query_params
-    if len(query) < len(query.multi_items()):
-        for name in sorted(singular):
-            given = query.getlist(name)
-            if len(given) > 1:
-                errors.append(
-                    {
-                        "type": "parameter_repeated",
-                        "loc": ("query", name),
-                        "msg": f"is given {len(given)} times; it takes one value",
-                        "input": given,
-                    }
-                )
-    raw: bytes = request.scope["query_string"]
-    if b"%" in raw or not raw.isascii():
-        for pair in raw.replace(b"+", b" ").split(b"&"):
-            encoded_name, _, value = pair.partition(b"=")
-            name = unquote_to_bytes(encoded_name).decode("utf-8", "replace")
-            if name not in names:
-                continue
-            try:
-                unquote_to_bytes(value).decode("utf-8")
-            except UnicodeDecodeError:
-                errors.append(
-                    {
-                        "type": "string_unicode",
-                        "loc": ("query", name),
-                        "msg": "Input should be a valid string, unable to parse raw data as a "
-                        "unicode string",
-                        "input": query.get(name),
-                    }
-                )
-    return errors
+def _repeated(query: QueryParams, singular: frozenset[str]) -> Iterator[dict[str, Any]]:
+    """Parameters that take one value and were given more, as pydantic lists what it refuses."""
+    if len(query) == len(query.multi_items()):
+        return
+    for name in sorted(singular):
+        given = query.getlist(name)
+        if len(given) > 1:
+            yield {
+                "type": "parameter_repeated",
+                "loc": ("query", name),
+                "msg": f"is given {len(given)} times; it takes one value",
+                "input": given,
+            }
+
+
+def _not_utf8(query_string: bytes, names: frozenset[str]) -> Iterator[dict[str, Any]]:
+    """Values of these parameters that are not UTF-8 once percent-decoded."""
+    if b"%" not in query_string and query_string.isascii():
+        return
+    for pair in query_string.replace(b"+", b" ").split(b"&"):
+        encoded_name, _, value = pair.partition(b"=")
+        name = unquote_to_bytes(encoded_name).decode("utf-8", "replace")
+        if name not in names:
+            continue
+        try:
+            unquote_to_bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            yield {
+                "type": "string_unicode",
+                "loc": ("query", name),
+                "msg": "Input should be a valid string, unable to parse raw data as a unicode "
+                "string",
+                "input": value.decode("latin-1"),  # as sent, percent-encoded
+            }
 
 
 class StrictInputRoute(APIRoute):
@@ -139,7 +135,11 @@ class StrictInputRoute(APIRoute):
         async def read_once_accepted(request: Request) -> Response:
             for authenticate in authentications:
                 await authenticate(request)
-            if errors := _invalid_query(request, queried, singular):
+            errors = [
+                *_repeated(request.query_params, singular),
+                *_not_utf8(request.scope["query_string"], queried),
+            ]
+            if errors:
                 raise RequestValidationError(errors)
             if not takes_body:
                 return await handler(request)
