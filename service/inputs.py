@@ -1,6 +1,8 @@
 """A request's input read strictly: its body and its query, each only once the route accepts the
 caller, and neither read two ways.
 
+A body is read only in a media type the operation takes, without a content coding, and in no
+transfer coding but chunked (check_body_format); otherwise it is refused unread.
 Bodies are read as I-JSON (RFC 7493): UTF-8 only, and no member named twice. RFC 8259 (4)
 leaves an object that names a member twice to the parser: Python's keeps the last value, others
 keep the first. Read either way, one of the values a client sent would be dropped without a
@@ -17,6 +19,7 @@ UTF-8 once percent-decoded (Starlette puts U+FFFD in place of what is not).
 import json
 import types
 from collections.abc import Callable, Coroutine, Iterator
+from http import HTTPStatus
 from typing import Annotated, Any, Union, get_args, get_origin
 from urllib.parse import unquote_to_bytes
 
@@ -28,7 +31,91 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from starlette.datastructures import QueryParams
 
-from service.errors import DuplicateMember, check_body_format
+from service.errors import BadRequest, DuplicateMember, ServiceError
+
+# The media types a request body may be sent as, by method (the service's only bodies are
+# POST /sessions and PATCH /sessions/{id}). A body without Content-Type is none of them: FastAPI
+# does not read it as JSON (a browser sends one cross-origin without a CORS preflight).
+BODY_MEDIA_TYPES = {
+    "POST": ("application/json",),
+    "PATCH": ("application/merge-patch+json", "application/json"),
+}
+
+
+class UnsupportedMediaType(ServiceError):
+    """415 (RFC 9110 15.5.16), naming what is accepted: for a media type, Accept-Patch for PATCH
+    (RFC 5789 2.2) and Accept for the others (RFC 9110 12.5.1: in a response, what to send next
+    time); for a content coding, Accept-Encoding (RFC 9110 12.5.3), which a 415 for any other
+    reason must not carry."""
+
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    slug = "unsupported-media-type"
+
+    @classmethod
+    def media_type(cls, method: str) -> "UnsupportedMediaType":
+        accepted = BODY_MEDIA_TYPES[method]
+        return cls(
+            f"The request body must be sent as {' or '.join(accepted)}.",
+            headers={"Accept-Patch" if method == "PATCH" else "Accept": ", ".join(accepted)},
+        )
+
+    @classmethod
+    def content_coding(cls) -> "UnsupportedMediaType":
+        return cls(
+            "The request body must be sent without a content coding (no Content-Encoding).",
+            headers={"Accept-Encoding": "identity"},
+        )
+
+
+class UnsupportedTransferCoding(ServiceError):
+    """501 (RFC 9112 6.1): a body in a transfer coding the server does not understand. The HTTP
+    server decodes chunked and nothing else, and passes any other coding's bytes on as they came
+    (uvicorn with httptools reads "gzip, chunked" as chunked)."""
+
+    status = HTTPStatus.NOT_IMPLEMENTED
+    slug = "unsupported-transfer-coding"
+
+
+# What the HTTP server decodes (identity: no coding, as the obsolete RFC 2616 named it).
+_TRANSFER_CODINGS_DECODED = frozenset({"", "chunked", "identity"})
+
+
+def check_body_format(request: Request) -> None:
+    """Refuse a body the operation does not accept: a transfer coding other than chunked, its
+    Content-Type (given twice, or not a type the operation takes) or a Content-Encoding the
+    service does not decode (a gzip body would fail as "not JSON", and a plain body declared gzip
+    would pass as what it is not)."""
+    accepted = BODY_MEDIA_TYPES.get(request.method)
+    if accepted is None:
+        return
+    if any(
+        coding.partition(";")[0].strip().lower() not in _TRANSFER_CODINGS_DECODED
+        for line in request.headers.getlist("transfer-encoding")
+        for coding in line.split(",")
+    ):
+        raise UnsupportedTransferCoding(
+            "The request body must be sent without a transfer coding other than chunked "
+            "(Transfer-Encoding: chunked, or a Content-Length)."
+        )
+    if len(request.headers.getlist("content-type")) > 1:
+        # A singleton field (RFC 9110 8.3): no telling which one a proxy on the way read.
+        raise BadRequest("Send one Content-Type header.", header="Content-Type")
+    codings = request.headers.getlist("content-encoding")
+    if any(
+        coding.strip().lower() not in ("", "identity")
+        for line in codings
+        for coding in line.split(",")
+    ):
+        raise UnsupportedMediaType.content_coding()
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        has_body = request.headers.get("content-length", "0") != "0" or (
+            "transfer-encoding" in request.headers
+        )
+        if has_body:
+            raise UnsupportedMediaType.media_type(request.method)
+    elif content_type.partition(";")[0].strip().lower() not in accepted:
+        raise UnsupportedMediaType.media_type(request.method)
 
 
 def _members_named_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

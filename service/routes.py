@@ -22,14 +22,13 @@ from service.auth import (
     Writer,
 )
 from service.errors import (
-    BODY_MEDIA_TYPES,
     BadRequest,
     ChangeInProgress,
     InvalidInput,
     NotFound,
 )
 from service.idempotency import IdempotencyKeys, KeyAlreadyUsed, fingerprint, idempotency_key
-from service.inputs import StrictInputRoute
+from service.inputs import BODY_MEDIA_TYPES, StrictInputRoute
 from service.models import Session
 from service.openapi import (
     PROBLEMS,
