@@ -85,9 +85,7 @@ def check_body_format(request: Request) -> None:
     Content-Type (given twice, or not a type the operation takes) or a Content-Encoding the
     service does not decode (a gzip body would fail as "not JSON", and a plain body declared gzip
     would pass as what it is not)."""
-    accepted = BODY_MEDIA_TYPES.get(request.method)
-    if accepted is None:
-        return
+    accepted = BODY_MEDIA_TYPES[request.method]  # only routes that take a body call this
     if any(
         coding.partition(";")[0].strip().lower() not in _TRANSFER_CODINGS_DECODED
         for line in request.headers.getlist("transfer-encoding")
