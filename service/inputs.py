@@ -3,6 +3,7 @@ caller, and neither read two ways.
 
 A body is read only in a media type the operation takes, without a content coding, and in no
 transfer coding but chunked (check_body_format); otherwise it is refused unread.
+
 Bodies are read as I-JSON (RFC 7493): UTF-8 only, and no member named twice. RFC 8259 (4)
 leaves an object that names a member twice to the parser: Python's keeps the last value, others
 keep the first. Read either way, one of the values a client sent would be dropped without a
