@@ -101,12 +101,17 @@ class ServiceProcess:
         self.log.close()
 
     def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
+        # Read at an offset (pread), leaving the file's position alone: the service writes at the
+        # same position, which this process shares with it (one open file). A seek(0) here
+        # made the service's next line overwrite the log's first while it was read.
+        size = os.fstat(self.log.fileno()).st_size
+        return os.pread(self.log.fileno(), size, 0).decode(errors="replace")
 
     def log_lines(self) -> list[dict[str, Any]]:
-        """Every line the service wrote, each parsed as JSON (failing on any that is not)."""
-        return [orjson.loads(line) for line in self.output().splitlines() if line.strip()]
+        """Every line the service wrote, each parsed as JSON (failing on any that is not); not
+        one it is still writing."""
+        written, _, _ = self.output().rpartition("\n")
+        return [orjson.loads(line) for line in written.splitlines() if line.strip()]
 
     def access_line(self, request_id: str) -> dict[str, Any]:
         """The access log's line of the request, once written."""
