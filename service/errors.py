@@ -173,7 +173,7 @@ class NotFound(ServiceError):
 
 INVALID_REQUEST = "The request is invalid; see errors for each field."
 # The schedule's rule (the table's ends_after_start), told of whichever end the client sent: by
-# the patch's own validator, or by the table at the flush, where the other end is the stored one.
+# the body's own validator, or by the table at the flush, where the other end is the stored one.
 SCHEDULE_ERROR = "ends_before_start"
 SCHEDULE_MESSAGES = {
     "ends_at": "must be later than starts_at",

@@ -316,6 +316,18 @@ def output_only(name: str) -> Any:
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @field_validator("ends_at", check_fields=False)
+    @classmethod
+    def _ends_after_start(cls, ends_at: Any, info: ValidationInfo) -> Any:
+        # A body that contradicts itself is invalid whatever is stored: 422 before any 412, and
+        # before the request queues for a connection. Against the stored row (a patch of one
+        # end), the table checks it at the flush (SessionRepository).
+        starts_at = info.data.get("starts_at")
+        both_given = isinstance(starts_at, datetime) and isinstance(ends_at, datetime)
+        if both_given and ends_at <= starts_at:
+            raise PydanticCustomError(SCHEDULE_ERROR, SCHEDULE_MESSAGES["ends_at"])
+        return ends_at
+
     @model_validator(mode="before")
     @classmethod
     def _ignore_read_only_fields(cls, data: Any) -> Any:
@@ -384,17 +396,6 @@ class SessionUpdate(_Input):
     signup_url: Url | None | MISSING = about("signup_url", MISSING)
     state: State | MISSING = about("state", MISSING)
     is_locked: StrictBool | MISSING = about("is_locked", MISSING)
-
-    @field_validator("ends_at")
-    @classmethod
-    def _ends_after_start(cls, ends_at: Any, info: ValidationInfo) -> Any:
-        # A patch that contradicts itself is invalid whatever is stored: 422 before any 412.
-        # Against the stored row, the repository checks it once the precondition has passed.
-        starts_at = info.data.get("starts_at")
-        both_given = isinstance(starts_at, datetime) and isinstance(ends_at, datetime)
-        if both_given and ends_at <= starts_at:
-            raise PydanticCustomError(SCHEDULE_ERROR, SCHEDULE_MESSAGES["ends_at"])
-        return ends_at
 
 
 class SessionRead(BaseModel):
