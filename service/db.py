@@ -52,7 +52,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 
 def create_probe_engine(settings: Settings) -> AsyncEngine:
-    """An engine without a pool, for /readyz: a connection of its own for each probe.
+    """An engine without a pool, for /readyz: a connection of its own for each probe (and for
+    looking up a write whose commit went unconfirmed, service.transactions).
 
     The requests' pool, all busy under load or behind a row lock, says nothing about whether
     the database answers: a probe waiting there would take every replica out of the load

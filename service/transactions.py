@@ -143,25 +143,28 @@ async def unit_of_work(app: FastAPI, write: Callable[[Session], T]) -> T:
             )
             token = committing.set(True)  # leaving db.begin() commits
 
-    try:
-        async with connection_line(app).turn(), maker() as db:
-            await db.run_sync(in_transaction)
-    except Exception as exc:
-        if token is None:
-            raise
-        unconfirmed = is_database_unavailable(exc)
-        stored = unconfirmed and await _restore_if_stored(app, written)
-        # Only once the outcome is known: a request cancelled (at shutdown) until then is
-        # answered that its write may have been saved (service.middleware).
-        committing.reset(token)
-        if unconfirmed and not stored:
-            raise CommitUnconfirmed from exc
-        if not stored:
-            raise
-        # The write stands: the handler answers as for any other.
-    else:
-        assert token is not None
-        committing.reset(token)
+    # The turn is kept until the outcome is known: the lookup's connection takes the place of
+    # the one that failed, and a replica never opens more than its pool's size for requests.
+    async with connection_line(app).turn():
+        try:
+            async with maker() as db:
+                await db.run_sync(in_transaction)
+        except Exception as exc:
+            if token is None:
+                raise
+            unconfirmed = is_database_unavailable(exc)
+            stored = unconfirmed and await _restore_if_stored(app, written)
+            # Only once the outcome is known: a request cancelled (at shutdown) until then is
+            # answered that its write may have been saved (service.middleware).
+            committing.reset(token)
+            if unconfirmed and not stored:
+                raise CommitUnconfirmed from exc
+            if not stored:
+                raise
+            # The write stands: the handler answers as for any other.
+        else:
+            assert token is not None
+            committing.reset(token)
     return results[0]
 
 
@@ -170,8 +173,9 @@ async def _restore_if_stored(app: FastAPI, written: Iterable[Written]) -> bool:
     stamp, and by this write's transaction where it changed a row that existed.
 
     If so, the objects get the stored values back (the failed commit expired them) for the
-    handler's answer. Asked on a connection of its own (the probe engine's): the pool's may all
-    be busy, and the one that failed is gone.
+    handler's answer. Asked on a connection of its own (the probe engine's), in place of the
+    pool's that failed, which SQLAlchemy has discarded (with the rest of the pool, for most
+    disconnects).
     """
     try:
         async with AsyncSession(app.state.probe_engine) as db:

@@ -21,6 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_
 
+from service import transactions
 from service.schemas import format_utc
 from service.settings import Settings
 from service.transactions import ConnectionLine, connection_line, read_connection
@@ -376,6 +377,39 @@ async def test_a_write_whose_commit_went_through_unconfirmed_is_answered_as_stor
             assert body["last_modified_at"] == format_utc(row["last_modified_at"])
     finally:
         await stored.close()
+        await empty_sessions(engine)
+
+
+async def test_the_lookup_of_an_unconfirmed_commit_keeps_the_writes_turn_for_a_connection(
+    database_url: str, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lookup connects in place of the connection that failed: were the write's turn given
+    # back first, a waiting request would open another, and a replica more than its pool.
+    looking, release = asyncio.Event(), asyncio.Event()
+    restore_if_stored = transactions._restore_if_stored
+
+    async def held_lookup(app: FastAPI, written: Any) -> bool:
+        looking.set()
+        await release.wait()
+        return await restore_if_stored(app, written)
+
+    try:
+        async with started(settings_for(database_url, db_pool_size=1)) as (_, client):
+            session = await create_session(client)
+            url = f"/sessions/{session['id']}"
+            commit_then(monkeypatch, applied=True, raised=ConnectionResetError("lost"))
+            monkeypatch.setattr(transactions, "_restore_if_stored", held_lookup)
+            patched = asyncio.create_task(client.patch(url, json={"title": "Unconfirmed"}))
+            await looking.wait()
+            read = asyncio.create_task(client.get(url))
+            await asyncio.sleep(0.2)
+            assert not read.done()  # waiting for the one connection's turn
+            release.set()
+            patched_response, read_response = await asyncio.gather(patched, read)
+            monkeypatch.undo()
+        assert patched_response.status_code == 200, patched_response.text
+        assert read_response.json() == patched_response.json()
+    finally:
         await empty_sessions(engine)
 
 
