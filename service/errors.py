@@ -518,7 +518,8 @@ _ADAPTER_CONNECTION_ERRORS = (
 _UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "28", "3D", "53", "57"})
 # An undefined table or column: the schema is not migrated to this release (`migrate` never run,
 # or the database recreated under the service); /readyz says so too.
-_UNMIGRATED_SQLSTATES = frozenset({"42P01", "42703"})
+UNDEFINED_TABLE = "42P01"
+_UNMIGRATED_SQLSTATES = frozenset({UNDEFINED_TABLE, "42703"})
 # lock_timeout (DB_LOCK_TIMEOUT): a lock another transaction holds was not granted in time. Where
 # a write locks a session's row or claims an Idempotency-Key, ChangeInProgress says so (the error
 # does not say which lock it waited for: a PATCH or DELETE then reads the session, which waits

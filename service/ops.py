@@ -17,7 +17,7 @@ from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.datastructures import State
 
-from service.errors import driver_reason, problem
+from service.errors import UNDEFINED_TABLE, driver_reason, problem, sqlstate
 from service.metrics import Metrics
 
 router = APIRouter(include_in_schema=False)
@@ -94,8 +94,10 @@ async def _applied_revisions(engine: AsyncEngine) -> frozenset[str] | None:
     async with engine.connect() as conn:
         try:
             rows = await conn.execute(text("SELECT version_num FROM alembic_version"))
-        except ProgrammingError:  # undefined table: never migrated
-            return None
+        except ProgrammingError as exc:
+            if sqlstate(exc) == UNDEFINED_TABLE:  # never migrated
+                return None
+            raise  # another reason, such as a role that may not read it: the database's own
         return frozenset(rows.scalars())
 
 

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import re
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -10,6 +11,7 @@ import httpx
 import pytest
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 
 from alembic import command
 from service.migrations import alembic_config, migrate
@@ -92,14 +94,36 @@ async def test_readyz_follows_the_schema_through_its_migrations(fresh_database: 
 
 
 async def test_readyz_fails_when_the_database_does_not_exist(server_url: str) -> None:
-    from sqlalchemy.engine import make_url
-
     missing = make_url(server_url).set(database="sessions_no_such_database")
     settings = Settings(database_url=missing.render_as_string(hide_password=False))
     async with started(settings) as (_, client):
         response = await client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"] == {"database": "unavailable"}
+
+
+async def test_readyz_does_not_take_a_schema_it_may_not_read_for_a_missing_one(
+    fresh_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A role without SELECT on alembic_version: "run `sessions-service migrate`" would send the
+    # operator the wrong way; the database's own reason is logged instead.
+    await asyncio.to_thread(migrate, fresh_database, configure_logging=False)
+    role = f"sessions_ready_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(asyncpg_dsn(fresh_database))
+    try:
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        url = make_url(fresh_database).set(username=role, password=None)
+        with caplog.at_level(logging.WARNING, logger="service.ops"):
+            async with started(Settings(database_url=url.render_as_string())) as (_, client):
+                response = await client.get("/readyz")
+    finally:
+        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "unavailable"}
+    reasons = [record.getMessage() for record in caplog.records]
+    assert any("permission denied for table alembic_version" in reason for reason in reasons)
+    assert not any("migrate" in reason for reason in reasons)
 
 
 async def test_an_unmigrated_database_is_an_error_at_start_and_a_503_to_requests(
