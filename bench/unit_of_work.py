@@ -76,7 +76,7 @@ async def cpu_per_write(
 
     def patch_in(db: orm.Session) -> None:
         repository = SessionRepository(db)
-        session = repository.get(live_id(), for_update=True)
+        session = repository.lock(live_id())
         assert session is not None
         repository.update(session, revision())
 

@@ -399,11 +399,13 @@ def _compiled_list_query(
 
 # Built once: a statement object keeps its cache key, which SQLAlchemy would otherwise derive
 # anew, from a new statement, on every request.
-_LIVE = (Session.id == bindparam("id"), Session.deleted_at.is_(None))
-_LIVE_SESSION = select(Session).where(*_LIVE)
 # With the id of the locking transaction, which its UPDATE writes into txid: what tells this write
 # from another one that stored the same version and stamp (service.transactions.unit_of_work).
-_LOCKED_LIVE_SESSION = select(Session, CURRENT_TXID).where(*_LIVE).with_for_update()
+_LOCKED_LIVE_SESSION = (
+    select(Session, CURRENT_TXID)
+    .where(Session.id == bindparam("id"), Session.deleted_at.is_(None))
+    .with_for_update()
+)
 
 
 class SessionRepository:
@@ -416,10 +418,8 @@ class SessionRepository:
     def __init__(self, db: orm.Session) -> None:
         self.db = db
 
-    def get(self, session_id: int, *, for_update: bool = False) -> Session | None:
-        """A session that is not deleted; locked until the transaction ends if for_update."""
-        if not for_update:
-            return self.db.execute(_LIVE_SESSION, {"id": session_id}).scalar_one_or_none()
+    def lock(self, session_id: int) -> Session | None:
+        """A session that is not deleted, locked until the transaction ends (for a write)."""
         try:
             found = self.db.execute(_LOCKED_LIVE_SESSION, {"id": session_id}).one_or_none()
         except DBAPIError as exc:

@@ -297,10 +297,8 @@ def _visible_or_404(session: Visible | None, session_id: int, principal: Princip
     return session
 
 
-def _get_for_update_or_404(
-    repository: SessionRepository, session_id: int, principal: Principal
-) -> Session:
-    return _visible_or_404(repository.get(session_id, for_update=True), session_id, principal)
+def _lock_or_404(repository: SessionRepository, session_id: int, principal: Principal) -> Session:
+    return _visible_or_404(repository.lock(session_id), session_id, principal)
 
 
 async def _write_of_one_session(
@@ -706,7 +704,7 @@ async def update_session(
 
     def change(db: orm.Session) -> Session:
         repository = SessionRepository(db)
-        session = _get_for_update_or_404(repository, session_id, principal)
+        session = _lock_or_404(repository, session_id, principal)
         # Who may change it at all is decided before the preconditions (RFC 9110 13.2.1), what
         # the patch changes after them. The headers are read only then: a 404 or 403 ignores
         # them, even malformed.
@@ -737,7 +735,7 @@ async def delete_session(
 
     def delete(db: orm.Session) -> None:
         repository = SessionRepository(db)
-        session = _get_for_update_or_404(repository, session_id, principal)
+        session = _lock_or_404(repository, session_id, principal)
         policy.check_delete(principal, session)
         check_write(write_preconditions(request), "DELETE", session)
         repository.delete(session)

@@ -251,7 +251,7 @@ async def test_a_move_rolled_back_leaves_no_departure(
     session = await create_session(committed_client, event_id=7)
     maker = make_sessionmaker(engine)
     async with maker() as db, db.begin() as transaction:
-        found = await db.run_sync(repository_call, "get", session["id"], for_update=True)
+        found = await db.run_sync(repository_call, "lock", session["id"])
         await db.run_sync(repository_call, "update", found, {"event_id": 8})
         assert await db.scalar(text("SELECT count(*) FROM session_departures")) == 1
         await transaction.rollback()
@@ -266,7 +266,7 @@ async def test_a_move_of_a_session_whose_event_was_expired_records_the_event_it_
     session = await create_session(committed_client, event_id=7)
 
     def move(db: orm.Session) -> None:
-        found = repository_call(db, "get", session["id"], for_update=True)
+        found = repository_call(db, "lock", session["id"])
         db.expire(found, ["event_id"])  # as after a refresh or a rollback to a savepoint
         repository_call(db, "update", found, {"event_id": 8})
 

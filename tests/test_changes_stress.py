@@ -72,9 +72,7 @@ async def test_poller_following_next_token_misses_no_committed_change(
                 transaction = await db.begin()
                 created = await db.run_sync(repository_call, "create", session_body(title="held"))
                 existing = (
-                    await db.run_sync(repository_call, "get", rng.choice(ids), for_update=True)
-                    if ids
-                    else None
+                    await db.run_sync(repository_call, "lock", rng.choice(ids)) if ids else None
                 )
                 if existing is not None:
                     change = rng.choice(
