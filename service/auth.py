@@ -321,11 +321,10 @@ _FORBIDDEN = problem_response(
     "The caller may see the session but not do this; `rule` names the rule "
     "(GET /sessions/states lists the state transitions). Nothing changed.",
 )
-_TOO_LARGE = problem_response(413, "The body is larger than MAX_BODY_SIZE.")
 LIST_AUTH_RESPONSES: Responses = _INVALID_TOKEN
 READ_AUTH_RESPONSES: Responses = _INVALID_TOKEN | _NOT_FOUND
-CREATE_AUTH_RESPONSES: Responses = _INVALID_TOKEN | _FORBIDDEN | _TOO_LARGE
-WRITE_AUTH_RESPONSES: Responses = READ_AUTH_RESPONSES | _FORBIDDEN | _TOO_LARGE
+CREATE_AUTH_RESPONSES: Responses = _INVALID_TOKEN | _FORBIDDEN
+WRITE_AUTH_RESPONSES: Responses = READ_AUTH_RESPONSES | _FORBIDDEN
 
 # For the read operations' openapi_extra: FastAPI appends it to their security list, making the
 # token optional in the spec ({} is "no authentication"), as it is in fact.

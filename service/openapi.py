@@ -34,7 +34,7 @@ PROBLEMS = {
     "`urn:sessions-service:problem:change-in-progress`); nothing was changed: retry after "
     "`Retry-After` seconds.",
     412: "A precondition failed: the session changed since it was read.",
-    413: "The body is too large.",
+    413: "The body is larger than MAX_BODY_SIZE.",
     415: "The body's Content-Type or Content-Encoding is not one this operation accepts.",
     422: "The request is invalid; `errors` names each invalid field.",
     428: "The request must be conditional.",
