@@ -23,7 +23,7 @@ from service.conditional import (
 )
 from service.errors import BadRequest, PreconditionFailed, PreconditionRequired
 from service.models import Versioned
-from service.openapi import Responses, header_parameter, problem_response
+from service.openapi import Responses, header, header_parameter, problem_response
 from service.settings import Settings
 
 # Clients and caches may store a session, but must revalidate it (If-None-Match) before each use.
@@ -170,20 +170,13 @@ def check_write(conditions: WriteConditions, method: str, session: Versioned) ->
 
 
 # OpenAPI: what the operations of /sessions/{id} answer about preconditions.
-_HEADER_SCHEMA = {"type": "string"}
-ETAG_HEADER = {
-    "description": 'The session\'s entity tag, a strong validator: its version, quoted ("3").',
-    "schema": _HEADER_SCHEMA,
-}
-LAST_MODIFIED_HEADER = {
-    "description": "last_modified_at as an HTTP-date, truncated to the second; never later "
-    "than Date.",
-    "schema": _HEADER_SCHEMA,
-}
-CACHE_CONTROL_HEADER = {
-    "description": "no-cache: a copy may be stored, and must be revalidated before each use.",
-    "schema": _HEADER_SCHEMA,
-}
+ETAG_HEADER = header('The session\'s entity tag, a strong validator: its version, quoted ("3").')
+LAST_MODIFIED_HEADER = header(
+    "last_modified_at as an HTTP-date, truncated to the second; never later than Date."
+)
+CACHE_CONTROL_HEADER = header(
+    "no-cache: a copy may be stored, and must be revalidated before each use."
+)
 VALIDATOR_HEADERS = {
     "ETag": ETAG_HEADER,
     "Last-Modified": LAST_MODIFIED_HEADER,
