@@ -97,7 +97,7 @@ from service.transactions import read_connection, unit_of_work
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 Visible = TypeVar("Visible", bound=policy.SessionFacts)
-Written = TypeVar("Written")
+Outcome = TypeVar("Outcome")
 
 # Every operation here validates its input, and refuses a body over MAX_BODY_SIZE whatever the
 # method; all but GET /sessions/states need the database (503: DATABASE below).
@@ -302,8 +302,8 @@ def _lock_or_404(repository: SessionRepository, session_id: int, principal: Prin
 
 
 async def _write_of_one_session(
-    request: Request, session_id: int, principal: Principal, write: Callable[[orm.Session], Written]
-) -> Written:
+    request: Request, session_id: int, principal: Principal, write: Callable[[orm.Session], Outcome]
+) -> Outcome:
     """The unit of work of a PATCH or DELETE, which locks the session first.
 
     A caller who may not see the session gets its 404 even when the lock was not granted in

@@ -468,7 +468,7 @@ class SessionTombstone(BaseModel):
     )
 
 
-def _one_of(schema: dict[str, Any]) -> None:
+def _any_of_as_one_of(schema: dict[str, Any]) -> None:
     schema["oneOf"] = schema.pop("anyOf")
 
 
@@ -483,7 +483,7 @@ SessionFeedItem = TypeAliasType(
         Field(
             description="A session created or changed (`deleted`: false), or a tombstone "
             "(`deleted`: true).",
-            json_schema_extra=_one_of,
+            json_schema_extra=_any_of_as_one_of,
         ),
     ],
 )

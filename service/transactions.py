@@ -11,10 +11,10 @@ from typing import Any, NamedTuple, TypeVar
 
 import asyncpg
 from fastapi import FastAPI
-from sqlalchemy import inspect
+from sqlalchemy import inspect, orm
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session, undefer
+from sqlalchemy.orm import undefer
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import greenlet_spawn
@@ -106,7 +106,7 @@ class Written(NamedTuple):
     transaction: int | None  # WRITING_TRANSACTION, for a row the write locked and changed
 
 
-async def unit_of_work(app: FastAPI, write: Callable[[Session], T]) -> T:
+async def unit_of_work(app: FastAPI, write: Callable[[orm.Session], T]) -> T:
     """Run a write in one transaction of the app's ORM session, committed before returning.
 
     `write` is sync ORM code (the repository's), run whole in one greenlet by
@@ -130,7 +130,7 @@ async def unit_of_work(app: FastAPI, write: Callable[[Session], T]) -> T:
     results: list[T] = []
     token = None
 
-    def in_transaction(db: Session) -> None:
+    def in_transaction(db: orm.Session) -> None:
         nonlocal token
         with db.begin():
             results.append(write(db))
