@@ -453,9 +453,10 @@ class SessionRepository:
     def delete(self, session: Session) -> None:
         """Soft delete: the row stays, with deleted_at set, invisible to reads.
 
-        The before_flush hook sets deleted_at to the deleting change's own last_modified_at.
+        The before_flush hook sets deleted_at to the deleting change's own last_modified_at: the
+        value set here only marks the session deleted, and is never stored.
         """
-        session.deleted_at = datetime.now(UTC)
+        session.deleted_at = session.last_modified_at
         self._flush()
 
     def _flush(self, *, sent: Collection[str] = ()) -> None:
