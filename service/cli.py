@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from uvicorn.config import STARTUP_FAILURE
 
 from service.auth import issue_token
-from service.errors import driver_reason
+from service.db import driver_reason
 from service.logs import configure_logging
 from service.migrations import migrate
 from service.settings import DEVELOPMENT_JWT_SECRET, get_settings, to_asyncpg_url

@@ -24,7 +24,13 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.db import DRIVER_CONNECTION_ERRORS
+from service.db import (
+    DRIVER_CONNECTION_ERRORS,
+    QUERY_CANCELED,
+    driver_reason,
+    is_database_unavailable,
+    sqlstate,
+)
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:sessions-service:problem:"
@@ -427,17 +433,6 @@ async def _change_in_progress(request: Request, exc: Exception) -> Response:
     return await _service_error(request, exc)
 
 
-def driver_reason(exc: BaseException) -> str:
-    """The driver's error where SQLAlchemy wraps one, for a log line: its class names the
-    SQLSTATE's meaning, its message the cause (a database that does not exist, a password
-    refused), not the statement or its parameters, which SQLAlchemy's own message carries."""
-    cause = exc
-    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
-        # The adapter's error wraps asyncpg's own.
-        cause = exc.orig.__cause__ or exc.orig
-    return f"{type(cause).__name__}: {cause}".strip().rstrip(":")
-
-
 def _internal_error(request: Request) -> Response:
     return _logged_internal_error(request.method, request.url.path)
 
@@ -504,72 +499,6 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     if request_id:
         response.headers["X-Request-ID"] = request_id
     return response
-
-
-# The DBAPI adapter's errors for a connection that failed (no SQLSTATE of the server's).
-_ADAPTER_CONNECTION_ERRORS = (
-    AsyncAdapt_asyncpg_dbapi.InterfaceError,
-    AsyncAdapt_asyncpg_dbapi.OperationalError,
-)
-# SQLSTATE classes that say "the database cannot serve now", not "this request is wrong":
-# 08 connection exception, 28 invalid authorization (credentials rotated away), 3D invalid
-# catalog name (the database dropped or not yet created), 53 insufficient resources (too many
-# connections), 57 operator intervention (shutting down, starting up, a statement cancelled).
-_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "28", "3D", "53", "57"})
-# An undefined table or column: the schema is not migrated to this release (`migrate` never run,
-# or the database recreated under the service); /readyz says so too.
-UNDEFINED_TABLE = "42P01"
-_UNMIGRATED_SQLSTATES = frozenset({UNDEFINED_TABLE, "42703"})
-# lock_timeout (DB_LOCK_TIMEOUT): a lock another transaction holds was not granted in time. Where
-# a write locks a session's row or claims an Idempotency-Key, ChangeInProgress says so (the error
-# does not say which lock it waited for: a PATCH or DELETE then reads the session, which waits
-# too where DDL holds the table; service.routes); anywhere else it is a table that DDL holds (a
-# migration), and the database cannot serve now.
-LOCK_NOT_AVAILABLE = "55P03"
-# statement_timeout (DB_STATEMENT_TIMEOUT), or pg_cancel_backend: answered QueryCanceled.
-QUERY_CANCELED = "57014"
-
-
-def sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of a database error, whether SQLAlchemy wraps it or not; None for others."""
-    if isinstance(exc, sa_exc.DBAPIError):
-        return sqlstate(exc.orig) if exc.orig is not None else None
-    code = getattr(exc, "sqlstate", None)
-    return code if isinstance(code, str) else None
-
-
-def is_lock_not_available(exc: BaseException) -> bool:
-    return sqlstate(exc) == LOCK_NOT_AVAILABLE
-
-
-def is_database_unavailable(exc: BaseException) -> bool:
-    """Whether an error says the database cannot serve now (a lost connection, a timeout, a
-    server shutting down), not that the request is wrong: what answers 503 (database-unavailable,
-    or query-canceled for a cancelled statement), and a COMMIT whose outcome is unknown."""
-    if isinstance(exc, sa_exc.DBAPIError):
-        return _is_connection_error(exc)
-    if isinstance(exc, asyncpg.PostgresError):
-        return _is_unavailable_sqlstate(exc.sqlstate)
-    if isinstance(exc, AsyncAdapt_asyncpg_dbapi.Error):
-        return isinstance(exc, _ADAPTER_CONNECTION_ERRORS) or _is_unavailable_sqlstate(exc.sqlstate)
-    return isinstance(exc, (OSError, sa_exc.TimeoutError, *DRIVER_CONNECTION_ERRORS))
-
-
-def _is_unavailable_sqlstate(code: object) -> bool:
-    return isinstance(code, str) and (
-        code[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
-        or code in _UNMIGRATED_SQLSTATES
-        or code == LOCK_NOT_AVAILABLE
-    )
-
-
-def _is_connection_error(exc: sa_exc.DBAPIError) -> bool:
-    if exc.connection_invalidated or isinstance(
-        exc, sa_exc.OperationalError | sa_exc.InterfaceError
-    ):
-        return True
-    # asyncpg errors are wrapped as the generic DBAPIError: their SQLSTATE tells them apart.
-    return _is_unavailable_sqlstate(getattr(exc.orig, "sqlstate", None))
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:

@@ -25,7 +25,8 @@ from sqlalchemy import Table, bindparam, delete, func, orm, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 
-from service.errors import BadRequest, ChangeInProgress, InvalidInput, is_lock_not_available
+from service.db import is_lock_not_available
+from service.errors import BadRequest, ChangeInProgress, InvalidInput
 from service.models import IDEMPOTENCY_KEY_MAX, IdempotencyKey
 from service.openapi import header_parameter
 

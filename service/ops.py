@@ -17,7 +17,8 @@ from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.datastructures import State
 
-from service.errors import UNDEFINED_TABLE, driver_reason, problem, sqlstate
+from service.db import UNDEFINED_TABLE, driver_reason, sqlstate
+from service.errors import problem
 from service.metrics import Metrics
 
 router = APIRouter(include_in_schema=False)

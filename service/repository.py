@@ -42,14 +42,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
-from service.db import STAMPED, WRITING_TRANSACTION
-from service.errors import (
-    SCHEDULE_ERROR,
-    SCHEDULE_MESSAGES,
-    ChangeInProgress,
-    InvalidInput,
-    is_lock_not_available,
-)
+from service.db import STAMPED, WRITING_TRANSACTION, is_lock_not_available
+from service.errors import SCHEDULE_ERROR, SCHEDULE_MESSAGES, ChangeInProgress, InvalidInput
 from service.models import (
     CURRENT_TXID,
     NEGATIVE_INFINITY,

@@ -19,8 +19,13 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import greenlet_spawn
 
-from service.db import DRIVER_CONNECTION_ERRORS, STAMPED, WRITING_TRANSACTION
-from service.errors import CommitUnconfirmed, SearchesBusy, committing, is_database_unavailable
+from service.db import (
+    DRIVER_CONNECTION_ERRORS,
+    STAMPED,
+    WRITING_TRANSACTION,
+    is_database_unavailable,
+)
+from service.errors import CommitUnconfirmed, SearchesBusy, committing
 from service.settings import Settings
 
 T = TypeVar("T")
