@@ -53,6 +53,12 @@ def _xid8_as_bigint(xid8: ColumnElement[Any]) -> ColumnElement[int]:
 CURRENT_TXID = _xid8_as_bigint(func.pg_current_xact_id())
 # Every transaction with a smaller id has ended: none of them can still commit a row.
 SNAPSHOT_XMIN = _xid8_as_bigint(func.pg_snapshot_xmin(func.pg_current_snapshot()))
+# The history transaction ids belong to: the cluster's system identifier and the current
+# timeline (the first 8 hex digits of a WAL file's name), as "<identifier>.<timeline>".
+CLUSTER_HISTORY: ColumnElement[str] = literal_column(
+    "(SELECT system_identifier FROM pg_control_system())::text || '.' || "
+    "substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"
+)
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:

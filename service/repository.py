@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -45,6 +45,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from service.db import STAMPED, WRITING_TRANSACTION, is_lock_not_available
 from service.errors import SCHEDULE_ERROR, SCHEDULE_MESSAGES, ChangeInProgress, InvalidInput
 from service.models import (
+    CLUSTER_HISTORY,
     CURRENT_TXID,
     NEGATIVE_INFINITY,
     POSITIVE_INFINITY,
@@ -237,6 +238,23 @@ _GET = _Query(
 )
 
 
+class FeedHorizon(NamedTuple):
+    """Where the feed stands, read in one snapshot."""
+
+    # Every transaction with a smaller id has ended (SessionReads.changes).
+    xmin: int
+    # One more than the newest txid stored: a transaction id known to have reached the disk. A
+    # transaction's id is on disk once it commits (synchronous_commit, PostgreSQL's default);
+    # the id of one that aborted, or never wrote, may not be, and after a crash PostgreSQL hands
+    # such ids out again. A position is never moved past this one: a change committed after a
+    # crash under a reused id would sort behind it, never to be served.
+    durable: int
+    # The cluster and its history: its system identifier (another cluster, as after a dump and
+    # restore, has another) and timeline (a new one after a point-in-time restore or a standby's
+    # promotion). Transaction ids mean nothing outside them.
+    cluster: str
+
+
 class SessionReads:
     """Reads of live sessions, on a driver connection (service.transactions.read_connection)."""
 
@@ -265,11 +283,11 @@ class SessionReads:
 
     async def changes(
         self, *, event_id: int | None, after: tuple[int, int] | None, limit: int
-    ) -> tuple[Sequence[FeedSession], int]:
+    ) -> tuple[Sequence[FeedSession], FeedHorizon]:
         """FeedRows (deleted sessions too; with event_id, the departures of sessions moved out
         of it as well) written after the feed position `after` = (txid, id), oldest write first,
         and the horizon: every change by a transaction with an id below it is in the rows or
-        before `after`.
+        before `after` (FeedHorizon).
 
         Why not `last_modified_at > :since`: a transaction stamps last_modified_at when it
         flushes but its rows become visible when it commits, later. A transaction that stamped
@@ -284,12 +302,22 @@ class SessionReads:
         back: the feed then lags, it never skips. (The page's statement reads a later snapshot
         than the horizon's: it sees every transaction below the horizon, all ended by then.)
         """
-        horizon: int = await self.conn.fetchval(_HORIZON)
-        query, values = feed_query(event_id=event_id, after=after, limit=limit, horizon=horizon)
+        horizon = FeedHorizon(*await self.conn.fetchrow(_HORIZON))
+        query, values = feed_query(
+            event_id=event_id, after=after, limit=limit, horizon=horizon.xmin
+        )
         return await query.fetch(self.conn, **values), horizon
 
 
-_HORIZON = select(SNAPSHOT_XMIN).compile(dialect=_DIALECT).string
+_HORIZON = (
+    select(
+        SNAPSHOT_XMIN,
+        select(func.coalesce(func.max(_sessions.c.txid), 0) + 1).scalar_subquery(),
+        CLUSTER_HISTORY,
+    )
+    .compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True})
+    .string
+)
 
 
 def feed_query(

@@ -244,9 +244,9 @@ CHANGES_RESPONSES = merge_responses(
     {200: {"headers": _NO_STORE}},
     problem_response(
         400,
-        "The token was altered, signed with another secret, issued for another event_id, or is "
-        "ahead of this database's transactions (from another database, or from before a restore): "
-        "start again without since (`parameter`: since).",
+        "The token was altered, signed with another secret, issued for another event_id, or "
+        "issued by another database or by this one before a restore: start again without since "
+        "(`parameter`: since).",
     ),
 )
 
@@ -579,17 +579,18 @@ async def list_session_changes(
     """Sessions created, changed or deleted since a token, oldest change first; deletions,
     sessions the caller may not see (anonymous: all but accepted and confirmed) and, in the feed
     of one event, sessions moved to another event, as tombstones."""
-    after = _read_feed_token(signer, since, event_id) if since else None
+    after, issued_in = _read_feed_token(signer, since, event_id) if since else (None, None)
     async with read_connection(request.app) as conn:
         rows, horizon = await SessionReads(conn).changes(
             event_id=event_id, after=after, limit=limit
         )
-    if after and after[0] > horizon:
-        # Every token this database issued is at most its horizon then, which never moves back:
-        # this one comes from another (the data moved or restored since), and its polls would
-        # skip every change until the transaction counter caught up.
+    if after and (issued_in not in (None, horizon.cluster) or after[0] > horizon.xmin):
+        # Transaction ids of another cluster, or of this one before a restore to an earlier
+        # point: its polls would skip every change below its position. (Every token this
+        # history issued is at most its horizon then, which never moves back. Tokens of the
+        # previous release name no history: only that check is left for them.)
         raise _bad_cursor(
-            "since", "is ahead of this database's transactions (issued by another database)"
+            "since", "was issued by another database, or by this one before a restore"
         )
     # Every row is served, hidden ones as tombstones: a session that stops being visible must
     # reach the client's copy, and positions stay the same for every caller.
@@ -601,32 +602,44 @@ async def list_session_changes(
         else tombstone_content(session)
         for session in rows
     ]
+    served = (rows[-1].txid, rows[-1].id) if rows else after or (0, 0)
     if len(rows) == limit:
-        position = (rows[-1].txid, rows[-1].id)
+        position = served
     else:
         # Every change below the horizon has been served: the next poll starts there, and
-        # skips the rows of other events or older writes that this one had to pass.
-        position = max((horizon, 0), after or (0, 0))
+        # skips the rows of other events or older writes that this one had to pass; but never
+        # past a transaction id known to be on disk (FeedHorizon.durable).
+        position = max((min(horizon.xmin, horizon.durable), 0), served)
     token = signer.sign(
         FEED_TOKEN,
-        {"format": TOKEN_FORMAT, "event_id": event_id, "txid": position[0], "id": position[1]},
+        {
+            "format": TOKEN_FORMAT,
+            "cluster": horizon.cluster,
+            "event_id": event_id,
+            "txid": position[0],
+            "id": position[1],
+        },
     )
     return json_response({"items": items, "next_token": token}, headers=PAGE_CACHE_CONTROL)
 
 
-def _read_feed_token(signer: TokenSigner, since: str, event_id: int | None) -> tuple[int, int]:
+def _read_feed_token(
+    signer: TokenSigner, since: str, event_id: int | None
+) -> tuple[tuple[int, int], str | None]:
+    """The position in a feed token, and the history it was issued in (FeedHorizon.cluster)."""
     data = _read_token(signer, FEED_TOKEN, "since", since)
     if data.get("event_id") != event_id:
         raise _bad_cursor("since", "was issued for another event_id")
-    txid, session_id = data.get("txid"), data.get("id")
+    txid, session_id, cluster = data.get("txid"), data.get("id"), data.get("cluster")
     if (
         type(txid) is not int
         or type(session_id) is not int
         or not 0 <= txid <= INT8_MAX
         or not 0 <= session_id <= INT4_MAX
+        or not (cluster is None or isinstance(cluster, str))
     ):
         raise _bad_cursor("since", "is not one this service issued")
-    return txid, session_id
+    return (txid, session_id), cluster
 
 
 # Before /{session_id}, which would otherwise take "states" for an id.

@@ -34,6 +34,11 @@ class PrivatePostgres:
         """A fast shutdown: the server ends every connection and stops listening."""
         self._pg_ctl("-w", "-m", "fast", "stop")
 
+    def crash(self) -> None:
+        """An immediate shutdown, as a crash: what was not yet on disk is lost, and the next
+        start recovers from the WAL."""
+        self._pg_ctl("-w", "-m", "immediate", "stop")
+
     def freeze(self) -> None:
         """SIGSTOP the server and its backends: connections stay open and nothing answers,
         as when the network to the database is cut."""
