@@ -123,6 +123,9 @@ class TokenVerifier:
         except (jwt.PyJWTError, ValueError, TypeError):
             # ValueError, TypeError: a key of another kind than the token's algorithm needs.
             raise InvalidToken("The token is malformed or its signature does not verify.") from None
+        if "aud" in claims and not self.settings.jwt_audience:
+            # PyJWT takes an empty aud ("" or []) for none: it is for no audience of ours either.
+            raise InvalidToken("The token is for another audience.")
         return claims
 
     def _allowed(self, algorithm: object) -> str:
@@ -142,7 +145,9 @@ class TokenVerifier:
         if roles is None:
             roles = []
         elif isinstance(roles, str):
-            roles = roles.split()
+            # Separated by spaces as OAuth 2's scope is (RFC 6749 3.3), by U+0020 only: one role
+            # whose name holds another whitespace ("team\u00a0admin") is not two.
+            roles = [role for role in roles.split(" ") if role]
         if not _all(roles, str):
             raise InvalidToken(
                 f'The "{settings.jwt_roles_claim}" claim must be a list of strings, or a string.'

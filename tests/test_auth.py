@@ -137,6 +137,8 @@ ATTACKS = [
     ),
     pytest.param(lambda: hs256(), {"jwt_audience": "sessions"}, id="no audience"),
     pytest.param(lambda: hs256(aud="sessions"), {}, id="audience where none is configured"),
+    pytest.param(lambda: hs256(aud=""), {}, id="empty audience where none is configured"),
+    pytest.param(lambda: hs256(aud=[]), {}, id="no audiences where none is configured"),
     pytest.param(
         lambda: hs256(iss="https://evil.example"),
         {"jwt_issuer": "https://idp.example"},
@@ -317,6 +319,18 @@ async def test_claim_names_are_configurable(app_with: Callable[..., FastAPI]) ->
         response = await client.post("/sessions", json=session_body(state="confirmed"))
     assert response.status_code == 201, response.text
     assert response.json()["creator_id"] == "u-42"
+
+
+@pytest.mark.parametrize("separator", [" ", "  ", "\u00a0", "\u2003", "\t", "\x1f", "\x85"])
+async def test_a_roles_string_is_split_on_spaces_only(
+    app_with: Callable[..., FastAPI], separator: str
+) -> None:
+    # OAuth 2's scope syntax (RFC 6749 3.3): roles separated by U+0020. Another whitespace is
+    # part of one role's name, which is not the admin role.
+    token = hs256(roles=f"team{separator}admin")
+    async with asgi_client(app_with(), {"Authorization": f"Bearer {token}"}) as client:
+        response = await client.post("/sessions", json=session_body(state="confirmed"))
+    assert response.status_code == (201 if separator.strip(" ") == "" else 403), response.text
 
 
 async def test_claim_names_may_be_urls_with_dots(app_with: Callable[..., FastAPI]) -> None:
