@@ -419,15 +419,24 @@ def _compiled_list_query(
     )
 
 
-# Built once: a statement object keeps its cache key, which SQLAlchemy would otherwise derive
-# anew, from a new statement, on every request.
-# With the id of the locking transaction, which its UPDATE writes into txid: what tells this write
-# from another one that stored the same version and stamp (service.transactions.unit_of_work).
-_LOCKED_LIVE_SESSION = (
-    select(Session, CURRENT_TXID)
-    .where(Session.id == bindparam("id"), Session.deleted_at.is_(None))
-    .with_for_update()
-)
+@lru_cache(maxsize=8)
+def _locking_query(visibility_parameters: frozenset[str]) -> Select[Session, int]:
+    """The locking read of a write, for one shape of visibility (policy.visibility): a row the
+    caller may not see is neither locked nor waited for, so that how long a refusal takes does
+    not tell that the session exists while another change holds it.
+
+    With the id of the locking transaction, which its UPDATE writes into txid: what tells this
+    write from another one that stored the same version and stamp
+    (service.transactions.unit_of_work). Built once per shape: a statement object keeps its
+    cache key, which SQLAlchemy would otherwise derive anew on every request.
+    """
+    conditions = [Session.id == bindparam("id"), Session.deleted_at.is_(None)]
+    if visibility_parameters:
+        visible = (
+            _VISIBLE[name](bindparam(name)) for name in _VISIBLE if name in visibility_parameters
+        )
+        conditions.append(or_(*visible))
+    return select(Session, CURRENT_TXID).where(*conditions).with_for_update()
 
 
 class SessionRepository:
@@ -440,10 +449,13 @@ class SessionRepository:
     def __init__(self, db: orm.Session) -> None:
         self.db = db
 
-    def lock(self, session_id: int) -> Session | None:
-        """A session that is not deleted, locked until the transaction ends (for a write)."""
+    def lock(self, session_id: int, visible: Visibility) -> Session | None:
+        """A session that is not deleted and `visible`, locked until the transaction ends (for
+        a write)."""
+        values = _visibility_parameters(visible)
+        statement = _locking_query(frozenset(values))
         try:
-            found = self.db.execute(_LOCKED_LIVE_SESSION, {"id": session_id}).one_or_none()
+            found = self.db.execute(statement, values | {"id": session_id}).one_or_none()
         except DBAPIError as exc:
             if is_lock_not_available(exc):  # not granted within DB_LOCK_TIMEOUT
                 raise ChangeInProgress.of_session() from exc

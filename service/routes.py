@@ -298,7 +298,9 @@ def _visible_or_404(session: Visible | None, session_id: int, principal: Princip
 
 
 def _lock_or_404(repository: SessionRepository, session_id: int, principal: Principal) -> Session:
-    return _visible_or_404(repository.lock(session_id), session_id, principal)
+    return _visible_or_404(
+        repository.lock(session_id, policy.visibility(principal)), session_id, principal
+    )
 
 
 async def _write_of_one_session(

@@ -29,6 +29,7 @@ from service.cli import embedded_postgres
 from service.errors import ForbiddenRule
 from service.main import configure, create_app
 from service.migrations import migrate
+from service.policy import Visibility
 from service.repository import SessionRepository, make_sessionmaker
 from service.settings import Settings, to_asyncpg_url
 
@@ -274,6 +275,10 @@ class StoredRows:
         record = await self.conn.fetchrow("SELECT * FROM sessions WHERE id = $1", session_id)
         assert record is not None, f"no row for session {session_id}"
         return dict(record)
+
+
+# Who may see every session (an admin): what the tests' own writes lock through the repository.
+EVERYTHING = Visibility(everything=True)
 
 
 def repository_call(db: orm.Session, method: str, *args: Any, **kwargs: Any) -> Any:

@@ -15,7 +15,14 @@ from service.models import CURRENT_TXID, Session
 from service.pagination import FEED_TOKEN, TOKEN_FORMAT, TokenSigner
 from service.repository import make_sessionmaker
 from service.schemas import SessionRead, format_utc
-from tests.conftest import StoredRows, assert_problem, create_session, repository_call, session_body
+from tests.conftest import (
+    EVERYTHING,
+    StoredRows,
+    assert_problem,
+    create_session,
+    repository_call,
+    session_body,
+)
 
 # The feed waits for every older writing transaction on the server to end; on a shared server
 # another client's transaction may hold it back for a while.
@@ -251,7 +258,7 @@ async def test_a_move_rolled_back_leaves_no_departure(
     session = await create_session(committed_client, event_id=7)
     maker = make_sessionmaker(engine)
     async with maker() as db, db.begin() as transaction:
-        found = await db.run_sync(repository_call, "lock", session["id"])
+        found = await db.run_sync(repository_call, "lock", session["id"], EVERYTHING)
         await db.run_sync(repository_call, "update", found, {"event_id": 8})
         assert await db.scalar(text("SELECT count(*) FROM session_departures")) == 1
         await transaction.rollback()
@@ -266,7 +273,7 @@ async def test_a_move_of_a_session_whose_event_was_expired_records_the_event_it_
     session = await create_session(committed_client, event_id=7)
 
     def move(db: orm.Session) -> None:
-        found = repository_call(db, "lock", session["id"])
+        found = repository_call(db, "lock", session["id"], EVERYTHING)
         db.expire(found, ["event_id"])  # as after a refresh or a rollback to a savepoint
         repository_call(db, "update", found, {"event_id": 8})
 

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.repository import make_sessionmaker
 from service.schemas import SessionChange, SessionTombstone, format_utc
-from tests.conftest import StoredRows, repository_call, session_body
+from tests.conftest import EVERYTHING, StoredRows, repository_call, session_body
 from tests.test_changes import CATCH_UP_SECONDS
 
 OPERATIONS = int(os.environ.get("FEED_STRESS_OPERATIONS", "240"))
@@ -72,7 +72,9 @@ async def test_poller_following_next_token_misses_no_committed_change(
                 transaction = await db.begin()
                 created = await db.run_sync(repository_call, "create", session_body(title="held"))
                 existing = (
-                    await db.run_sync(repository_call, "lock", rng.choice(ids)) if ids else None
+                    await db.run_sync(repository_call, "lock", rng.choice(ids), EVERYTHING)
+                    if ids
+                    else None
                 )
                 if existing is not None:
                     change = rng.choice(

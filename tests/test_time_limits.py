@@ -113,7 +113,8 @@ async def test_write_of_a_locked_row_the_caller_may_not_see_is_404(
     method: str,
 ) -> None:
     # A session the caller may not see does not exist for them, even while another change holds
-    # its lock: a 409 "another change of this session" would tell them that it does.
+    # its lock: a 409 "another change of this session" would tell them that it does, and so
+    # would a 404 that first waited for the lock (DB_LOCK_TIMEOUT) where another came at once.
     settings = Settings(
         database_url=database_url,
         db_lock_timeout=LOCK_TIMEOUT,
@@ -132,12 +133,21 @@ async def test_write_of_a_locked_row_the_caller_may_not_see_is_404(
                 await elsewhere.execute(
                     "SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session["id"]
                 )
-                response = await answer(speaker.request(method, url, json=body))
+                request = asyncio.create_task(answer(speaker.request(method, url, json=body)))
+                waited = False
+                while not request.done():
+                    waited |= await stored.conn.fetchval(
+                        "SELECT count(*) > 0 FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                    await asyncio.sleep(0.01)
+                response = await request
             unlocked = await speaker.request(method, url, json=body)
             after = await stored.row(session["id"])
     finally:
         await empty_sessions(engine)
 
+    assert not waited  # the row the speaker may not see was never locked for them
     assert_problem(response, 404)
     assert response.json() == unlocked.json()  # as once the lock is granted
     assert after == before
