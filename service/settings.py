@@ -5,6 +5,7 @@ from typing import Annotated, Literal, Self
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 # Signs the development tokens of `sessions-service token`; anyone who reads this file can mint
 # an admin token with it, so production sets JWT_SECRET to its own value or turns HS256 off.
@@ -28,12 +29,46 @@ DEVELOPMENT_CURSOR_SECRET = "development-only-cursor-secret"  # noqa: S105 (a do
 CURSOR_SECRET_BYTES = 32
 
 
+# What asyncpg takes from a URL's query (beside the host, port, user, password and database):
+# a Unix socket's directory or several hosts (host), TLS (ssl), which server (target_session_attrs),
+# and SQLAlchemy's asyncpg dialect its statement cache (0 behind PgBouncer's transaction pooling).
+# libpq's sslmode, which managed PostgreSQL services print in their URLs, is asyncpg's ssl.
+URL_QUERY_PARAMETERS = (
+    "host",
+    "ssl",
+    "sslmode",
+    "target_session_attrs",
+    "prepared_statement_cache_size",
+)
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
 def to_asyncpg_url(url: str) -> str:
-    """Accept the usual spellings of a PostgreSQL URL and name the asyncpg driver."""
+    """Accept the usual spellings of a PostgreSQL URL and name the asyncpg driver; refuse one
+    that asyncpg could not connect with, rather than fail every connection."""
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url.removeprefix(prefix)
-    raise ValueError("must be a postgresql:// or postgresql+asyncpg:// URL")
+            break
+    else:
+        raise ValueError("must be a postgresql:// or postgresql+asyncpg:// URL")
+    url = "postgresql+asyncpg://" + url.removeprefix(prefix)
+    try:
+        parsed = make_url(url)
+    except ValueError:  # a port that is not a number
+        raise ValueError("is not a valid URL: its port must be a number") from None
+    query = dict(parsed.query)
+    for name in query:
+        if name not in URL_QUERY_PARAMETERS:
+            raise ValueError(
+                f"takes no query parameter {name!r} (only {', '.join(URL_QUERY_PARAMETERS)})"
+            )
+    if "sslmode" in query:
+        if "ssl" in query:
+            raise ValueError("takes sslmode or ssl, not both")
+        query["ssl"] = query.pop("sslmode")
+    if "ssl" in query and query["ssl"] not in SSL_MODES:
+        raise ValueError(f"sslmode (or ssl) must be one of {', '.join(SSL_MODES)}")
+    return parsed.set(query=query).render_as_string(hide_password=False) if query else url
 
 
 class Settings(BaseSettings):
@@ -151,6 +186,8 @@ class Settings(BaseSettings):
             pem = self.public_key_pem()
         except OSError as exc:
             raise ValueError(f"JWT_PUBLIC_KEY_FILE cannot be read: {exc.strerror}") from None
+        except UnicodeDecodeError:  # a DER or other binary file: PEM is ASCII text
+            raise ValueError("JWT_PUBLIC_KEY(_FILE) is not a PEM public key") from None
         if pem:
             try:
                 load_pem_public_key(pem.encode())

@@ -93,6 +93,16 @@ async def test_readyz_follows_the_schema_through_its_migrations(fresh_database: 
         assert response.json()["checks"] == {"database": "ok", "schema": "behind"}
 
 
+async def test_a_database_url_in_libpq_spelling_migrates_and_serves(fresh_database: str) -> None:
+    # ?sslmode=..., as managed PostgreSQL services print their URLs: asyncpg calls it ssl.
+    # (prefer: TLS where the server offers it; the tests' server does not.)
+    url = f"{fresh_database}?sslmode=prefer"
+    await asyncio.to_thread(migrate, url, configure_logging=False)
+    async with started(Settings(database_url=url)) as (_, client):
+        assert (await client.get("/readyz")).status_code == 200
+        assert (await client.post("/sessions", json=session_body())).status_code == 201
+
+
 async def test_readyz_fails_when_the_database_does_not_exist(server_url: str) -> None:
     missing = make_url(server_url).set(database="sessions_no_such_database")
     settings = Settings(database_url=missing.render_as_string(hide_password=False))

@@ -36,8 +36,50 @@ def test_unusable_settings_are_refused(values: dict[str, Any], error: str) -> No
         Settings(**values)
 
 
-def test_a_public_key_file_that_is_no_key_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", [b"not a key", b"\xff\xfe\x00\x01"], ids=["text", "binary"])
+def test_a_public_key_file_that_is_no_key_is_refused(tmp_path: Path, content: bytes) -> None:
     key_file = tmp_path / "key.pem"
-    key_file.write_text("not a key")
-    with pytest.raises(ValidationError, match="is not a PEM public key"):
+    key_file.write_bytes(content)
+    with pytest.raises(ValidationError, match=r"JWT_PUBLIC_KEY\(_FILE\) is not a PEM public key"):
         Settings(jwt_public_key_file=key_file)
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("mysql://app:pw@db/sessions", "must be a postgresql:// or postgresql"),
+        ("postgresql://app@db:abc/sessions", "its port must be a number"),
+        (
+            "postgresql://app@db/sessions?application_name=x",
+            "no query parameter 'application_name'",
+        ),
+        ("postgresql://app@db/sessions?sslmode=bogus", "sslmode .or ssl. must be one of"),
+        ("postgresql://app@db/sessions?sslmode=require&ssl=require", "sslmode or ssl, not both"),
+    ],
+)
+def test_a_database_url_asyncpg_could_not_connect_with_is_refused(url: str, error: str) -> None:
+    with pytest.raises(ValidationError, match=error) as refused:
+        Settings(database_url=url)
+    assert refused.value.errors()[0]["loc"] == ("database_url",)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        # libpq's spelling, as managed PostgreSQL services print it, becomes asyncpg's.
+        (
+            "postgresql://app@db/sessions?sslmode=require",
+            "postgresql+asyncpg://app@db/sessions?ssl=require",
+        ),
+        (
+            "postgres://app@/sessions?host=/run/postgresql",
+            "postgresql+asyncpg://app@/sessions?host=%2Frun%2Fpostgresql",
+        ),
+        (
+            "postgresql+asyncpg://app:p%40ss@db:6432/sessions",
+            "postgresql+asyncpg://app:p%40ss@db:6432/sessions",
+        ),
+    ],
+)
+def test_a_database_url_is_normalised_for_asyncpg(url: str, expected: str) -> None:
+    assert Settings(database_url=url).database_url == expected
