@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import warnings
 from collections.abc import Sequence
@@ -92,7 +93,15 @@ def _ensure_database() -> None:
     settings = get_settings()
     if settings.database_url:
         return
-    url = start_embedded_postgres(settings.embedded_data_dir)
+    try:
+        url = start_embedded_postgres(settings.embedded_data_dir)
+    except (OSError, subprocess.SubprocessError) as exc:
+        # A path that is a file, a directory of another user's, a server that will not start.
+        raise SystemExit(
+            f"the embedded PostgreSQL cannot run in EMBEDDED_DATA_DIR "
+            f"({settings.embedded_data_dir}): {type(exc).__name__}: {exc}; set EMBEDDED_DATA_DIR "
+            "to a directory of your own, or DATABASE_URL"
+        ) from None
     logger.warning(
         "DATABASE_URL is not set: using the embedded PostgreSQL in %s", settings.embedded_data_dir
     )

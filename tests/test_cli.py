@@ -193,6 +193,26 @@ def test_an_invalid_configuration_under_uvicorn_is_named_without_its_values(
     assert "leaky" not in result.stderr + result.stdout
 
 
+def test_an_unusable_embedded_data_dir_is_named_without_a_traceback(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "a-file"
+    not_a_directory.write_text("")
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PORT")}
+    for data_dir in (not_a_directory, not_a_directory / "postgres"):
+        result = subprocess.run(
+            [sys.executable, "-m", "service", "serve", "--port", "0"],
+            env=clean | {"EMBEDDED_DATA_DIR": str(data_dir)},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1
+        assert result.stderr.startswith(
+            f"the embedded PostgreSQL cannot run in EMBEDDED_DATA_DIR ({data_dir}): "
+        )
+        assert "Traceback" not in result.stderr
+
+
 def test_migrate_that_cannot_reach_its_database_says_so_in_one_line(tmp_path: Path) -> None:
     url = f"postgresql://root@127.0.0.1:{free_port()}/nothing_listens_here"
     result = subprocess.run(
