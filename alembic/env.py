@@ -1,15 +1,23 @@
 import asyncio
 import logging
+import random
+import time
 from logging.config import fileConfig
 
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
-from service.db import Base
-from service.migrations import MIGRATION_LOCK_KEY, MIGRATION_LOCK_TIMEOUT
+from service.db import Base, is_lock_not_available
+from service.migrations import (
+    MIGRATION_LOCK_KEY,
+    MIGRATION_LOCK_PATIENCE,
+    MIGRATION_LOCK_PAUSE,
+    MIGRATION_LOCK_WAIT,
+)
 from service.models import TRIGRAM_INDEXES  # (the import registers the tables on Base.metadata)
 from service.settings import get_settings, to_asyncpg_url
 
@@ -46,9 +54,9 @@ def do_run_migrations(connection: Connection) -> None:
     # One migrate at a time: init containers of several replicas start together. The lock is
     # the transaction's, which then reads the revision the one before it committed.
     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-    # A table lock not granted soon (a long transaction using the table) fails the migration,
-    # which changes nothing (one transaction), rather than queueing every request behind it.
-    connection.execute(text(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'"))
+    # A table lock not granted at once (a transaction using the table) fails this attempt, which
+    # changes nothing (one transaction), rather than queueing every request behind it for long.
+    connection.execute(text(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_WAIT}'"))
     context.configure(
         connection=connection, target_metadata=target_metadata, include_object=compared
     )
@@ -69,9 +77,20 @@ async def run_migrations_online() -> None:
     engine = create_async_engine(
         database_url(), connect_args={"timeout": get_settings().db_connect_timeout}
     )
-    async with engine.connect() as connection:
-        await connection.run_sync(do_run_migrations)
-    await engine.dispose()
+    deadline = time.monotonic() + MIGRATION_LOCK_PATIENCE
+    try:
+        while True:
+            try:
+                async with engine.connect() as connection:
+                    await connection.run_sync(do_run_migrations)
+                return
+            except DBAPIError as exc:
+                if not is_lock_not_available(exc) or time.monotonic() > deadline:
+                    raise
+            log.info("a table lock was not granted within %s: trying again", MIGRATION_LOCK_WAIT)
+            await asyncio.sleep(random.uniform(*MIGRATION_LOCK_PAUSE))  # noqa: S311 (a jitter)
+    finally:
+        await engine.dispose()
 
 
 if context.is_offline_mode():

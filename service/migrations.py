@@ -10,8 +10,13 @@ from alembic import command
 ROOT = Path(__file__).resolve().parent.parent
 # Any constant of the service's own: pg_advisory_xact_lock's key for "a migrate is running".
 MIGRATION_LOCK_KEY = 0x5E55_1025
-# How long a migration waits for a table lock before it fails (alembic/env.py).
-MIGRATION_LOCK_TIMEOUT = "10s"
+# A migration's table lock, tried for a moment at a time (its lock_timeout) and again after a
+# pause, for so many seconds in all before the migrate fails (alembic/env.py). While a migration
+# waits for a lock, every request for that table queues behind it: a moment, shorter than any
+# sensible DB_LOCK_TIMEOUT (1 s by default), so that requests wait rather than fail.
+MIGRATION_LOCK_WAIT = "300ms"
+MIGRATION_LOCK_PAUSE = (0.2, 0.8)  # seconds, at random between attempts
+MIGRATION_LOCK_PATIENCE = 10.0
 
 
 def alembic_config(database_url: str, *, configure_logging: bool = True) -> Config:

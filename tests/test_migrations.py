@@ -135,6 +135,47 @@ async def test_a_migrate_waiting_its_turn_ends_on_sigterm_unfinished(empty_datab
         await conn.close()
 
 
+async def test_a_migrate_waiting_for_a_table_lock_does_not_hold_up_writes(
+    empty_database: str,
+) -> None:
+    # 0006 needs a lock on sessions that an open writing transaction's conflicts with. While a
+    # migration waits for a lock, every write of the table queues behind it: it waits a moment
+    # at a time, shorter than DB_LOCK_TIMEOUT, so that writes are delayed, never refused.
+    config = alembic_config(empty_database, configure_logging=False)
+    await asyncio.to_thread(command.upgrade, config, "head")
+    await asyncio.to_thread(command.downgrade, config, "-1")
+    holder = await asyncpg.connect(asyncpg_dsn(empty_database))
+    writer = await asyncpg.connect(
+        asyncpg_dsn(empty_database), server_settings={"lock_timeout": "1s"}
+    )
+    try:
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("LOCK TABLE sessions IN ROW EXCLUSIVE MODE")  # as an UPDATE holds
+        migrate = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "service", "migrate"),
+            env=os.environ | {"DATABASE_URL": empty_database},
+            stderr=asyncio.subprocess.PIPE,
+        )
+        refused = 0
+        for _ in range(20):  # writes for about two seconds, the table held all along
+            try:
+                async with writer.transaction():
+                    await writer.execute("LOCK TABLE sessions IN ROW EXCLUSIVE MODE")
+            except asyncpg.LockNotAvailableError:
+                refused += 1
+            await asyncio.sleep(0.1)
+        await held.rollback()
+        async with asyncio.timeout(30):
+            _, errors = await migrate.communicate()
+        assert migrate.returncode == 0, errors.decode()
+        assert refused == 0
+        assert "session_departures" in await tables(empty_database)
+    finally:
+        await holder.close()
+        await writer.close()
+
+
 async def fetch_column(url: str, sql: str, *args: object) -> list[object]:
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
