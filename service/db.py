@@ -49,6 +49,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # invalidates the whole pool (SQLAlchemy's default), so an outage fails one request,
         # not one per pooled connection.
         connect_args=_connect_args(settings),
+        hide_parameters=True,  # a statement's values are clients' data: never in an error's text
     )
     event.listen(engine.sync_engine, "checkout", _discard_unusable_connection)
     event.listen(engine.sync_engine, "handle_error", _driver_lost_the_connection)
@@ -64,7 +65,10 @@ def create_probe_engine(settings: Settings) -> AsyncEngine:
     balancer at once, and turn a busy service into an unavailable one.
     """
     return create_async_engine(
-        _database_url(settings), poolclass=NullPool, connect_args=_connect_args(settings)
+        _database_url(settings),
+        poolclass=NullPool,
+        connect_args=_connect_args(settings),
+        hide_parameters=True,
     )
 
 

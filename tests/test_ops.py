@@ -136,6 +136,36 @@ async def test_readyz_does_not_take_a_schema_it_may_not_read_for_a_missing_one(
     assert not any("migrate" in reason for reason in reasons)
 
 
+async def test_a_database_error_logged_as_a_bug_leaves_out_the_statements_values(
+    fresh_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A role that may not insert (a GRANT forgotten after a migration): a 500, whose log line's
+    # traceback holds SQLAlchemy's message, which by default lists the statement's values, the
+    # client's data.
+    await asyncio.to_thread(migrate, fresh_database, configure_logging=False)
+    role = f"sessions_reader_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(asyncpg_dsn(fresh_database))
+    try:
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        await admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
+        url = make_url(fresh_database).set(username=role, password=None)
+        with caplog.at_level(logging.ERROR, logger="service.errors"):
+            async with started(Settings(database_url=url.render_as_string())) as (_, client):
+                body = session_body(title="Confidential title", comments="A reviewer's note")
+                response = await client.post("/sessions", json=body)
+    finally:
+        await admin.execute(f'REVOKE ALL ON ALL TABLES IN SCHEMA public FROM "{role}"')
+        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()
+    assert response.status_code == 500
+    (logged,) = caplog.records
+    assert logged.exc_info is not None
+    logged_text = logged.getMessage() + logging.Formatter().formatException(logged.exc_info)
+    assert "permission denied for table sessions" in logged_text
+    assert "Confidential" not in logged_text
+    assert "reviewer" not in logged_text
+
+
 async def test_an_unmigrated_database_is_an_error_at_start_and_a_503_to_requests(
     fresh_database: str, caplog: pytest.LogCaptureFixture
 ) -> None:
