@@ -18,11 +18,13 @@ RUN pip install --no-cache-dir --require-hashes --requirement requirements.lock
 # The project itself, editable: the console script and metadata go into the venv, the code stays
 # in /app (the service finds alembic/ and alembic.ini beside its package). Installed against an
 # empty package so that this layer, like the one above, survives code changes.
+# Built with the lock's setuptools, not an isolated environment's: pip would fetch the build
+# backend for it unpinned and unhashed (--require-hashes does not reach build dependencies).
 # `pip check` fails the build if the lock lacks a dependency that pyproject.toml declares.
 COPY pyproject.toml README.md ./
 RUN mkdir service \
     && touch service/__init__.py \
-    && pip install --no-cache-dir --no-deps --editable . \
+    && pip install --no-cache-dir --no-deps --no-build-isolation --editable . \
     && pip check
 
 FROM ${PYTHON_IMAGE} AS runtime
@@ -50,9 +52,10 @@ COPY service ./service
 RUN python -m compileall -q service alembic
 USER 10001:10001
 EXPOSE 8000
-# No curl in the slim image: probe liveness with the standard library.
+# No curl in the slim image: probe liveness with the standard library, past any proxy that
+# HTTP_PROXY names (Docker passes its configured proxies into containers).
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/healthz', timeout=2)"]
+    CMD ["python", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:' + os.environ.get('PORT', '8000') + '/healthz', timeout=2)"]
 # Exec form: the console script is PID 1 and receives SIGTERM itself; uvicorn stops accepting,
 # finishes in-flight requests (up to GRACEFUL_SHUTDOWN_TIMEOUT, 20 s) and exits 0. Give the
 # platform's stop timeout more than that (`docker stop -t 30`, terminationGracePeriodSeconds).

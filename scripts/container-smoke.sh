@@ -144,8 +144,11 @@ COLLECTOR_PID=$!
 PORT=$(free_port)
 log "starting the service on 127.0.0.1:$PORT, exporting traces to 127.0.0.1:$OTLP_PORT"
 # The healthcheck timer needs systemd, which is absent here (podman says so on stderr, kept in
-# $WORK/run.err); the image's HEALTHCHECK is run on demand below instead.
+# $WORK/run.err); the image's HEALTHCHECK is run on demand below instead. A proxy that does not
+# exist, as Docker passes its configured proxies into containers (no_proxy in CIDR form, which
+# the OTLP exporter's requests understands and urllib does not): the HEALTHCHECK must not use it.
 timeout 60 "${PODMAN_RUN[@]}" --detach --name "$CONTAINER" --health-interval disable \
+    -e http_proxy=http://proxy.invalid:3128 -e no_proxy=127.0.0.0/8 \
     -e HOST=127.0.0.1 -e PORT="$PORT" -e DATABASE_URL="$DATABASE_URL" -e LOG_LEVEL=info \
     -e GRACEFUL_SHUTDOWN_TIMEOUT=5 -e JWT_SECRET="$JWT_SECRET" \
     -e FASTAPI_OTEL_AUTO_CONFIGURE=true -e OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT" \
