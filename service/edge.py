@@ -147,6 +147,9 @@ class ConfiguredCORS:
                         "If-Modified-Since",
                         "If-Unmodified-Since",
                         "X-Request-ID",
+                        # W3C Trace Context: a browser app's trace continues in the service's.
+                        "traceparent",
+                        "tracestate",
                     ],
                     expose_headers=[
                         "Accept",  # what a 415 names

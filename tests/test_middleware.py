@@ -104,7 +104,8 @@ async def test_cors_for_configured_origins_only(app_with: Callable[..., FastAPI]
             headers={
                 "Origin": "https://app.example",
                 "Access-Control-Request-Method": "POST",
-                "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+                "Access-Control-Request-Headers": "authorization, content-type, idempotency-key, "
+                "traceparent, tracestate",
             },
         )
         assert preflight.status_code == 200
