@@ -306,6 +306,24 @@ def statements(engine: AsyncEngine) -> Iterator[list[str]]:
 
 
 @asynccontextmanager
+async def database_role(database_url: str, *grants: str) -> AsyncIterator[str]:
+    """The URL of a login role of its own on database_url, given `grants` (statements naming it
+    `{role}`); dropped after, with what it owns and was granted there."""
+    role = f'"sessions_role_{uuid.uuid4().hex[:12]}"'
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await conn.execute(f"CREATE ROLE {role} LOGIN")
+        for grant in grants:
+            await conn.execute(grant.format(role=role))
+        as_role = make_url(database_url).set(username=role.strip('"'), password=None)
+        yield as_role.render_as_string(hide_password=False)
+    finally:
+        await conn.execute(f"DROP OWNED BY {role}")
+        await conn.execute(f"DROP ROLE {role}")
+        await conn.close()
+
+
+@asynccontextmanager
 async def started(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The app as deployed (its lifespan run: an engine of its own) and a client on it.
 

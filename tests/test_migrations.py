@@ -7,21 +7,19 @@ import signal
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import make_url
 
 from alembic import command
 from service.cli import embedded_postgres
 from service.migrations import MIGRATION_LOCK_KEY, alembic_config
 from service.models import TRIGRAM_INDEXES
 from service.settings import to_asyncpg_url
-from tests.conftest import asyncpg_dsn, create_database, drop_database
+from tests.conftest import asyncpg_dsn, create_database, database_role, drop_database
 
 
 @pytest.fixture
@@ -256,25 +254,17 @@ async def test_upgrade_skips_the_trigram_indexes_when_the_role_may_not_create_pg
     # a server where a DBA hands out such roles: the migration goes on without the indexes.
     if not await has_pg_trgm(empty_database):
         pytest.skip("this server has no pg_trgm")
-    role = f"sessions_migrator_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(asyncpg_dsn(empty_database))
-    try:
-        await conn.execute(f"CREATE ROLE {role} LOGIN")
-        await conn.execute(f"GRANT CREATE ON SCHEMA public TO {role}")
-        as_role = make_url(empty_database).set(username=role, password=None)
-        config = alembic_config(as_role.render_as_string(False), configure_logging=False)
+    async with database_role(empty_database, "GRANT CREATE ON SCHEMA public TO {role}") as url:
+        config = alembic_config(url, configure_logging=False)
         with caplog.at_level(logging.WARNING, logger="alembic"):
             await asyncio.to_thread(command.upgrade, config, "head")
         assert "may not create the extension pg_trgm" in caplog.text
         assert await trigram_indexes(empty_database) == set()
         # Every revision applied, in the one transaction that the refusal did not abort.
         head = ScriptDirectory.from_config(config).get_current_head()
-        assert await conn.fetchval("SELECT version_num FROM alembic_version") == head
+        applied = await fetch_column(empty_database, "SELECT version_num FROM alembic_version")
+        assert applied == [head]
         await asyncio.to_thread(command.downgrade, config, "base")
-    finally:
-        await conn.execute(f"DROP OWNED BY {role}")
-        await conn.execute(f"DROP ROLE {role}")
-        await conn.close()
 
 
 async def test_upgrade_without_pg_trgm_skips_the_trigram_indexes(

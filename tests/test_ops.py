@@ -3,7 +3,6 @@
 import asyncio
 import logging
 import re
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -20,6 +19,7 @@ from tests.conftest import (
     PROBLEM_JSON,
     asyncpg_dsn,
     create_database,
+    database_role,
     drop_database,
     sample,
     session_body,
@@ -96,7 +96,8 @@ async def test_readyz_follows_the_schema_through_its_migrations(fresh_database: 
 async def test_a_database_url_in_libpq_spelling_migrates_and_serves(fresh_database: str) -> None:
     # ?sslmode=..., as managed PostgreSQL services print their URLs: asyncpg calls it ssl.
     # (prefer: TLS where the server offers it; the tests' server does not.)
-    url = f"{fresh_database}?sslmode=prefer"
+    libpq = make_url(fresh_database).update_query_dict({"sslmode": "prefer"})
+    url = libpq.render_as_string(hide_password=False)
     await asyncio.to_thread(migrate, url, configure_logging=False)
     async with started(Settings(database_url=url)) as (_, client):
         assert (await client.get("/readyz")).status_code == 200
@@ -118,17 +119,10 @@ async def test_readyz_does_not_take_a_schema_it_may_not_read_for_a_missing_one(
     # A role without SELECT on alembic_version: "run `sessions-service migrate`" would send the
     # operator the wrong way; the database's own reason is logged instead.
     await asyncio.to_thread(migrate, fresh_database, configure_logging=False)
-    role = f"sessions_ready_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(asyncpg_dsn(fresh_database))
-    try:
-        await admin.execute(f'CREATE ROLE "{role}" LOGIN')
-        url = make_url(fresh_database).set(username=role, password=None)
+    async with database_role(fresh_database) as url:
         with caplog.at_level(logging.WARNING, logger="service.ops"):
-            async with started(Settings(database_url=url.render_as_string())) as (_, client):
+            async with started(Settings(database_url=url)) as (_, client):
                 response = await client.get("/readyz")
-    finally:
-        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
-        await admin.close()
     assert response.status_code == 503
     assert response.json()["checks"] == {"database": "unavailable"}
     reasons = [record.getMessage() for record in caplog.records]
@@ -143,22 +137,14 @@ async def test_a_database_error_logged_as_a_bug_leaves_out_the_statements_values
     # traceback holds SQLAlchemy's message, which by default lists the statement's values, the
     # client's data.
     await asyncio.to_thread(migrate, fresh_database, configure_logging=False)
-    role = f"sessions_reader_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(asyncpg_dsn(fresh_database))
-    try:
-        await admin.execute(f'CREATE ROLE "{role}" LOGIN')
-        await admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
-        url = make_url(fresh_database).set(username=role, password=None)
+    reader = "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"
+    async with database_role(fresh_database, reader) as url:
         with caplog.at_level(logging.ERROR, logger="service.errors"):
-            async with started(Settings(database_url=url.render_as_string())) as (_, client):
+            async with started(Settings(database_url=url)) as (_, client):
                 body = session_body(title="Confidential title", comments="A reviewer's note")
                 response = await client.post("/sessions", json=body)
-    finally:
-        await admin.execute(f'REVOKE ALL ON ALL TABLES IN SCHEMA public FROM "{role}"')
-        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
-        await admin.close()
     assert response.status_code == 500
-    (logged,) = caplog.records
+    (logged,) = [record for record in caplog.records if record.name == "service.errors"]
     assert logged.exc_info is not None
     logged_text = logged.getMessage() + logging.Formatter().formatException(logged.exc_info)
     assert "permission denied for table sessions" in logged_text
