@@ -121,10 +121,11 @@ async def test_a_feed_client_misses_no_change_committed_after_a_crash(
     await admin.execute("SELECT pg_reload_conf()")
     await admin.close()
     try:
-        stored = await asyncpg.connect(asyncpg_dsn(database_url))
         assert (await client.post("/sessions", json=session_body())).status_code == 201
+        other = await asyncpg.connect(asyncpg_dsn(database_url))
         for _ in range(5):
-            await stored.execute("BEGIN; SELECT pg_current_xact_id(); ROLLBACK")
+            await other.execute("BEGIN; SELECT pg_current_xact_id(); ROLLBACK")
+        await other.close()
         since = await _up_to_date(client)
         await asyncio.to_thread(postgres.crash)
     finally:
