@@ -11,7 +11,6 @@ from sqlalchemy import MetaData, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
@@ -119,10 +118,12 @@ def _discard_unusable_connection(dbapi_connection: Any, record: Any, proxy: Any)
     """
     driver = dbapi_connection.driver_connection
     if driver.is_closed():
-        raise DisconnectionError("the server closed this pooled connection")
+        raise sa_exc.DisconnectionError("the server closed this pooled connection")
     # _top_xact: the transaction asyncpg will nest the next one in (as its own reset reads it).
     if driver.is_in_transaction() or getattr(driver, "_top_xact", None) is not None:
-        raise DisconnectionError("a failed BEGIN, COMMIT or ROLLBACK left a transaction open")
+        raise sa_exc.DisconnectionError(
+            "a failed BEGIN, COMMIT or ROLLBACK left a transaction open"
+        )
 
 
 # Where the before_flush hook (service.repository) lists the objects it stamped, in the session's
