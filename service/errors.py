@@ -60,9 +60,7 @@ class _ProblemDetail(BaseModel):
     )
     title: str = Field(description="The HTTP status phrase.")
     status: int = Field(description="The HTTP status code.")
-    detail: str | MISSING = Field(
-        MISSING, description="What went wrong, in a sentence written for the client."
-    )
+    detail: str = Field(description="What went wrong, in a sentence written for the client.")
 
 
 class Problem(_ProblemDetail):
@@ -335,7 +333,7 @@ def status_phrase(status: int) -> str:
 
 def problem(
     status: int,
-    detail: str | None = None,
+    detail: str,
     *,
     slug: str | None = None,
     headers: Mapping[str, str] | None = None,
@@ -345,9 +343,9 @@ def problem(
         "type": PROBLEM_BASE + slug if slug else "about:blank",
         "title": status_phrase(status),
         "status": status,
+        # Every problem has a detail, the status phrase where the raiser gave none.
+        "detail": detail or status_phrase(status) + ".",
     }
-    if detail:
-        body["detail"] = detail
     body.update(extensions)
     return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_JSON)
 

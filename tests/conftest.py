@@ -378,6 +378,8 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert body["status"] == status
     assert body["type"]
     assert body["title"]
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
     assert "Traceback" not in response.text
     if status == 403:
         assert body["rule"] in get_args(ForbiddenRule)  # as the spec's Problem lists them

@@ -258,6 +258,15 @@ def test_problem_documents_its_extension_members(document: dict[str, Any]) -> No
     assert set(properties["rule"]["enum"]) == set(get_args(ForbiddenRule))
 
 
+@pytest.mark.parametrize("name", ["Problem", "ValidationProblem"])
+def test_every_problem_member_that_is_always_sent_is_required(
+    document: dict[str, Any], name: str
+) -> None:
+    # A generated client types an optional member as possibly absent: every error has a detail.
+    required = document["components"]["schemas"][name]["required"]
+    assert {"type", "title", "status", "detail"} <= set(required)
+
+
 def test_both_transition_tables_are_one_named_schema(document: dict[str, Any]) -> None:
     # One type in a generated client, not StateTablesSpeaker and StateTablesOrganizer.
     properties = document["components"]["schemas"]["StateTables"]["properties"]
