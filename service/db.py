@@ -1,14 +1,15 @@
-"""The database: the declarative base, the app's engines, the keys the repository's
-before_flush hook and the unit of work (service.transactions) share in an ORM session's info,
-and what the database's errors mean (the database cannot serve now, a lock not granted...).
-Nothing here knows of HTTP: models and migrations import it without the web stack, and
-service.errors answers each kind of error."""
+"""The database: the declarative base, the app's engines, queries run on the driver, the keys
+the repository's before_flush hook and the unit of work (service.transactions) share in an ORM
+session's info, and what the database's errors mean (the database cannot serve now, a lock not
+granted...). Nothing here knows of HTTP: models and migrations import it without the web stack,
+and service.errors answers each kind of error."""
 
 from typing import Any
 
 import asyncpg
-from sqlalchemy import MetaData, event
+from sqlalchemy import MetaData, Select, event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -28,6 +29,28 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+ASYNCPG_DIALECT = postgresql_asyncpg.dialect()  # type: ignore[no-untyped-call]
+
+
+class DriverQuery:
+    """A Core SELECT compiled once, run by asyncpg as one of its cached prepared statements,
+    each row made a `row` (a named tuple class).
+
+    SQLAlchemy's execution and result layers cost more than the query on a read of one row;
+    the statement is still written (and checked) against the model's table.
+    """
+
+    def __init__(self, statement: Select[Any], row: Any) -> None:
+        compiled = statement.compile(dialect=ASYNCPG_DIALECT)
+        self.sql = compiled.string
+        self.parameters = compiled.positiontup or []
+        self.row = row
+
+    async def fetch(self, conn: Any, **values: object) -> list[Any]:
+        records = await conn.fetch(self.sql, *(values[name] for name in self.parameters))
+        return [self.row._make(record.values()) for record in records]
 
 
 # The driver's errors for a connection it can no longer use: InternalClientError is its protocol's

@@ -15,6 +15,7 @@ KEY_LIFETIME; each new key deletes a few expired ones, so the table holds about 
 
 import hashlib
 import re
+from collections import namedtuple
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
@@ -25,7 +26,7 @@ from sqlalchemy import Table, bindparam, delete, func, orm, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 
-from service.db import is_lock_not_available
+from service.db import DriverQuery, is_lock_not_available
 from service.errors import BadRequest, ChangeInProgress, InvalidInput
 from service.models import IDEMPOTENCY_KEY_MAX, IdempotencyKey
 from service.openapi import header_parameter
@@ -133,6 +134,14 @@ _CLAIM = _claim.on_conflict_do_update(
 _STORED = select(_keys.c.fingerprint, _keys.c.status, _keys.c.headers, _keys.c.body).where(
     _keys.c.caller == bindparam("caller"), _keys.c.key == bindparam("key")
 )
+# A plain read of the key: no row lock holds it up (a request in flight with the key holds one),
+# only a lock on the whole table (DDL).
+_KEY_READ = DriverQuery(
+    select(_keys.c.key).where(
+        _keys.c.caller == bindparam("caller"), _keys.c.key == bindparam("key")
+    ),
+    namedtuple("KeyRow", ["key"]),
+)
 _PRUNE = delete(_keys).where(
     tuple_(_keys.c.caller, _keys.c.key).in_(
         select(_keys.c.caller, _keys.c.key)
@@ -176,3 +185,11 @@ class IdempotencyKeys:
             stored = self.db.execute(_STORED, {"caller": caller, "key": key}).one()
             raise KeyAlreadyUsed(StoredAnswer(*stored))
         self.db.execute(_PRUNE)
+
+
+async def read_key(conn: Any, caller: str, key: str) -> None:
+    """Read the key on a driver connection (service.transactions.read_connection), after a claim
+    was refused its lock (ChangeInProgress): where DDL (a migration) holds the table, rather than
+    a request in flight with the key, this read waits for it too, and its lock timeout is the
+    503 of any request on such a table."""
+    await _KEY_READ.fetch(conn, caller=caller, key=key)

@@ -37,12 +37,17 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
-from service.db import STAMPED, WRITING_TRANSACTION, is_lock_not_available
+from service.db import (
+    ASYNCPG_DIALECT,
+    STAMPED,
+    WRITING_TRANSACTION,
+    DriverQuery,
+    is_lock_not_available,
+)
 from service.errors import SCHEDULE_ERROR, SCHEDULE_MESSAGES, ChangeInProgress, InvalidInput
 from service.models import (
     CLUSTER_HISTORY,
@@ -162,7 +167,6 @@ _sessions = Session.__table__
 # What reads return: the columns of the API's session, in table order (not deleted_at, null on
 # every listed session, nor txid, the change feed's position).
 _READ_COLUMNS = [column for column in _sessions.c if column.name not in {"deleted_at", "txid"}]
-_DIALECT = postgresql_asyncpg.dialect()  # type: ignore[no-untyped-call]
 # A read session as a named tuple: attributes, like the ORM objects writes return.
 SessionRow: Any = namedtuple(  # type: ignore[misc]  # its fields are the columns above
     "SessionRow", [column.name for column in _READ_COLUMNS]
@@ -196,25 +200,7 @@ class FeedSession(StoredSession, Protocol):
     def departed(self) -> bool: ...
 
 
-class _Query:
-    """A Core SELECT compiled once, run by asyncpg as one of its cached prepared statements.
-
-    SQLAlchemy's execution and result layers cost more than the query on a read of one row;
-    the statement is still written (and checked) against the model's table.
-    """
-
-    def __init__(self, statement: Select[Any], row: Any = SessionRow) -> None:
-        compiled = statement.compile(dialect=_DIALECT)
-        self.sql = compiled.string
-        self.parameters = compiled.positiontup or []
-        self.row = row
-
-    async def fetch(self, conn: Any, **values: object) -> list[Any]:
-        records = await conn.fetch(self.sql, *(values[name] for name in self.parameters))
-        return [self.row._make(record.values()) for record in records]
-
-
-class _SearchQuery(_Query):
+class _SearchQuery(DriverQuery):
     """A list statement with q, planned anew for each search's own text.
 
     Whether the trigram indexes (migration 0005) can serve a search depends on its text: one
@@ -231,10 +217,11 @@ class _SearchQuery(_Query):
         return [self.row._make(record.values()) for record in records]
 
 
-_GET = _Query(
+_GET = DriverQuery(
     select(*_READ_COLUMNS).where(
         _sessions.c.id == bindparam("id"), _sessions.c.deleted_at.is_(None)
-    )
+    ),
+    SessionRow,
 )
 
 
@@ -315,14 +302,14 @@ _HORIZON = (
         select(func.coalesce(func.max(_sessions.c.txid), 0) + 1).scalar_subquery(),
         CLUSTER_HISTORY,
     )
-    .compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True})
+    .compile(dialect=ASYNCPG_DIALECT, compile_kwargs={"literal_binds": True})
     .string
 )
 
 
 def feed_query(
     *, event_id: int | None, after: tuple[int, int] | None, limit: int, horizon: int
-) -> tuple[_Query, dict[str, Any]]:
+) -> tuple[DriverQuery, dict[str, Any]]:
     """The change feed's statement for these arguments, and the values of its parameters."""
     values: dict[str, Any] = {"horizon": horizon, "limit": limit}
     if event_id is not None:
@@ -333,7 +320,7 @@ def feed_query(
 
 
 @lru_cache(maxsize=4)
-def _compiled_feed_query(by_event: bool, after: bool) -> _Query:
+def _compiled_feed_query(by_event: bool, after: bool) -> DriverQuery:
     feed = _FEED_OF_EVENT if by_event else _FEED
     query = select(*(feed.c[column.name] for column in _FEED_COLUMNS)).where(
         feed.c.txid < bindparam("horizon", type_=BigInteger)
@@ -344,7 +331,7 @@ def _compiled_feed_query(by_event: bool, after: bool) -> _Query:
         position = tuple_(bindparam("after_txid", type_=BigInteger), bindparam("after_id"))
         query = query.where(tuple_(feed.c.txid, feed.c.id) > position)
     order = query.order_by(feed.c.txid, feed.c.id).limit(bindparam("limit"))
-    return _Query(order, row=FeedRow)
+    return DriverQuery(order, FeedRow)
 
 
 def _departure_column(column: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -380,7 +367,7 @@ def list_query(
     after: Sequence[Any] | None,
     limit: int,
     visible: Visibility,
-) -> tuple[_Query, dict[str, Any]]:
+) -> tuple[DriverQuery, dict[str, Any]]:
     """The list statement for these arguments, and the values of its parameters.
 
     Its SQL depends only on which filters are set, the visibility's parts, the sort and which
@@ -400,7 +387,7 @@ def _compiled_list_query(
     everything: bool,
     sort: tuple[SortKey, ...],
     nulls_after: tuple[bool, ...] | None,
-) -> _Query:
+) -> DriverQuery:
     conditions: list[ColumnElement[bool]] = [Session.deleted_at.is_(None)]
     conditions += [_FILTERS[name](bindparam(name)) for name in _FILTERS if name in parameters]
     if not everything:
@@ -413,17 +400,18 @@ def _compiled_list_query(
         expr.desc() if key.descending else expr.asc()
         for key, expr in zip(sort, expressions, strict=True)
     )
-    query = _SearchQuery if "q" in parameters else _Query
+    query = _SearchQuery if "q" in parameters else DriverQuery
     return query(
-        select(*_READ_COLUMNS).where(*conditions).order_by(*order).limit(bindparam("limit"))
+        select(*_READ_COLUMNS).where(*conditions).order_by(*order).limit(bindparam("limit")),
+        SessionRow,
     )
 
 
 @lru_cache(maxsize=8)
-def _locking_query(visibility_parameters: frozenset[str]) -> Select[Session, int]:
-    """The locking read of a write, for one shape of visibility (policy.visibility): a row the
-    caller may not see is neither locked nor waited for, so that how long a refusal takes does
-    not tell that the session exists while another change holds it.
+def _locking_query(parameters: frozenset[str], everything: bool) -> Select[Session, int]:
+    """The locking read of a write, for one shape of a Visibility (policy.changeable): a row the
+    caller may not change is neither locked nor waited for, so that how long a refusal takes
+    does not tell that another change holds it, nor whether a session they may not see exists.
 
     With the id of the locking transaction, which its UPDATE writes into txid: what tells this
     write from another one that stored the same version and stamp
@@ -431,12 +419,13 @@ def _locking_query(visibility_parameters: frozenset[str]) -> Select[Session, int
     cache key, which SQLAlchemy would otherwise derive anew on every request.
     """
     conditions = [Session.id == bindparam("id"), Session.deleted_at.is_(None)]
-    if visibility_parameters:
-        visible = (
-            _VISIBLE[name](bindparam(name)) for name in _VISIBLE if name in visibility_parameters
-        )
-        conditions.append(or_(*visible))
+    if not everything:
+        parts = (_VISIBLE[name](bindparam(name)) for name in _VISIBLE if name in parameters)
+        conditions.append(or_(false(), *parts))
     return select(Session, CURRENT_TXID).where(*conditions).with_for_update()
+
+
+_FIND = select(Session).where(Session.id == bindparam("id"), Session.deleted_at.is_(None))
 
 
 class SessionRepository:
@@ -453,7 +442,7 @@ class SessionRepository:
         """A session that is not deleted and `visible`, locked until the transaction ends (for
         a write)."""
         values = _visibility_parameters(visible)
-        statement = _locking_query(frozenset(values))
+        statement = _locking_query(frozenset(values), visible.everything)
         try:
             found = self.db.execute(statement, values | {"id": session_id}).one_or_none()
         except DBAPIError as exc:
@@ -464,6 +453,10 @@ class SessionRepository:
             return None
         session, self.db.info[WRITING_TRANSACTION] = found
         return session
+
+    def find(self, session_id: int) -> Session | None:
+        """A session that is not deleted, not locked: why a write may not lock it."""
+        return self.db.execute(_FIND, {"id": session_id}).scalar_one_or_none()
 
     def create(self, values: Mapping[str, Any], *, creator_id: str | None = None) -> Session:
         session = Session(**values, creator_id=creator_id)
@@ -522,7 +515,9 @@ _VISIBLE: dict[str, Callable[[Any], ColumnElement[bool]]] = {
 def _visibility_parameters(visible: Visibility) -> dict[str, Any]:
     if visible.everything:
         return {}
-    values: dict[str, Any] = {"visible_states": sorted(visible.states)}
+    values: dict[str, Any] = {}
+    if visible.states:
+        values["visible_states"] = sorted(visible.states)
     if visible.creator_id is not None:
         values["visible_creator_id"] = visible.creator_id
     if visible.event_ids:

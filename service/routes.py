@@ -297,23 +297,40 @@ def _visible_or_404(session: Visible | None, session_id: int, principal: Princip
     return session
 
 
-def _lock_or_404(repository: SessionRepository, session_id: int, principal: Principal) -> Session:
-    return _visible_or_404(
-        repository.lock(session_id, policy.visibility(principal)), session_id, principal
-    )
+def _lock_or_refuse(
+    repository: SessionRepository,
+    session_id: int,
+    principal: Principal,
+    check_standing: Callable[[Principal, Session], None],
+) -> Session:
+    """The session, locked for a write, if the principal may change it at all (check_standing:
+    policy.check_may_change or check_delete, which raise their 403).
+
+    Only a session they may change is locked or waited for: another may not see it (404) or
+    may see it but not change it (403), answered at once while another change holds it, as
+    when none does. A session that another change made theirs between the two reads is one
+    that change holds.
+    """
+    session = repository.lock(session_id, policy.changeable(principal))
+    if session is None:
+        found = _visible_or_404(repository.find(session_id), session_id, principal)
+        check_standing(principal, found)
+        raise ChangeInProgress.of_session()
+    check_standing(principal, session)
+    return session
 
 
 async def _write_of_one_session(
     request: Request, session_id: int, principal: Principal, write: Callable[[orm.Session], Outcome]
 ) -> Outcome:
-    """The unit of work of a PATCH or DELETE, which locks the session first.
+    """The unit of work of a PATCH or DELETE, which locks the session first (_lock_or_refuse).
 
-    A caller who may not see the session gets its 404 even when the lock was not granted in
-    time: "another change of this session is in progress" would tell them that it exists.
-    Whether they may see it is read once the lock is refused, without it, on a connection of
-    its own (the refusal aborted the write's transaction): a write granted its lock pays nothing
-    for this. Where DDL (a migration) holds the whole table, that read waits for it too, and the
-    request is the 503 of any other on such a table.
+    Its lock not granted in time, the session is read again without it, on a connection of its
+    own (the refusal aborted the write's transaction): where DDL (a migration) holds the whole
+    table, that read waits for it too, and the request is the 503 of any other on such a table.
+    Else it is the 409 of a change in progress, but for a caller who may no longer see the
+    session (the change in progress hid it): "another change of this session" would tell them
+    that it exists. A write granted its lock pays nothing for this.
     """
     try:
         return await unit_of_work(request.app, write)
@@ -382,6 +399,11 @@ async def create_session(body: SessionCreate, request: Request, principal: Write
         return await unit_of_work(request.app, create)
     except KeyAlreadyUsed as used:  # this attempt's session is rolled back
         return used.replay(body_fingerprint)
+    except ChangeInProgress:  # the key's claim, refused its lock in time
+        assert key is not None
+        async with read_connection(request.app) as conn:
+            await idempotency.read_key(conn, caller, key)
+        raise
 
 
 def _created(session: Session) -> Response:
@@ -719,11 +741,10 @@ async def update_session(
 
     def change(db: orm.Session) -> Session:
         repository = SessionRepository(db)
-        session = _lock_or_404(repository, session_id, principal)
         # Who may change it at all is decided before the preconditions (RFC 9110 13.2.1), what
         # the patch changes after them. The headers are read only then: a 404 or 403 ignores
         # them, even malformed.
-        policy.check_may_change(principal, session)
+        session = _lock_or_refuse(repository, session_id, principal, policy.check_may_change)
         check_write(write_preconditions(request), "PATCH", session)
         changes = repository.real_changes(session, patch)
         policy.check_changes(principal, session, changes)
@@ -750,8 +771,7 @@ async def delete_session(
 
     def delete(db: orm.Session) -> None:
         repository = SessionRepository(db)
-        session = _lock_or_404(repository, session_id, principal)
-        policy.check_delete(principal, session)
+        session = _lock_or_refuse(repository, session_id, principal, policy.check_delete)
         check_write(write_preconditions(request), "DELETE", session)
         repository.delete(session)
 

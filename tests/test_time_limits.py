@@ -105,16 +105,27 @@ async def test_write_of_a_row_locked_elsewhere_is_409_and_changes_nothing(
 
 
 @pytest.mark.parametrize("method", ["PATCH", "DELETE"])
-async def test_write_of_a_locked_row_the_caller_may_not_see_is_404(
+@pytest.mark.parametrize(
+    ("state", "status"),
+    [
+        ("draft", 404),  # the speaker may not see another's draft
+        ("accepted", 403),  # they may see it, and not change it
+    ],
+)
+async def test_write_of_a_locked_row_the_caller_may_not_change_is_answered_at_once(
     database_url: str,
     engine: AsyncEngine,
     elsewhere: asyncpg.Connection,
     stored: StoredRows,
     method: str,
+    state: str,
+    status: int,
 ) -> None:
     # A session the caller may not see does not exist for them, even while another change holds
     # its lock: a 409 "another change of this session" would tell them that it does, and so
     # would a 404 that first waited for the lock (DB_LOCK_TIMEOUT) where another came at once.
+    # One they may see but not change is their 403, not a 409 that tells them of another's
+    # change in progress: neither is locked, or waited for, for them.
     settings = Settings(
         database_url=database_url,
         db_lock_timeout=LOCK_TIMEOUT,
@@ -125,7 +136,7 @@ async def test_write_of_a_locked_row_the_caller_may_not_see_is_404(
             started(settings) as (app, client),
             asgi_client(app, {"Authorization": f"Bearer {issue_token(settings, '7')}"}) as speaker,
         ):
-            session = await create_session(client)  # an admin's draft: not the speaker's
+            session = await create_session(client, state=state)  # an admin's: not the speaker's
             url = f"/sessions/{session['id']}"
             body = {"title": "Changed"} if method == "PATCH" else None
             before = await stored.row(session["id"])
@@ -147,8 +158,8 @@ async def test_write_of_a_locked_row_the_caller_may_not_see_is_404(
     finally:
         await empty_sessions(engine)
 
-    assert not waited  # the row the speaker may not see was never locked for them
-    assert_problem(response, 404)
+    assert not waited  # the row the speaker may not change was never locked for them
+    assert_problem(response, status)
     assert response.json() == unlocked.json()  # as once the lock is granted
     assert after == before
 
@@ -210,6 +221,21 @@ async def test_requests_on_a_table_a_migration_holds_are_503_at_the_lock_timeout
         assert problem["type"] == PROBLEM_BASE + "database-unavailable"
         assert response.headers["retry-after"] == "1"
     assert await stored.conn.fetchval("SELECT count(*) FROM sessions") == 1
+
+
+async def test_keyed_create_on_a_keys_table_a_migration_holds_is_503(
+    client: httpx.AsyncClient, elsewhere: asyncpg.Connection, stored: StoredRows
+) -> None:
+    # The claim of the key is refused its lock as when a request with it is in flight (409), but
+    # no such request exists: the database cannot serve keyed creations until the DDL commits.
+    async with elsewhere.transaction():
+        await elsewhere.execute("LOCK TABLE idempotency_keys IN ACCESS EXCLUSIVE MODE")
+        response = await answer(client.post("/sessions", json=session_body(), headers=keyed()))
+    problem = assert_problem(response, 503)
+    assert problem["type"] == PROBLEM_BASE + "database-unavailable"
+    assert response.headers["retry-after"] == "1"
+    assert await stored.conn.fetchval("SELECT count(*) FROM sessions") == 0
+    assert (await client.post("/sessions", json=session_body(), headers=keyed())).status_code == 201
 
 
 # A BEFORE UPDATE trigger that takes a minute for one title: a statement that runs long without
