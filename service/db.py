@@ -231,7 +231,9 @@ def driver_reason(exc: BaseException) -> str:
     SQLSTATE's meaning, its message the cause (a database that does not exist, a password
     refused), not the statement or its parameters, which SQLAlchemy's own message carries."""
     cause = exc
-    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
-        # The adapter's error wraps asyncpg's own.
-        cause = exc.orig.__cause__ or exc.orig
+    if isinstance(cause, sa_exc.DBAPIError) and cause.orig is not None:
+        cause = cause.orig
+    if isinstance(cause, AsyncAdapt_asyncpg_dbapi.Error):
+        # The adapter's error wraps asyncpg's own; a driver connection (a read's) raises it bare.
+        cause = cause.__cause__ or cause
     return f"{type(cause).__name__}: {cause}".strip().rstrip(":")

@@ -4,6 +4,7 @@ The PostgreSQL here is the test's own (tests/private_postgres.py), never the sha
 """
 
 import asyncio
+import logging
 import tempfile
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
@@ -233,9 +234,15 @@ async def test_a_commit_the_database_never_confirms_is_looked_up_before_answerin
         assert "retry-after" not in response.headers
 
 
-@pytest.mark.parametrize("refused", ["database", "role"])
+@pytest.mark.parametrize(
+    ("refused", "reason"),
+    [
+        ("database", "InvalidCatalogNameError"),
+        ("role", "InvalidAuthorizationSpecificationError"),
+    ],
+)
 async def test_a_database_that_refuses_the_service_gives_503_not_500(
-    server_url: str, refused: str
+    server_url: str, refused: str, reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A database dropped or not yet created (3D000), credentials rotated away (28xxx): the
     # service cannot serve until an operator acts, and no request of a client's is wrong.
@@ -248,4 +255,8 @@ async def test_a_database_that_refuses_the_service_gives_503_not_500(
     url = wrong.render_as_string(hide_password=False)
     async with started(short_bounds(url)) as (_, client):
         for request in (client.get("/sessions/1"), client.post("/sessions", json=session_body())):
-            assert_unavailable(await answer(request))
+            with caplog.at_level(logging.WARNING, logger="service.errors"):
+                assert_unavailable(await answer(request))
+            # The driver's reason, for the operator: a read's as a write's.
+            logged = caplog.records[-1].getMessage()
+            assert logged.startswith(f"database unavailable: {reason}: "), logged
