@@ -135,9 +135,9 @@ def _host(value: str) -> str:
 
 
 def _port(value: str) -> int:
-    port = int(value)
+    port = int(value) if value.isascii() and value.isdigit() else -1
     if not 0 <= port <= 65_535:
-        raise argparse.ArgumentTypeError("must be 0 to 65535")
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 65535, not {value!r}")
     return port
 
 

@@ -251,8 +251,8 @@ def test_migrate_that_cannot_reach_its_database_says_so_in_one_line(tmp_path: Pa
     ("arguments", "message"),
     [
         (["--host", ""], "must not be empty"),
-        (["--port", "99999"], "must be 0 to 65535"),
-        (["--port", "http"], "invalid _port value"),
+        (["--port", "99999"], "must be a number from 0 to 65535, not '99999'"),
+        (["--port", "http"], "must be a number from 0 to 65535, not 'http'"),
     ],
 )
 def test_serve_refuses_an_unusable_host_or_port(
