@@ -73,6 +73,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         connect_args=_connect_args(settings),
         hide_parameters=True,  # a statement's values are clients' data: never in an error's text
     )
+    event.listen(engine.sync_engine, "do_connect", _connect)
     event.listen(engine.sync_engine, "checkout", _discard_unusable_connection)
     event.listen(engine.sync_engine, "handle_error", _driver_lost_the_connection)
     return engine
@@ -86,12 +87,14 @@ def create_probe_engine(settings: Settings) -> AsyncEngine:
     the database answers: a probe waiting there would take every replica out of the load
     balancer at once, and turn a busy service into an unavailable one.
     """
-    return create_async_engine(
+    engine = create_async_engine(
         _database_url(settings),
         poolclass=NullPool,
         connect_args=_connect_args(settings),
         hide_parameters=True,
     )
+    event.listen(engine.sync_engine, "do_connect", _connect)
+    return engine
 
 
 def _database_url(settings: Settings) -> str:
@@ -117,6 +120,23 @@ def _connect_args(settings: Settings) -> dict[str, Any]:
 
 def _milliseconds(seconds: float) -> str:
     return str(round(seconds * 1000))
+
+
+def _connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+    """Open a connection. A server that refuses it cannot serve now, whatever its reason: an
+    OperationalError, as the driver raises for one it cannot reach. Some reasons have SQLSTATEs
+    that, on a statement, mean a bug (a database closed to connections, 55000; a role without
+    CONNECT, 42501), where 3D000 or 28P01 already read as unavailable."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except AsyncAdapt_asyncpg_dbapi.Error as exc:
+        if isinstance(exc, _ADAPTER_CONNECTION_ERRORS):
+            raise
+        driver_error = exc.__cause__ or exc  # asyncpg's, which the adapter's wraps
+        refused = AsyncAdapt_asyncpg_dbapi.OperationalError(  # type: ignore[no-untyped-call]
+            str(exc), driver_error
+        )
+        raise refused from driver_error
 
 
 def _driver_lost_the_connection(context: ExceptionContext) -> None:

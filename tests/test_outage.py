@@ -6,6 +6,7 @@ The PostgreSQL here is the test's own (tests/private_postgres.py), never the sha
 import asyncio
 import logging
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 
@@ -232,6 +233,34 @@ async def test_a_commit_the_database_never_confirms_is_looked_up_before_answerin
         assert response.status_code == 503, response.text
         assert response.json()["type"] == "urn:sessions-service:problem:commit-unconfirmed"
         assert "retry-after" not in response.headers
+
+
+async def test_a_database_closed_to_new_connections_gives_503_not_500(
+    server_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An operator closing a database for maintenance (ALLOW_CONNECTIONS false): SQLSTATE 55000,
+    # which on a statement would be a bug. Any refusal of a new connection is an outage.
+    name = f"sessions_test_closed_{uuid.uuid4().hex[:12]}"
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    server = await asyncpg.connect(asyncpg_dsn(server_url))
+    try:
+        await server.execute(f'CREATE DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        async with started(short_bounds(url)) as (_, client):
+            for request in (
+                client.get("/sessions/1"),
+                client.get("/sessions"),
+                client.post("/sessions", json=session_body()),
+            ):
+                with caplog.at_level(logging.WARNING, logger="service.errors"):
+                    assert_unavailable(await answer(request))
+                logged = caplog.records[-1].getMessage()
+                assert logged.startswith(
+                    "database unavailable: ObjectNotInPrerequisiteStateError: "
+                ), logged
+            assert (await client.get("/readyz")).status_code == 503
+    finally:
+        await server.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await server.close()
 
 
 @pytest.mark.parametrize(
