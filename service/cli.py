@@ -25,6 +25,7 @@ from service.auth import issue_token
 from service.db import driver_reason
 from service.logs import configure_logging
 from service.migrations import migrate
+from service.protocol import UpgradeDecliningProtocol
 from service.settings import (
     DEVELOPMENT_JWT_SECRET,
     configuration_errors,
@@ -179,8 +180,8 @@ def serve(host: str | None, port: int | None) -> None:
 
 def run_server(app: str, *, host: str, port: int, **options: Any) -> None:
     """Serve the ASGI app `app` ("module:attribute") as `serve` does: one uvicorn worker on
-    uvloop and httptools, the garbage collector tuned once the app is built (the benchmark
-    serves its reference apps through this too)."""
+    uvloop and httptools (UpgradeDecliningProtocol), the garbage collector tuned once the app
+    is built (the benchmark serves its reference apps through this too)."""
     config = uvicorn.Config(
         app,
         host=host,
@@ -189,7 +190,7 @@ def run_server(app: str, *, host: str, port: int, **options: Any) -> None:
         # serving on the pure-Python event loop and HTTP parser; and no WebSockets, which the
         # service does not speak, even where a WebSocket library happens to be installed.
         loop="uvloop",
-        http="httptools",
+        http=UpgradeDecliningProtocol,
         ws="none",
         **options,
     )

@@ -30,11 +30,12 @@ class RequestContextFilter(logging.Filter):
 
 
 class DeclinedUpgradeFilter(logging.Filter):
-    """Drops uvicorn's two warnings for each request that asks to upgrade to a WebSocket.
+    """Drops uvicorn's two warnings for each request it stops parsing at its head, as one that
+    asks to switch protocols: a CONNECT (service.protocol serves the others as plain HTTP).
 
-    The service speaks no WebSocket on purpose (serve's ws="none"): such a request is answered
-    as plain HTTP and logged as any other, and uvicorn's advice to install a WebSocket library
-    is wrong here. Left in, any client could write two warnings per request into the log.
+    The service speaks no WebSocket on purpose (serve's ws="none"): uvicorn's advice to install
+    a WebSocket library is wrong here. Left in, any client could write two warnings per request
+    into the log.
     """
 
     DECLINED = ("Unsupported upgrade request.", "No supported WebSocket library detected.")

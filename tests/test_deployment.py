@@ -183,6 +183,83 @@ async def test_a_websocket_upgrade_is_answered_as_plain_http(
     assert not [line for line in lines if "WebSocket" in line["message"]]
 
 
+async def test_a_connect_request_writes_no_upgrade_warnings(replicas: list[ServiceProcess]) -> None:
+    # llhttp stops at a CONNECT's head as at an offer to switch protocols, and uvicorn warns
+    # twice (advising a WebSocket library): dropped, or any client could fill the log.
+    port = replicas[0].port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            f"CONNECT /sessions/states HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert head.startswith(b"HTTP/1.1 405 "), head
+    request_id = re.search(rb"\r\nx-request-id: (\w+)\r\n", head)
+    assert request_id
+    replicas[0].access_line(request_id[1].decode())  # written once the response is sent
+    lines = replicas[0].log_lines()
+    assert not [line for line in lines if "upgrade" in line["message"].lower()]
+    assert not [line for line in lines if "WebSocket" in line["message"]]
+
+
+# Offers to switch protocols: Java's HttpClient offers HTTP/2 (h2c) on its first request to an
+# http:// URL; a browser's WebSocket handshake.
+OFFERS = {
+    "h2c": [
+        "Connection: Upgrade, HTTP2-Settings",
+        "Upgrade: h2c",
+        "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA",
+    ],
+    "websocket": [
+        "Connection: keep-alive, Upgrade",
+        "Upgrade: websocket",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+    ],
+}
+
+
+@pytest.mark.parametrize("offer", OFFERS)
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+@pytest.mark.parametrize("split", [False, True], ids=["one write", "body later"])
+async def test_a_request_offering_another_protocol_is_served_with_its_body(
+    replicas: list[ServiceProcess], offer: str, chunked: bool, split: bool
+) -> None:
+    # RFC 9110 7.8: the service declines the offer and answers the request as HTTP/1.1, body
+    # and all. A body without a title: its 422 names the title, where an empty one names the
+    # body. Then another request on the connection: the server reads on after the offer.
+    port = replicas[0].port
+    body = orjson.dumps({"event_id": 1})
+    payload = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if chunked else body
+    head = [
+        "POST /sessions HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: application/json",
+        "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}",
+        *(f"{name}: {value}" for name, value in ADMIN_HEADERS.items()),
+        *OFFERS[offer],
+    ]
+    then = f"GET /sessions/states HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        if split:
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        writer.write(payload + then.encode())
+        await writer.drain()
+        answers = await asyncio.wait_for(reader.read(), timeout=10)  # until the server closes
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"422", b"200"], answers
+    assert b'"location":["body","title"]' in answers, answers
+
+
 EXPECTING_CONTINUE = [
     pytest.param({}, "application/json", b"HTTP/1.1 401 ", id="no token"),
     pytest.param(
