@@ -77,10 +77,10 @@ from service.repository import (
 )
 from service.schemas import (
     NO_NUL,
+    AudienceLevel,
     ChangesPage,
     InputDateTime,
     Language,
-    Level,
     SessionCreate,
     SessionPage,
     SessionRead,
@@ -430,7 +430,7 @@ class ListParameters(BaseModel):
         int | None, id_filter("Only sessions held in this room (microlocation)."), QueryInteger
     ] = None
     level: Annotated[
-        Level | None, Field(description="Only sessions for this level of audience.")
+        AudienceLevel | None, Field(description="Only sessions for this level of audience.")
     ] = None
     language: Annotated[
         Language | None, Field(description="Only sessions in this language, ignoring case.")

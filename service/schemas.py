@@ -36,8 +36,10 @@ from service.pagination import INT4_MAX, WHITESPACE
 
 # Named aliases: each enum is one schema in the OpenAPI document (one type in generated clients)
 # instead of an inline copy per field and model.
-Level = TypeAliasType(
-    "Level",
+# AudienceLevel, not Level: openapi-generator's Java client imports java.util.logging.Level
+# beside a model of that name, and does not compile.
+AudienceLevel = TypeAliasType(
+    "AudienceLevel",
     Annotated[models.Level, Field(description="The level of the audience a session is for.")],
 )
 State = TypeAliasType(
@@ -356,7 +358,7 @@ class SessionCreate(_Input):
     short_abstract: SafeHtml | None = about("short_abstract", None)
     long_abstract: SafeHtml | None = about("long_abstract", None)
     comments: SafeHtml | None = about("comments", None)
-    level: Level | None = about("level", None)
+    level: AudienceLevel | None = about("level", None)
     language: Language | None = about("language", None)
     starts_at: InputDateTime | None = about("starts_at", None)
     ends_at: InputDateTime | None = about("ends_at", None)
@@ -383,7 +385,7 @@ class SessionUpdate(_Input):
     short_abstract: SafeHtml | None | MISSING = about("short_abstract", MISSING)
     long_abstract: SafeHtml | None | MISSING = about("long_abstract", MISSING)
     comments: SafeHtml | None | MISSING = about("comments", MISSING)
-    level: Level | None | MISSING = about("level", MISSING)
+    level: AudienceLevel | None | MISSING = about("level", MISSING)
     language: Language | None | MISSING = about("language", MISSING)
     starts_at: InputDateTime | None | MISSING = about("starts_at", MISSING)
     ends_at: InputDateTime | None | MISSING = about("ends_at", MISSING)
@@ -410,7 +412,7 @@ class SessionRead(BaseModel):
     short_abstract: str | None = about("short_abstract")
     long_abstract: str | None = about("long_abstract")
     comments: str | None = about("comments")
-    level: Level | None = about("level")
+    level: AudienceLevel | None = about("level")
     language: str | None = about("language")
     starts_at: UtcDateTime | None = about("starts_at")
     ends_at: UtcDateTime | None = about("ends_at")
@@ -442,13 +444,21 @@ class SessionPage(BaseModel):
     )
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    """A member always sent has no default in the spec: beside `const`, openapi-generator's Java
+    client declares the field an enum and its default a boolean, and does not compile."""
+    del schema["default"]
+
+
 class SessionChange(SessionRead):
     """A session created or changed: the client stores it (an upsert by id)."""
 
     # `deleted` is always sent: required in the response schema, so clients can branch on it.
     model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
-    deleted: Literal[False] = Field(False, description="Always false: the session exists.")
+    deleted: Literal[False] = Field(
+        False, description="Always false: the session exists.", json_schema_extra=_no_default
+    )
 
 
 class SessionTombstone(BaseModel):
@@ -464,7 +474,9 @@ class SessionTombstone(BaseModel):
     last_modified_at: UtcDateTime = output_only("last_modified_at")
     version: int = output_only("version")
     deleted: Literal[True] = Field(
-        True, description="Always true: the session is gone for this caller."
+        True,
+        description="Always true: the session is gone for this caller.",
+        json_schema_extra=_no_default,
     )
 
 

@@ -96,7 +96,10 @@ def test_generated_client_creates_reads_lists_patches_and_deletes(
     response = api["create_session"].sync_detailed(
         client=client,
         body=models.SessionCreate(
-            event_id=7, title="Generated clients", starts_at=starts_at, level=models.Level.EXPERT
+            event_id=7,
+            title="Generated clients",
+            starts_at=starts_at,
+            level=models.AudienceLevel.EXPERT,
         ),
     )
     assert response.status_code == 201
@@ -107,7 +110,7 @@ def test_generated_client_creates_reads_lists_patches_and_deletes(
         assert isinstance(stamp, datetime)
         assert stamp.utcoffset() == timedelta(0)
     assert created.starts_at == starts_at
-    assert created.level == models.Level.EXPERT
+    assert created.level == models.AudienceLevel.EXPERT
     assert created.state == models.State.DRAFT
     assert created.version == 1
 

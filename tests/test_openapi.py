@@ -2,7 +2,7 @@
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from typing import Any, get_args
 
@@ -291,6 +291,22 @@ def test_feed_items_are_one_named_one_of(document: dict[str, Any]) -> None:
     assert schemas["SessionTombstone"]["properties"]["deleted"]["const"] is True
 
 
+def test_no_constant_has_a_default(document: dict[str, Any]) -> None:
+    # openapi-generator's Java client declares such a member an enum and its default a boolean,
+    # and does not compile; a member that is always sent needs no default.
+    def walk(node: Any, where: str) -> Iterator[str]:
+        if isinstance(node, dict):
+            if "const" in node and "default" in node:
+                yield where
+            for key, value in node.items():
+                yield from walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                yield from walk(value, f"{where}/{index}")
+
+    assert list(walk(document, "#")) == []
+
+
 def test_integer_bounds_are_integers(document: dict[str, Any]) -> None:
     def bounds(node: Any) -> list[object]:
         if isinstance(node, list):
@@ -450,7 +466,7 @@ def test_optional_parameters_are_absent_rather_than_null(document: dict[str, Any
 
 def test_parameters_of_a_named_schema_are_a_bare_reference(document: dict[str, Any]) -> None:
     # openapi-generator's Python client types a $ref with sibling keywords as Any: `level`
-    # took any value instead of a Level.
+    # took any value instead of an AudienceLevel.
     found = []
     for method, path, operation in operations(document):
         for parameter in operation.get("parameters", []):

@@ -66,7 +66,7 @@ export function typesArePrecise(session: Session): void {
   // @ts-expect-error output-only fields are readonly
   session.version = 2;
   // @ts-expect-error level is one of four values
-  const level: components["schemas"]["Level"] = "Guru";
+  const level: components["schemas"]["AudienceLevel"] = "Guru";
   // @ts-expect-error a request body has no id
   const create: components["schemas"]["SessionCreate"] = { event_id: 1, title: "x", id: 3 };
   // @ts-expect-error title is required when creating
