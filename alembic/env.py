@@ -45,8 +45,11 @@ def database_url() -> str:
 
 
 def run_migrations_offline() -> None:
+    """The SQL of the migrations, for a DBA to review or run (`alembic upgrade head --sql`): in
+    one transaction, taking the lock a migrate takes."""
     context.configure(url=database_url(), target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
+        context.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         context.run_migrations()
 
 

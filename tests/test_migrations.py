@@ -1,6 +1,7 @@
 """The migrations build the schema the models describe, and undo it."""
 
 import asyncio
+import io
 import logging
 import os
 import signal
@@ -214,6 +215,59 @@ async def test_upgrade_builds_the_trigram_indexes_and_downgrade_drops_them(
     assert await fetch_column(empty_database, installed) == ["pg_trgm"]
     await asyncio.to_thread(command.upgrade, config, "head")
     assert await trigram_indexes(empty_database) == TRIGRAM_INDEXES
+
+
+async def test_the_sql_script_of_the_migrations_builds_what_migrate_builds(
+    server_url: str, empty_database: str
+) -> None:
+    # `alembic upgrade head --sql`, for a DBA to review or run: no statement asks the server
+    # anything (0005 asked whether pg_trgm is available), and running it builds the schema.
+    if not await has_pg_trgm(empty_database):
+        pytest.skip("the script builds the trigram indexes, which need pg_trgm")
+    config = alembic_config(empty_database, configure_logging=False)
+    config.output_buffer = io.StringIO()
+    await asyncio.to_thread(command.upgrade, config, "head", sql=True)
+    script = config.output_buffer.getvalue()
+    assert f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY});" in script  # as migrate takes
+    conn = await asyncpg.connect(asyncpg_dsn(empty_database))
+    try:
+        await conn.execute(script)
+    finally:
+        await conn.close()
+
+    migrated = await asyncio.to_thread(create_database, server_url, "sessions_migrations")
+    try:
+        await asyncio.to_thread(
+            command.upgrade, alembic_config(migrated, configure_logging=False), "head"
+        )
+        assert await schema(empty_database) == await schema(migrated)
+    finally:
+        await asyncio.to_thread(drop_database, server_url, migrated)
+    assert await trigram_indexes(empty_database) == TRIGRAM_INDEXES
+
+
+async def schema(url: str) -> list[tuple[str, ...]]:
+    """The tables' columns, constraints and indexes, and the revision."""
+    columns = (
+        "SELECT table_name, column_name, data_type, is_nullable, column_default"
+        " FROM information_schema.columns WHERE table_schema = 'public'"
+    )
+    constraints = (
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
+        " FROM pg_constraint WHERE connamespace = 'public'::regnamespace"
+    )
+    indexes = "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+    revision = "SELECT version_num FROM alembic_version"
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        rows = [
+            tuple(row.values())
+            for query in (columns, constraints, indexes, revision)
+            for row in await conn.fetch(query)
+        ]
+    finally:
+        await conn.close()
+    return sorted(tuple(str(value) for value in row) for row in rows)
 
 
 async def test_upgrade_keeps_a_trigram_index_built_beforehand_and_rebuilds_an_invalid_one(

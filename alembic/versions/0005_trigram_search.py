@@ -48,7 +48,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from alembic import op
+from alembic import context, op
 
 revision: str = "0005"
 down_revision: str | None = "0004"
@@ -68,6 +68,13 @@ WITHOUT_INDEXES = "q searches read the whole table (README: Finding sessions)"
 
 
 def upgrade() -> None:
+    if context.is_offline_mode():
+        # A script (`alembic upgrade --sql`) asks the server nothing: it does what a server with
+        # pg_trgm gets, and keeps an index built beforehand.
+        op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        for name, column in TRIGRAM_INDEXES.items():
+            _build_index(name, column, "gin_trgm_ops", if_not_exists=True)
+        return
     bind = op.get_bind()
     schema = _trigram_schema(bind)
     if schema is None:
@@ -122,6 +129,12 @@ def _create_index(bind: Connection, name: str, column: str, operator_class: str)
     if valid is not None:
         log.warning("%s is invalid (a CREATE INDEX CONCURRENTLY that failed): built anew", name)
         op.drop_index(name, table_name="sessions")
+    _build_index(name, column, operator_class)
+
+
+def _build_index(
+    name: str, column: str, operator_class: str, *, if_not_exists: bool = False
+) -> None:
     op.create_index(
         name,
         "sessions",
@@ -129,4 +142,5 @@ def _create_index(bind: Connection, name: str, column: str, operator_class: str)
         postgresql_using="gin",
         postgresql_ops={column: operator_class},
         postgresql_where=sa.text("deleted_at IS NULL"),
+        if_not_exists=if_not_exists,
     )
