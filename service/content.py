@@ -22,7 +22,8 @@ BYTE_ORDER_MARK = "\ufeff"
 # Built once: nh3.clean builds the same sanitizer anew on every call (about 10 µs a field).
 _CLEANER = nh3.Cleaner(
     tags=set(ALLOWED_TAGS),
-    attributes={tag: set(names) for tag, names in ALLOWED_ATTRIBUTES.items()},
+    # "*": no attribute on every tag, where nh3 would keep lang and title (ammonia's default).
+    attributes={tag: set(names) for tag, names in ALLOWED_ATTRIBUTES.items()} | {"*": set()},
     url_schemes=set(URL_SCHEMES),
     link_rel="noopener noreferrer nofollow",
     strip_comments=True,
@@ -40,6 +41,6 @@ def sanitize_html(value: str) -> str:
 def _clean(value: str) -> str:
     # A newline right after <pre> is dropped by the parser, so a <pre> whose text starts with one
     # is written with one more (as the HTML serializer once did); a literal "<pre>" in the
-    # output is always the tag, since "<" in text is escaped.
+    # output is always the tag, since "<" in text is escaped, and it keeps no attribute.
     cleaned = _CLEANER.clean(value.lstrip(BYTE_ORDER_MARK))
     return cleaned.replace("<pre>\n", "<pre>\n\n")

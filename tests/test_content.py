@@ -29,6 +29,7 @@ HOSTILE = [
     ('<iframe src="https://evil.example"></iframe>ok', "ok"),
     ("<style>body{display:none}</style>ok", "ok"),
     ('<p style="position:fixed">x</p>', "<p>x</p>"),
+    ('<p lang="en" title="hover">x</p><b title="t">y</b>', "<p>x</p><b>y</b>"),  # a's only
     ('<form action="https://evil.example"><input name=p></form>', ""),
     ('<math><mi xlink:href="javascript:alert(1)">x</mi></math>', ""),
     ('<noscript><p title="</noscript><img src=x onerror=alert(1)>">', '&lt;p title=""&gt;'),
@@ -88,6 +89,7 @@ UNSETTLED = [
     "<pre>\n\nx</pre>",  # the parser drops a newline right after <pre>
     "<pre>\n\n\n\nx</pre>",
     "<pre>\r\n\nx</pre>",
+    '<pre title="t" lang="en">\n\n\nx</pre>',  # an attribute on <pre> once hid the newline
     "<p><button><p>x",  # a <p> left inside a <p>
     "<ul><li><select><li>x</select></ul>",
     '<a href="http://x.org/1"><select><a href="http://x.org/2">y',
