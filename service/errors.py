@@ -200,12 +200,24 @@ class InvalidInput(ServiceError):
         )
 
 
-class DuplicateMember(ValueError):
-    """An object of a JSON body that names a member twice (service.inputs reads bodies)."""
+class NotIJSON(ValueError):
+    """A JSON body that Python's json module reads and I-JSON (RFC 7493) does not (service.inputs
+    reads bodies); its text says why."""
+
+
+class DuplicateMember(NotIJSON):
+    """An object that names a member twice."""
 
     def __init__(self, name: str) -> None:
         # json.dumps: ASCII only, whatever the name holds (a lone surrogate is valid JSON).
         super().__init__(f"{json.dumps(name)} is named twice in one object.")
+
+
+class NotANumber(NotIJSON):
+    """NaN, Infinity or -Infinity: JavaScript's, no JSON number (RFC 8259 6)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} is not a JSON number.")
 
 
 class PreconditionFailed(ServiceError):
@@ -378,7 +390,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         # FastAPI's 400 for a body it could not decode at all (not UTF-8, nested too deeply, a
         # member named twice): malformed JSON, a 422 like every other one.
         message = "Invalid JSON"
-        if isinstance(exc.__cause__, DuplicateMember):
+        if isinstance(exc.__cause__, NotIJSON):
             message = f"Invalid JSON: {exc.__cause__}"
         return problem(
             422,

@@ -32,7 +32,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from starlette.datastructures import QueryParams
 
-from service.errors import BadRequest, DuplicateMember, ServiceError
+from service.errors import BadRequest, DuplicateMember, NotANumber, ServiceError
 
 # The media types a request body may be sent as, by method (the service's only bodies are
 # POST /sessions and PATCH /sessions/{id}). A body without Content-Type is none of them: FastAPI
@@ -128,11 +128,17 @@ def _members_named_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return members
 
 
+def _no_constant(name: str) -> None:
+    raise NotANumber(name)
+
+
 class IJSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             text = (await self.body()).decode("utf-8-sig")
-            self._json = json.loads(text, object_pairs_hook=_members_named_once)
+            self._json = json.loads(
+                text, object_pairs_hook=_members_named_once, parse_constant=_no_constant
+            )
         return self._json
 
 

@@ -615,6 +615,32 @@ async def test_patch_with_a_member_named_twice_at_any_depth_is_422_and_changes_n
     assert (await client.get(f"/sessions/{session['id']}")).json() == session
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+async def test_a_body_holding_a_non_number_is_422_and_changes_nothing(
+    client: httpx.AsyncClient, connection: AsyncConnection, constant: str
+) -> None:
+    # JavaScript's, not JSON's (RFC 8259 6), though Python's parser reads them: even as the
+    # value of an output-only member, which is otherwise ignored.
+    response = await client.post(
+        "/sessions",
+        content=b'{"event_id": 1, "title": "x", "id": %s}' % constant.encode(),
+        headers={"content-type": "application/json"},
+    )
+    problem = assert_problem(response, 422)
+    assert problem["errors"] == [
+        {
+            "location": ["body"],
+            "message": f"Invalid JSON: {constant} is not a JSON number.",
+            "type": "json_invalid",
+        }
+    ]
+    assert await count_sessions(connection) == 0
+    session = await create_session(client)
+    patched = await merge_patch(client, session["id"], b'{"version": %s}' % constant.encode())
+    assert_problem(patched, 422)
+    assert (await client.get(f"/sessions/{session['id']}")).json() == session
+
+
 async def test_patch_with_one_name_in_two_objects_is_not_a_duplicate(
     client: httpx.AsyncClient,
 ) -> None:
