@@ -8,6 +8,7 @@
   Starlette 1.10), and takes its limit when the app is built, not from the settings at start.
 - ConfiguredCORS: Starlette's CORSMiddleware for the CORS_ORIGINS, or nothing when there are none;
   a preflight it refuses is a problem+json 400 like any other error, not its text/plain one.
+- EncodedSlashes: a path with a percent-encoded slash (`/sessions%2F12`) is a 404.
 - ResponseHeaders: what every response carries: a Date, and the headers OWASP's REST Security
   Cheat Sheet asks of an API (no MIME sniffing, no framing).
 """
@@ -54,6 +55,23 @@ class WholeFiles:
             await send(message)
 
         await self.app({**scope, "headers": headers}, receive, send_without_accept_ranges)
+
+
+class EncodedSlashes:
+    """A 404 for a path with a percent-encoded slash: routes match the decoded path, where
+    `/sessions%2F12` is `/sessions/12`, but RFC 3986 (2.2) makes it another path, a single
+    segment, and so would a proxy in front that matches the path as sent (a rule for
+    `/sessions/*` that it never meets)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and b"%2f" in scope.get("raw_path", b"").lower():
+            response = problem(404, "There is nothing at this URL.")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 class BodyTooLarge(HTTPException):

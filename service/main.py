@@ -12,7 +12,13 @@ from starlette.routing import Mount
 from service import ops, routes
 from service.auth import VARY_RESPONSE_HEADER, VaryByAuthorization, create_token_verifier
 from service.db import create_engine, create_probe_engine
-from service.edge import BodySizeLimit, ConfiguredCORS, ResponseHeaders, WholeFiles
+from service.edge import (
+    BodySizeLimit,
+    ConfiguredCORS,
+    EncodedSlashes,
+    ResponseHeaders,
+    WholeFiles,
+)
 from service.errors import UnexpectedErrors, install_error_handlers
 from service.metrics import Metrics
 from service.middleware import QUIET_ROUTES, REQUEST_ID_RESPONSE_HEADER, RequestTelemetry
@@ -129,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # RequestTelemetry counts and logs those too. UnexpectedErrors, innermost, answers the
     # 500s and the 503s of a shutdown, so those pass through all the others.
     app.add_middleware(UnexpectedErrors)
+    app.add_middleware(EncodedSlashes)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(VaryByAuthorization, prefix=routes.router.prefix)
     app.add_middleware(ConfiguredCORS)

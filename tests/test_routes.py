@@ -678,6 +678,23 @@ async def test_a_trailing_slash_is_another_url_not_a_redirect(
     assert "location" not in response.headers
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PATCH", "DELETE"])
+@pytest.mark.parametrize("slash", ["%2F", "%2f"])
+async def test_a_percent_encoded_slash_is_no_path_separator(
+    client: httpx.AsyncClient, method: str, slash: str
+) -> None:
+    # /sessions%2F1 is one segment (RFC 3986 2.2), not /sessions/1, which a proxy in front that
+    # matches paths as sent would take it for.
+    session = await create_session(client)
+    path = f"/sessions{slash}{session['id']}"
+    body = {"title": "Changed"} if method == "PATCH" else None
+    response = await client.request(method, path, json=body)
+    assert response.status_code == 404
+    if method != "HEAD":
+        assert assert_problem(response, 404)["detail"] == "There is nothing at this URL."
+    assert (await client.get(f"/sessions/{session['id']}")).json() == session
+
+
 @pytest.mark.parametrize(
     ("send", "status", "title"),
     [
