@@ -127,6 +127,13 @@ async def test_an_id_of_thousands_of_digits_is_422_not_500(
     assert padded.json() == session
 
 
+async def post_body(client: httpx.AsyncClient, content: bytes) -> httpx.Response:
+    """POST /sessions with this body, as it is, sent as JSON."""
+    return await client.post(
+        "/sessions", content=content, headers={"content-type": "application/json"}
+    )
+
+
 async def merge_patch(
     client: httpx.AsyncClient, session_id: int, content: str | bytes
 ) -> httpx.Response:
@@ -363,21 +370,13 @@ async def test_create_in_another_encoding_than_utf_8_is_422(
     client: httpx.AsyncClient, connection: AsyncConnection, encoding: str
 ) -> None:
     # Python's parser would guess the encoding from the bytes; JSON between systems is UTF-8.
-    response = await client.post(
-        "/sessions",
-        content=json.dumps(session_body()).encode(encoding),
-        headers={"content-type": "application/json"},
-    )
+    response = await post_body(client, json.dumps(session_body()).encode(encoding))
     assert assert_problem(response, 422)["errors"][0]["type"] == "json_invalid"
     assert await count_sessions(connection) == 0
 
 
 async def test_create_ignores_a_leading_byte_order_mark(client: httpx.AsyncClient) -> None:
-    response = await client.post(
-        "/sessions",
-        content=json.dumps(session_body(title="Marked")).encode("utf-8-sig"),
-        headers={"content-type": "application/json"},
-    )
+    response = await post_body(client, json.dumps(session_body(title="Marked")).encode("utf-8-sig"))
     assert response.status_code == 201, response.text
     assert response.json()["title"] == "Marked"
 
@@ -589,11 +588,7 @@ async def test_create_with_a_member_named_twice_is_422_and_creates_nothing(
     client: httpx.AsyncClient, connection: AsyncConnection
 ) -> None:
     # Python's parser would keep the last title, others the first: neither is what was meant.
-    response = await client.post(
-        "/sessions",
-        content=b'{"event_id": 1, "title": "First", "title": "Second"}',
-        headers={"content-type": "application/json"},
-    )
+    response = await post_body(client, b'{"event_id": 1, "title": "First", "title": "Second"}')
     problem = assert_problem(response, 422)
     assert problem["errors"] == [
         {
@@ -621,10 +616,8 @@ async def test_a_body_holding_a_non_number_is_422_and_changes_nothing(
 ) -> None:
     # JavaScript's, not JSON's (RFC 8259 6), though Python's parser reads them: even as the
     # value of an output-only member, which is otherwise ignored.
-    response = await client.post(
-        "/sessions",
-        content=b'{"event_id": 1, "title": "x", "id": %s}' % constant.encode(),
-        headers={"content-type": "application/json"},
+    response = await post_body(
+        client, b'{"event_id": 1, "title": "x", "id": %s}' % constant.encode()
     )
     problem = assert_problem(response, 422)
     assert problem["errors"] == [
