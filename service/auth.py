@@ -12,7 +12,7 @@ carry one token the Bearer way (two Authorization headers, another scheme).
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import jwt
 from cachetools import TLRUCache
@@ -42,22 +42,36 @@ class InvalidToken(ServiceError):
         super().__init__(description, headers={"WWW-Authenticate": challenge})
 
 
-# How many verified tokens a verifier remembers: a client sends the same token with every request
-# until it expires, and verifying it again (base64, JSON, the signature) costs more than serving
-# a read. Only tokens of up to REMEMBERED_TOKEN_MAX characters (identity providers' are a few
-# hundred to a few thousand), however large the tokens a client sends: at most 32 MiB of token
-# text, and about as much again for the principals such tokens can carry (a long
-# organizer_events list); an audit filled it with 8 KiB tokens at 67 MiB. Only tokens the
-# identity provider signed are kept.
-VERIFIED_TOKENS_KEPT = 4096
+# How much of the tokens it verified a verifier remembers: a client sends the same token with
+# every request until it expires, and verifying it again (base64, JSON, the signature) costs more
+# than serving a read. Bounded by memory, not by count: a token of 8 KiB can carry 1,200
+# organizer_events, whose principal takes 70 KB (4,096 of them took 350 MB). Each is counted as
+# its text and the principal's estimated size (_footprint); only tokens of up to
+# REMEMBERED_TOKEN_MAX characters (identity providers' are a few hundred to a few thousand), and
+# only tokens the identity provider signed, are kept.
+VERIFIED_TOKENS_BYTES = 64 * 1024 * 1024
 REMEMBERED_TOKEN_MAX = 8192
+# Measured with tracemalloc (CPython 3.11): about 700 bytes an entry besides the token's text,
+# and 60 to 120 bytes an event id (an int, and its slot in a frozenset, whose table doubles).
+_ENTRY_BYTES = 700
+_EVENT_BYTES = 128
 
 
 LAST_REMEMBERED_EXP = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
-def _until_unusable(token: str, verified: tuple[Principal, float], now: float) -> float:
-    return verified[1]
+class _Verified(NamedTuple):
+    principal: Principal
+    unusable_at: float  # exp plus the leeway
+    footprint: int  # estimated bytes in memory
+
+
+def _until_unusable(token: str, verified: _Verified, now: float) -> float:
+    return verified.unusable_at
+
+
+def _footprint(verified: _Verified) -> int:
+    return verified.footprint
 
 
 class TokenVerifier:
@@ -78,13 +92,13 @@ class TokenVerifier:
         required += ["iss"] * bool(settings.jwt_issuer) + ["aud"] * bool(settings.jwt_audience)
         self.options: Any = {"require": required, "enforce_minimum_key_length": True}
         # time.time, as PyJWT's own checks of exp use the wall clock.
-        self._verified: TLRUCache[str, tuple[Principal, float]] = TLRUCache(
-            VERIFIED_TOKENS_KEPT, ttu=_until_unusable, timer=time.time
+        self._verified: TLRUCache[str, _Verified] = TLRUCache(
+            VERIFIED_TOKENS_BYTES, ttu=_until_unusable, timer=time.time, getsizeof=_footprint
         )
 
     def verify(self, token: str) -> Principal:
         if (verified := self._verified.get(token)) is not None:
-            return verified[0]
+            return verified.principal
         claims = self._decode(token)
         principal = self._principal(claims)
         # int(): as PyJWT reads exp (a numeric string passes its check too). Kept at most until
@@ -92,7 +106,8 @@ class TokenVerifier:
         exp = min(int(claims["exp"]), LAST_REMEMBERED_EXP)
         unusable_at = exp + self.settings.jwt_leeway_seconds
         if len(token) <= REMEMBERED_TOKEN_MAX:
-            self._verified[token] = (principal, unusable_at)
+            footprint = len(token) + _ENTRY_BYTES + _EVENT_BYTES * len(principal.organizer_events)
+            self._verified[token] = _Verified(principal, unusable_at, footprint)
         return principal
 
     def _decode(self, token: str) -> dict[str, Any]:

@@ -2,9 +2,12 @@
 
 import asyncio
 import base64
+import gc
 import hashlib
 import hmac
+import random
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -478,6 +481,38 @@ async def test_a_token_too_large_to_remember_is_verified_each_time(
     for token in (large, large, small, small):
         assert (await post_with(app, token)).status_code == 201
     assert decoded == [large, large, small]  # the large one is not kept in memory
+
+
+def test_the_tokens_remembered_are_bounded_by_the_memory_they_take(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each token may carry a long organizer_events list: bounded by count alone (4,096 tokens),
+    # such tokens took 350 MB. Here a budget of 2 MiB, and tokens of 600 events each (short
+    # enough to be remembered), 6 MB of them.
+    from service import auth
+    from service.settings import Settings
+
+    budget = 2 * 1024 * 1024
+    monkeypatch.setattr(auth, "VERIFIED_TOKENS_BYTES", budget)
+    verifier = auth.TokenVerifier(Settings(jwt_secret=TEST_JWT_SECRET))
+    events = random.Random(7)
+    tokens = [
+        hs256(sub=f"organizer-{i}", organizer_events=events.sample(range(10**6, 10**7), 600))
+        for i in range(100)
+    ]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for token in tokens:
+            assert verifier.verify(token).user_id is not None
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held <= budget, held
+    assert all(len(token) <= auth.REMEMBERED_TOKEN_MAX for token in tokens)
+    # The latest are remembered: verified again from memory.
+    assert verifier.verify(tokens[-1]) is verifier.verify(tokens[-1])
 
 
 @pytest.mark.parametrize("exp", ["4102444800", 4102444800.5], ids=["numeric string", "float"])
