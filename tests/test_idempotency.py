@@ -58,6 +58,23 @@ async def test_a_retry_gets_the_first_answer_and_creates_nothing(
     assert await count_keys(connection) == 1
 
 
+async def test_a_replay_after_a_change_is_still_the_first_answer(
+    client: httpx.AsyncClient,
+) -> None:
+    # The README's one exception to "every response shows what the database holds".
+    first = await client.post("/sessions", json=session_body(), headers=keyed())
+    assert first.status_code == 201, first.text
+    changed = await client.patch(first.headers["location"], json={"subtitle": "Changed"})
+    assert changed.status_code == 200, changed.text
+    retry = await client.post("/sessions", json=session_body(), headers=keyed())
+    assert retry.status_code == 201
+    assert retry.content == first.content
+    assert retry.headers["etag"] == first.headers["etag"] == '"1"'
+    current = await client.get(first.headers["location"])
+    assert current.headers["etag"] == changed.headers["etag"] == '"2"'
+    assert current.json()["subtitle"] == "Changed"
+
+
 async def test_a_key_sent_again_with_another_body_is_422_and_creates_nothing(
     client: httpx.AsyncClient, connection: AsyncConnection
 ) -> None:
