@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.conditional import http_date
-from service.errors import problem
+from service.errors import method_not_allowed, problem
 from service.settings import Settings
 
 
@@ -35,7 +35,10 @@ def _settings(scope: Scope) -> Settings:
 class WholeFiles:
     """Serves static files whole, ignoring Range (RFC 9110 14.2 lets a server): Starlette's
     FileResponse answers a malformed or unsatisfiable range with a text/plain 400 or 416 of its
-    own, where every other error is problem+json. The docs' files are small."""
+    own, where every other error is problem+json. The docs' files are small.
+
+    Another method than GET or HEAD is a 405 that names those two in its Allow: the app's
+    routes, which say what a URL allows, know nothing of what a mount serves."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -43,6 +46,9 @@ class WholeFiles:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["method"] not in ("GET", "HEAD"):
+            await method_not_allowed(scope["method"], "GET, HEAD")(scope, receive, send)
             return
         headers = [(n, v) for n, v in scope["headers"] if n not in (b"range", b"if-range")]
 

@@ -403,13 +403,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     detail = exc.detail
     headers = exc.headers
     if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
-        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
-        detail = f"{request.method} is not allowed on this URL; the Allow header lists what is."
-    elif exc.status_code == HTTPStatus.NOT_FOUND and detail == HTTPStatus.NOT_FOUND.phrase:
+        return method_not_allowed(request.method, _allowed_methods(request))
+    if exc.status_code == HTTPStatus.NOT_FOUND and detail == HTTPStatus.NOT_FOUND.phrase:
         detail = "There is nothing at this URL."
     elif detail == HTTPStatus(exc.status_code).phrase:
         detail = status_phrase(exc.status_code) + "."
     return problem(exc.status_code, detail, headers=headers)
+
+
+def method_not_allowed(method: str, allowed: str) -> Response:
+    """The 405 of a method that the URL does not take; allowed is the Allow header's value."""
+    detail = f"{method} is not allowed on this URL; the Allow header lists what is."
+    return problem(HTTPStatus.METHOD_NOT_ALLOWED, detail, headers={"Allow": allowed})
 
 
 def _allowed_methods(request: Request) -> str:

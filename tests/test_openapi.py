@@ -21,6 +21,7 @@ from tests.conftest import (
     PROBLEM_JSON,
     ClientAs,
     asgi_client,
+    assert_problem,
     create_session,
     session_body,
     settings_for,
@@ -445,6 +446,16 @@ async def test_docs_assets_are_served_whole_whatever_the_range(
     assert response.status_code == 200
     assert response.content == whole.content
     assert "accept-ranges" not in response.headers  # nor offered
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS"])
+async def test_docs_assets_answer_other_methods_with_their_allow(
+    client: httpx.AsyncClient, method: str
+) -> None:
+    # Allow was empty: the static files' mount had moved its prefix into the scope's root_path.
+    response = await client.request(method, "/static-offline-docs/swagger-ui.css")
+    assert_problem(response, 405)
+    assert response.headers["allow"] == "GET, HEAD"
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc", "/docs/oauth2-redirect", "/openapi.json"])
