@@ -7,6 +7,7 @@ import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +306,62 @@ async def test_a_client_expecting_100_continue_is_refused_before_it_sends_the_bo
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+async def exchange(port: int, request: bytes) -> bytes:
+    """What the server answers to raw bytes, read until it closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+HOSTS = [
+    pytest.param("HTTP/1.1", [], b"400", id="HTTP/1.1 without a Host"),
+    pytest.param("HTTP/1.1", ["Host: a.example", "Host: b.example"], b"400", id="two"),
+    pytest.param("HTTP/1.0", ["Host: a.example", "Host: b.example"], b"400", id="two in 1.0"),
+    pytest.param("HTTP/1.1", ["Host: a.example/x"], b"400", id="a path"),
+    pytest.param("HTTP/1.1", ["Host: user@a.example"], b"400", id="userinfo"),
+    pytest.param("HTTP/1.1", ["Host: a.example:80:80"], b"400", id="two ports"),
+    pytest.param("HTTP/1.1", ["Host: [::1"], b"400", id="an open bracket"),
+    pytest.param("HTTP/1.0", [], b"200", id="HTTP/1.0 without a Host"),
+    pytest.param("HTTP/1.1", ["Host: "], b"200", id="empty"),
+    pytest.param("HTTP/1.1", ["Host: 127.0.0.1:8000"], b"200", id="IPv4 and port"),
+    pytest.param("HTTP/1.1", ["Host: [::1]:8000"], b"200", id="IPv6 and port"),
+    pytest.param("HTTP/1.1", ["Host: sessions.example.org"], b"200", id="a name"),
+]
+
+
+@pytest.mark.parametrize(("version", "fields", "status"), HOSTS)
+async def test_a_request_without_one_valid_host_is_400(
+    replicas: list[ServiceProcess], version: str, fields: list[str], status: bytes
+) -> None:
+    # RFC 9112 3.2: llhttp passed these on, and uvicorn served them.
+    head = [f"GET /sessions/states {version}", *fields, "Connection: close"]
+    answer = await exchange(replicas[0].port, ("\r\n".join(head) + "\r\n\r\n").encode())
+    assert answer.startswith(b"HTTP/1.1 %s " % status), answer
+
+
+async def test_uvicorns_own_400_carries_a_date_and_the_apps_headers(
+    replicas: list[ServiceProcess],
+) -> None:
+    # Two Content-Lengths: llhttp refuses the request, and uvicorn writes the 400 itself. It
+    # had no Date (RFC 9110 6.6.1): serve leaves Date to the app, which never saw the request.
+    request = b"POST /sessions HTTP/1.1\r\nHost: a.example\r\n"
+    request += b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+    head, _, body = (await exchange(replicas[0].port, request)).partition(b"\r\n\r\n")
+    status, *fields = head.split(b"\r\n")
+    headers = httpx.Headers([field.decode().split(": ", 1) for field in fields])
+    assert status == b"HTTP/1.1 400 Bad Request"
+    assert body == b"Invalid HTTP request received."
+    assert parsedate_to_datetime(headers["date"]).tzinfo is not None
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["content-type"] == "text/plain; charset=utf-8"
+    assert int(headers["content-length"]) == len(body)
 
 
 def readme_function(name: str) -> Callable[..., Any]:
