@@ -355,7 +355,7 @@ async def test_uvicorns_own_400_carries_a_date_and_the_apps_headers(
     request += b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
     head, _, body = (await exchange(replicas[0].port, request)).partition(b"\r\n\r\n")
     status, *fields = head.split(b"\r\n")
-    headers = httpx.Headers([field.decode().split(": ", 1) for field in fields])
+    headers = {name: value for name, _, value in (f.decode().partition(": ") for f in fields)}
     assert status == b"HTTP/1.1 400 Bad Request"
     assert body == b"Invalid HTTP request received."
     assert parsedate_to_datetime(headers["date"]).tzinfo is not None
