@@ -59,6 +59,11 @@ CLUSTER_HISTORY: ColumnElement[str] = literal_column(
     "(SELECT system_identifier FROM pg_control_system())::text || '.' || "
     "substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"
 )
+# The database among the cluster's, which share its transaction ids: its oid (one dropped and
+# created again under the same name has another).
+DATABASE_OID: ColumnElement[int] = literal_column(
+    "(SELECT oid FROM pg_database WHERE datname = current_database())::bigint"
+)
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:

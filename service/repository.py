@@ -52,6 +52,7 @@ from service.errors import SCHEDULE_ERROR, SCHEDULE_MESSAGES, ChangeInProgress, 
 from service.models import (
     CLUSTER_HISTORY,
     CURRENT_TXID,
+    DATABASE_OID,
     NEGATIVE_INFINITY,
     POSITIVE_INFINITY,
     SNAPSHOT_XMIN,
@@ -240,6 +241,9 @@ class FeedHorizon(NamedTuple):
     # restore, has another) and timeline (a new one after a point-in-time restore or a standby's
     # promotion). Transaction ids mean nothing outside them.
     cluster: str
+    # The database among the cluster's (DATABASE_OID): they share its transaction ids, so a
+    # position in one database's feed would skip the changes of another's.
+    database: int
 
 
 class SessionReads:
@@ -301,6 +305,7 @@ _HORIZON = (
         SNAPSHOT_XMIN,
         select(func.coalesce(func.max(_sessions.c.txid), 0) + 1).scalar_subquery(),
         CLUSTER_HISTORY,
+        DATABASE_OID,
     )
     .compile(dialect=ASYNCPG_DIALECT, compile_kwargs={"literal_binds": True})
     .string

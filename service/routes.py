@@ -603,16 +603,21 @@ async def list_session_changes(
     """Sessions created, changed or deleted since a token, oldest change first; deletions,
     sessions the caller may not see (anonymous: all but accepted and confirmed) and, in the feed
     of one event, sessions moved to another event, as tombstones."""
-    after, issued_in = _read_feed_token(signer, since, event_id) if since else (None, None)
+    after, issued_in = _read_feed_token(signer, since, event_id) if since else (None, {})
     async with read_connection(request.app) as conn:
         rows, horizon = await SessionReads(conn).changes(
             event_id=event_id, after=after, limit=limit
         )
-    if after and (issued_in not in (None, horizon.cluster) or after[0] > horizon.xmin):
+    if after and (
+        issued_in.get("cluster", horizon.cluster) != horizon.cluster
+        or issued_in.get("database", horizon.database) != horizon.database
+        or after[0] > horizon.xmin
+    ):
         # Transaction ids of another cluster, or of this one before a restore to an earlier
-        # point: its polls would skip every change below its position. (Every token this
-        # history issued is at most its horizon then, which never moves back. Tokens of the
-        # previous release name no history: only that check is left for them.)
+        # point, or a position in another database's feed: its polls would skip every change
+        # below its position. (Every token this history issued is at most its horizon then,
+        # which never moves back. Tokens of earlier releases name no history, or no database:
+        # only the checks of what they name are left for them.)
         raise _bad_cursor(
             "since", "was issued by another database, or by this one before a restore"
         )
@@ -639,6 +644,7 @@ async def list_session_changes(
         {
             "format": TOKEN_FORMAT,
             "cluster": horizon.cluster,
+            "database": horizon.database,
             "event_id": event_id,
             "txid": position[0],
             "id": position[1],
@@ -649,21 +655,24 @@ async def list_session_changes(
 
 def _read_feed_token(
     signer: TokenSigner, since: str, event_id: int | None
-) -> tuple[tuple[int, int], str | None]:
-    """The position in a feed token, and the history it was issued in (FeedHorizon.cluster)."""
+) -> tuple[tuple[int, int], dict[str, object]]:
+    """The position in a feed token, and where it was issued: the history and the database
+    (FeedHorizon.cluster and .database) that it names."""
     data = _read_token(signer, FEED_TOKEN, "since", since)
     if data.get("event_id") != event_id:
         raise _bad_cursor("since", "was issued for another event_id")
-    txid, session_id, cluster = data.get("txid"), data.get("id"), data.get("cluster")
+    txid, session_id = data.get("txid"), data.get("id")
+    issued_in: dict[str, object] = {k: data[k] for k in ("cluster", "database") if k in data}
     if (
         type(txid) is not int
         or type(session_id) is not int
         or not 0 <= txid <= INT8_MAX
         or not 0 <= session_id <= INT4_MAX
-        or not (cluster is None or isinstance(cluster, str))
+        or not isinstance(issued_in.get("cluster", ""), str)
+        or type(issued_in.get("database", 0)) is not int
     ):
         raise _bad_cursor("since", "is not one this service issued")
-    return (txid, session_id), cluster
+    return (txid, session_id), issued_in
 
 
 # Before /{session_id}, which would otherwise take "states" for an id.

@@ -2,7 +2,7 @@
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -20,8 +20,11 @@ from tests.conftest import (
     StoredRows,
     assert_problem,
     create_session,
+    migrated_database,
     repository_call,
     session_body,
+    settings_for,
+    started,
 )
 
 # The feed waits for every older writing transaction on the server to end; on a shared server
@@ -374,12 +377,40 @@ async def test_changes_token_of_another_database_history_is_400(client: httpx.As
         foreign = signer.sign(FEED_TOKEN, genuine | {"cluster": cluster, "txid": 1})
         response = await client.get("/sessions/changes", params={"since": foreign})
         assert "another database" in assert_problem(response, 400)["detail"]
-    # A token of the previous release names no history: it is still taken, as before.
-    legacy = {key: value for key, value in genuine.items() if key != "cluster"}
-    response = await client.get(
-        "/sessions/changes", params={"since": signer.sign(FEED_TOKEN, legacy)}
-    )
-    assert response.status_code == 200
+    # Another database of this cluster, whose transaction ids are the same counter's: its
+    # position would skip this database's changes below it.
+    foreign = signer.sign(FEED_TOKEN, genuine | {"database": genuine["database"] + 1})
+    response = await client.get("/sessions/changes", params={"since": foreign})
+    assert "another database" in assert_problem(response, 400)["detail"]
+    # Tokens of earlier releases name no history, or no database: still taken, as before.
+    for missing in ("cluster", "database"):
+        legacy = {key: value for key, value in genuine.items() if key != missing}
+        response = await client.get(
+            "/sessions/changes", params={"since": signer.sign(FEED_TOKEN, legacy)}
+        )
+        assert response.status_code == 200
+
+
+@pytest.fixture
+def other_database(server_url: str) -> Iterator[str]:
+    """Another database of the test server, migrated."""
+    with migrated_database(server_url, prefix="sessions_test_other") as url:
+        yield url
+
+
+async def test_changes_token_of_another_database_of_the_server_is_400(
+    other_database: str, committed_client: httpx.AsyncClient
+) -> None:
+    # The databases of one server share its transaction ids: a position in another's feed, past
+    # a change of this one, skipped it (with the same CURSOR_SECRET, as the default).
+    ours = await create_session(committed_client)
+    async with started(settings_for(other_database)) as (_, other):
+        theirs = await create_session(other)
+        _, foreign = await follow(other, has_ids(theirs["id"]))
+    response = await committed_client.get("/sessions/changes", params={"since": foreign})
+    assert "another database" in assert_problem(response, 400)["detail"]
+    received, _ = await follow(committed_client, has_ids(ours["id"]))
+    assert [item["id"] for item in received] == [ours["id"]]
 
 
 async def test_changes_token_ahead_of_the_database_is_400(client: httpx.AsyncClient) -> None:
