@@ -675,7 +675,6 @@ def _read_feed_token(
     return (txid, session_id), issued_in
 
 
-# Before /{session_id}, which would otherwise take "states" for an id.
 @get_and_head(
     "/states",
     response_model=StateTables,

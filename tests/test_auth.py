@@ -49,9 +49,6 @@ def b64(data: object) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(data)).decode().rstrip("=")
 
 
-MakeClient = Callable[..., httpx.AsyncClient]
-
-
 async def post_with(app: FastAPI, token: str) -> httpx.Response:
     async with asgi_client(app, {"Authorization": f"Bearer {token}"}) as client:
         return await client.post("/sessions", json=session_body())

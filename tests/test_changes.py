@@ -31,8 +31,6 @@ from tests.conftest import (
 # another client's transaction may hold it back for a while.
 CATCH_UP_SECONDS = 60
 
-View = dict[int, dict[str, Any]]
-
 
 async def poll(
     client: httpx.AsyncClient, since: str | None = None, **params: Any
