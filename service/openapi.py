@@ -25,19 +25,15 @@ REGENERATE = "python -m service.openapi"
 REF_PREFIX = "#/components/schemas/"
 HEADER_REF_PREFIX = "#/components/headers/"
 
+# The descriptions of the problems that operations answer alike; the others are described where
+# they are answered.
 PROBLEMS = {
-    400: "The request is malformed.",
-    401: "Authentication is required, or the token is not valid.",
-    403: "The caller may not do this.",
-    404: "There is no session with this id, or it was deleted.",
     409: "Another change of this session is in progress (type "
     "`urn:sessions-service:problem:change-in-progress`); nothing was changed: retry after "
     "`Retry-After` seconds.",
-    412: "A precondition failed: the session changed since it was read.",
     413: "The body is larger than MAX_BODY_SIZE.",
     415: "The body's Content-Type or Content-Encoding is not one this operation accepts.",
     422: "The request is invalid; `errors` names each invalid field.",
-    428: "The request must be conditional.",
     501: "The body was sent in a transfer coding other than chunked (Transfer-Encoding: gzip, "
     "chunked...), which the service does not decode (type "
     "`urn:sessions-service:problem:unsupported-transfer-coding`); nothing was changed.",
@@ -126,7 +122,7 @@ class MiddlewareHeader:
         return path == self.path_prefix or path.startswith(self.path_prefix + "/")
 
 
-def install_openapi(app: FastAPI, middleware_headers: Sequence[MiddlewareHeader] = ()) -> None:
+def install_openapi(app: FastAPI, middleware_headers: Sequence[MiddlewareHeader]) -> None:
     """Make app.openapi() return the document as the service really answers."""
     generate = app.openapi
 
@@ -179,8 +175,6 @@ def _as_sent(document: dict[str, Any]) -> None:
 def _add_middleware_headers(
     document: dict[str, Any], middleware_headers: Sequence[MiddlewareHeader]
 ) -> None:
-    if not middleware_headers:
-        return
     components = document.setdefault("components", {}).setdefault("headers", {})
     for header in middleware_headers:
         components[header.name] = header.definition
