@@ -135,7 +135,7 @@ async def broken_stamp_rules(database_url: str) -> list[str]:
 
 
 def migrate_database(database_url: str) -> None:
-    migrate(database_url, configure_logging=False)
+    migrate(database_url)
 
 
 @contextlib.contextmanager

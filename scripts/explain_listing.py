@@ -133,7 +133,7 @@ def main() -> None:
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     try:
         database_url = make_url(server_url).set(database=name).render_as_string(False)
-        migrate(database_url, configure_logging=False)
+        migrate(database_url)
         asyncio.run(run(database_url, args.rows))
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

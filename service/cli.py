@@ -126,7 +126,7 @@ def _ensure_database() -> None:
     # The app reads its settings from the environment when it starts.
     os.environ["DATABASE_URL"] = url
     get_settings.cache_clear()
-    migrate(url, configure_logging=False)
+    migrate(url)
 
 
 def _host(value: str) -> str:
@@ -293,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         # (the migrations' one transaction is then rolled back by the server).
         signal.signal(signal.SIGTERM, _exit_interrupted)
         try:
-            migrate(url, configure_logging=False)
+            migrate(url)
         except (OSError, SQLAlchemyError, asyncpg.PostgresError) as exc:
             # All the revisions run in one transaction: a failure leaves the schema as it was.
             raise SystemExit(f"migrate failed, nothing was changed: {driver_reason(exc)}") from None

@@ -19,17 +19,20 @@ MIGRATION_LOCK_PAUSE = (0.2, 0.8)  # seconds, at random between attempts
 MIGRATION_LOCK_PATIENCE = 10.0
 
 
-def alembic_config(database_url: str, *, configure_logging: bool = True) -> Config:
+def alembic_config(database_url: str) -> Config:
+    """The migrations' configuration in a process of the service's own (the CLI, the tests):
+    unlike the `alembic` command, it leaves the process's logging as it is (alembic/env.py
+    would apply alembic.ini's)."""
     config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["configure_logger"] = configure_logging
+    config.attributes["configure_logger"] = False
     config.set_main_option("script_location", str(ROOT / "alembic"))
     # ConfigParser interpolation: a literal % in a password must be doubled.
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
 
 
-def migrate(database_url: str, *, configure_logging: bool = True) -> None:
-    command.upgrade(alembic_config(database_url, configure_logging=configure_logging), "head")
+def migrate(database_url: str) -> None:
+    command.upgrade(alembic_config(database_url), "head")
 
 
 def migration_heads() -> frozenset[str]:

@@ -103,7 +103,7 @@ def migrated_database(server_url: str, prefix: str = "sessions_test") -> Iterato
     """A database of its own on the server, migrated to head as deployments do; dropped after."""
     url = create_database(server_url, prefix)
     try:
-        migrate(url, configure_logging=False)
+        migrate(url)
         yield url
     finally:
         drop_database(server_url, url)

@@ -42,7 +42,7 @@ async def tables(url: str) -> set[str]:
 async def test_upgrade_downgrade_upgrade_round_trip(empty_database: str) -> None:
     import asyncio
 
-    config = alembic_config(empty_database, configure_logging=False)
+    config = alembic_config(empty_database)
     await asyncio.to_thread(command.upgrade, config, "head")
     assert {"sessions", "alembic_version"} <= await tables(empty_database)
     # The models and the migrations agree: autogenerate finds nothing to add.
@@ -58,7 +58,7 @@ async def test_upgrade_to_0002_stamps_existing_rows_for_the_change_feed(
 ) -> None:
     import asyncio
 
-    config = alembic_config(empty_database, configure_logging=False)
+    config = alembic_config(empty_database)
     await asyncio.to_thread(command.upgrade, config, "0001")
     conn = await asyncpg.connect(asyncpg_dsn(empty_database))
     try:
@@ -96,7 +96,7 @@ def test_migrates_started_together_take_turns(empty_database: str) -> None:
 
 async def test_migrate_leaves_a_newer_release_schema_as_it_is(empty_database: str) -> None:
     # An older release's migrate (a rollback, a job run again) on a schema a newer one migrated.
-    config = alembic_config(empty_database, configure_logging=False)
+    config = alembic_config(empty_database)
     await asyncio.to_thread(command.upgrade, config, "head")
     conn = await asyncpg.connect(asyncpg_dsn(empty_database))
     try:
@@ -140,7 +140,7 @@ async def test_a_migrate_waiting_for_a_table_lock_does_not_hold_up_writes(
     # 0006 needs a lock on sessions that an open writing transaction's conflicts with. While a
     # migration waits for a lock, every write of the table queues behind it: it waits a moment
     # at a time, shorter than DB_LOCK_TIMEOUT, so that writes are delayed, never refused.
-    config = alembic_config(empty_database, configure_logging=False)
+    config = alembic_config(empty_database)
     await asyncio.to_thread(command.upgrade, config, "head")
     await asyncio.to_thread(command.downgrade, config, "-1")
     holder = await asyncpg.connect(asyncpg_dsn(empty_database))
@@ -204,7 +204,7 @@ async def test_upgrade_builds_the_trigram_indexes_and_downgrade_drops_them(
 ) -> None:
     if not await has_pg_trgm(empty_database):
         pytest.skip("this server has no pg_trgm (test_upgrade_without_pg_trgm_... covers it)")
-    config = alembic_config(empty_database, configure_logging=False)
+    config = alembic_config(empty_database)
     await asyncio.to_thread(command.upgrade, config, "head")
     assert await trigram_indexes(empty_database) == TRIGRAM_INDEXES
     await asyncio.to_thread(command.check, config)
@@ -224,7 +224,7 @@ async def test_the_sql_script_of_the_migrations_builds_what_migrate_builds(
     # anything (0005 asked whether pg_trgm is available), and running it builds the schema.
     if not await has_pg_trgm(empty_database):
         pytest.skip("the script builds the trigram indexes, which need pg_trgm")
-    config = alembic_config(empty_database, configure_logging=False)
+    config = alembic_config(empty_database)
     config.output_buffer = io.StringIO()
     await asyncio.to_thread(command.upgrade, config, "head", sql=True)
     script = config.output_buffer.getvalue()
@@ -237,9 +237,7 @@ async def test_the_sql_script_of_the_migrations_builds_what_migrate_builds(
 
     migrated = await asyncio.to_thread(create_database, server_url, "sessions_migrations")
     try:
-        await asyncio.to_thread(
-            command.upgrade, alembic_config(migrated, configure_logging=False), "head"
-        )
+        await asyncio.to_thread(command.upgrade, alembic_config(migrated), "head")
         assert await schema(empty_database) == await schema(migrated)
     finally:
         await asyncio.to_thread(drop_database, server_url, migrated)
@@ -276,7 +274,7 @@ async def test_upgrade_keeps_a_trigram_index_built_beforehand_and_rebuilds_an_in
     # As an operator does on a large table: CREATE INDEX CONCURRENTLY before migrating (README).
     if not await has_pg_trgm(empty_database):
         pytest.skip("this server has no pg_trgm")
-    config = alembic_config(empty_database, configure_logging=False)
+    config = alembic_config(empty_database)
     await asyncio.to_thread(command.upgrade, config, "0004")
     conn = await asyncpg.connect(asyncpg_dsn(empty_database))
     try:
@@ -309,7 +307,7 @@ async def test_upgrade_skips_the_trigram_indexes_when_the_role_may_not_create_pg
     if not await has_pg_trgm(empty_database):
         pytest.skip("this server has no pg_trgm")
     async with database_role(empty_database, "GRANT CREATE ON SCHEMA public TO {role}") as url:
-        config = alembic_config(url, configure_logging=False)
+        config = alembic_config(url)
         with caplog.at_level(logging.WARNING, logger="alembic"):
             await asyncio.to_thread(command.upgrade, config, "head")
         assert "may not create the extension pg_trgm" in caplog.text
@@ -331,7 +329,7 @@ async def test_upgrade_without_pg_trgm_skips_the_trigram_indexes(
         try:
             url = to_asyncpg_url(server.get_uri())
             assert not await has_pg_trgm(url)
-            config = alembic_config(url, configure_logging=False)
+            config = alembic_config(url)
             with caplog.at_level(logging.WARNING, logger="alembic"):
                 await asyncio.to_thread(command.upgrade, config, "head")
             assert "pg_trgm is not available on this server" in caplog.text

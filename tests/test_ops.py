@@ -69,7 +69,7 @@ async def test_readyz_follows_the_schema_through_its_migrations(fresh_database: 
         assert response.json()["checks"] == {"database": "ok", "schema": "missing"}
         assert "sessions-service migrate" in response.json()["detail"]
 
-        await asyncio.to_thread(migrate, fresh_database, configure_logging=False)
+        await asyncio.to_thread(migrate, fresh_database)
         response = await client.get("/readyz")
         assert response.status_code == 200
         assert response.json() == {
@@ -83,7 +83,7 @@ async def test_readyz_follows_the_schema_through_its_migrations(fresh_database: 
         assert response.status_code == 200
         assert response.json()["checks"]["schema"] == "ahead"
 
-        config = alembic_config(fresh_database, configure_logging=False)
+        config = alembic_config(fresh_database)
         head = ScriptDirectory.from_config(config).get_current_head()
         assert head is not None
         await set_revision(fresh_database, head)
@@ -98,7 +98,7 @@ async def test_a_database_url_in_libpq_spelling_migrates_and_serves(fresh_databa
     # (prefer: TLS where the server offers it; the tests' server does not.)
     libpq = make_url(fresh_database).update_query_dict({"sslmode": "prefer"})
     url = libpq.render_as_string(hide_password=False)
-    await asyncio.to_thread(migrate, url, configure_logging=False)
+    await asyncio.to_thread(migrate, url)
     async with started(Settings(database_url=url)) as (_, client):
         assert (await client.get("/readyz")).status_code == 200
         assert (await client.post("/sessions", json=session_body())).status_code == 201
@@ -118,7 +118,7 @@ async def test_readyz_does_not_take_a_schema_it_may_not_read_for_a_missing_one(
 ) -> None:
     # A role without SELECT on alembic_version: "run `sessions-service migrate`" would send the
     # operator the wrong way; the database's own reason is logged instead.
-    await asyncio.to_thread(migrate, fresh_database, configure_logging=False)
+    await asyncio.to_thread(migrate, fresh_database)
     async with database_role(fresh_database) as url:
         with caplog.at_level(logging.WARNING, logger="service.ops"):
             async with started(Settings(database_url=url)) as (_, client):
@@ -136,7 +136,7 @@ async def test_a_database_error_logged_as_a_bug_leaves_out_the_statements_values
     # A role that may not insert (a GRANT forgotten after a migration): a 500, whose log line's
     # traceback holds SQLAlchemy's message, which by default lists the statement's values, the
     # client's data.
-    await asyncio.to_thread(migrate, fresh_database, configure_logging=False)
+    await asyncio.to_thread(migrate, fresh_database)
     reader = "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"
     async with database_role(fresh_database, reader) as url:
         with caplog.at_level(logging.ERROR, logger="service.errors"):

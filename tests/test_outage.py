@@ -55,7 +55,7 @@ def postgres() -> Iterator[PrivatePostgres]:
 @pytest.fixture(scope="module")
 def database_url(postgres: PrivatePostgres) -> str:
     url = create_database(postgres.url)
-    migrate(url, configure_logging=False)
+    migrate(url)
     return url
 
 
