@@ -396,8 +396,7 @@ def _compiled_list_query(
     conditions: list[ColumnElement[bool]] = [Session.deleted_at.is_(None)]
     conditions += [_FILTERS[name](bindparam(name)) for name in _FILTERS if name in parameters]
     if not everything:
-        visible = (_VISIBLE[name](bindparam(name)) for name in _VISIBLE if name in parameters)
-        conditions.append(or_(*visible))
+        conditions.append(_visible(parameters))
     expressions = [_sort_expression(key) for key in sort]
     if nulls_after is not None:
         conditions.append(_after(sort, expressions, nulls_after))
@@ -425,9 +424,16 @@ def _locking_query(parameters: frozenset[str], everything: bool) -> Select[Sessi
     """
     conditions = [Session.id == bindparam("id"), Session.deleted_at.is_(None)]
     if not everything:
-        parts = (_VISIBLE[name](bindparam(name)) for name in _VISIBLE if name in parameters)
-        conditions.append(or_(false(), *parts))
+        conditions.append(_visible(parameters))
     return select(Session, CURRENT_TXID).where(*conditions).with_for_update()
+
+
+def _visible(parameters: frozenset[str]) -> ColumnElement[bool]:
+    """A Visibility's condition, of the parts that it has (_visibility_parameters): false when
+    it has none."""
+    return or_(
+        false(), *(_VISIBLE[name](bindparam(name)) for name in _VISIBLE if name in parameters)
+    )
 
 
 _FIND = select(Session).where(Session.id == bindparam("id"), Session.deleted_at.is_(None))
