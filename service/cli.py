@@ -15,14 +15,12 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import uvicorn
 from pydantic import ValidationError
-from sqlalchemy.exc import SQLAlchemyError
 from uvicorn.config import STARTUP_FAILURE
 
 from service.auth import issue_token
-from service.db import driver_reason
+from service.db import DATABASE_ERRORS, driver_reason
 from service.logs import configure_logging
 from service.migrations import migrate
 from service.protocol import UpgradeDecliningProtocol
@@ -294,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         signal.signal(signal.SIGTERM, _exit_interrupted)
         try:
             migrate(url)
-        except (OSError, SQLAlchemyError, asyncpg.PostgresError) as exc:
+        except DATABASE_ERRORS as exc:
             # All the revisions run in one transaction: a failure leaves the schema as it was.
             raise SystemExit(f"migrate failed, nothing was changed: {driver_reason(exc)}") from None
     else:

@@ -57,6 +57,15 @@ class DriverQuery:
 # state machine confused by a connection that the server ended while it sat in the pool (the
 # FATAL message read, the socket not yet closed), which the next statement then runs into.
 DRIVER_CONNECTION_ERRORS = (asyncpg.InterfaceError, asyncpg.InternalClientError)
+# What asking the database can raise: SQLAlchemy's errors, the driver's and its adapter's when
+# they arrive unwrapped, and OSError (no route to the server; TimeoutError).
+DATABASE_ERRORS = (
+    sa_exc.SQLAlchemyError,
+    asyncpg.PostgresError,
+    *DRIVER_CONNECTION_ERRORS,
+    AsyncAdapt_asyncpg_dbapi.Error,
+    OSError,
+)
 
 
 def create_engine(settings: Settings) -> AsyncEngine:

@@ -9,29 +9,17 @@ import asyncio
 import logging
 from typing import Any
 
-import asyncpg
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import text
-from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
-from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.datastructures import State
 
-from service.db import UNDEFINED_TABLE, driver_reason, sqlstate
+from service.db import DATABASE_ERRORS, UNDEFINED_TABLE, driver_reason, sqlstate
 from service.errors import problem
 from service.metrics import Metrics
 
 router = APIRouter(include_in_schema=False)
-
-# What asking the database can raise: SQLAlchemy's errors, the driver's and its adapter's when
-# they arrive unwrapped, and OSError (no route to the server; TimeoutError, READINESS_TIMEOUT).
-_DATABASE_ERRORS = (
-    SQLAlchemyError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    AsyncAdapt_asyncpg_dbapi.Error,
-    OSError,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +38,7 @@ async def readyz(request: Request) -> Any:
     service.db.create_probe_engine)."""
     try:
         schema = await _database_schema(request.app.state)
-    except _DATABASE_ERRORS as exc:  # any of them: not ready. Other errors (a bug) stay 500s.
+    except DATABASE_ERRORS as exc:  # any of them: not ready. Other errors (a bug) stay 500s.
         logger.warning("not ready: the database is unavailable (%s)", driver_reason(exc))
         return _not_ready("The database is unavailable.", database="unavailable")
     if schema in NOT_SERVABLE:
@@ -76,7 +64,7 @@ async def log_schema_state(state: State) -> None:
     yet is only a warning: the service starts all the same, and recovers when it does."""
     try:
         schema = await _database_schema(state)
-    except _DATABASE_ERRORS as exc:
+    except DATABASE_ERRORS as exc:
         logger.warning("the database is unavailable at start (%s)", driver_reason(exc))
         return
     if schema in NOT_SERVABLE:
