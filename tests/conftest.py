@@ -353,6 +353,22 @@ DISJOINT_PATCHES: list[dict[str, Any]] = [
 ]
 
 
+async def post_body(client: httpx.AsyncClient, content: bytes) -> httpx.Response:
+    """POST /sessions with this body, as it is, sent as JSON."""
+    return await client.post(
+        "/sessions", content=content, headers={"content-type": "application/json"}
+    )
+
+
+async def stored_row(connection: AsyncConnection, session_id: int) -> dict[str, Any]:
+    """The session's row as stored, with its xmin: the transaction that wrote it last, which
+    any write changes, one that leaves every value as it was included."""
+    result = await connection.execute(
+        text("SELECT *, xmin::text AS xmin FROM sessions WHERE id = :id"), {"id": session_id}
+    )
+    return dict(result.mappings().one())
+
+
 async def create_session(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
     """POST a valid session with these fields; fails the test on any status but 201."""
     response = await client.post("/sessions", json=session_body(**fields))

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.settings import Settings
-from tests.conftest import ADMIN_HEADERS, asgi_client, count_sessions, session_body
+from tests.conftest import ADMIN_HEADERS, asgi_client, count_sessions, post_body, session_body
 
 LIMIT = 1000
 
@@ -30,9 +30,7 @@ async def test_body_at_the_limit_is_accepted(app_with: Callable[..., FastAPI]) -
     async with asgi_client(app_with(max_body_size=LIMIT), ADMIN_HEADERS) as client:
         body = body_of_size(LIMIT)
         assert len(body) == LIMIT
-        response = await client.post(
-            "/sessions", content=body, headers={"content-type": "application/json"}
-        )
+        response = await post_body(client, body)
     assert response.status_code == 201, response.text
 
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tests.conftest import ADMIN_ID, ClientAs, assert_problem, session_body
+from tests.conftest import ADMIN_ID, ClientAs, assert_problem, session_body, stored_row
 
 STATES = ["draft", "pending", "accepted", "confirmed", "rejected", "canceled", "withdrawn"]
 PUBLIC = {"accepted", "confirmed"}
@@ -70,13 +70,6 @@ async def arrange(actors: Actors, state: str, *, locked: bool = False) -> dict[s
         assert response.status_code == 200, response.text
         session = response.json()
     return session
-
-
-async def stored_row(connection: AsyncConnection, session_id: int) -> dict[str, Any]:
-    result = await connection.execute(
-        text("SELECT * FROM sessions WHERE id = :id"), {"id": session_id}
-    )
-    return dict(result.mappings().one())
 
 
 def visible(role: str, state: str) -> bool:

@@ -24,6 +24,7 @@ from tests.conftest import (
     build_app,
     create_session,
     session_body,
+    stored_row,
 )
 
 
@@ -31,13 +32,6 @@ def http_date(response: httpx.Response, field: str) -> datetime:
     parsed = parse_http_date(response.headers[field])
     assert parsed is not None, f"{field}: {response.headers[field]!r} is not an IMF-fixdate"
     return parsed
-
-
-async def stored_row(connection: AsyncConnection, session_id: int) -> dict[str, Any]:
-    result = await connection.execute(
-        text("SELECT *, xmin::text AS xmin FROM sessions WHERE id = :id"), {"id": session_id}
-    )
-    return dict(result.mappings().one())
 
 
 def assert_validators(response: httpx.Response, row: dict[str, Any]) -> None:

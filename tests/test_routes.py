@@ -19,6 +19,7 @@ from tests.conftest import (
     build_app,
     count_sessions,
     create_session,
+    post_body,
     session_body,
 )
 
@@ -125,13 +126,6 @@ async def test_an_id_of_thousands_of_digits_is_422_not_500(
     session = await create_session(client)
     padded = await client.get("/sessions/" + "0" * 5000 + str(session["id"]))
     assert padded.json() == session
-
-
-async def post_body(client: httpx.AsyncClient, content: bytes) -> httpx.Response:
-    """POST /sessions with this body, as it is, sent as JSON."""
-    return await client.post(
-        "/sessions", content=content, headers={"content-type": "application/json"}
-    )
 
 
 async def merge_patch(
@@ -402,9 +396,7 @@ TOO_DEEP = 100_000
 async def test_create_malformed_json_is_422(
     client: httpx.AsyncClient, connection: AsyncConnection, content: bytes
 ) -> None:
-    response = await client.post(
-        "/sessions", content=content, headers={"content-type": "application/json"}
-    )
+    response = await post_body(client, content)
     assert_problem(response, 422)
     assert await count_sessions(connection) == 0
 

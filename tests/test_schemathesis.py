@@ -29,6 +29,7 @@ from tests.conftest import (
     asyncpg_dsn,
     build_app,
     migrated_database,
+    post_body,
     settings_for,
 )
 
@@ -192,9 +193,7 @@ async def test_create_accepts_url_as_long_as_documented(client: httpx.AsyncClien
 
 async def test_body_that_is_not_utf8_is_422(client: httpx.AsyncClient) -> None:
     # Found by schemathesis: FastAPI answered an undocumented 400.
-    response = await client.post(
-        "/sessions", content=b'{"title": "\xff\xfe"}', headers={"content-type": "application/json"}
-    )
+    response = await post_body(client, b'{"title": "\xff\xfe"}')
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["errors"] == [
