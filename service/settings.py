@@ -5,7 +5,7 @@ from typing import Annotated, Literal, Self
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 # Signs the development tokens of `sessions-service token`; anyone who reads this file can mint
 # an admin token with it, so production sets JWT_SECRET to its own value or turns HS256 off.
@@ -41,6 +41,16 @@ URL_QUERY_PARAMETERS = (
     "prepared_statement_cache_size",
 )
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# asyncpg's (asyncpg.connect_utils.SessionAttribute).
+TARGET_SESSION_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
+PORTS = range(1, 65536)
+
+
+def _ports(url: URL) -> list[int]:
+    """The ports a URL names: its own, and those of the hosts in its query (host=db1:5433)."""
+    hosts = url.query.get("host", ())
+    named = [host.rpartition(":")[2] for host in ([hosts] if isinstance(hosts, str) else hosts)]
+    return ([] if url.port is None else [url.port]) + [int(p) for p in named if p.isdecimal()]
 
 
 def to_asyncpg_url(url: str) -> str:
@@ -68,6 +78,12 @@ def to_asyncpg_url(url: str) -> str:
         query["ssl"] = query.pop("sslmode")
     if "ssl" in query and query["ssl"] not in SSL_MODES:
         raise ValueError(f"sslmode (or ssl) must be one of {', '.join(SSL_MODES)}")
+    if query.get("target_session_attrs", "any") not in TARGET_SESSION_ATTRS:
+        raise ValueError(f"target_session_attrs must be one of {', '.join(TARGET_SESSION_ATTRS)}")
+    if not str(query.get("prepared_statement_cache_size", "0")).isdecimal():
+        raise ValueError("prepared_statement_cache_size must be a whole number, 0 or more")
+    if any(port not in PORTS for port in _ports(parsed)):
+        raise ValueError("is not a valid URL: a port must be from 1 to 65535")
     return parsed.set(query=query).render_as_string(hide_password=False) if query else url
 
 
@@ -209,6 +225,12 @@ class Settings(BaseSettings):
     @classmethod
     def _normalise_database_url(cls, url: str | None) -> str | None:
         return to_asyncpg_url(url) if url else None
+
+    @field_validator("jwt_issuer", "jwt_audience")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        # JWT_ISSUER= in a deployment's environment: PyJWT would require an empty claim.
+        return value or None
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -277,6 +277,8 @@ async def test_expired_token_message_says_so(app_with: Callable[..., FastAPI]) -
             {"jwt_audience": "sessions", "jwt_issuer": "https://idp.example"},
             id="audience and issuer",
         ),
+        # JWT_ISSUER= and JWT_AUDIENCE= in an environment: unset, not an empty claim required.
+        pytest.param(hs256, {"jwt_audience": "", "jwt_issuer": ""}, id="empty audience, issuer"),
     ],
 )
 async def test_valid_token_creates_a_session_owned_by_its_subject(

@@ -55,6 +55,14 @@ def test_a_public_key_file_that_is_no_key_is_refused(tmp_path: Path, content: by
         ),
         ("postgresql://app@db/sessions?sslmode=bogus", "sslmode .or ssl. must be one of"),
         ("postgresql://app@db/sessions?sslmode=require&ssl=require", "sslmode or ssl, not both"),
+        # asyncpg took 70968 for 5432 (70968 - 65536), and raised on the others at connect.
+        ("postgresql://app@db:70968/sessions", "a port must be from 1 to 65535"),
+        ("postgresql://app@/sessions?host=db1:5432&host=db2:0", "a port must be from 1 to 65535"),
+        ("postgresql://app@db/sessions?target_session_attrs=bogus", "must be one of any, primary"),
+        (
+            "postgresql://app@db/sessions?prepared_statement_cache_size=abc",
+            "prepared_statement_cache_size must be a whole number",
+        ),
     ],
 )
 def test_a_database_url_asyncpg_could_not_connect_with_is_refused(url: str, error: str) -> None:
@@ -78,6 +86,11 @@ def test_a_database_url_asyncpg_could_not_connect_with_is_refused(url: str, erro
         (
             "postgresql+asyncpg://app:p%40ss@db:6432/sessions",
             "postgresql+asyncpg://app:p%40ss@db:6432/sessions",
+        ),
+        (
+            "postgresql://app@/sessions?host=db1:5432&host=db2:5433&target_session_attrs=primary",
+            "postgresql+asyncpg://app@/sessions?host=db1%3A5432&host=db2%3A5433"
+            "&target_session_attrs=primary",
         ),
     ],
 )
