@@ -30,6 +30,10 @@ from service.settings import DEVELOPMENT_JWT_SECRET, Settings
 
 logger = logging.getLogger(__name__)
 
+# What a token's subject and organizer_events must be: stored and compared in SQL.
+SUBJECT_RULE = f"a string of 1 to {USER_ID_MAX} characters, without NUL or unpaired surrogates"
+EVENT_IDS = range(1, INT4_MAX + 1)
+
 
 class InvalidToken(ServiceError):
     status = 401
@@ -152,10 +156,7 @@ class TokenVerifier:
         settings = self.settings
         user_id = _claim(claims, settings.jwt_subject_claim)
         if not _storable(user_id):
-            raise InvalidToken(
-                f"The subject must be a string of 1 to {USER_ID_MAX} characters, "
-                "without NUL or unpaired surrogates."
-            )
+            raise InvalidToken(f"The subject must be {SUBJECT_RULE}.")
         roles = _claim(claims, settings.jwt_roles_claim)
         if roles is None:
             roles = []
@@ -168,7 +169,7 @@ class TokenVerifier:
                 f'The "{settings.jwt_roles_claim}" claim must be a list of strings, or a string.'
             )
         events = _claim(claims, settings.jwt_organizer_events_claim) or []
-        if not _all(events, int) or not all(0 < event <= INT4_MAX for event in events):
+        if not _all(events, int) or not all(event in EVENT_IDS for event in events):
             raise InvalidToken(
                 f'The "{settings.jwt_organizer_events_claim}" claim must be a list of event ids.'
             )
@@ -366,14 +367,22 @@ def issue_token(
     admin: bool = False,
     lifetime_seconds: int = 3600,
 ) -> str:
-    """An HS256 token signed with the configured secret, for development and tests."""
+    """An HS256 token signed with the configured secret, for development and tests; ValueError
+    for one that the service would refuse."""
     if not settings.jwt_secret:
         raise ValueError("JWT_SECRET is not set: there is no key to sign with")
+    events = sorted(set(organizer_events))
+    if not _storable(subject):
+        raise ValueError(f"the subject must be {SUBJECT_RULE}")
+    if not all(event in EVENT_IDS for event in events):
+        raise ValueError(f"an organizer's event id must be from 1 to {INT4_MAX}")
+    if lifetime_seconds <= 0:
+        raise ValueError("the lifetime must be a positive number of seconds")
     now = int(time.time())
     claims: dict[str, Any] = {"iat": now, "exp": now + lifetime_seconds}
     _set_claim(claims, settings.jwt_subject_claim, subject)
     _set_claim(claims, settings.jwt_roles_claim, [settings.jwt_admin_role] if admin else [])
-    _set_claim(claims, settings.jwt_organizer_events_claim, sorted(set(organizer_events)))
+    _set_claim(claims, settings.jwt_organizer_events_claim, events)
     if settings.jwt_issuer:
         claims["iss"] = settings.jwt_issuer
     if settings.jwt_audience:

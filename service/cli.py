@@ -225,6 +225,16 @@ def print_token(subject: str, organizer_events: list[int], admin: bool, lifetime
     settings = get_settings()
     if not settings.jwt_secret:
         raise SystemExit("JWT_SECRET is not set: there is no development secret to sign with")
+    try:
+        token = issue_token(
+            settings,
+            subject,
+            organizer_events=organizer_events,
+            admin=admin,
+            lifetime_seconds=lifetime,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"token: {exc}") from None
     if "HS256" not in settings.jwt_algorithms:
         print(
             "warning: JWT_ALGORITHMS leaves out HS256: the service will refuse this token",
@@ -236,15 +246,7 @@ def print_token(subject: str, organizer_events: list[int], admin: bool, lifetime
             "production (set JWT_SECRET, or leave HS256 out of JWT_ALGORITHMS)",
             file=sys.stderr,
         )
-    print(
-        issue_token(
-            settings,
-            subject,
-            organizer_events=organizer_events,
-            admin=admin,
-            lifetime_seconds=lifetime,
-        )
-    )
+    print(token)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

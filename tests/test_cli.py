@@ -262,3 +262,22 @@ def test_serve_refuses_an_unusable_host_or_port(
         main(["serve", *arguments])
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--sub="], "the subject must be a string of 1 to 255 characters"),
+        (["--sub", "7", "--organizer", "0"], "an organizer's event id must be from 1 to"),
+        (["--sub", "7", "--organizer", "3000000000"], "an organizer's event id must be from 1"),
+        (["--sub", "7", "--lifetime", "-100"], "the lifetime must be a positive number"),
+    ],
+)
+def test_token_refuses_to_print_a_token_the_service_would_refuse(
+    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It printed them, and the service answered each with a 401.
+    with pytest.raises(SystemExit) as exited:
+        main(["token", *arguments])
+    assert message in str(exited.value.code)
+    assert capsys.readouterr().out == ""
