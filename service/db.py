@@ -4,6 +4,8 @@ session's info, and what the database's errors mean (the database cannot serve n
 granted...). Nothing here knows of HTTP: models and migrations import it without the web stack,
 and service.errors answers each kind of error."""
 
+import asyncio
+import logging
 from typing import Any
 
 import asyncpg
@@ -17,6 +19,8 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 
 from service.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -66,6 +70,26 @@ DATABASE_ERRORS = (
     AsyncAdapt_asyncpg_dbapi.Error,
     OSError,
 )
+
+
+# How long a stop waits for the pool's connections to close. Each close waits for the server's
+# answer (up to DB_STATEMENT_TIMEOUT + 1 s), one connection after another: a server cut off by
+# the network never answers, and a stop would have waited minutes, past any platform's grace
+# period. Idle by then, a connection left open ends with the process.
+DISPOSE_TIMEOUT = 3.0
+
+
+async def dispose(engine: AsyncEngine) -> None:
+    """Close the engine's pooled connections, waiting at most DISPOSE_TIMEOUT."""
+    try:
+        async with asyncio.timeout(DISPOSE_TIMEOUT):
+            await engine.dispose()
+    except TimeoutError:
+        logger.warning(
+            "the database did not answer within %s s while the pool's connections were being "
+            "closed: the others end with the process",
+            DISPOSE_TIMEOUT,
+        )
 
 
 def create_engine(settings: Settings) -> AsyncEngine:

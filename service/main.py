@@ -11,7 +11,7 @@ from starlette.routing import Mount
 
 from service import ops, routes
 from service.auth import VARY_RESPONSE_HEADER, VaryByAuthorization, create_token_verifier
-from service.db import create_engine, create_probe_engine
+from service.db import create_engine, create_probe_engine, dispose
 from service.edge import (
     BodySizeLimit,
     ConfiguredCORS,
@@ -70,8 +70,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         app.state.metrics.forget_pool()
-        await engine.dispose()
-        await app.state.probe_engine.dispose()
+        await dispose(engine)
+        await dispose(app.state.probe_engine)
 
 
 def configure(app: FastAPI, settings: Settings) -> None:

@@ -6,8 +6,10 @@ The PostgreSQL here is the test's own (tests/private_postgres.py), never the sha
 import asyncio
 import logging
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import asyncpg
@@ -16,6 +18,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
+from service.db import DISPOSE_TIMEOUT
 from service.migrations import migrate
 from service.settings import Settings
 from tests.conftest import asyncpg_dsn, create_database, session_body, started
@@ -289,3 +292,23 @@ async def test_a_database_that_refuses_the_service_gives_503_not_500(
             # The driver's reason, for the operator: a read's as a write's.
             logged = caplog.records[-1].getMessage()
             assert logged.startswith(f"database unavailable: {reason}: "), logged
+
+
+async def test_a_stop_while_the_database_is_frozen_waits_a_bounded_time(
+    postgres: PrivatePostgres, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Closing a pooled connection waits for the server's answer (DB_STATEMENT_TIMEOUT + 1 s,
+    # 1.5 s here), one connection after another: twelve of them held a stop up for 18 s.
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(asyncio.to_thread, postgres.thaw)  # once the app has stopped
+        app, _ = await stack.enter_async_context(started(short_bounds(database_url)))
+        engine = app.state.engine
+        async with AsyncExitStack() as held:  # twelve connections at once, pooled when released
+            for _ in range(12):
+                await held.enter_async_context(engine.connect())
+        assert engine.pool.checkedin() == 12
+        postgres.freeze()
+        stopping = time.monotonic()
+        await stack.aclose()
+    assert time.monotonic() - stopping < DISPOSE_TIMEOUT + 2
+    assert "the pool's connections were being closed" in caplog.text
