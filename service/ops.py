@@ -72,7 +72,21 @@ async def log_schema_state(state: State) -> None:
 
 
 async def _database_schema(state: State) -> str:
-    """schema_state of the app's database, asked within READINESS_TIMEOUT."""
+    """schema_state of the app's database, asked within READINESS_TIMEOUT.
+
+    Asked once at a time: a probe that comes while it is being asked gets the same answer.
+    Each asking takes a connection of its own (the probe engine has no pool), and /readyz is
+    open to anyone: many at once would each have taken one of the server's connections."""
+    check: asyncio.Task[str] | None = state.schema_check
+    if check is None or check.done():
+        check = state.schema_check = asyncio.create_task(_ask_database_schema(state))
+        # Retrieved even when every probe that waited for it has gone.
+        check.add_done_callback(lambda done: done.cancelled() or done.exception())
+    # Shielded: a probe that goes (its client closed the connection) leaves it to the others.
+    return await asyncio.shield(check)
+
+
+async def _ask_database_schema(state: State) -> str:
     async with asyncio.timeout(state.settings.readiness_timeout):
         revisions = await _applied_revisions(state.probe_engine)
     return schema_state(revisions, state.migration_heads, state.known_revisions)

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from alembic import command
@@ -242,6 +243,28 @@ async def test_readyz_answers_while_every_pooled_connection_is_busy(database_url
         response = await client.get("/readyz")
     assert response.status_code == 200, response.text
     assert response.json()["checks"]["database"] == "ok"
+
+
+async def test_probes_at_once_share_one_connection_to_the_database(
+    service: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    # /readyz is open to anyone, and each probe took a connection of its own: thirty at once
+    # took thirty of the server's.
+    app, client = service
+    connects = 0
+
+    def count(*_: object) -> None:
+        nonlocal connects
+        connects += 1
+
+    event.listen(app.state.probe_engine.sync_engine, "connect", count)
+    responses = await asyncio.gather(*(client.get("/readyz") for _ in range(30)))
+    assert [response.status_code for response in responses] == [200] * 30
+    assert connects < 5
+    # Asked again once that answer is in: a later probe is not answered from the past.
+    before = connects
+    assert (await client.get("/readyz")).status_code == 200
+    assert connects == before + 1
 
 
 async def test_readyz_answers_head_as_get(service: tuple[FastAPI, httpx.AsyncClient]) -> None:
