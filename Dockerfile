@@ -21,11 +21,14 @@ RUN pip install --no-cache-dir --require-hashes --requirement requirements.lock
 # Built with the lock's setuptools, not an isolated environment's: pip would fetch the build
 # backend for it unpinned and unhashed (--require-hashes does not reach build dependencies).
 # `pip check` fails the build if the lock lacks a dependency that pyproject.toml declares.
+# Then setuptools and pip leave the venv: the runtime needs neither (nor setuptools' .pth hook,
+# run at every interpreter start), and pip's version would be the base image's, not the lock's.
 COPY pyproject.toml README.md ./
 RUN mkdir service \
     && touch service/__init__.py \
     && pip install --no-cache-dir --no-deps --no-build-isolation --editable . \
-    && pip check
+    && pip check \
+    && pip uninstall --yes setuptools pip
 
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --gid 10001 app \

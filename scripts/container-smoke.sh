@@ -100,6 +100,13 @@ head_revision=$(timeout 10 psql --no-psqlrc --tuples-only --no-align --dbname "$
 [[ -n $head_revision ]] || fail "migrate left no alembic_version row"
 log "schema at revision $head_revision"
 
+# The runtime's venv has no build tools: they leave it in the builder stage.
+if timeout 60 "${PODMAN_RUN[@]}" --rm --no-healthcheck --entrypoint python "$IMAGE" -c \
+    'import importlib.util as u, sys; sys.exit(not any(u.find_spec(m) for m in ("pip", "setuptools")))'; then
+    fail "the image's venv has pip or setuptools"
+fi
+log "no pip or setuptools in the image's venv"
+
 # The image has no secret of its own: its token command refuses to sign with the public
 # development secret.
 if timeout 60 "${PODMAN_RUN[@]}" --rm --no-healthcheck "$IMAGE" token --sub smoke \
