@@ -413,10 +413,9 @@ def test_the_readmes_concurrency_loop_retries_a_412_and_gives_up_on_a_weak_etag(
 
 def test_a_start_that_fails_exits_with_status_3(deployed_database: str) -> None:
     # As `uvicorn` itself would: a supervisor tells a failed start from a crash. (A setting the
-    # service checks is refused before, exit 1: this driver option is read by the engine.)
-    # Added to the URL's query, which already holds the socket's directory on the embedded
-    # PostgreSQL (?host=/tmp/...): a second "?" would make the option part of that directory.
-    url = make_url(deployed_database).update_query_dict({"prepared_statement_cache_size": "many"})
+    # service checks is refused before, exit 1: SQLAlchemy refuses these hosts, one with a port
+    # and one without, when the engine is made.)
+    url = make_url(deployed_database).update_query_dict({"host": ["127.0.0.1:5432", "localhost"]})
     service = ServiceProcess(url.render_as_string(hide_password=False))
     try:
         assert service.wait() == 3
