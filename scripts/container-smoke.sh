@@ -157,7 +157,8 @@ log "starting the service on 127.0.0.1:$PORT, exporting traces to 127.0.0.1:$OTL
 timeout 60 "${PODMAN_RUN[@]}" --detach --name "$CONTAINER" --health-interval disable \
     -e http_proxy=http://proxy.invalid:3128 -e no_proxy=127.0.0.0/8 \
     -e HOST=127.0.0.1 -e PORT="$PORT" -e DATABASE_URL="$DATABASE_URL" -e LOG_LEVEL=info \
-    -e GRACEFUL_SHUTDOWN_TIMEOUT=5 -e JWT_SECRET="$JWT_SECRET" \
+    -e GRACEFUL_SHUTDOWN_TIMEOUT=5 -e DB_LOCK_TIMEOUT=5 -e DB_STATEMENT_TIMEOUT=10 \
+    -e JWT_SECRET="$JWT_SECRET" \
     -e FASTAPI_OTEL_AUTO_CONFIGURE=true -e OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT" \
     "$IMAGE" >/dev/null 2>"$WORK/run.err" || { cat "$WORK/run.err" >&2; fail "podman run"; }
 
@@ -189,11 +190,26 @@ expect_status 200 "$status" "PATCH /sessions/$session_id"
 [[ $(json_field title) == "Smoke 2" ]] || fail "PATCH returned title '$(json_field title)'"
 [[ $(json_field version) == 2 ]] || fail "PATCH returned version $(json_field version), expected 2"
 
-# The drain (GRACEFUL_SHUTDOWN_TIMEOUT=5) fits well inside podman's 10 s before SIGKILL.
-log "stopping with SIGTERM (podman stop -t 10)"
+# The drain: a PATCH that waits behind a row lock (held 3 s by psql) is in flight when SIGTERM
+# comes, and must still be answered (GRACEFUL_SHUTDOWN_TIMEOUT=5, within podman's 10 s before
+# SIGKILL).
+timeout 30 psql --no-psqlrc --quiet --dbname "$DB_NAME" --command \
+    "BEGIN; SELECT 1 FROM sessions WHERE id = $session_id FOR UPDATE; SELECT pg_sleep(3); COMMIT;" \
+    >/dev/null &
+LOCK_PID=$!
+sleep 0.5
+http PATCH "/sessions/$session_id" '{"title": "Drained"}' application/merge-patch+json \
+    >"$WORK/drained.status" &
+PATCH_PID=$!
+sleep 0.5
+log "stopping with SIGTERM (podman stop -t 10) while a PATCH waits for a row lock"
 stop_started=$SECONDS
 timeout 30 podman stop --time 10 "$CONTAINER" >/dev/null 2>"$WORK/stop.err" \
     || { cat "$WORK/stop.err" >&2; fail "podman stop"; }
+wait "$PATCH_PID" || fail "the PATCH in flight at the stop failed: $(head -c 500 "$WORK/body")"
+wait "$LOCK_PID" || fail "psql holding the row lock"
+expect_status 200 "$(cat "$WORK/drained.status")" "PATCH in flight at SIGTERM"
+[[ $(json_field version) == 3 ]] || fail "the drained PATCH returned version $(json_field version)"
 exit_code=$(timeout 30 podman wait "$CONTAINER")
 [[ $exit_code == 0 ]] || fail "the service exited with $exit_code after SIGTERM, expected 0"
 ((SECONDS - stop_started < 10)) || fail "the service needed the SIGKILL fallback to stop"
