@@ -290,8 +290,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not url:
             raise SystemExit("DATABASE_URL is not set")
         # As PID 1 in a container: `docker stop` or a deleted Job ends it at once, unfinished
-        # (the migrations' one transaction is then rolled back by the server).
+        # (the migrations' one transaction is then rolled back by the server); and Ctrl+C as
+        # quietly, without a KeyboardInterrupt's traceback.
         signal.signal(signal.SIGTERM, _exit_interrupted)
+        signal.signal(signal.SIGINT, _exit_interrupted)
         try:
             migrate(url)
         except DATABASE_ERRORS as exc:

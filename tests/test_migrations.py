@@ -107,8 +107,12 @@ async def test_migrate_leaves_a_newer_release_schema_as_it_is(empty_database: st
         await conn.close()
 
 
-async def test_a_migrate_waiting_its_turn_ends_on_sigterm_unfinished(empty_database: str) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl+C"])
+async def test_a_migrate_waiting_its_turn_ends_on_a_signal_unfinished(
+    empty_database: str, stop: signal.Signals
+) -> None:
     # As PID 1 of a container or a Job that is deleted: not after the orchestrator's kill grace.
+    # Ctrl+C as quietly (it printed a KeyboardInterrupt's traceback).
     conn = await asyncpg.connect(asyncpg_dsn(empty_database))
     try:
         async with conn.transaction():
@@ -125,10 +129,11 @@ async def test_a_migrate_waiting_its_turn_ends_on_sigterm_unfinished(empty_datab
                 await asyncio.sleep(0.1)
             else:
                 raise AssertionError("migrate never waited for the lock")
-            migrate.send_signal(signal.SIGTERM)
+            migrate.send_signal(stop)
             async with asyncio.timeout(10):
-                returncode = await migrate.wait()
-        assert returncode == 128 + signal.SIGTERM
+                _, stderr = await migrate.communicate()
+        assert migrate.returncode == 128 + stop
+        assert b"Traceback" not in stderr
         assert await tables(empty_database) == set()  # nothing migrated
     finally:
         await conn.close()
