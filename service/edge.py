@@ -8,11 +8,14 @@
   Starlette 1.10), and takes its limit when the app is built, not from the settings at start.
 - ConfiguredCORS: Starlette's CORSMiddleware for the CORS_ORIGINS, or nothing when there are none;
   a preflight it refuses is a problem+json 400 like any other error, not its text/plain one.
-- EncodedSlashes: a path with a percent-encoded slash (`/sessions%2F12`) is a 404.
+- TargetURI: a path with a percent-encoded slash (`/sessions%2F12`) is a 404; a Host missing
+  (in HTTP/1.1), repeated or malformed a 400.
 - ResponseHeaders: what every response carries: a Date, and the headers OWASP's REST Security
   Cheat Sheet asks of an API (no MIME sniffing, no framing).
 """
 
+import ipaddress
+import re
 import time
 
 from starlette.datastructures import Headers
@@ -63,21 +66,61 @@ class WholeFiles:
         await self.app({**scope, "headers": headers}, receive, send_without_accept_ranges)
 
 
-class EncodedSlashes:
-    """A 404 for a path with a percent-encoded slash: routes match the decoded path, where
-    `/sessions%2F12` is `/sessions/12`, but RFC 3986 (2.2) makes it another path, a single
-    segment, and so would a proxy in front that matches the path as sent (a rule for
-    `/sessions/*` that it never meets)."""
+# Host = uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2): an IP literal in brackets (an
+# IPv6 address, without a zone id, or an IPvFuture), or a reg-name (an IPv4 address is one too),
+# possibly empty.
+_REG_NAME = r"(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*"
+_HOST = re.compile(rf"(?:\[(?P<literal>[^\]]*)\]|{_REG_NAME})(?::[0-9]*)?")
+_IP_FUTURE = re.compile(r"[vV][0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+")
+
+
+def _valid_host(value: str) -> bool:
+    host = _HOST.fullmatch(value)
+    if host is None or host["literal"] is None:
+        return host is not None
+    literal = host["literal"]
+    if _IP_FUTURE.fullmatch(literal):
+        return True
+    try:
+        return "%" not in literal and bool(ipaddress.IPv6Address(literal))
+    except ValueError:
+        return False
+
+
+class TargetURI:
+    """A request whose target URI is malformed, as the request-target and Host make it up:
+
+    - a 404 for a path with a percent-encoded slash: routes match the decoded path, where
+      `/sessions%2F12` is `/sessions/12`, but RFC 3986 (2.2) makes it another path, a single
+      segment, and so would a proxy in front that matches the path as sent (a rule for
+      `/sessions/*` that it never meets);
+    - a 400 for an HTTP/1.1 request without a Host, and for any with two or with one that is
+      not a host and an optional port (RFC 9112 3.2 has a server refuse them all).
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and b"%2f" in scope.get("raw_path", b"").lower():
-            response = problem(404, "There is nothing at this URL.")
-            await response(scope, receive, send)
-            return
+        if scope["type"] == "http":
+            refused = self._refusal(scope)
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+    @staticmethod
+    def _refusal(scope: Scope) -> Response | None:
+        if b"%2f" in scope.get("raw_path", b"").lower():
+            return problem(404, "There is nothing at this URL.")
+        hosts = [value for name, value in scope["headers"] if name == b"host"]
+        if len(hosts) > 1:
+            return problem(400, "The request has more than one Host.")
+        if not hosts and scope["http_version"] == "1.1":
+            return problem(400, "An HTTP/1.1 request must have a Host.")
+        if hosts and not _valid_host(hosts[0].decode("latin-1")):
+            return problem(400, "The Host is not a host and an optional port.")
+        return None
 
 
 class BodyTooLarge(HTTPException):

@@ -1,4 +1,4 @@
-"""The HTTP/1.1 protocol `serve` runs: uvicorn's, on httptools, with three fixes.
+"""The HTTP/1.1 protocol `serve` runs: uvicorn's, on httptools, with two fixes.
 
 RFC 9110 (7.8) lets a server ignore a client's offer to switch protocols (`Upgrade`) and answer
 the request as it is; the service switches to none (serve's ws="none"). llhttp, however, stops
@@ -8,15 +8,11 @@ served it with an empty body (Kludex/uvicorn#2722, open): Java's HttpClient offe
 (`Upgrade: h2c`) on its first request to an http:// URL, and such a POST or PATCH got 422, its
 body missing.
 
-RFC 9112 (3.2) has a server answer 400 to an HTTP/1.1 request without a Host field, and to any
-request with two or with one whose value is not a host and an optional port: llhttp passes them
-on, and uvicorn served them. They get the 400 of any request that llhttp cannot parse.
-
-That 400, which uvicorn writes itself, carries a Date (RFC 9110 6.6.1), which `serve` has uvicorn
-leave to the app (service.edge.ResponseHeaders), and the headers the app puts on every response.
+The 400 that uvicorn writes itself, to a request llhttp cannot parse, carries a Date (RFC 9110
+6.6.1), which `serve` has uvicorn leave to the app (service.edge.ResponseHeaders), and the
+security headers the app puts on every response (not an X-Request-ID: the app never saw it).
 """
 
-import re
 import time
 
 import httptools
@@ -28,16 +24,6 @@ from service.edge import SECURITY_HEADERS
 # The fields that only carry an offer (HTTP2-Settings: h2c's, RFC 7540 3.2.1), left out of a
 # request whose offer is declined, and out of its Connection options.
 _OFFER_FIELDS = frozenset({b"upgrade", b"http2-settings"})
-
-# Host = uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2): an IP literal in brackets, or a
-# reg-name (an IPv4 address is one too), possibly empty.
-_HOST = re.compile(
-    rb"(?:\[[0-9A-Za-z._~!$&'()*+,;=:-]+\]|[0-9A-Za-z._~%!$&'()*+,;=-]*)(?::[0-9]*)?"
-)
-
-
-class InvalidHost(Exception):
-    """Raised from a parser callback, which llhttp turns into an HttpParserCallbackError."""
 
 
 class UpgradeDecliningProtocol(HttpToolsProtocol):
@@ -53,18 +39,10 @@ class UpgradeDecliningProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         if not self._offers_upgrade():
-            self._check_host()
             super().on_headers_complete()
 
-    def _check_host(self) -> None:
-        hosts = [value for name, value in self.headers if name == b"host"]
-        if len(hosts) > 1 or (hosts and not _HOST.fullmatch(hosts[0])):
-            raise InvalidHost
-        if not hosts and self.parser.get_http_version() == "1.1":
-            raise InvalidHost
-
     def send_400_response(self, msg: str) -> None:
-        # uvicorn's, with the app's headers.
+        # uvicorn's, with a Date and the app's security headers.
         body = msg.encode("ascii")
         lines = [
             b"HTTP/1.1 400 Bad Request",

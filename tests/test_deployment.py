@@ -328,11 +328,18 @@ HOSTS = [
     pytest.param("HTTP/1.1", ["Host: user@a.example"], b"400", id="userinfo"),
     pytest.param("HTTP/1.1", ["Host: a.example:80:80"], b"400", id="two ports"),
     pytest.param("HTTP/1.1", ["Host: [::1"], b"400", id="an open bracket"),
+    pytest.param("HTTP/1.1", ["Host: [hello]"], b"400", id="brackets, no address"),
+    pytest.param("HTTP/1.1", ["Host: [1.2.3.4]"], b"400", id="IPv4 in brackets"),
+    pytest.param("HTTP/1.1", ["Host: [fe80::1%25eth0]"], b"400", id="a zone id"),
+    pytest.param("HTTP/1.1", ["Host: ex%zzample.org"], b"400", id="a bad percent-encoding"),
+    pytest.param("HTTP/1.1", ["Host: %"], b"400", id="a lone percent"),
     pytest.param("HTTP/1.0", [], b"200", id="HTTP/1.0 without a Host"),
     pytest.param("HTTP/1.1", ["Host: "], b"200", id="empty"),
     pytest.param("HTTP/1.1", ["Host: 127.0.0.1:8000"], b"200", id="IPv4 and port"),
     pytest.param("HTTP/1.1", ["Host: [::1]:8000"], b"200", id="IPv6 and port"),
     pytest.param("HTTP/1.1", ["Host: sessions.example.org"], b"200", id="a name"),
+    pytest.param("HTTP/1.1", ["Host: ex%41mple.org"], b"200", id="a percent-encoded name"),
+    pytest.param("HTTP/1.1", ["Host: [v1.fe80::a+en1]"], b"200", id="an IPvFuture"),
 ]
 
 
@@ -344,6 +351,21 @@ async def test_a_request_without_one_valid_host_is_400(
     head = [f"GET /sessions/states {version}", *fields, "Connection: close"]
     answer = await exchange(replicas[0].port, ("\r\n".join(head) + "\r\n\r\n").encode())
     assert answer.startswith(b"HTTP/1.1 %s " % status), answer
+
+
+async def test_a_bad_host_is_answered_in_its_turn_after_the_requests_before_it(
+    replicas: list[ServiceProcess],
+) -> None:
+    # RFC 9112 9.3.2: answers in the order of the requests. A 400 written at once by the
+    # protocol came before the answer of the request in flight, which it cut off.
+    port = replicas[0].port
+    request = f"POST /sessions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+    request += "".join(f"{name}: {value}\r\n" for name, value in ADMIN_HEADERS.items())
+    body = orjson.dumps(session_body(title="pipelined"))
+    request += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    after = b"GET /sessions/states HTTP/1.1\r\nConnection: close\r\n\r\n"  # no Host
+    answers = await exchange(port, request.encode() + body + after)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"201", b"400"], answers
 
 
 async def test_uvicorns_own_400_carries_a_date_and_the_apps_headers(
