@@ -193,15 +193,27 @@ expect_status 200 "$status" "PATCH /sessions/$session_id"
 # The drain: a PATCH that waits behind a row lock (held 3 s by psql) is in flight when SIGTERM
 # comes, and must still be answered (GRACEFUL_SHUTDOWN_TIMEOUT=5, within podman's 10 s before
 # SIGKILL).
+sql() { timeout 10 psql --no-psqlrc --tuples-only --no-align --dbname "$DB_NAME" --command "$1"; }
+# until SQL: wait, at most 10 s, for the query to answer t.
+until_sql() {
+    local deadline=$((SECONDS + 10))
+    until [[ $(sql "$1") == t ]]; do
+        ((SECONDS < deadline)) || fail "timed out waiting for: $1"
+        sleep 0.1
+    done
+}
 timeout 30 psql --no-psqlrc --quiet --dbname "$DB_NAME" --command \
     "BEGIN; SELECT 1 FROM sessions WHERE id = $session_id FOR UPDATE; SELECT pg_sleep(3); COMMIT;" \
     >/dev/null &
 LOCK_PID=$!
-sleep 0.5
+until_sql "SELECT count(*) = 1 FROM pg_stat_activity WHERE datname = current_database()
+    AND query LIKE '%pg_sleep(3)%' AND state = 'active' AND pid <> pg_backend_pid()"
 http PATCH "/sessions/$session_id" '{"title": "Drained"}' application/merge-patch+json \
     >"$WORK/drained.status" &
 PATCH_PID=$!
-sleep 0.5
+until_sql "SELECT count(*) = 1 FROM pg_stat_activity WHERE datname = current_database()
+    AND wait_event_type = 'Lock'"
+kill -0 "$PATCH_PID" 2>/dev/null || fail "the PATCH was answered before the stop: no drain to check"
 log "stopping with SIGTERM (podman stop -t 10) while a PATCH waits for a row lock"
 stop_started=$SECONDS
 timeout 30 podman stop --time 10 "$CONTAINER" >/dev/null 2>"$WORK/stop.err" \

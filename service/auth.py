@@ -368,7 +368,8 @@ def issue_token(
     lifetime_seconds: int = 3600,
 ) -> str:
     """An HS256 token signed with the configured secret, for development and tests; ValueError
-    for one that the service would refuse."""
+    for a subject, an event id or a lifetime that the service would refuse (whether it takes
+    HS256 at all is JWT_ALGORITHMS', which `sessions-service token` warns of)."""
     if not settings.jwt_secret:
         raise ValueError("JWT_SECRET is not set: there is no key to sign with")
     events = sorted(set(organizer_events))
