@@ -586,7 +586,10 @@ async def test_a_request_stopped_while_it_commits_is_told_its_write_may_be_saved
                 "method": "POST", "scheme": "http", "path": "/sessions", "raw_path": b"/sessions",
                 "query_string": b"", "root_path": "", "server": ("test", 80),
                 "client": ("127.0.0.1", 1), "app": app,
-                "headers": [(b"content-type", b"application/json"), *ADMIN_HEADER_ITEMS],
+                "headers": [
+                    (b"host", b"test"), (b"content-type", b"application/json"),
+                    *ADMIN_HEADER_ITEMS,
+                ],
             }  # fmt: skip
             await app(scope, receive, send)  # answered: the cancellation ends there
             monkeypatch.undo()
