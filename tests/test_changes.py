@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import orm, select, text, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.models import CURRENT_TXID, Session
 from service.pagination import FEED_TOKEN, TOKEN_FORMAT, TokenSigner
@@ -411,7 +411,9 @@ async def test_changes_token_of_another_database_of_the_server_is_400(
     assert [item["id"] for item in received] == [ours["id"]]
 
 
-async def test_changes_token_ahead_of_the_database_is_400(client: httpx.AsyncClient) -> None:
+async def test_changes_token_ahead_of_the_database_is_400(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
     # A position past every transaction this database has run: issued by another cluster (the
     # data moved by dump and restore), or by this one before a restore to an earlier point. Its
     # polls would skip every change until the counter caught up.
@@ -419,7 +421,10 @@ async def test_changes_token_ahead_of_the_database_is_400(client: httpx.AsyncCli
 
     signer = TokenSigner(DEVELOPMENT_CURSOR_SECRET)
     genuine = signer.verify(FEED_TOKEN, (await poll(client))["next_token"])
-    ahead = signer.sign(FEED_TOKEN, genuine | {"txid": genuine["txid"] + 1_000_000})
+    # Ahead of the server's counter, not of the genuine position: on an empty table that is 1,
+    # and a server that has run a million transactions is past 1,000,001.
+    counter = (await connection.execute(select(CURRENT_TXID))).scalar_one()
+    ahead = signer.sign(FEED_TOKEN, genuine | {"txid": counter + 1_000_000})
     response = await client.get("/sessions/changes", params={"since": ahead})
     body = assert_problem(response, 400)
     assert body["parameter"] == "since"
