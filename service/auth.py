@@ -168,7 +168,9 @@ class TokenVerifier:
             raise InvalidToken(
                 f'The "{settings.jwt_roles_claim}" claim must be a list of strings, or a string.'
             )
-        events = _claim(claims, settings.jwt_organizer_events_claim) or []
+        events = _claim(claims, settings.jwt_organizer_events_claim)
+        if events is None:
+            events = []
         if not _all(events, int) or not all(event in EVENT_IDS for event in events):
             raise InvalidToken(
                 f'The "{settings.jwt_organizer_events_claim}" claim must be a list of event ids.'

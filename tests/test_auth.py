@@ -147,6 +147,11 @@ ATTACKS = [
     pytest.param(lambda: hs256(organizer_events="3"), {}, id="organizer_events a string"),
     pytest.param(lambda: hs256(organizer_events=[True]), {}, id="organizer_events booleans"),
     pytest.param(lambda: hs256(organizer_events=[2**31]), {}, id="organizer_events too big"),
+    # Not lists that happen to be falsy: only a missing (or null) claim means none.
+    pytest.param(lambda: hs256(organizer_events=0), {}, id="organizer_events 0"),
+    pytest.param(lambda: hs256(organizer_events=False), {}, id="organizer_events false"),
+    pytest.param(lambda: hs256(organizer_events=""), {}, id="organizer_events empty string"),
+    pytest.param(lambda: hs256(organizer_events={}), {}, id="organizer_events empty object"),
     pytest.param(lambda: hs256(roles=[1]), {}, id="roles not strings"),
     pytest.param(lambda: "not-a-jwt", {}, id="garbage"),
     pytest.param(lambda: "a.b.c", {}, id="three garbage segments"),
