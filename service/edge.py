@@ -18,7 +18,7 @@ import ipaddress
 import re
 import time
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
@@ -145,13 +145,15 @@ class BodySizeLimit:
             return
 
         received = 0
+        refused = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    refused = True
                     raise BodyTooLarge(limit)
             return message
 
@@ -159,7 +161,13 @@ class BodySizeLimit:
 
         async def tracking_send(message: Message) -> None:
             nonlocal response_started
-            response_started |= message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                response_started = True
+                if refused:
+                    # Whoever answers (the app's handler of the 413, as a rule), the rest of the
+                    # body stays unread: the server closes the connection rather than read on
+                    # to the body's end, however far that is, to find the next request.
+                    MutableHeaders(scope=message)["connection"] = "close"
             await send(message)
 
         try:

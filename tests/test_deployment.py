@@ -1,6 +1,7 @@
 """The service as deployed: several replicas on one database, and a graceful stop."""
 
 import asyncio
+import contextlib
 import itertools
 import re
 import signal
@@ -259,6 +260,52 @@ async def test_a_request_offering_another_protocol_is_served_with_its_body(
         await writer.wait_closed()
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"422", b"200"], answers
     assert b'"location":["body","title"]' in answers, answers
+
+
+async def test_a_chunked_body_over_the_limit_is_answered_and_the_connection_closed(
+    replicas: list[ServiceProcess],
+) -> None:
+    # A 413 at the chunk that crosses MAX_BODY_SIZE (1 MiB) must not leave the server reading
+    # on: on a connection kept alive it read and dropped whatever followed (gigabytes, as fast
+    # as a client sent them) to find the end of the body. It closes the connection instead.
+    port = replicas[0].port
+    head = [
+        "POST /sessions HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: application/json",
+        "Transfer-Encoding: chunked",
+        *(f"{name}: {value}" for name, value in ADMIN_HEADERS.items()),
+    ]
+    chunk = b"%x\r\n%s\r\n" % (64 * 1024, b" " * 64 * 1024)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def send_without_end() -> None:
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        with contextlib.suppress(ConnectionError):
+            for _ in range(4096):  # 256 MiB at most, never the last chunk
+                writer.write(chunk)
+                await writer.drain()
+
+    async def read_until_closed() -> bytes:
+        # The server closes with the body's rest unread, so its kernel may reset the connection
+        # rather than end it: either ends the answer.
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while data := await reader.read(65536):
+                answer += data
+        return answer
+
+    sending = asyncio.create_task(send_without_end())
+    try:
+        # Never ends, had the server kept the connection.
+        answer = await asyncio.wait_for(read_until_closed(), timeout=10)
+    finally:
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sending
+        writer.transport.abort()  # the server may have reset it: nothing left to flush
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert b"\r\nconnection: close\r\n" in answer.lower(), answer[:400]
 
 
 EXPECTING_CONTINUE = [

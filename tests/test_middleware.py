@@ -45,6 +45,7 @@ async def test_declared_length_over_the_limit_is_413_before_the_app_runs(
             headers={"content-type": "application/json"},
         )
     assert_413(response)
+    assert response.headers["connection"] == "close"
     assert await count_sessions(connection) == 0
 
 
@@ -65,6 +66,8 @@ async def test_streamed_body_over_the_limit_is_413_without_reading_it_all(
         )
     assert "content-length" not in response.request.headers
     assert_413(response)
+    # The rest of the body is never read: the server closes the connection after the answer.
+    assert response.headers["connection"] == "close"
     # Refused at the chunk that crossed the limit (httpx may have one more in flight).
     assert sent_chunks <= LIMIT // 100 + 2
     assert await count_sessions(connection) == 0
