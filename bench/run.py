@@ -31,6 +31,7 @@ import uvloop
 
 from bench import seed, unit_of_work
 from bench.wrk_output import Run, parse_wrk
+from service import policy
 from service.auth import issue_token
 from service.cli import tune_garbage_collector
 from service.pagination import FEED_TOKEN, TOKEN_FORMAT, TokenSigner
@@ -445,7 +446,11 @@ def scale(args: argparse.Namespace, database_url: str) -> str:
                 run = measure(server, path, None, (), args, wrk_cpus)
                 # The statement as the service runs it, with the horizon above every row.
                 query, values = feed_query(
-                    event_id=event_id, after=position, limit=100, horizon=horizon
+                    event_id=event_id,
+                    after=position,
+                    limit=100,
+                    horizon=horizon,
+                    visible=policy.feed_visibility(policy.ANONYMOUS),  # wrk sends no token
                 )
                 parameters = (values[name] for name in query.parameters)
                 cost = asyncio.run(explain(database_url, query.sql, *parameters))

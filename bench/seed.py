@@ -30,7 +30,7 @@ _SEED = """
 INSERT INTO sessions (
     id, event_id, title, subtitle, short_abstract, long_abstract, comments, level, language,
     starts_at, ends_at, track_id, session_type_id, microlocation_id,
-    slides_url, video_url, audio_url, signup_url, state, is_locked,
+    slides_url, video_url, audio_url, signup_url, state, is_locked, ever_public,
     created_at, last_modified_at, version, deleted_at, txid
 )
 SELECT
@@ -57,6 +57,9 @@ SELECT
     (ARRAY['draft', 'pending', 'accepted', 'confirmed', 'rejected', 'canceled',
         'withdrawn'])[1 + n % 7],
     n % 20 = 0,
+    -- Has been public: is public now, or (as migration 0007 counts the sessions stored before
+    -- it) has changed since it was created.
+    n % 7 IN (2, 3) OR version > 1,
     created,
     modified,
     version,

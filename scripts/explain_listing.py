@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from service.migrations import migrate
 from service.pagination import parse_sort
-from service.policy import Visibility
+from service.policy import ANONYMOUS, Visibility, feed_visibility
 from service.repository import SessionFilter, feed_query, list_query, make_sessionmaker
 from service.settings import to_asyncpg_url
 
@@ -108,7 +108,11 @@ async def run(database_url: str, rows: int) -> None:
             await explain(db, name, query.sql, [values[name] for name in query.parameters])
         for name, event_id in (("changes", None), ("changes?event_id", 500)):
             query, values = feed_query(
-                event_id=event_id, after=(deep_txid, 900_000), limit=100, horizon=horizon
+                event_id=event_id,
+                after=(deep_txid, 900_000),
+                limit=100,
+                horizon=horizon,
+                visible=feed_visibility(ANONYMOUS),
             )
             await explain(db, name, query.sql, [values[name] for name in query.parameters])
     await engine.dispose()

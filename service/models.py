@@ -126,6 +126,11 @@ class Session(Base):
     creator_id: Mapped[str | None] = mapped_column(String(USER_ID_MAX))
     # Stamped by the before_flush hook when the session first enters "pending".
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set by the before_flush hook when the session is public (policy.PUBLIC_STATES), and never
+    # unset: anyone may hold a copy of it from then on, so the change feed serves its later
+    # changes to anyone, as tombstones where they may no longer see it. A session that has never
+    # been public is a secret of those who may see it, its id and its changes included.
+    ever_public: Mapped[bool] = mapped_column(default=False, server_default=false())
     # Stamped by the repository's before_flush hook, never by clients or column defaults.
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_modified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -11,7 +11,7 @@ see does not exist for them (404, never 403), so a refusal never tells that a se
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from service.errors import ForbiddenRule, ServiceError
@@ -112,6 +112,8 @@ class Visibility:
     states: frozenset[str] = PUBLIC_STATES
     creator_id: str | None = None
     event_ids: frozenset[int] = frozenset()
+    # Sessions that have been public (ever_public), whatever they are now.
+    ever_public: bool = False
 
 
 def visibility(principal: Principal) -> Visibility:
@@ -122,6 +124,15 @@ def visibility(principal: Principal) -> Visibility:
         creator_id=principal.user_id,
         event_ids=principal.organizer_events,
     )
+
+
+def feed_visibility(principal: Principal) -> Visibility:
+    """The sessions whose changes the change feed serves a principal: those it may see, whole,
+    and as tombstones those it may hold a copy of but no longer see: sessions it could see
+    before they were deleted or moved to another event (the same rule, on the stored session
+    and on the event it left), and sessions that have been public (anyone may hold those). A
+    session that has never been public is no one else's business, its id included."""
+    return replace(visibility(principal), ever_public=True)
 
 
 def changeable(principal: Principal) -> Visibility:

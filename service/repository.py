@@ -62,7 +62,7 @@ from service.models import (
     nulls_last,
 )
 from service.pagination import NULLABLE_SORT_KEYS, SortKey
-from service.policy import SessionFacts, Visibility
+from service.policy import PUBLIC_STATES, SessionFacts, Visibility
 
 ONE_TICK = timedelta(microseconds=1)  # timestamptz resolution
 
@@ -84,6 +84,7 @@ def _stamp_changed_sessions(db: orm.Session, flush_context: Any, instances: Any)
             obj.created_at = obj.last_modified_at = now
             obj.version = 1
             _stamp_submission(obj)
+            _stamp_publication(obj)
             stamped.append(obj)
     for obj in db.dirty:
         if isinstance(obj, Session) and db.is_modified(obj, include_collections=False):
@@ -92,6 +93,7 @@ def _stamp_changed_sessions(db: orm.Session, flush_context: Any, instances: Any)
             obj.version += 1
             if _changed(obj, "state"):
                 _stamp_submission(obj)
+                _stamp_publication(obj)
             if _changed(obj, "event_id"):
                 _record_departure(db, obj)
             if obj.deleted_at is not None and _changed(obj, "deleted_at"):
@@ -148,6 +150,12 @@ def _stamp_submission(session: Session) -> None:
         session.submitted_at = session.last_modified_at
 
 
+def _stamp_publication(session: Session) -> None:
+    # ever_public: set by the first change that makes the session public, never unset.
+    if session.state in PUBLIC_STATES and not session.ever_public:
+        session.ever_public = True
+
+
 def make_sessionmaker(
     bind: AsyncEngine | AsyncConnection, **options: Any
 ) -> async_sessionmaker[AsyncSession]:
@@ -166,8 +174,10 @@ _CONSTRAINT_ERRORS = {
 
 _sessions = Session.__table__
 # What reads return: the columns of the API's session, in table order (not deleted_at, null on
-# every listed session, nor txid, the change feed's position).
-_READ_COLUMNS = [column for column in _sessions.c if column.name not in {"deleted_at", "txid"}]
+# every listed session, nor txid, the change feed's position, nor ever_public, which only decides
+# what the feed serves).
+_FEED_ONLY = {"deleted_at", "txid", "ever_public"}
+_READ_COLUMNS = [column for column in _sessions.c if column.name not in _FEED_ONLY]
 # A read session as a named tuple: attributes, like the ORM objects writes return.
 SessionRow: Any = namedtuple(  # type: ignore[misc]  # its fields are the columns above
     "SessionRow", [column.name for column in _READ_COLUMNS]
@@ -178,6 +188,7 @@ _FEED_COLUMNS = [
     *_READ_COLUMNS,
     _sessions.c.deleted_at,
     _sessions.c.txid,
+    _sessions.c.ever_public,
     false().label("departed"),
 ]
 FeedRow: Any = namedtuple(  # type: ignore[misc]
@@ -273,12 +284,17 @@ class SessionReads:
         return await query.fetch(self.conn, **values)
 
     async def changes(
-        self, *, event_id: int | None, after: tuple[int, int] | None, limit: int
+        self,
+        *,
+        event_id: int | None,
+        after: tuple[int, int] | None,
+        limit: int,
+        visible: Visibility,
     ) -> tuple[Sequence[FeedSession], FeedHorizon]:
         """FeedRows (deleted sessions too; with event_id, the departures of sessions moved out
-        of it as well) written after the feed position `after` = (txid, id), oldest write first,
-        and the horizon: every change by a transaction with an id below it is in the rows or
-        before `after` (FeedHorizon).
+        of it as well) that are `visible` (policy.feed_visibility), written after the feed
+        position `after` = (txid, id), oldest write first, and the horizon: every change by a
+        transaction with an id below it is in the rows or before `after` (FeedHorizon).
 
         Why not `last_modified_at > :since`: a transaction stamps last_modified_at when it
         flushes but its rows become visible when it commits, later. A transaction that stamped
@@ -295,7 +311,7 @@ class SessionReads:
         """
         horizon = FeedHorizon(*await self.conn.fetchrow(_HORIZON))
         query, values = feed_query(
-            event_id=event_id, after=after, limit=limit, horizon=horizon.xmin
+            event_id=event_id, after=after, limit=limit, horizon=horizon.xmin, visible=visible
         )
         return await query.fetch(self.conn, **values), horizon
 
@@ -313,23 +329,34 @@ _HORIZON = (
 
 
 def feed_query(
-    *, event_id: int | None, after: tuple[int, int] | None, limit: int, horizon: int
+    *,
+    event_id: int | None,
+    after: tuple[int, int] | None,
+    limit: int,
+    horizon: int,
+    visible: Visibility,
 ) -> tuple[DriverQuery, dict[str, Any]]:
     """The change feed's statement for these arguments, and the values of its parameters."""
     values: dict[str, Any] = {"horizon": horizon, "limit": limit}
+    values |= _visibility_parameters(visible)
     if event_id is not None:
         values["event_id"] = event_id
     if after is not None:
         values["after_txid"], values["after_id"] = after
-    return _compiled_feed_query(event_id is not None, after is not None), values
+    shape = (event_id is not None, after is not None, frozenset(values), visible.everything)
+    return _compiled_feed_query(*shape), values
 
 
-@lru_cache(maxsize=4)
-def _compiled_feed_query(by_event: bool, after: bool) -> DriverQuery:
+@lru_cache(maxsize=64)
+def _compiled_feed_query(
+    by_event: bool, after: bool, parameters: frozenset[str], everything: bool
+) -> DriverQuery:
     feed = _FEED_OF_EVENT if by_event else _FEED
     query = select(*(feed.c[column.name] for column in _FEED_COLUMNS)).where(
         feed.c.txid < bindparam("horizon", type_=BigInteger)
     )
+    if not everything:
+        query = query.where(_visible(parameters, feed.c))
     if by_event:
         query = query.where(feed.c.feed_event_id == bindparam("event_id", type_=Integer))
     if after:
@@ -341,11 +368,16 @@ def _compiled_feed_query(by_event: bool, after: bool) -> DriverQuery:
 
 def _departure_column(column: ColumnElement[Any]) -> ColumnElement[Any]:
     """A departure as a column of the feed: a tombstone needs the id, last_modified_at and
-    version, which the departure holds; the session's other columns are nulls of their types
-    (so that the union's parts match exactly)."""
+    version, which the departure holds, and who may be served it (policy.feed_visibility) the
+    session's creator and whether it has been public, which the session holds; its other
+    columns are nulls of their types (so that the union's parts match exactly). Its event_id is
+    the event it left, whose organisers may hold it; its state is null, which is not public."""
     if column.name in _departures.c:
         own: ColumnElement[Any] = _departures.c[column.name]
         return own
+    if column.name in {"creator_id", "ever_public"}:
+        session_column: ColumnElement[Any] = _sessions.c[column.name]
+        return session_column
     value = {"id": _departures.c.session_id, "departed": true()}.get(column.name)
     return (null().cast(column.type) if value is None else value).label(column.name)
 
@@ -361,7 +393,7 @@ _FEED_OF_EVENT = union_all(
     select(
         *(_departure_column(column) for column in _FEED_COLUMNS),
         _departures.c.event_id.label("feed_event_id"),
-    ),
+    ).join_from(_departures, _sessions, _sessions.c.id == _departures.c.session_id),
 ).subquery("feed")
 
 
@@ -428,11 +460,12 @@ def _locking_query(parameters: frozenset[str], everything: bool) -> Select[Sessi
     return select(Session, CURRENT_TXID).where(*conditions).with_for_update()
 
 
-def _visible(parameters: frozenset[str]) -> ColumnElement[bool]:
-    """A Visibility's condition, of the parts that it has (_visibility_parameters): false when
-    it has none."""
+def _visible(parameters: frozenset[str], columns: Any = _sessions.c) -> ColumnElement[bool]:
+    """A Visibility's condition on these columns (the sessions table's, or a query's that has
+    them), of the parts that it has (_visibility_parameters): false when it has none."""
     return or_(
-        false(), *(_VISIBLE[name](bindparam(name)) for name in _VISIBLE if name in parameters)
+        false(),
+        *(_VISIBLE[name](columns, bindparam(name)) for name in _VISIBLE if name in parameters),
     )
 
 
@@ -516,10 +549,11 @@ def _constraint_name(exc: IntegrityError) -> str | None:
 
 
 # Who may see what (policy.visibility): a session is visible by any of these that is set.
-_VISIBLE: dict[str, Callable[[Any], ColumnElement[bool]]] = {
-    "visible_states": lambda states: Session.state == any_(states),
-    "visible_creator_id": lambda creator_id: Session.creator_id == creator_id,
-    "visible_event_ids": lambda event_ids: Session.event_id == any_(event_ids),
+_VISIBLE: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
+    "visible_states": lambda c, states: c.state == any_(states),
+    "visible_creator_id": lambda c, creator_id: c.creator_id == creator_id,
+    "visible_event_ids": lambda c, event_ids: c.event_id == any_(event_ids),
+    "visible_ever_public": lambda c, ever_public: c.ever_public == ever_public,
 }
 
 
@@ -533,6 +567,8 @@ def _visibility_parameters(visible: Visibility) -> dict[str, Any]:
         values["visible_creator_id"] = visible.creator_id
     if visible.event_ids:
         values["visible_event_ids"] = sorted(visible.event_ids)
+    if visible.ever_public:
+        values["visible_ever_public"] = True
     return values
 
 

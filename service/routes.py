@@ -601,12 +601,16 @@ async def list_session_changes(
     ] = None,
 ) -> Response:
     """Sessions created, changed or deleted since a token, oldest change first; deletions,
-    sessions the caller may not see (anonymous: all but accepted and confirmed) and, in the feed
-    of one event, sessions moved to another event, as tombstones."""
+    sessions the caller may no longer see (anonymous: all but accepted and confirmed) and, in
+    the feed of one event, sessions moved to another event, as tombstones. A session the caller
+    may not see and that has never been public is left out."""
     after, issued_in = _read_feed_token(signer, since, event_id) if since else (None, {})
     async with read_connection(request.app) as conn:
         rows, horizon = await SessionReads(conn).changes(
-            event_id=event_id, after=after, limit=limit
+            event_id=event_id,
+            after=after,
+            limit=limit,
+            visible=policy.feed_visibility(principal),
         )
     if after and (
         issued_in.get("cluster", horizon.cluster) != horizon.cluster
@@ -621,8 +625,9 @@ async def list_session_changes(
         raise _bad_cursor(
             "since", "was issued by another database, or by this one before a restore"
         )
-    # Every row is served, hidden ones as tombstones: a session that stops being visible must
-    # reach the client's copy, and positions stay the same for every caller.
+    # Every row of the caller's feed is served, those it may no longer see as tombstones: a
+    # session that stops being visible must reach the client's copy. (A position is a place in
+    # one order of all changes, whoever's feed it was issued in.)
     items = [
         change_content(session)
         if session.deleted_at is None

@@ -1,4 +1,5 @@
-"""The change feed shows each caller what it may see; what stops being visible is a tombstone."""
+"""The change feed shows each caller what it may see; what it may hold but no longer see is a
+tombstone; a session it may not see and that has never been public is left out."""
 
 from collections.abc import AsyncIterator
 from typing import Any
@@ -6,10 +7,17 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.repository import make_sessionmaker
-from tests.conftest import asgi_client, auth_headers, build_app, session_body
+from tests.conftest import (
+    asgi_client,
+    auth_headers,
+    build_app,
+    create_session,
+    session_body,
+    stored_row,
+)
 from tests.test_changes import follow, has_ids
 
 STATES = ["draft", "pending", "accepted", "confirmed", "rejected", "canceled", "withdrawn"]
@@ -64,30 +72,21 @@ def latest(received: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     return {item["id"]: item for item in received}
 
 
-async def test_anonymous_feed_never_shows_a_non_public_session(
+async def test_anonymous_feed_leaves_out_every_session_never_public(
     committed_client: httpx.AsyncClient,
     anonymous: httpx.AsyncClient,
     speaker: httpx.AsyncClient,
 ) -> None:
     sessions = {state: await arrange(speaker, committed_client, state) for state in STATES}
-    received, _ = await follow(anonymous, has_ids(*(s["id"] for s in sessions.values())))
-    seen = latest(received)
-    for state, session in sessions.items():
-        item = seen[session["id"]]
-        if state in PUBLIC:
-            assert item == session | {"deleted": False}
-        else:
-            # Nothing of a hidden session but that it changed: no title, no state.
-            assert item == {
-                "id": session["id"],
-                "deleted": True,
-                "deleted_at": None,
-                "last_modified_at": session["last_modified_at"],
-                "version": session["version"],
-            }
-    # Whatever was on the way: no full item of a non-public session, ever.
-    for item in received:
-        assert item["deleted"] or item["state"] in PUBLIC, item
+    marker = await arrange(speaker, committed_client, "accepted")
+    received, _ = await follow(anonymous, has_ids(marker["id"]))
+    # Not even a tombstone: the ids of an event's drafts, and when each changed, are no one
+    # else's business.
+    assert received == [
+        session | {"deleted": False}
+        for session in [*sessions.values(), marker]
+        if session["state"] in PUBLIC
+    ]
 
 
 async def test_session_that_stops_being_public_becomes_a_tombstone_for_anonymous_clients(
@@ -130,9 +129,92 @@ async def test_feed_shows_a_user_their_own_and_their_events_sessions(
     this_event = await committed_client.post(
         "/sessions", json=session_body(event_id=EVENT, state="pending")
     )
-    ids = (own["id"], other_event.json()["id"], this_event.json()["id"])
-    seen = latest((await follow(speaker, has_ids(*ids)))[0])
-    assert [seen[i]["deleted"] for i in ids] == [False, True, True]
+    marker = await arrange(speaker, committed_client, "accepted")
+    ids = [own["id"], other_event.json()["id"], this_event.json()["id"], marker["id"]]
+    received, _ = await follow(speaker, has_ids(marker["id"]))
+    assert [(item["id"], item["deleted"]) for item in received] == [
+        (ids[0], False),
+        (ids[3], False),
+    ]
     async with asgi_client(committed_app, auth_headers("org", organizer_events=[EVENT])) as org:
-        seen = latest((await follow(org, has_ids(*ids)))[0])
-    assert [seen[i]["deleted"] for i in ids] == [False, True, False]
+        received, _ = await follow(org, has_ids(marker["id"]))
+    assert [(item["id"], item["deleted"]) for item in received] == [
+        (ids[0], False),
+        (ids[2], False),
+        (ids[3], False),
+    ]
+
+
+async def test_a_deleted_session_is_a_tombstone_for_those_who_saw_it_only(
+    committed_client: httpx.AsyncClient,
+    committed_app: FastAPI,
+    anonymous: httpx.AsyncClient,
+    speaker: httpx.AsyncClient,
+    organizer: httpx.AsyncClient,
+) -> None:
+    draft = await arrange(speaker, committed_client, "draft")
+    public = await arrange(speaker, committed_client, "confirmed")
+    # Public once, hidden since: anyone may still hold it.
+    was_public = await arrange(speaker, committed_client, "accepted")
+    hidden = await committed_client.patch(
+        f"/sessions/{was_public['id']}", json={"state": "canceled"}
+    )
+    assert hidden.status_code == 200, hidden.text
+    for session in (draft, public, was_public):
+        assert (await speaker.delete(f"/sessions/{session['id']}")).status_code == 204
+    marker = await arrange(speaker, committed_client, "accepted")
+    every_tombstone = [draft["id"], public["id"], was_public["id"]]
+    async with asgi_client(committed_app, auth_headers("someone-else")) as stranger:
+        for client, tombstones in [
+            (speaker, every_tombstone),
+            (organizer, every_tombstone),
+            (stranger, every_tombstone[1:]),
+            (anonymous, every_tombstone[1:]),
+        ]:
+            received, _ = await follow(client, has_ids(marker["id"]))
+            assert [item["id"] for item in received] == [*tombstones, marker["id"]]
+            assert all(item["deleted"] for item in received[:-1]), received
+
+
+async def test_a_session_moved_away_is_a_tombstone_in_its_old_event_for_those_who_saw_it(
+    committed_client: httpx.AsyncClient,
+    committed_app: FastAPI,
+    anonymous: httpx.AsyncClient,
+    speaker: httpx.AsyncClient,
+    organizer: httpx.AsyncClient,
+) -> None:
+    draft = await arrange(speaker, committed_client, "draft")
+    public = await arrange(speaker, committed_client, "accepted")
+    for session in (draft, public):
+        moved = await committed_client.patch(
+            f"/sessions/{session['id']}", json={"event_id": EVENT + 1}
+        )
+        assert moved.status_code == 200, moved.text
+    marker = await arrange(speaker, committed_client, "accepted")
+    async with asgi_client(committed_app, auth_headers("someone-else")) as stranger:
+        for client, tombstones in [
+            (speaker, [draft["id"], public["id"]]),
+            (organizer, [draft["id"], public["id"]]),
+            (stranger, [public["id"]]),
+            (anonymous, [public["id"]]),
+        ]:
+            received, _ = await follow(client, has_ids(marker["id"]), event_id=EVENT)
+            assert [item["id"] for item in received] == [*tombstones, marker["id"]]
+            assert all(item["deleted"] for item in received[:-1]), received
+
+
+async def test_ever_public_is_set_by_the_change_that_makes_a_session_public_and_kept(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    created = await create_session(client, state="draft")
+    born_public = await create_session(client, state="confirmed")
+    assert (await stored_row(connection, created["id"]))["ever_public"] is False
+    assert (await stored_row(connection, born_public["id"]))["ever_public"] is True
+    path = f"/sessions/{created['id']}"
+    for state, ever_public in [("pending", False), ("accepted", True), ("rejected", True)]:
+        response = await client.patch(path, json={"state": state})
+        assert response.status_code == 200, response.text
+        assert (await stored_row(connection, created["id"]))["ever_public"] is ever_public
+    # Nothing of it in the API: it only decides what the change feed serves.
+    assert "ever_public" not in response.json()
+    assert "ever_public" not in (await client.get(path)).json()

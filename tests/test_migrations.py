@@ -147,7 +147,7 @@ async def test_a_migrate_waiting_for_a_table_lock_does_not_hold_up_writes(
     # at a time, shorter than DB_LOCK_TIMEOUT, so that writes are delayed, never refused.
     config = alembic_config(empty_database)
     await asyncio.to_thread(command.upgrade, config, "head")
-    await asyncio.to_thread(command.downgrade, config, "-1")
+    await asyncio.to_thread(command.downgrade, config, "0005")  # 0006 and 0007 both need one
     holder = await asyncpg.connect(asyncpg_dsn(empty_database))
     writer = await asyncpg.connect(
         asyncpg_dsn(empty_database), server_settings={"lock_timeout": "1s"}
@@ -175,9 +175,37 @@ async def test_a_migrate_waiting_for_a_table_lock_does_not_hold_up_writes(
         assert migrate.returncode == 0, errors.decode()
         assert refused == 0
         assert "session_departures" in await tables(empty_database)
+        assert await holder.fetchval("SELECT count(ever_public) FROM sessions") == 0
     finally:
         await holder.close()
         await writer.close()
+
+
+async def test_upgrade_to_0007_counts_every_session_that_may_have_been_public(
+    empty_database: str,
+) -> None:
+    # What a stored session's history was is not known: one that changed since it was created
+    # may have been public, and a copy of it be held by anyone (the change feed serves them its
+    # tombstone). Only one never changed, in a state that is not public, never was.
+    config = alembic_config(empty_database)
+    await asyncio.to_thread(command.upgrade, config, "0006")
+    rows = [("draft", 1), ("pending", 1), ("accepted", 1), ("draft", 2), ("withdrawn", 3)]
+    conn = await asyncpg.connect(asyncpg_dsn(empty_database))
+    try:
+        await conn.executemany(
+            "INSERT INTO sessions (event_id, title, state, created_at, last_modified_at,"
+            " version, txid) VALUES (1, 't', $1, now(), now(), $2, 1)",
+            rows,
+        )
+        before = await conn.fetch("SELECT id, last_modified_at, version, txid FROM sessions")
+        await asyncio.to_thread(command.upgrade, config, "head")
+        after = await conn.fetch("SELECT id, last_modified_at, version, txid FROM sessions")
+        ever_public = await conn.fetch("SELECT ever_public FROM sessions ORDER BY id")
+    finally:
+        await conn.close()
+    assert [row[0] for row in ever_public] == [False, False, True, True, True]
+    # Not a change of any session: no stamp, version or place in the feed moves.
+    assert sorted(after) == sorted(before)
 
 
 async def fetch_column(url: str, sql: str, *args: object) -> list[object]:
