@@ -28,6 +28,7 @@ HEADER_REF_PREFIX = "#/components/headers/"
 # The descriptions of the problems that operations answer alike; the others are described where
 # they are answered.
 PROBLEMS = {
+    400: "The request's Host header is missing (HTTP/1.1 requires one), sent twice or malformed.",
     409: "Another change of this session is in progress (type "
     "`urn:sessions-service:problem:change-in-progress`); nothing was changed: retry after "
     "`Retry-After` seconds.",

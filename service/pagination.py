@@ -72,8 +72,8 @@ def parse_sort(values: Iterable[str]) -> tuple[SortKey, ...]:
 # regex engine (the schema's patterns are read by clients) reads it alike; but for U+2028 and
 # U+2029. Some generators (@hey-api/openapi-ts's zod and valibot plugins) copy a pattern into a
 # JavaScript regex literal with its escapes undone, where those two end the line: the client
-# does not compile. Without them a pattern is a little looser (a title of those alone) or
-# stricter (around a sort key) than the server's own checks, which have the last word.
+# does not compile. The title's blank check uses the same set (a title of those alone is taken);
+# around a sort key the pattern is a little stricter than parse_sort, which strips them too.
 WHITESPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u202f\u205f\u3000"
 # One `sort` value as parse_sort reads it, for the OpenAPI document: keys, each optionally
 # prefixed by '-', separated by commas, with whitespace (as str.strip sees it) around each.

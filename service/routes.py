@@ -165,11 +165,12 @@ SortValue = Annotated[str, Field(json_schema_extra={"pattern": SORT_PATTERN})]
 SearchText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul), NO_NUL]
 
 
-# An integer in the query as the spec's `type: integer` has it: digits, perhaps after a minus.
-# pydantic's lax mode would also read " 10 ", "+10", "1_0" and "10.000" as 10. Annotated after
-# the parameter's bounds: before them, the spec would get them as "ge" and "le", not minimum
-# and maximum.
-_QUERY_INTEGER = re.compile(r"-?[0-9]+")
+# An integer in the query as the spec's `type: integer` has it: digits, perhaps after a minus,
+# perhaps with a fraction of zeros (JSON Schema's integer is a number whose fraction is zero:
+# "10.0" is 10, as 10.0 is in a body). pydantic's lax mode would also read " 10 ", "+10" and
+# "1_0" as 10. Annotated after the parameter's bounds: before them, the spec would get them as
+# "ge" and "le", not minimum and maximum.
+_QUERY_INTEGER = re.compile(r"-?[0-9]+(?:\.0+)?")
 
 
 def _query_integer(value: object) -> object:
@@ -687,6 +688,8 @@ def _read_feed_token(
     response_description="The states and their transitions.",
     head_summary="Get the session workflow's headers",
     head_description="The workflow's headers, without a body.",
+    # What every operation may answer (service.edge.TargetURI); the others' 400s say more.
+    responses=problems(400),
     openapi_extra=NO_AUTHENTICATION,
 )
 async def get_state_tables() -> dict[str, object]:

@@ -144,8 +144,14 @@ def _no_refused_characters_once_sanitised(value: str) -> str:
     return value
 
 
+# Blank: whitespace alone, as the title's pattern has it (WHITESPACE: str.isspace's, but for
+# U+2028 and U+2029, which a pattern cannot hold for every client). A title of either alone is
+# valid by the spec, so the service takes it too: the spec a client is generated from decides.
+_BLANK = re.compile(f"[{WHITESPACE}]*")
+
+
 def _not_blank(value: str) -> str:
-    if not value.strip():
+    if _BLANK.fullmatch(value):
         raise ValueError("must not be blank")
     return value
 
@@ -242,8 +248,9 @@ _SANITISED_LIMIT = (
     f"; at most {models.TEXT_MAX} characters once sanitised, as stored (& becomes &amp;)"
 )
 _URL_RULES = (
-    f": http or https, with a host; at most {models.URL_MAX} characters once normalised, as "
-    "stored (a bare host gains a /, non-ASCII characters are percent-encoded)"
+    ": http or https, with a host (an IP address host a valid IPv4 or IPv6 address), a port, if "
+    f"any, up to 65535; at most {models.URL_MAX} characters once normalised, as stored (a bare "
+    "host gains a /, non-ASCII characters are percent-encoded)"
 )
 # What the OpenAPI document says about each field (description, example), shared by the models.
 FIELD_DOCS: dict[str, tuple[str, object]] = {

@@ -61,8 +61,10 @@ def _breaks_a_cross_field_rule(error: dict[str, Any]) -> bool:
         return message.startswith("was first sent with another request body")
     if error["location"][0] == "body":
         # Limits on what is stored, which the field descriptions state: HTML once sanitised
-        # (& is &amp;), a URL once normalised, and with a host ("https://" is a URI).
+        # (& is &amp;), a URL once normalised, with a host ("https://" is a URI), its port up
+        # to 65535 and an IP address a valid one ("https://1.2.3.999/", "http://[v1.x]/" are).
         return message.endswith(("once sanitised", "once normalised")) or (
-            error["type"] == "url_parsing" and "host" in message
+            error["type"] == "url_parsing"
+            and any(part in message for part in ("host", "port", "IPv4", "IPv6"))
         )
     return False

@@ -277,9 +277,9 @@ async def test_list_keeps_deleted_sessions_out_of_every_order(client: httpx.Asyn
         # Integers as the spec has them: pydantic's lax mode read each of these as 10 (or 1).
         ({"limit": "1_0"}, "limit"),
         ({"limit": " 10 "}, "limit"),
-        ({"limit": "10.000"}, "limit"),
         ({"event_id": "+1"}, "event_id"),
-        ({"track_id": "1.0"}, "track_id"),
+        ({"track_id": "1.5"}, "track_id"),
+        ({"track_id": "1."}, "track_id"),
         ({"starts_after": "yesterday"}, "starts_after"),
         ({"starts_before": "2027-05-04T10:00:00"}, "starts_before"),
         ({"modified_since": "2027-13-01T00:00:00Z"}, "modified_since"),
@@ -295,6 +295,20 @@ async def test_list_bad_filter_or_sort_is_422_naming_the_parameter(
 ) -> None:
     body = assert_problem(await client.get("/sessions", params=params), 422)
     assert ["query", parameter] in [error["location"][:2] for error in body["errors"]]
+
+
+async def test_list_integers_with_a_zero_fraction_are_integers(
+    client: httpx.AsyncClient,
+) -> None:
+    # JSON Schema's integer is a number whose fraction is zero: a client (or schemathesis) may
+    # send 2 as "2.0", as it may in a body.
+    one = await create_session(client, event_id=2)
+    await create_session(client, event_id=2)
+    response = await client.get("/sessions", params={"event_id": "2.0", "limit": "1.00"})
+    assert response.status_code == 200, response.text
+    assert [item["id"] for item in response.json()["items"]] == [one["id"]]
+    changes = await client.get("/sessions/changes", params={"event_id": "2.0", "limit": "1.0"})
+    assert changes.status_code == 200, changes.text
 
 
 def without_per_request_headers(response: httpx.Response) -> list[tuple[str, str]]:

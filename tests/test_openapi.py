@@ -47,8 +47,10 @@ def test_the_statuses_every_operation_can_answer_are_documented(
 ) -> None:
     for method, path, operation in operations(document):
         responses = operation["responses"]
-        # A body over MAX_BODY_SIZE is refused whatever the method.
+        # A body over MAX_BODY_SIZE is refused whatever the method, and a request without a
+        # valid Host whatever the path (service.edge.TargetURI).
         assert "413" in responses, (method, path)
+        assert "400" in responses, (method, path)
         # Only the workflow's tables need no database.
         assert ("503" in responses) == (path != "/sessions/states"), (method, path)
         if "415" in responses:

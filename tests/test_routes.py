@@ -4,11 +4,13 @@ import gzip
 import inspect
 import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from sqlalchemy import text
@@ -357,6 +359,20 @@ async def test_create_invalid_body_is_422_problem_and_stores_nothing(
     assert location in [error["location"] for error in problem["errors"]]
     assert all(error["message"] for error in problem["errors"])
     assert await count_sessions(connection) == 0
+
+
+@pytest.mark.parametrize(
+    "title", [" ", "\u3000\t", "\u2028", " \u2029 ", "\u200b", "\ufeff", "\u00a0a"]
+)
+async def test_a_title_is_blank_exactly_when_the_spec_says_so(
+    app: FastAPI, client: httpx.AsyncClient, title: str
+) -> None:
+    # A client generated from the spec checks the title's pattern: whatever passes it is taken,
+    # whatever fails it is refused (U+2028 and U+2029 alone pass: see pagination.WHITESPACE).
+    schema = app.openapi()["components"]["schemas"]["SessionCreate"]
+    valid = re.search(schema["properties"]["title"]["pattern"], title) is not None
+    response = await client.post("/sessions", json=session_body(title=title))
+    assert response.status_code == (201 if valid else 422), response.text
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
