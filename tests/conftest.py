@@ -50,6 +50,15 @@ TEST_AUTH_SETTINGS: dict[str, Any] = {
     "max_body_size": 1024 * 1024,
     "cors_origins": [],
 }
+# The settings the tests depend on are their own, not the machine's: a developer's
+# CURSOR_SECRET or REQUIRE_PRECONDITIONS, in the environment or in the .env file the README
+# suggests, would change what the service answers. Their variables are dropped, so the servers the
+# tests start do not inherit them either, and no .env is read: by this process, nor by the
+# servers it starts (in a directory of their own: tests.processes.ServiceProcess).
+for _variable in [name for name in os.environ if name.lower() in Settings.model_fields]:
+    del os.environ[_variable]
+Settings.model_config["env_file"] = None
+
 ADMIN_ID = "admin-1"
 
 

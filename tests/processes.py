@@ -57,6 +57,8 @@ class ServiceProcess:
         self.base_url = f"http://127.0.0.1:{self.port}"
         # A file, not a pipe: a full pipe would block the service's logging, and so the service.
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
+        # Elsewhere than the checkout, whose .env (if a developer keeps one) it would read.
+        self.directory = tempfile.TemporaryDirectory()
         env = {
             k: v
             for k, v in os.environ.items()
@@ -68,6 +70,7 @@ class ServiceProcess:
         self.process = subprocess.Popen(
             command,
             env=env,
+            cwd=self.directory.name,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -99,6 +102,7 @@ class ServiceProcess:
                 self.process.kill()
                 self.process.wait()
         self.log.close()
+        self.directory.cleanup()
 
     def output(self) -> str:
         # Read at an offset (pread), leaving the file's position alone: the service writes at the

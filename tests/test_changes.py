@@ -499,7 +499,8 @@ async def test_a_change_of_the_feed_sent_back_as_read_is_no_change(
 ) -> None:
     client = committed_client  # the feed serves committed writes only
     created = (await client.post("/sessions", json=session_body())).json()
-    (change,) = [item for item in (await poll(client))["items"] if item["id"] == created["id"]]
+    received, _ = await follow(client, has_ids(created["id"]))
+    (change,) = [item for item in received if item["id"] == created["id"]]
     assert change["deleted"] is False
     patched = await client.patch(f"/sessions/{created['id']}", json=change)
     assert patched.status_code == 200, patched.text

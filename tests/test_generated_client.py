@@ -23,6 +23,7 @@ from tests.conftest import (
     token_for,
 )
 from tests.processes import free_port, wait_until_serving
+from tests.test_changes import CATCH_UP_SECONDS
 
 PACKAGE = "sessions_client"
 UVICORN = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1"]
@@ -172,7 +173,7 @@ def test_generated_client_creates_reads_lists_patches_and_deletes(
     # tests' included): poll as a client does, from the token of the previous poll.
     changes: list[Any] = []
     token = generated["types"].UNSET  # the first poll sends no token
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + CATCH_UP_SECONDS
     while not changes and time.monotonic() < deadline:
         feed = api["list_session_changes"].sync(client=client, event_id=7, since=token)
         assert isinstance(feed, models.ChangesPage)

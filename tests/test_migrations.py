@@ -161,6 +161,17 @@ async def test_a_migrate_waiting_for_a_table_lock_does_not_hold_up_writes(
             env=os.environ | {"DATABASE_URL": empty_database},
             stderr=asyncio.subprocess.PIPE,
         )
+        # Only once migrate asks for the table (it waits 0.3 s at a time) do the writes prove
+        # anything: a migrate slow to start would leave them nothing to queue behind.
+        waiting = (
+            "SELECT count(*) FROM pg_locks WHERE relation = 'sessions'::regclass AND NOT granted"
+        )
+        for _ in range(6000):  # a minute at most
+            if await writer.fetchval(waiting):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("migrate never asked for the table")
         refused = 0
         for _ in range(20):  # writes for about two seconds, the table held all along
             try:

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import re
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -106,7 +107,7 @@ async def test_a_database_url_in_libpq_spelling_migrates_and_serves(fresh_databa
 
 
 async def test_readyz_fails_when_the_database_does_not_exist(server_url: str) -> None:
-    missing = make_url(server_url).set(database="sessions_no_such_database")
+    missing = make_url(server_url).set(database=f"sessions_no_such_{uuid.uuid4().hex[:12]}")
     settings = Settings(database_url=missing.render_as_string(hide_password=False))
     async with started(settings) as (_, client):
         response = await client.get("/readyz")

@@ -279,10 +279,11 @@ async def test_a_database_that_refuses_the_service_gives_503_not_500(
     # A database dropped or not yet created (3D000), credentials rotated away (28xxx): the
     # service cannot serve until an operator acts, and no request of a client's is wrong.
     server = make_url(server_url)
+    never_created = f"sessions_test_no_such_{uuid.uuid4().hex[:12]}"  # as a database or a role
     wrong = (
-        server.set(database="sessions_test_no_such_database")
+        server.set(database=never_created)
         if refused == "database"
-        else server.set(username="no_such_role")
+        else server.set(username=never_created)
     )
     url = wrong.render_as_string(hide_password=False)
     async with started(short_bounds(url)) as (_, client):
@@ -310,5 +311,7 @@ async def test_a_stop_while_the_database_is_frozen_waits_a_bounded_time(
         postgres.freeze()
         stopping = time.monotonic()
         await stack.aclose()
-    assert time.monotonic() - stopping < DISPOSE_TIMEOUT + 2
+    # DISPOSE_TIMEOUT (3 s) and the thaw: well under the 18 s it took, with room for a loaded
+    # machine (no tighter: the suite asserts no timings but such bounds).
+    assert time.monotonic() - stopping < 4 * DISPOSE_TIMEOUT
     assert "the pool's connections were being closed" in caplog.text

@@ -96,3 +96,15 @@ def test_a_database_url_asyncpg_could_not_connect_with_is_refused(url: str, erro
 )
 def test_a_database_url_is_normalised_for_asyncpg(url: str, expected: str) -> None:
     assert Settings(database_url=url).database_url == expected
+
+
+def test_the_tests_take_no_setting_from_the_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # conftest keeps a developer's own settings out of the tests: a .env in the directory the
+    # tests run from is not read (the environment's variables are dropped before any test).
+    (tmp_path / ".env").write_text("REQUIRE_PRECONDITIONS=true\nCURSOR_SECRET=" + "x" * 40 + "\n")
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert settings.require_preconditions is False
+    assert settings.cursor_secret != "x" * 40
