@@ -14,6 +14,8 @@
   Cheat Sheet asks of an API (no MIME sniffing, no framing).
 """
 
+import asyncio
+import contextlib
 import ipaddress
 import re
 import time
@@ -130,6 +132,54 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"The request body is larger than {limit} bytes.")
 
 
+# How long the rest of a body left unread is still read, and dropped, after the answer (a
+# "lingering close", RFC 9112 9.6): a client that sends its whole body before it reads the
+# answer, as most do, then gets the answer rather than a connection reset by the close, and one
+# that sends without end is cut off.
+LINGER_SECONDS = 5.0
+
+
+class _Body:
+    """What the app has read of a request's body, through `receive` (limited)."""
+
+    def __init__(self, scope: Scope, receive: Receive, limit: int) -> None:
+        self._receive = receive
+        self.limit = limit
+        self.received = 0
+        self.refused = False
+        # A chunked body's end is known only once read; one of a declared length the server
+        # reads to its end itself (at most the limit) to keep the connection.
+        self.chunked = _is_chunked(scope)
+        self.finished = not self.chunked and not _content_length(scope)
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        self._note(message)
+        if self.received > self.limit:
+            self.refused = True
+            raise BodyTooLarge(self.limit)
+        return message
+
+    def left_unbounded(self) -> bool:
+        """Whether the server would read on, without a bound, to the body's end to find the
+        next request: a body refused for its size, or a chunked one answered unread."""
+        return not self.finished and (self.refused or self.chunked)
+
+    async def linger(self) -> None:
+        """Read and drop what is left of the body, for LINGER_SECONDS at most."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LINGER_SECONDS):
+                while not self.finished:
+                    self._note(await self._receive())
+
+    def _note(self, message: Message) -> None:
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            self.finished = not message.get("more_body", False)
+        else:
+            self.finished = True  # http.disconnect
+
+
 class BodySizeLimit:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -138,50 +188,58 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = _settings(scope).max_body_size
+        body = _Body(scope, receive, _settings(scope).max_body_size)
         declared = _content_length(scope)
-        if declared is not None and declared > limit:
-            await self._refuse(BodyTooLarge(limit), scope, send)
+        if declared is not None and declared > body.limit:
+            await self._refuse(BodyTooLarge(body.limit), scope, body, send)
             return
 
-        received = 0
-        refused = False
-
-        async def limited_receive() -> Message:
-            nonlocal received, refused
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    refused = True
-                    raise BodyTooLarge(limit)
-            return message
-
         response_started = False
+        lingering_send = _lingering(send, body)
+        send_on = send
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
+        async def closing_send(message: Message) -> None:
+            nonlocal response_started, send_on
             if message["type"] == "http.response.start":
                 response_started = True
-                if refused:
-                    # Whoever answers (the app's handler of the 413, as a rule), the rest of the
-                    # body stays unread: the server closes the connection rather than read on
+                if body.left_unbounded():
+                    # The server closes the connection after the answer rather than read on
                     # to the body's end, however far that is, to find the next request.
                     MutableHeaders(scope=message)["connection"] = "close"
-            await send(message)
+                    send_on = lingering_send
+            await send_on(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, body.receive, closing_send)
         except BodyTooLarge as exc:
             # Only when the app let it through (read the body outside its handlers).
             if response_started:
                 raise
-            await self._refuse(exc, scope, send)
+            await self._refuse(exc, scope, body, send)
 
     @staticmethod
-    async def _refuse(error: BodyTooLarge, scope: Scope, send: Send) -> None:
+    async def _refuse(error: BodyTooLarge, scope: Scope, body: _Body, send: Send) -> None:
         response = problem(error.status_code, error.detail, headers={"Connection": "close"})
-        await response(scope, _no_body, send)
+        await response(scope, _no_body, _lingering(send, body))
+
+
+def _lingering(send: Send, body: _Body) -> Send:
+    """`send`, but the answer's end waits until what is left of the body has been read
+    (_Body.linger): so the close that follows does not reset the connection under a client
+    still sending, which would lose the answer."""
+
+    async def lingering_send(message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            await send({**message, "more_body": True})
+            await body.linger()
+            message = {"type": "http.response.body", "body": b"", "more_body": False}
+        await send(message)
+
+    return lingering_send
+
+
+def _is_chunked(scope: Scope) -> bool:
+    return any(name == b"transfer-encoding" for name, _ in scope["headers"])
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     false,
     func,
     literal_column,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -129,8 +130,10 @@ class Session(Base):
     # Set by the before_flush hook when the session is public (policy.PUBLIC_STATES), and never
     # unset: anyone may hold a copy of it from then on, so the change feed serves its later
     # changes to anyone, as tombstones where they may no longer see it. A session that has never
-    # been public is a secret of those who may see it, its id and its changes included.
-    ever_public: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # been public is a secret of those who may see it, its id and its changes included. A row
+    # that other code writes (the previous release during a rolling deploy, SQL by hand) counts
+    # as public once: a copy a client may hold is never left without its tombstone.
+    ever_public: Mapped[bool] = mapped_column(default=False, server_default=true())
     # Stamped by the repository's before_flush hook, never by clients or column defaults.
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_modified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -214,6 +217,10 @@ class SessionDeparture(Base):
     txid: Mapped[int] = mapped_column(BigInteger)
     last_modified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     version: Mapped[int] = mapped_column(Integer)
+    # Whether the session had been public when it left (Session.ever_public then): if not, only
+    # those who could see it in that event are served the tombstone. The previous release,
+    # during a rolling deploy, records departures without it: they count as public.
+    ever_public: Mapped[bool] = mapped_column(server_default=true())
 
 
 class IdempotencyKey(Base):

@@ -112,8 +112,9 @@ class Visibility:
     states: frozenset[str] = PUBLIC_STATES
     creator_id: str | None = None
     event_ids: frozenset[int] = frozenset()
-    # Sessions that have been public (ever_public), whatever they are now.
-    ever_public: bool = False
+    # Also the sessions it may hold a copy of, whatever they are now: those that have been
+    # public (ever_public), and those that left its events (organisers saw them there).
+    held: bool = False
 
 
 def visibility(principal: Principal) -> Visibility:
@@ -132,7 +133,7 @@ def feed_visibility(principal: Principal) -> Visibility:
     before they were deleted or moved to another event (the same rule, on the stored session
     and on the event it left), and sessions that have been public (anyone may hold those). A
     session that has never been public is no one else's business, its id included."""
-    return replace(visibility(principal), ever_public=True)
+    return replace(visibility(principal), held=True)
 
 
 def changeable(principal: Principal) -> Visibility:

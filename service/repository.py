@@ -26,6 +26,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     event,
+    exists,
     false,
     func,
     null,
@@ -84,18 +85,23 @@ def _stamp_changed_sessions(db: orm.Session, flush_context: Any, instances: Any)
             obj.created_at = obj.last_modified_at = now
             obj.version = 1
             _stamp_submission(obj)
-            _stamp_publication(obj)
+            obj.ever_public = obj.state in PUBLIC_STATES
             stamped.append(obj)
     for obj in db.dirty:
         if isinstance(obj, Session) and db.is_modified(obj, include_collections=False):
             # Strictly later than the stored stamp, even if this host's clock is behind.
             obj.last_modified_at = max(now, obj.last_modified_at + ONE_TICK)
             obj.version += 1
+            # Public before this change: as recorded, or by the state it had (a session made
+            # public by other code, as the previous release during a rolling deploy, was not
+            # recorded as such).
+            was_public = obj.ever_public or _before(obj, "state") in PUBLIC_STATES
             if _changed(obj, "state"):
                 _stamp_submission(obj)
-                _stamp_publication(obj)
             if _changed(obj, "event_id"):
-                _record_departure(db, obj)
+                _record_departure(db, obj, ever_public=was_public)
+            if not obj.ever_public and (was_public or obj.state in PUBLIC_STATES):
+                obj.ever_public = True  # and never unset: anyone may hold a copy from now on
             if obj.deleted_at is not None and _changed(obj, "deleted_at"):
                 obj.deleted_at = obj.last_modified_at  # the stamp of the change that deleted it
             stamped.append(obj)
@@ -103,6 +109,12 @@ def _stamp_changed_sessions(db: orm.Session, flush_context: Any, instances: Any)
 
 def _changed(session: Session, attribute: str) -> bool:
     return orm.attributes.get_history(session, attribute).has_changes()
+
+
+def _before(session: Session, attribute: str) -> Any:
+    """The attribute's value as loaded, before this flush's change of it."""
+    history = orm.attributes.get_history(session, attribute)
+    return history.deleted[0] if history.deleted else getattr(session, attribute)
 
 
 # A session moved to another event: the feed of the event it left serves a tombstone for it, at
@@ -116,6 +128,7 @@ _departure = postgresql.insert(_departures).values(
     txid=CURRENT_TXID,
     last_modified_at=bindparam("last_modified_at"),
     version=bindparam("version"),
+    ever_public=bindparam("ever_public"),
 )
 _DEPARTURE = _departure.on_conflict_do_update(
     index_elements=[_departures.c.event_id, _departures.c.session_id],
@@ -123,6 +136,7 @@ _DEPARTURE = _departure.on_conflict_do_update(
         "txid": CURRENT_TXID,
         "last_modified_at": _departure.excluded.last_modified_at,
         "version": _departure.excluded.version,
+        "ever_public": _departure.excluded.ever_public,
     },
 )
 _RETURN = _departures.delete().where(
@@ -130,7 +144,7 @@ _RETURN = _departures.delete().where(
 )
 
 
-def _record_departure(db: orm.Session, session: Session) -> None:
+def _record_departure(db: orm.Session, session: Session, *, ever_public: bool) -> None:
     (left,) = list(orm.attributes.get_history(session, "event_id").deleted)
     values = {
         "id": session.id,
@@ -138,6 +152,7 @@ def _record_departure(db: orm.Session, session: Session) -> None:
         "entered": session.event_id,
         "last_modified_at": session.last_modified_at,
         "version": session.version,
+        "ever_public": ever_public,
     }
     db.execute(_DEPARTURE, values)
     db.execute(_RETURN, values)
@@ -148,12 +163,6 @@ def _stamp_submission(session: Session) -> None:
     # trips through pending keep it. Sessions pending before the column existed stay unknown.
     if session.state == "pending" and session.submitted_at is None:
         session.submitted_at = session.last_modified_at
-
-
-def _stamp_publication(session: Session) -> None:
-    # ever_public: set by the first change that makes the session public, never unset.
-    if session.state in PUBLIC_STATES and not session.ever_public:
-        session.ever_public = True
 
 
 def make_sessionmaker(
@@ -368,16 +377,17 @@ def _compiled_feed_query(
 
 def _departure_column(column: ColumnElement[Any]) -> ColumnElement[Any]:
     """A departure as a column of the feed: a tombstone needs the id, last_modified_at and
-    version, which the departure holds, and who may be served it (policy.feed_visibility) the
-    session's creator and whether it has been public, which the session holds; its other
-    columns are nulls of their types (so that the union's parts match exactly). Its event_id is
-    the event it left, whose organisers may hold it; its state is null, which is not public."""
+    version, and who may be served it (policy.feed_visibility) whether the session had been
+    public when it left, which the departure holds, and its creator, which the session holds;
+    its other columns are nulls of their types (so that the union's parts match exactly). Its
+    event_id is the event it left, whose organisers may hold it; its state is null, which is not
+    public."""
     if column.name in _departures.c:
         own: ColumnElement[Any] = _departures.c[column.name]
         return own
-    if column.name in {"creator_id", "ever_public"}:
-        session_column: ColumnElement[Any] = _sessions.c[column.name]
-        return session_column
+    if column.name == "creator_id":
+        creator: ColumnElement[Any] = _sessions.c.creator_id
+        return creator
     value = {"id": _departures.c.session_id, "departed": true()}.get(column.name)
     return (null().cast(column.type) if value is None else value).label(column.name)
 
@@ -554,6 +564,10 @@ _VISIBLE: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
     "visible_creator_id": lambda c, creator_id: c.creator_id == creator_id,
     "visible_event_ids": lambda c, event_ids: c.event_id == any_(event_ids),
     "visible_ever_public": lambda c, ever_public: c.ever_public == ever_public,
+    # Sessions that left one of these events (a departure of theirs is recorded).
+    "visible_left_event_ids": lambda c, event_ids: exists().where(
+        _departures.c.session_id == c.id, _departures.c.event_id == any_(event_ids)
+    ),
 }
 
 
@@ -567,8 +581,10 @@ def _visibility_parameters(visible: Visibility) -> dict[str, Any]:
         values["visible_creator_id"] = visible.creator_id
     if visible.event_ids:
         values["visible_event_ids"] = sorted(visible.event_ids)
-    if visible.ever_public:
+    if visible.held:
         values["visible_ever_public"] = True
+        if visible.event_ids:
+            values["visible_left_event_ids"] = sorted(visible.event_ids)
     return values
 
 

@@ -204,6 +204,7 @@ async def test_a_session_moved_to_another_event_is_a_tombstone_in_the_feed_it_le
         "txid": (await stored.row(session["id"]))["txid"],
         "last_modified_at": parse(moved["last_modified_at"]),
         "version": moved["version"],
+        "ever_public": False,  # a draft (session_body's state) when it left
     }
 
 

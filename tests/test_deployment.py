@@ -264,19 +264,34 @@ async def test_a_request_offering_another_protocol_is_served_with_its_body(
     assert b'"location":["body","title"]' in answers, answers
 
 
-async def test_a_chunked_body_over_the_limit_is_answered_and_the_connection_closed(
-    replicas: list[ServiceProcess],
+@pytest.mark.parametrize(
+    ("headers", "answer"),
+    [
+        pytest.param(ADMIN_HEADERS, b"HTTP/1.1 413 ", id="413 at the limit"),
+        pytest.param({}, b"HTTP/1.1 401 ", id="401 before the body is read"),
+        pytest.param(
+            ADMIN_HEADERS | {"Content-Type": "text/plain"},
+            b"HTTP/1.1 415 ",
+            id="415 before the body is read",
+        ),
+    ],
+)
+async def test_a_chunked_body_left_unread_is_answered_and_the_connection_closed(
+    replicas: list[ServiceProcess], headers: dict[str, str], answer: bytes
 ) -> None:
-    # A 413 at the chunk that crosses MAX_BODY_SIZE (1 MiB) must not leave the server reading
-    # on: on a connection kept alive it read and dropped whatever followed (gigabytes, as fast
-    # as a client sent them) to find the end of the body. It closes the connection instead.
+    # A 413 at the chunk that crosses MAX_BODY_SIZE (1 MiB), or an answer given before the body
+    # is read, must not leave the server reading on: on a connection kept alive it read and
+    # dropped whatever followed (gigabytes, as fast as a client sent them) to find the end of
+    # the body. It closes the connection instead.
     port = replicas[0].port
     head = [
         "POST /sessions HTTP/1.1",
         f"Host: 127.0.0.1:{port}",
-        "Content-Type: application/json",
         "Transfer-Encoding: chunked",
-        *(f"{name}: {value}" for name, value in ADMIN_HEADERS.items()),
+        *(
+            f"{name}: {value}"
+            for name, value in ({"Content-Type": "application/json"} | headers).items()
+        ),
     ]
     chunk = b"%x\r\n%s\r\n" % (64 * 1024, b" " * 64 * 1024)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -300,14 +315,43 @@ async def test_a_chunked_body_over_the_limit_is_answered_and_the_connection_clos
     sending = asyncio.create_task(send_without_end())
     try:
         # Never ends, had the server kept the connection.
-        answer = await asyncio.wait_for(read_until_closed(), timeout=10)
+        received = await asyncio.wait_for(read_until_closed(), timeout=10)
     finally:
         sending.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sending
         writer.transport.abort()  # the server may have reset it: nothing left to flush
-    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
-    assert b"\r\nconnection: close\r\n" in answer.lower(), answer[:400]
+    assert received.startswith(answer), received[:200]
+    assert b"\r\nconnection: close\r\n" in received.lower(), received[:400]
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+async def test_a_client_that_sends_a_whole_body_over_the_limit_first_gets_its_413(
+    replicas: list[ServiceProcess], chunked: bool
+) -> None:
+    # Most clients send the whole body before they read the answer. The server reads what is
+    # left of it before it closes (a lingering close): closed at once, with the body unread, the
+    # connection is reset, and the client loses the 413 that was waiting for it.
+    port = replicas[0].port
+    body = b" " * (4 * 1024 * 1024)  # 4 MiB: past the limit, and the sockets' buffers
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+    payload = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if chunked else body
+    head = [
+        "POST /sessions HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: application/json",
+        framing,
+        *(f"{name}: {value}" for name, value in ADMIN_HEADERS.items()),
+    ]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+        await asyncio.wait_for(writer.drain(), timeout=10)  # all of it, before reading
+        received = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.transport.abort()
+    assert received.startswith(b"HTTP/1.1 413 "), received[:200]
+    assert b"\r\nconnection: close\r\n" in received.lower(), received[:400]
 
 
 EXPECTING_CONTINUE = [

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.repository import make_sessionmaker
@@ -218,3 +219,77 @@ async def test_ever_public_is_set_by_the_change_that_makes_a_session_public_and_
     # Nothing of it in the API: it only decides what the change feed serves.
     assert "ever_public" not in response.json()
     assert "ever_public" not in (await client.get(path)).json()
+
+
+async def test_an_organisers_feed_of_every_event_drops_a_session_that_left_their_event(
+    committed_client: httpx.AsyncClient,
+    committed_app: FastAPI,
+    speaker: httpx.AsyncClient,
+    organizer: httpx.AsyncClient,
+) -> None:
+    pending = await arrange(speaker, committed_client, "pending")
+    received, token = await follow(organizer, has_ids(pending["id"]))
+    assert latest(received)[pending["id"]]["deleted"] is False
+    moved = await committed_client.patch(f"/sessions/{pending['id']}", json={"event_id": EVENT + 1})
+    assert moved.status_code == 200, moved.text
+    received, token = await follow(organizer, has_ids(pending["id"]), since=token)
+    assert received == [
+        {
+            "id": pending["id"],
+            "deleted": True,
+            "deleted_at": None,
+            "last_modified_at": moved.json()["last_modified_at"],
+            "version": moved.json()["version"],
+        }
+    ]
+    # Its later changes reach them as tombstones too, a deletion included.
+    assert (await speaker.delete(f"/sessions/{pending['id']}")).status_code == 204
+    received, _ = await follow(organizer, has_ids(pending["id"]), since=token)
+    assert [(item["deleted"], item["deleted_at"] is not None) for item in received] == [
+        (True, True)
+    ]
+    # Who never saw it gets nothing of it.
+    marker = await arrange(speaker, committed_client, "accepted")
+    async with asgi_client(committed_app, auth_headers("org-other", organizer_events=[99])) as c:
+        received, _ = await follow(c, has_ids(marker["id"]))
+    assert [item["id"] for item in received] == [marker["id"]]
+
+
+async def test_a_move_made_while_hidden_stays_hidden_once_the_session_is_public(
+    committed_client: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    speaker: httpx.AsyncClient,
+) -> None:
+    # Public later, in the event it moved to: no anonymous client held it in the one it left.
+    pending = await arrange(speaker, committed_client, "pending")
+    path = f"/sessions/{pending['id']}"
+    for change in ({"event_id": EVENT + 1}, {"state": "accepted"}):
+        assert (await committed_client.patch(path, json=change)).status_code == 200
+    marker = await arrange(speaker, committed_client, "accepted")
+    received, _ = await follow(anonymous, has_ids(marker["id"]), event_id=EVENT)
+    assert [item["id"] for item in received] == [marker["id"]]
+
+
+async def test_a_session_made_public_by_other_code_counts_as_public_once_hidden(
+    committed_client: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    speaker: httpx.AsyncClient,
+    engine: AsyncEngine,
+) -> None:
+    # The previous release, during a rolling deploy, makes sessions public without recording
+    # it: the change that hides one sees the state it had.
+    session = await arrange(speaker, committed_client, "accepted")
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE sessions SET ever_public = false WHERE id = :id"), {"id": session["id"]}
+        )
+    hidden = await committed_client.patch(f"/sessions/{session['id']}", json={"state": "rejected"})
+    assert hidden.status_code == 200, hidden.text
+    received, _ = await follow(anonymous, has_ids(session["id"]))
+    assert latest(received)[session["id"]] == {
+        "id": session["id"],
+        "deleted": True,
+        "deleted_at": None,
+        "last_modified_at": hidden.json()["last_modified_at"],
+        "version": hidden.json()["version"],
+    }

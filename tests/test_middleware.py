@@ -49,27 +49,23 @@ async def test_declared_length_over_the_limit_is_413_before_the_app_runs(
     assert await count_sessions(connection) == 0
 
 
-async def test_streamed_body_over_the_limit_is_413_without_reading_it_all(
+async def test_streamed_body_over_the_limit_is_413_and_closes_the_connection(
     app_with: Callable[..., FastAPI], connection: AsyncConnection
 ) -> None:
-    sent_chunks = 0
-
-    async def endless_chunks() -> AsyncIterator[bytes]:
-        nonlocal sent_chunks
-        while sent_chunks < 10_000:
-            sent_chunks += 1
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(100):
             yield b"x" * 100
 
     async with asgi_client(app_with(max_body_size=LIMIT), ADMIN_HEADERS) as client:
         response = await client.post(
-            "/sessions", content=endless_chunks(), headers={"content-type": "application/json"}
+            "/sessions", content=chunks(), headers={"content-type": "application/json"}
         )
     assert "content-length" not in response.request.headers
     assert_413(response)
-    # The rest of the body is never read: the server closes the connection after the answer.
+    assert f"larger than {LIMIT} bytes" in response.json()["detail"]
+    # The rest of the body is read only to be dropped (tests/test_deployment.py has what the
+    # client sees of it), and then the server closes the connection.
     assert response.headers["connection"] == "close"
-    # Refused at the chunk that crossed the limit (httpx may have one more in flight).
-    assert sent_chunks <= LIMIT // 100 + 2
     assert await count_sessions(connection) == 0
 
 

@@ -208,13 +208,19 @@ async def test_upgrade_to_0007_counts_every_session_that_may_have_been_public(
             " version, txid) VALUES (1, 't', $1, now(), now(), $2, 1)",
             rows,
         )
+        await conn.execute(
+            "INSERT INTO session_departures (event_id, session_id, txid, last_modified_at,"
+            " version) SELECT 2, id, 1, now(), version FROM sessions WHERE version = 3"
+        )
         before = await conn.fetch("SELECT id, last_modified_at, version, txid FROM sessions")
         await asyncio.to_thread(command.upgrade, config, "head")
         after = await conn.fetch("SELECT id, last_modified_at, version, txid FROM sessions")
         ever_public = await conn.fetch("SELECT ever_public FROM sessions ORDER BY id")
+        departed = await conn.fetchval("SELECT ever_public FROM session_departures")
     finally:
         await conn.close()
     assert [row[0] for row in ever_public] == [False, False, True, True, True]
+    assert departed is True  # a move is a change: the session may have been public
     # Not a change of any session: no stamp, version or place in the feed moves.
     assert sorted(after) == sorted(before)
 
