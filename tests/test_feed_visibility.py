@@ -68,6 +68,18 @@ async def arrange(
     return session
 
 
+def hidden_tombstone(changed: httpx.Response) -> dict[str, Any]:
+    """The tombstone of the session a write answered with, once the caller may not see it."""
+    session = changed.json()
+    return {
+        "id": session["id"],
+        "deleted": True,
+        "deleted_at": None,
+        "last_modified_at": session["last_modified_at"],
+        "version": session["version"],
+    }
+
+
 def latest(received: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """Each session's last item, as a client applying the feed in order keeps it."""
     return {item["id"]: item for item in received}
@@ -103,15 +115,7 @@ async def test_session_that_stops_being_public_becomes_a_tombstone_for_anonymous
     withdrawn = await speaker.patch(f"/sessions/{session['id']}", json={"state": "withdrawn"})
     assert withdrawn.status_code == 200, withdrawn.text
     received, _ = await follow(anonymous, has_ids(session["id"]), since=token)
-    assert received == [
-        {
-            "id": session["id"],
-            "deleted": True,
-            "deleted_at": None,
-            "last_modified_at": withdrawn.json()["last_modified_at"],
-            "version": withdrawn.json()["version"],
-        }
-    ]
+    assert received == [hidden_tombstone(withdrawn)]
     # Its speaker and the event's organiser still see it whole.
     for client in (speaker, organizer):
         received, _ = await follow(client, has_ids(session["id"]), since=token)
@@ -146,6 +150,16 @@ async def test_feed_shows_a_user_their_own_and_their_events_sessions(
     ]
 
 
+async def assert_tombstones_then(
+    marker: dict[str, Any], client: httpx.AsyncClient, tombstones: list[int], **params: Any
+) -> None:
+    """The caller's feed, followed up to `marker` (a public session written last), holds the
+    tombstones of these sessions, in this order, and nothing else before the marker."""
+    received, _ = await follow(client, has_ids(marker["id"]), **params)
+    assert [item["id"] for item in received] == [*tombstones, marker["id"]]
+    assert all(item["deleted"] for item in received[:-1]), received
+
+
 async def test_a_deleted_session_is_a_tombstone_for_those_who_saw_it_only(
     committed_client: httpx.AsyncClient,
     committed_app: FastAPI,
@@ -172,9 +186,7 @@ async def test_a_deleted_session_is_a_tombstone_for_those_who_saw_it_only(
             (stranger, every_tombstone[1:]),
             (anonymous, every_tombstone[1:]),
         ]:
-            received, _ = await follow(client, has_ids(marker["id"]))
-            assert [item["id"] for item in received] == [*tombstones, marker["id"]]
-            assert all(item["deleted"] for item in received[:-1]), received
+            await assert_tombstones_then(marker, client, tombstones)
 
 
 async def test_a_session_moved_away_is_a_tombstone_in_its_old_event_for_those_who_saw_it(
@@ -199,9 +211,7 @@ async def test_a_session_moved_away_is_a_tombstone_in_its_old_event_for_those_wh
             (stranger, [public["id"]]),
             (anonymous, [public["id"]]),
         ]:
-            received, _ = await follow(client, has_ids(marker["id"]), event_id=EVENT)
-            assert [item["id"] for item in received] == [*tombstones, marker["id"]]
-            assert all(item["deleted"] for item in received[:-1]), received
+            await assert_tombstones_then(marker, client, tombstones, event_id=EVENT)
 
 
 async def test_ever_public_is_set_by_the_change_that_makes_a_session_public_and_kept(
@@ -233,15 +243,7 @@ async def test_an_organisers_feed_of_every_event_drops_a_session_that_left_their
     moved = await committed_client.patch(f"/sessions/{pending['id']}", json={"event_id": EVENT + 1})
     assert moved.status_code == 200, moved.text
     received, token = await follow(organizer, has_ids(pending["id"]), since=token)
-    assert received == [
-        {
-            "id": pending["id"],
-            "deleted": True,
-            "deleted_at": None,
-            "last_modified_at": moved.json()["last_modified_at"],
-            "version": moved.json()["version"],
-        }
-    ]
+    assert received == [hidden_tombstone(moved)]
     # Its later changes reach them as tombstones too, a deletion included.
     assert (await speaker.delete(f"/sessions/{pending['id']}")).status_code == 204
     received, _ = await follow(organizer, has_ids(pending["id"]), since=token)
@@ -286,10 +288,4 @@ async def test_a_session_made_public_by_other_code_counts_as_public_once_hidden(
     hidden = await committed_client.patch(f"/sessions/{session['id']}", json={"state": "rejected"})
     assert hidden.status_code == 200, hidden.text
     received, _ = await follow(anonymous, has_ids(session["id"]))
-    assert latest(received)[session["id"]] == {
-        "id": session["id"],
-        "deleted": True,
-        "deleted_at": None,
-        "last_modified_at": hidden.json()["last_modified_at"],
-        "version": hidden.json()["version"],
-    }
+    assert latest(received)[session["id"]] == hidden_tombstone(hidden)
