@@ -21,12 +21,12 @@ from sqlalchemy import (
     DateTime,
     Integer,
     Select,
+    Subquery,
     Table,
     and_,
     any_,
     bindparam,
     event,
-    exists,
     false,
     func,
     null,
@@ -360,7 +360,12 @@ def feed_query(
 def _compiled_feed_query(
     by_event: bool, after: bool, parameters: frozenset[str], everything: bool
 ) -> DriverQuery:
-    feed = _FEED_OF_EVENT if by_event else _FEED
+    if by_event:
+        feed = _FEED_OF_EVENT
+    elif "left_event_ids" in parameters:
+        feed = _feed_with_departures(parameters)
+    else:
+        feed = _FEED
     query = select(*(feed.c[column.name] for column in _FEED_COLUMNS)).where(
         feed.c.txid < bindparam("horizon", type_=BigInteger)
     )
@@ -405,6 +410,24 @@ _FEED_OF_EVENT = union_all(
         _departures.c.event_id.label("feed_event_id"),
     ).join_from(_departures, _sessions, _sessions.c.id == _departures.c.session_id),
 ).subquery("feed")
+
+
+def _feed_with_departures(parameters: frozenset[str]) -> Subquery:
+    """The feed of every event for an organiser: the sessions, and a tombstone for each that
+    left one of its events (left_event_ids) and that it may not see now, at its departure's
+    place. The session's own row, in an event it does not organise, no longer reaches it (nor
+    do its later changes: a draft's are no business of the event it left); one it may see now
+    is served as itself, and its departure left out, which could sort after it."""
+    seen_now = _visible(parameters, _sessions.c)
+    left = (
+        select(*(_departure_column(column) for column in _FEED_COLUMNS))
+        .join_from(_departures, _sessions, _sessions.c.id == _departures.c.session_id)
+        .where(
+            _departures.c.event_id == any_(bindparam("left_event_ids")),
+            seen_now.is_not(true()),  # not null: a session without a creator is not one's own
+        )
+    )
+    return union_all(select(*_FEED_COLUMNS), left).subquery("feed")
 
 
 def list_query(
@@ -564,10 +587,6 @@ _VISIBLE: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
     "visible_creator_id": lambda c, creator_id: c.creator_id == creator_id,
     "visible_event_ids": lambda c, event_ids: c.event_id == any_(event_ids),
     "visible_ever_public": lambda c, ever_public: c.ever_public == ever_public,
-    # Sessions that left one of these events (a departure of theirs is recorded).
-    "visible_left_event_ids": lambda c, event_ids: exists().where(
-        _departures.c.session_id == c.id, _departures.c.event_id == any_(event_ids)
-    ),
 }
 
 
@@ -584,7 +603,9 @@ def _visibility_parameters(visible: Visibility) -> dict[str, Any]:
     if visible.held:
         values["visible_ever_public"] = True
         if visible.event_ids:
-            values["visible_left_event_ids"] = sorted(visible.event_ids)
+            # Of the feed of every event (_feed_with_departures): the feed of one event has the
+            # departures from it.
+            values["left_event_ids"] = sorted(visible.event_ids)
     return values
 
 
