@@ -274,6 +274,15 @@ async def test_a_move_made_while_hidden_stays_hidden_once_the_session_is_public(
     assert [item["id"] for item in received] == [marker["id"]]
 
 
+async def write_behind_the_service(engine: AsyncEngine, session_id: int, assignment: str) -> None:
+    """Change a stored session as other code does (SQL by hand, the previous release): not
+    through the service's hook."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(f"UPDATE sessions SET {assignment} WHERE id = :id"), {"id": session_id}
+        )
+
+
 async def test_a_session_made_public_by_other_code_counts_as_public_once_hidden(
     committed_client: httpx.AsyncClient,
     anonymous: httpx.AsyncClient,
@@ -283,10 +292,7 @@ async def test_a_session_made_public_by_other_code_counts_as_public_once_hidden(
     # The previous release, during a rolling deploy, makes sessions public without recording
     # it: the change that hides one sees the state it had.
     session = await arrange(speaker, committed_client, "accepted")
-    async with engine.begin() as conn:
-        await conn.execute(
-            text("UPDATE sessions SET ever_public = false WHERE id = :id"), {"id": session["id"]}
-        )
+    await write_behind_the_service(engine, session["id"], "ever_public = false")
     hidden = await committed_client.patch(f"/sessions/{session['id']}", json={"state": "rejected"})
     assert hidden.status_code == 200, hidden.text
     received, _ = await follow(anonymous, has_ids(session["id"]))
@@ -302,10 +308,7 @@ async def test_a_session_without_a_creator_that_left_an_organisers_event_is_a_to
     # Sessions from before authentication have no creator: "is it the caller's own?" is
     # unknown (NULL) in SQL, which must not read as "the caller may see it now".
     session = await arrange(speaker, committed_client, "pending")
-    async with engine.begin() as conn:
-        await conn.execute(
-            text("UPDATE sessions SET creator_id = NULL WHERE id = :id"), {"id": session["id"]}
-        )
+    await write_behind_the_service(engine, session["id"], "creator_id = NULL")
     _, token = await follow(organizer, has_ids(session["id"]))
     moved = await committed_client.patch(f"/sessions/{session['id']}", json={"event_id": EVENT + 1})
     assert moved.status_code == 200, moved.text
