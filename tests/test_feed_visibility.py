@@ -55,6 +55,13 @@ async def organizer(committed_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+@pytest.fixture
+async def stranger(committed_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A signed-in user with no session of their own and no event."""
+    async with asgi_client(committed_app, auth_headers("someone-else")) as client:
+        yield client
+
+
 async def arrange(
     speaker: httpx.AsyncClient, admin: httpx.AsyncClient, state: str
 ) -> dict[str, Any]:
@@ -162,10 +169,10 @@ async def assert_tombstones_then(
 
 async def test_a_deleted_session_is_a_tombstone_for_those_who_saw_it_only(
     committed_client: httpx.AsyncClient,
-    committed_app: FastAPI,
     anonymous: httpx.AsyncClient,
     speaker: httpx.AsyncClient,
     organizer: httpx.AsyncClient,
+    stranger: httpx.AsyncClient,
 ) -> None:
     draft = await arrange(speaker, committed_client, "draft")
     public = await arrange(speaker, committed_client, "confirmed")
@@ -179,22 +186,21 @@ async def test_a_deleted_session_is_a_tombstone_for_those_who_saw_it_only(
         assert (await speaker.delete(f"/sessions/{session['id']}")).status_code == 204
     marker = await arrange(speaker, committed_client, "accepted")
     every_tombstone = [draft["id"], public["id"], was_public["id"]]
-    async with asgi_client(committed_app, auth_headers("someone-else")) as stranger:
-        for client, tombstones in [
-            (speaker, every_tombstone),
-            (organizer, every_tombstone),
-            (stranger, every_tombstone[1:]),
-            (anonymous, every_tombstone[1:]),
-        ]:
-            await assert_tombstones_then(marker, client, tombstones)
+    for client, tombstones in [
+        (speaker, every_tombstone),
+        (organizer, every_tombstone),
+        (stranger, every_tombstone[1:]),
+        (anonymous, every_tombstone[1:]),
+    ]:
+        await assert_tombstones_then(marker, client, tombstones)
 
 
 async def test_a_session_moved_away_is_a_tombstone_in_its_old_event_for_those_who_saw_it(
     committed_client: httpx.AsyncClient,
-    committed_app: FastAPI,
     anonymous: httpx.AsyncClient,
     speaker: httpx.AsyncClient,
     organizer: httpx.AsyncClient,
+    stranger: httpx.AsyncClient,
 ) -> None:
     draft = await arrange(speaker, committed_client, "draft")
     public = await arrange(speaker, committed_client, "accepted")
@@ -204,14 +210,13 @@ async def test_a_session_moved_away_is_a_tombstone_in_its_old_event_for_those_wh
         )
         assert moved.status_code == 200, moved.text
     marker = await arrange(speaker, committed_client, "accepted")
-    async with asgi_client(committed_app, auth_headers("someone-else")) as stranger:
-        for client, tombstones in [
-            (speaker, [draft["id"], public["id"]]),
-            (organizer, [draft["id"], public["id"]]),
-            (stranger, [public["id"]]),
-            (anonymous, [public["id"]]),
-        ]:
-            await assert_tombstones_then(marker, client, tombstones, event_id=EVENT)
+    for client, tombstones in [
+        (speaker, [draft["id"], public["id"]]),
+        (organizer, [draft["id"], public["id"]]),
+        (stranger, [public["id"]]),
+        (anonymous, [public["id"]]),
+    ]:
+        await assert_tombstones_then(marker, client, tombstones, event_id=EVENT)
 
 
 async def test_ever_public_is_set_by_the_change_that_makes_a_session_public_and_kept(
