@@ -212,16 +212,19 @@ NOT_BLANK = Field(
         "pattern": f"^{_ALLOWED_CHARACTER}*{_VISIBLE_CHARACTER}{_ALLOWED_CHARACTER}*$"
     }
 )
-StoredText = Annotated[str, AfterValidator(storable_text)]
+# The lengths are constraints on the str itself, before the validators that follow: pydantic
+# checks a length given after them on whatever they return, and speaks of "items".
+STORABLE = AfterValidator(storable_text)
 
 Title = Annotated[
-    StoredText,
+    str,
     Field(min_length=1, max_length=models.TITLE_MAX),
+    STORABLE,
     AfterValidator(_not_blank),
     NOT_BLANK,
 ]
-Subtitle = Annotated[StoredText, Field(max_length=models.SUBTITLE_MAX), NO_CONTROL]
-LongText = Annotated[StoredText, Field(max_length=models.TEXT_MAX), NO_CONTROL]
+Subtitle = Annotated[str, Field(max_length=models.SUBTITLE_MAX), STORABLE, NO_CONTROL]
+LongText = Annotated[str, Field(max_length=models.TEXT_MAX), STORABLE, NO_CONTROL]
 SafeHtml = Annotated[
     LongText,
     AfterValidator(sanitize_html),
@@ -229,7 +232,7 @@ SafeHtml = Annotated[
     AfterValidator(_fits_once_sanitised),
     Field(description="HTML; sanitised on write to a small safe subset (see the README)."),
 ]
-Language = Annotated[StoredText, Field(max_length=models.LANGUAGE_MAX), NO_CONTROL]
+Language = Annotated[str, Field(max_length=models.LANGUAGE_MAX), STORABLE, NO_CONTROL]
 Url = Annotated[
     HttpUrl,
     # On the URL as sent, which the schema's maxLength documents; and on the normalised URL,

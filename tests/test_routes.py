@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service import models
 from tests.conftest import (
     assert_problem,
     build_app,
@@ -867,6 +868,34 @@ async def test_patch_with_a_control_character_is_422_and_changes_nothing(
     assert [error["location"] for error in body["errors"]] == [["body", field]]
     assert "control characters" in body["errors"][0]["message"]
     assert (await client.get(f"/sessions/{session['id']}")).json() == session
+
+
+@pytest.mark.parametrize(
+    ("field", "longest"),
+    [
+        ("title", models.TITLE_MAX),
+        ("subtitle", models.SUBTITLE_MAX),
+        ("language", models.LANGUAGE_MAX),
+        ("long_abstract", models.TEXT_MAX),
+    ],
+)
+async def test_a_text_too_long_is_422_counting_characters(
+    client: httpx.AsyncClient, field: str, longest: int
+) -> None:
+    session = await create_session(client)
+    # Code points, as PostgreSQL counts them: one emoji is one character (two UTF-16 units).
+    fits = await client.patch(f"/sessions/{session['id']}", json={field: "\U0001f600" * longest})
+    assert fits.status_code == 200, fits.text
+    response = await client.patch(
+        f"/sessions/{session['id']}", json={field: "\U0001f600" * (longest + 1)}
+    )
+    [error] = assert_problem(response, 422)["errors"]
+    assert error == {
+        "location": ["body", field],
+        "message": f"String should have at most {longest} characters",
+        "type": "string_too_long",
+    }
+    assert (await client.get(f"/sessions/{session['id']}")).json() == fits.json()
 
 
 # JSON may escape half of a UTF-16 surrogate pair on its own ("\ud800"): Python reads it into a
