@@ -817,6 +817,23 @@ async def test_list_forged_cursor_is_400(client: httpx.AsyncClient, cursor: str)
     assert body["parameter"] == "cursor"
 
 
+LEAP_SECOND = "2016-12-31T23:59:60Z"  # a real one: RFC 3339 allows second 60 there
+
+
+async def test_a_leap_second_is_422_saying_so(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    created = await client.post("/sessions", json=session_body(starts_at=LEAP_SECOND))
+    [error] = assert_problem(created, 422)["errors"]
+    assert error["location"] == ["body", "starts_at"]
+    assert "leap second" in error["message"]
+    assert await count_sessions(connection) == 0
+    listed = await client.get("/sessions", params={"starts_after": LEAP_SECOND})
+    [error] = assert_problem(listed, 422)["errors"]
+    assert error["location"] == ["query", "starts_after"]
+    assert "leap second" in error["message"]
+
+
 async def test_date_times_near_the_ends_of_the_years_come_back_as_they_can_be_sent(
     client: httpx.AsyncClient,
 ) -> None:
