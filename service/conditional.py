@@ -98,24 +98,25 @@ def parse_http_date(value: str, *, now: datetime | None = None) -> datetime | No
     else:
         return None
     parts = match.groupdict()
+    fields = (
+        _MONTHS.index(parts["month"]) + 1,
+        int(parts["day"]),
+        int(parts["hour"]),
+        int(parts["minute"]),
+        min(int(parts["second"]), 59),  # a leap second (60) is still that minute
+    )
     if parts.get("short_year") is not None:
-        # A two-digit year more than 50 years ahead is the latest past year with those digits.
-        this_year = (now or datetime.now(UTC)).year
-        year = this_year // 100 * 100 + int(parts["short_year"])
-        if year > this_year + 50:
+        # A two-digit year is of this century, unless that makes the date more than 50 years
+        # ahead: then it is the latest past year with those digits.
+        now = now or datetime.now(UTC)
+        year = now.year // 100 * 100 + int(parts["short_year"])
+        fifty_years_ahead = (now.year + 50, now.month, now.day, now.hour, now.minute, now.second)
+        if (year, *fields) > fifty_years_ahead:
             year -= 100
     else:
         year = int(parts["year"])
     try:
-        return datetime(
-            year,
-            _MONTHS.index(parts["month"]) + 1,
-            int(parts["day"]),
-            int(parts["hour"]),
-            int(parts["minute"]),
-            min(int(parts["second"]), 59),  # a leap second (60) is still that minute
-            tzinfo=UTC,
-        )
+        return datetime(year, *fields, tzinfo=UTC)
     except ValueError:  # 31 Feb, hour 25, year 0
         return None
 

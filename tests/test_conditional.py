@@ -113,13 +113,22 @@ def test_parse_http_date_rejects_anything_else(value: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("two_digits", "year"), [("94", 1994), ("26", 2026), ("76", 2076), ("77", 1977)]
+    ("date", "year"),
+    [
+        ("06-Nov-94 08:49:37", 1994),
+        ("06-Nov-26 08:49:37", 2026),
+        ("06-Nov-76 08:49:37", 2076),
+        ("06-Nov-77 08:49:37", 1977),
+        # RFC 9110 5.6.7 compares dates, not years: 50 years ahead to the second is still ahead,
+        ("26-Nov-76 12:00:00", 2076),
+        # and a second more is in the past.
+        ("26-Nov-76 12:00:01", 1976),
+        ("31-Dec-76 23:59:59", 1976),
+    ],
 )
-def test_parse_rfc850_year_more_than_50_years_ahead_is_in_the_past(
-    two_digits: str, year: int
-) -> None:
-    now = datetime(2026, 11, 26, tzinfo=UTC)
-    parsed = parse_http_date(f"Sunday, 06-Nov-{two_digits} 08:49:37 GMT", now=now)
+def test_parse_rfc850_date_more_than_50_years_ahead_is_in_the_past(date: str, year: int) -> None:
+    now = datetime(2026, 11, 26, 12, tzinfo=UTC)
+    parsed = parse_http_date(f"Sunday, {date} GMT", now=now)
     assert parsed is not None
     assert parsed.year == year
 
