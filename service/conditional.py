@@ -155,14 +155,16 @@ class Preconditions:
     if_modified_since: datetime | None = None
     if_unmodified_since: datetime | None = None
 
-    @property
-    def guards_write(self) -> bool:
-        """Whether a write is conditional on the state the client has seen. If-Match: * is not:
-        any current session matches it, so it cannot prevent a lost update (RFC 6585, 3)."""
+    def guards_write(self, latest: datetime) -> bool:
+        """Whether a write is conditional on the state the client has seen, where `latest` is
+        the later of the clock and the resource's modification time. If-Match: * is not: any
+        current session matches it, so it cannot prevent a lost update (RFC 6585, 3). Nor is an
+        If-Unmodified-Since later than `latest`: every version stored so far meets it, where
+        every Last-Modified the resource was served with is at most its modification time."""
         if self.if_match is not None:
             # If-Unmodified-Since is then ignored (RFC 9110 13.2.2): it guards nothing.
             return self.if_match != ANY
-        return self.if_unmodified_since is not None
+        return self.if_unmodified_since is not None and self.if_unmodified_since <= latest
 
 
 def parse_preconditions(

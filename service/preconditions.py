@@ -161,7 +161,8 @@ def check_write(conditions: WriteConditions, method: str, session: Versioned) ->
     The row lock (SELECT ... FOR UPDATE) is held until the write commits, so the state checked
     here is the state the write changes: of two writers sending the same If-Match, one gets 412.
     """
-    if conditions.required and not conditions.preconditions.guards_write:
+    latest = max(datetime.now(UTC), session.last_modified_at)
+    if conditions.required and not conditions.preconditions.guards_write(latest):
         raise PreconditionRequired(
             f"This server accepts only conditional changes: GET /sessions/{session.id}, then "
             "repeat the request with If-Match set to the ETag of that response.",
@@ -191,8 +192,9 @@ _FAILED = problem_response(
 _REQUIRED = problem_response(
     428,
     "REQUIRE_PRECONDITIONS is on and the request has neither If-Match with an entity tag (* "
-    "matches any version, so it cannot prevent a lost update) nor If-Unmodified-Since: read the "
-    "session and send its ETag in If-Match.",
+    "matches any version, so it cannot prevent a lost update) nor If-Unmodified-Since with a "
+    "date that is not in the future (which any version meets too): read the session and send "
+    "its ETag in If-Match.",
 )
 CREATE_RESPONSES: Responses = {201: {"headers": VALIDATOR_HEADERS}}
 READ_RESPONSES: Responses = {

@@ -166,11 +166,15 @@ def test_parse_preconditions_joins_lines_and_ignores_bad_or_repeated_dates() -> 
         if_modified_since=None,
         if_unmodified_since=None,
     )
-    assert parsed.guards_write
-    assert not Preconditions(if_none_match=ANY).guards_write
-    assert not Preconditions(if_match=ANY).guards_write
-    assert not Preconditions(if_match=ANY, if_unmodified_since=NOV_6_1994).guards_write
-    assert Preconditions(if_unmodified_since=NOV_6_1994).guards_write
+    later = NOV_6_1994 + timedelta(seconds=1)
+    assert parsed.guards_write(later)
+    assert not Preconditions(if_none_match=ANY).guards_write(later)
+    assert not Preconditions(if_match=ANY).guards_write(later)
+    assert not Preconditions(if_match=ANY, if_unmodified_since=NOV_6_1994).guards_write(later)
+    assert Preconditions(if_unmodified_since=NOV_6_1994).guards_write(later)
+    assert Preconditions(if_unmodified_since=NOV_6_1994).guards_write(NOV_6_1994)
+    # A date later than any change made so far: every version meets it.
+    assert not Preconditions(if_unmodified_since=later).guards_write(NOV_6_1994)
 
 
 def test_parse_preconditions_names_the_malformed_field() -> None:

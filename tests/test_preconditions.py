@@ -577,8 +577,17 @@ async def strict_client(
         {"If-Match": "*"},
         # If-Unmodified-Since is ignored beside If-Match (RFC 9110 13.2.2), a date long past too.
         {"If-Match": "*", "If-Unmodified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"},
+        # A date in the future: every version stored so far meets it, as every one meets *.
+        {"If-Unmodified-Since": "Sat, 05 Dec 2099 00:00:00 GMT"},
     ],
-    ids=["none", "ignored date", "if-none-match only", "if-match any", "if-match any and date"],
+    ids=[
+        "none",
+        "ignored date",
+        "if-none-match only",
+        "if-match any",
+        "if-match any and date",
+        "future date",
+    ],
 )
 @pytest.mark.parametrize("method", ["PATCH", "DELETE"])
 async def test_write_without_precondition_is_428_when_required(
