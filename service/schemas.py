@@ -126,8 +126,10 @@ _SURROGATES = "\ud800-\udfff"
 _UNSTORABLE_CHARACTER = re.compile(f"[{_REFUSED_CHARACTERS}{_SURROGATES}]")
 
 
-def storable_text(value: str) -> str:
-    if found := _UNSTORABLE_CHARACTER.search(value):
+def storable_text(value: object) -> object:
+    # Checked before the str's own validation (a BeforeValidator): its length check cannot
+    # read a lone surrogate, and would say so less plainly. Other types are left to it.
+    if isinstance(value, str) and (found := _UNSTORABLE_CHARACTER.search(value)):
         if "\ud800" <= found[0] <= "\udfff":
             raise ValueError("must be Unicode text: a lone surrogate (U+D800 to U+DFFF) is not")
         raise ValueError(
@@ -215,9 +217,9 @@ NOT_BLANK = Field(
         "pattern": f"^{_ALLOWED_CHARACTER}*{_VISIBLE_CHARACTER}{_ALLOWED_CHARACTER}*$"
     }
 )
-# The lengths are constraints on the str itself, before the validators that follow: pydantic
-# checks a length given after them on whatever they return, and speaks of "items".
-STORABLE = AfterValidator(storable_text)
+# The lengths are constraints on the str itself, not after an AfterValidator: pydantic checks a
+# length given after one on whatever it returns, and speaks of "items".
+STORABLE = BeforeValidator(storable_text)
 
 Title = Annotated[
     str,
