@@ -199,35 +199,55 @@ class Outcome(Enum):
     PRECONDITION_FAILED = 412
 
 
-def _matches(tags: EntityTags, current: EntityTag, *, strong: bool) -> bool:
-    # The resource exists whenever preconditions are evaluated, so `*` always matches.
+def _matches(tags: EntityTags, current: EntityTag | None, *, strong: bool) -> bool:
+    # The resource exists whenever preconditions are evaluated, so `*` always matches; a list
+    # matches nothing of a resource without an entity tag.
     if tags == ANY:
         return True
+    if current is None:
+        return False
     if strong:
         return any(tag.strong_match(current) for tag in tags)
     return any(tag.weak_match(current) for tag in tags)
 
 
 def evaluate(
-    preconditions: Preconditions, *, method: str, etag: EntityTag, modified_at: datetime
+    preconditions: Preconditions,
+    *,
+    method: str,
+    etag: EntityTag | None,
+    modified_at: datetime | None,
 ) -> Outcome:
     """RFC 9110 13.2.2, steps 1-4, for a resource that exists (404 is decided before this).
 
     Dates are compared with the modification time truncated to the second, so a client that
     echoes a Last-Modified it received from an unchanged resource is never refused; two changes
     within one second are therefore indistinguishable by date: only the entity tag tells them apart.
+
+    A resource without validators (a list page, the change feed) has neither: If-Match holds
+    only as `*` and If-None-Match fails only as `*`, and no date is evaluated (13.1.3, 13.1.4).
     """
-    modified = truncate_to_second(modified_at)
+    modified = None if modified_at is None else truncate_to_second(modified_at)
     if_match, unmodified_since = preconditions.if_match, preconditions.if_unmodified_since
     if_none_match, modified_since = preconditions.if_none_match, preconditions.if_modified_since
     if if_match is not None and not _matches(if_match, etag, strong=True):  # step 1
         return Outcome.PRECONDITION_FAILED
-    if if_match is None and unmodified_since is not None and modified > unmodified_since:  # 2
+    if (  # step 2
+        if_match is None
+        and unmodified_since is not None
+        and modified is not None
+        and modified > unmodified_since
+    ):
         return Outcome.PRECONDITION_FAILED
     if if_none_match is not None:  # step 3
         if _matches(if_none_match, etag, strong=False):
             return Outcome.NOT_MODIFIED if method in SAFE_METHODS else Outcome.PRECONDITION_FAILED
         return Outcome.PROCEED
-    if method in SAFE_METHODS and modified_since is not None and modified <= modified_since:  # 4
+    if (  # step 4
+        method in SAFE_METHODS
+        and modified_since is not None
+        and modified is not None
+        and modified <= modified_since
+    ):
         return Outcome.NOT_MODIFIED
     return Outcome.PROCEED

@@ -4,6 +4,7 @@ validators (ETag, Last-Modified, Date) its responses carry, 304, 412 and 428.
 The rules themselves are in service.conditional; this module binds them to FastAPI.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -170,6 +171,35 @@ def check_write(conditions: WriteConditions, method: str, session: Versioned) ->
     _evaluate(conditions.preconditions, method, session)
 
 
+def _check_collection(request: Request) -> Outcome:
+    """RFC 9110 13.1.1-2 on a resource that exists but has no validators: a list page, the
+    change feed, the workflow, or the collection a POST creates in. 412 if a precondition fails;
+    a malformed one is a 400."""
+    outcome = evaluate(_parse(request), method=request.method, etag=None, modified_at=None)
+    if outcome is Outcome.PRECONDITION_FAILED:
+        raise PreconditionFailed(
+            f"{request.url.path} does not meet the request's preconditions: it has no entity "
+            "tag, so If-Match holds there only as *, and it exists, so If-None-Match: * does "
+            "not hold."
+        )
+    return outcome
+
+
+def collection_not_modified(request: Request, headers: Mapping[str, str]) -> Response | None:
+    """The 304 that If-None-Match: * asks of a GET or HEAD of a resource without validators,
+    carrying `headers` (its 200's Cache-Control); None to serve the 200; 412 if a precondition
+    fails. Call it once the request is otherwise servable (RFC 9110 13.2.1)."""
+    if _check_collection(request) is Outcome.NOT_MODIFIED:
+        return Response(status_code=304, headers=headers)
+    return None
+
+
+def check_collection_write(request: Request) -> None:
+    """412 for a POST with an If-Match list or If-None-Match: * (the collection exists, and
+    has no entity tag); call it before the write."""
+    _check_collection(request)
+
+
 # OpenAPI: what the operations of /sessions/{id} answer about preconditions.
 ETAG_HEADER = header('The session\'s entity tag, a strong validator: its version, quoted ("3").')
 LAST_MODIFIED_HEADER = header(
@@ -213,3 +243,18 @@ UPDATE_RESPONSES: Responses = {
     **_REQUIRED,
 }
 DELETE_RESPONSES: Responses = {**_MALFORMED, **_FAILED, **_REQUIRED}
+# A list page, the change feed and the workflow have no validators (RFC 9110 13.1.1-2).
+COLLECTION_READ_RESPONSES: Responses = {
+    304: {
+        "description": "Not Modified: If-None-Match is `*`, and the resource exists (it has no "
+        "entity tag, so no other If-None-Match matches). No body."
+    },
+    **problem_response(
+        412, "If-Match lists entity tags: this resource has none, so only `*` matches."
+    ),
+}
+CREATE_PRECONDITION_RESPONSES: Responses = problem_response(
+    412,
+    "If-Match lists entity tags (the collection has none: only `*` matches), or If-None-Match "
+    "is `*` (the collection exists); nothing was created.",
+)

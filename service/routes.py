@@ -56,13 +56,17 @@ from service.pagination import (
 )
 from service.policy import Principal
 from service.preconditions import (
+    COLLECTION_READ_RESPONSES,
+    CREATE_PRECONDITION_RESPONSES,
     CREATE_RESPONSES,
     DELETE_RESPONSES,
     READ_PRECONDITION_HEADERS,
     READ_RESPONSES,
     UPDATE_RESPONSES,
     WRITE_PRECONDITION_HEADERS,
+    check_collection_write,
     check_write,
+    collection_not_modified,
     not_modified_or_none,
     read_preconditions,
     representation_headers,
@@ -233,21 +237,25 @@ LIST_RESPONSES = merge_responses(
                 "Link": header('The next page, `<url>; rel="next"`; absent on the last page.'),
                 **_NO_STORE,
             }
-        }
+        },
+        304: {"headers": _NO_STORE},
     },
+    COLLECTION_READ_RESPONSES,
     problem_response(
         400,
         "The cursor was altered, signed with another secret, or issued for other filters or "
-        "another sort order (`parameter`: cursor).",
+        "another sort order (`parameter`: cursor); or If-Match or If-None-Match is malformed "
+        "(`header`).",
     ),
 )
 CHANGES_RESPONSES = merge_responses(
-    {200: {"headers": _NO_STORE}},
+    {200: {"headers": _NO_STORE}, 304: {"headers": _NO_STORE}},
+    COLLECTION_READ_RESPONSES,
     problem_response(
         400,
         "The token was altered, signed with another secret, issued for another event_id, or "
         "issued by another database or by this one before a restore: start again without since "
-        "(`parameter`: since).",
+        "(`parameter`: since); or If-Match or If-None-Match is malformed (`header`).",
     ),
 )
 
@@ -367,8 +375,11 @@ _CREATED_SESSION_LINKS = {
         ),
         _UNSUPPORTED_BODY["POST"],
         problem_response(
-            400, f"{idempotency.HEADER} is malformed or sent twice, or Content-Type is sent twice."
+            400,
+            f"{idempotency.HEADER}, If-Match or If-None-Match is malformed, or "
+            f"{idempotency.HEADER} or Content-Type is sent twice.",
         ),
+        CREATE_PRECONDITION_RESPONSES,
         {
             201: {
                 "headers": {"Location": header("The new session's URL.", format="uri-reference")},
@@ -386,6 +397,7 @@ async def create_session(body: SessionCreate, request: Request, principal: Write
     key = idempotency_key(request)
     values = body.model_dump()
     policy.check_create(principal, values)
+    check_collection_write(request)
     caller = principal.user_id
     assert caller is not None  # a Writer
     body_fingerprint = fingerprint(body.model_dump(mode="json")) if key else b""
@@ -525,6 +537,8 @@ async def list_sessions(
     after = (
         _read_cursor(signer, parameters.cursor, sort_keys, bound_to) if parameters.cursor else None
     )
+    if not_modified := collection_not_modified(request, PAGE_CACHE_CONTROL):
+        return not_modified
     visible = policy.visibility(principal)
     rows: Sequence[StoredSession] = []
     # Filters no session this caller may see can pass (anonymous, state=draft) need no query,
@@ -626,6 +640,8 @@ async def list_session_changes(
         raise _bad_cursor(
             "since", "was issued by another database, or by this one before a restore"
         )
+    if not_modified := collection_not_modified(request, PAGE_CACHE_CONTROL):
+        return not_modified
     # Every row of the caller's feed is served, those it may no longer see as tombstones: a
     # session that stops being visible must reach the client's copy. (A position is a place in
     # one order of all changes, whoever's feed it was issued in.)
@@ -688,12 +704,20 @@ def _read_feed_token(
     response_description="The states and their transitions.",
     head_summary="Get the session workflow's headers",
     head_description="The workflow's headers, without a body.",
-    # What every operation may answer (service.edge.TargetURI); the others' 400s say more.
-    responses=problems(400),
+    responses=merge_responses(
+        problem_response(
+            400,
+            "If-Match or If-None-Match is malformed; or, as on every operation, the Host header "
+            "is missing, sent twice or not a host.",
+        ),
+        COLLECTION_READ_RESPONSES,
+    ),
     openapi_extra=NO_AUTHENTICATION,
 )
-async def get_state_tables() -> dict[str, object]:
+async def get_state_tables(request: Request) -> Response | dict[str, object]:
     """The session workflow: the states, and who may move a session from which to which."""
+    if not_modified := collection_not_modified(request, {}):
+        return not_modified
     return policy.state_tables()
 
 

@@ -233,3 +233,29 @@ def test_evaluate_follows_rfc_9110_order(
 ) -> None:
     result = evaluate(preconditions, method=method, etag=CURRENT, modified_at=MODIFIED)
     assert result is outcome
+
+
+@pytest.mark.parametrize(
+    ("method", "preconditions", "outcome"),
+    [
+        ("GET", Preconditions(), PROCEED),
+        # It exists: * holds for If-Match and fails for If-None-Match.
+        ("GET", Preconditions(if_match=ANY), PROCEED),
+        ("POST", Preconditions(if_match=ANY), PROCEED),
+        ("GET", Preconditions(if_none_match=ANY), NOT_MODIFIED),
+        ("HEAD", Preconditions(if_none_match=ANY), NOT_MODIFIED),
+        ("POST", Preconditions(if_none_match=ANY), FAILED),
+        # It has no entity tag: no list matches.
+        ("GET", Preconditions(if_match=(CURRENT,)), FAILED),
+        ("POST", Preconditions(if_match=(CURRENT,)), FAILED),
+        ("GET", Preconditions(if_none_match=(CURRENT,)), PROCEED),
+        ("POST", Preconditions(if_none_match=(CURRENT,)), PROCEED),
+        # It has no modification date: the dates are not evaluated (RFC 9110 13.1.3, 13.1.4).
+        ("GET", Preconditions(if_modified_since=SECOND), PROCEED),
+        ("POST", Preconditions(if_unmodified_since=EARLIER), PROCEED),
+    ],
+)
+def test_evaluate_a_resource_without_validators(
+    method: str, preconditions: Preconditions, outcome: Outcome
+) -> None:
+    assert evaluate(preconditions, method=method, etag=None, modified_at=None) is outcome

@@ -3,7 +3,7 @@
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from tests.conftest import (
     asgi_client,
     assert_problem,
     build_app,
+    count_sessions,
     create_session,
     session_body,
     stored_row,
@@ -498,11 +499,88 @@ async def test_an_invalid_date_is_no_precondition_when_one_is_required(
     assert await stored_row(connection, session["id"]) == before
 
 
-async def test_post_ignores_preconditions(client: httpx.AsyncClient) -> None:
-    response = await client.post(
-        "/sessions", json=session_body(), headers={"If-Match": '"9"', "If-None-Match": "*"}
-    )
-    assert response.status_code == 201
+# Resources without validators: a list page, the change feed, the workflow, and the collection
+# a POST creates in. They exist and have no entity tag (RFC 9110 13.1.1-2).
+
+COLLECTIONS = ["/sessions", "/sessions/changes", "/sessions/states"]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("url", COLLECTIONS)
+async def test_a_resource_without_validators_meets_only_what_it_can(
+    client: httpx.AsyncClient, url: str, method: str
+) -> None:
+    await create_session(client)
+    served = await client.request(method, url)
+    assert served.status_code == 200
+    for holds in [
+        {"If-Match": "*"},
+        {"If-None-Match": '"1", W/"2"'},
+        # No modification date: the dates are not evaluated.
+        {"If-Modified-Since": format_http_date(datetime.now(UTC) + timedelta(days=1))},
+        {"If-Unmodified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"},
+    ]:
+        response = await client.request(method, url, headers=holds)
+        assert response.status_code == 200, holds
+        assert response.content == served.content, holds
+    not_modified = await client.request(method, url, headers={"If-None-Match": "*"})
+    assert not_modified.status_code == 304
+    assert not_modified.content == b""
+    for name in ("cache-control", "vary"):
+        assert not_modified.headers.get(name) == served.headers.get(name), name
+    failed = await client.request(method, url, headers={"If-Match": '"1"'})
+    assert failed.status_code == 412
+    if method == "GET":
+        assert_problem(failed, 412)
+    malformed = await client.request(method, url, headers={"If-Match": "1"})
+    assert malformed.status_code == 400
+    if method == "GET":
+        assert assert_problem(malformed, 400)["header"] == "If-Match"
+
+
+async def test_a_list_refuses_a_forged_cursor_before_its_preconditions(
+    client: httpx.AsyncClient,
+) -> None:
+    for url, parameter in [
+        ("/sessions?cursor=forged", "cursor"),
+        ("/sessions/changes?since=x", "since"),
+    ]:
+        response = await client.get(url, headers={"If-Match": '"1"'})
+        assert assert_problem(response, 400)["parameter"] == parameter
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"If-None-Match": "*"}, {"If-Match": '"1"'}, {"If-Match": '"1"', "If-None-Match": "*"}],
+)
+async def test_post_into_a_collection_that_exists_and_has_no_entity_tag_is_412(
+    client: httpx.AsyncClient, connection: AsyncConnection, headers: dict[str, str]
+) -> None:
+    response = await client.post("/sessions", json=session_body(), headers=headers)
+    assert_problem(response, 412)
+    assert await count_sessions(connection) == 0
+
+
+async def test_post_with_preconditions_that_hold_creates(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    for headers in [{"If-Match": "*"}, {"If-None-Match": '"1"'}]:
+        response = await client.post("/sessions", json=session_body(), headers=headers)
+        assert response.status_code == 201, headers
+    assert await count_sessions(connection) == 2
+
+
+async def test_post_answers_401_422_and_400_before_412(
+    client: httpx.AsyncClient, anonymous_client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    fails = {"If-None-Match": "*"}
+    unauthenticated = await anonymous_client.post("/sessions", json=session_body(), headers=fails)
+    assert_problem(unauthenticated, 401)
+    invalid = await client.post("/sessions", json={"title": ""}, headers=fails)
+    assert_problem(invalid, 422)
+    malformed = await client.post("/sessions", json=session_body(), headers={"If-Match": "1"})
+    assert assert_problem(malformed, 400)["header"] == "If-Match"
+    assert await count_sessions(connection) == 0
 
 
 # The check and the write are atomic
@@ -660,3 +738,7 @@ async def test_openapi_documents_preconditions_on_each_operation(
     assert {"ETag", "Last-Modified"} <= set(item["patch"]["responses"]["200"]["headers"])
     created = spec["paths"]["/sessions"]["post"]["responses"]["201"]
     assert {"ETag", "Last-Modified"} <= set(created["headers"])
+    assert "412" in spec["paths"]["/sessions"]["post"]["responses"]
+    for url in COLLECTIONS:
+        for method in ("get", "head"):
+            assert {"304", "412"} <= set(spec["paths"][url][method]["responses"]), (url, method)
