@@ -70,12 +70,14 @@ _RFC3339 = re.compile(
 def _require_rfc3339_string(value: object) -> object:
     # Without this, lax mode would also take Unix timestamps ("1800000000" too) and other
     # shapes (no seconds, a space for T) for a date-time.
-    if isinstance(value, str) and _RFC3339.fullmatch(value) and value[17:19] == "60":
+    if isinstance(value, datetime):
+        return value
+    if not (isinstance(value, str) and _RFC3339.fullmatch(value)):
+        raise ValueError("must be an RFC 3339 date-time string with an offset")
+    if value[17:19] == "60":
         # RFC 3339 allows second 60 at a leap second; Python's datetime cannot hold it.
         raise ValueError("must not fall on a leap second (second 60): send second 59 instead")
-    if isinstance(value, datetime) or (isinstance(value, str) and _RFC3339.fullmatch(value)):
-        return value
-    raise ValueError("must be an RFC 3339 date-time string with an offset")
+    return value
 
 
 # The years of the date-times a client sends, far from the ends of what the stack can hold:
