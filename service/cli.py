@@ -26,6 +26,7 @@ from service.migrations import migrate
 from service.protocol import UpgradeDecliningProtocol
 from service.settings import (
     DEVELOPMENT_JWT_SECRET,
+    Settings,
     configuration_errors,
     get_settings,
     to_asyncpg_url,
@@ -221,10 +222,9 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def print_token(subject: str, organizer_events: list[int], admin: bool, lifetime: int) -> None:
-    settings = get_settings()
-    if not settings.jwt_secret:
-        raise SystemExit("JWT_SECRET is not set: there is no development secret to sign with")
+def print_token(
+    settings: Settings, subject: str, organizer_events: list[int], admin: bool, lifetime: int
+) -> None:
     try:
         token = issue_token(
             settings,
@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(settings.log_level, access_log=settings.access_log)
 
     if args.command == "token":
-        print_token(args.sub, args.organizer, args.admin, args.lifetime)
+        print_token(settings, args.sub, args.organizer, args.admin, args.lifetime)
     elif args.command == "migrate":
         url = settings.database_url
         if not url:

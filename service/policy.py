@@ -139,15 +139,8 @@ def feed_visibility(principal: Principal) -> Visibility:
 def changeable(principal: Principal) -> Visibility:
     """The sessions a principal may change or delete at all (the standing that check_may_change
     and check_delete ask first): their own and their events', every one for an admin. As a
-    Visibility: what the locking read of a write locks."""
-    if principal.is_admin:
-        return Visibility(everything=True)
-    return Visibility(
-        everything=False,
-        states=frozenset(),
-        creator_id=principal.user_id,
-        event_ids=principal.organizer_events,
-    )
+    Visibility: what the locking read of a write locks (the public states give no standing)."""
+    return replace(visibility(principal), states=frozenset())
 
 
 def _owns(principal: Principal, session: SessionFacts) -> bool:

@@ -277,7 +277,7 @@ class SessionReads:
         rows = await _GET.fetch(self.conn, id=session_id)
         return rows[0] if rows else None
 
-    async def list(
+    async def page(
         self,
         filters: "SessionFilter",
         sort: Sequence[SortKey],

@@ -100,8 +100,8 @@ from service.schemas import (
 from service.transactions import read_connection, unit_of_work
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
-Visible = TypeVar("Visible", bound=policy.SessionFacts)
-Outcome = TypeVar("Outcome")
+SessionT = TypeVar("SessionT", bound=policy.SessionFacts)
+ResultT = TypeVar("ResultT")
 
 # Every operation here validates its input, and refuses a body over MAX_BODY_SIZE whatever the
 # method; all but GET /sessions/states need the database (503: DATABASE below).
@@ -294,7 +294,7 @@ def json_response(
     return Response(dump_json(content), status_code, headers, media_type="application/json")
 
 
-def _visible_or_404(session: Visible | None, session_id: int, principal: Principal) -> Visible:
+def _visible_or_404(session: SessionT | None, session_id: int, principal: Principal) -> SessionT:
     """The session if this principal may see it: one they may not see does not exist for them.
 
     The 404 is never stored: a 404 is cacheable by default (RFC 9111 4.2.2), and a cache would
@@ -330,8 +330,8 @@ def _lock_or_refuse(
 
 
 async def _write_of_one_session(
-    request: Request, session_id: int, principal: Principal, write: Callable[[orm.Session], Outcome]
-) -> Outcome:
+    request: Request, session_id: int, principal: Principal, write: Callable[[orm.Session], ResultT]
+) -> ResultT:
     """The unit of work of a PATCH or DELETE, which locks the session first (_lock_or_refuse).
 
     Its lock not granted in time, the session is read again without it, on a connection of its
@@ -546,7 +546,7 @@ async def list_sessions(
     if filters.may_match(visible):
         # One row more than the page tells whether another page follows.
         async with read_connection(request.app, search=filters.q is not None) as conn:
-            rows = await SessionReads(conn).list(
+            rows = await SessionReads(conn).page(
                 filters, sort_keys, after=after, limit=parameters.limit + 1, visible=visible
             )
     page = rows[: parameters.limit]

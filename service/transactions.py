@@ -160,7 +160,7 @@ async def unit_of_work(app: FastAPI, write: Callable[[orm.Session], T]) -> T:
             unconfirmed = is_database_unavailable(exc)
             stored = unconfirmed and await _restore_if_stored(app, written)
             # Only once the outcome is known: a request cancelled (at shutdown) until then is
-            # answered that its write may have been saved (service.middleware).
+            # answered that its write may have been saved (service.errors.UnexpectedErrors).
             committing.reset(token)
             if unconfirmed and not stored:
                 raise CommitUnconfirmed from exc

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from service.cli import YOUNG_GENERATION_THRESHOLD, embedded_postgres, main, tune_garbage_collector
+from service.settings import get_settings
 from tests.conftest import session_body
 from tests.processes import free_port, wait_until_serving
 
@@ -280,4 +281,18 @@ def test_token_refuses_to_print_a_token_the_service_would_refuse(
     with pytest.raises(SystemExit) as exited:
         main(["token", *arguments])
     assert message in str(exited.value.code)
+    assert capsys.readouterr().out == ""
+
+
+def test_token_refuses_without_a_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("JWT_SECRET", "")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main(["token", "--sub", "7"])
+    finally:
+        get_settings.cache_clear()
+    assert exited.value.code == "token: JWT_SECRET is not set: there is no key to sign with"
     assert capsys.readouterr().out == ""
