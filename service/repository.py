@@ -651,19 +651,7 @@ class SessionFilter:
         return values
 
 
-# The filters whose conditions compare with the value as given.
-_AS_GIVEN = (
-    "event_id",
-    "track_id",
-    "session_type_id",
-    "microlocation_id",
-    "level",
-    "language",
-    "starts_after",
-    "starts_before",
-    "modified_since",
-)
-# The condition of each filter, given its bound parameter.
+# The condition of each filter (a field of SessionFilter), given its bound parameter.
 _FILTERS: dict[str, Callable[[Any], ColumnElement[bool]]] = {
     "event_id": lambda event_id: Session.event_id == event_id,
     "track_id": lambda track_id: Session.track_id == track_id,
@@ -682,6 +670,10 @@ _FILTERS: dict[str, Callable[[Any], ColumnElement[bool]]] = {
         Session.short_abstract.ilike(pattern, escape="\\"),
     ),
 }
+
+
+# The filters whose conditions compare with the value as given (SessionFilter.parameters).
+_AS_GIVEN = tuple(name for name in _FILTERS if name not in ("states", "q"))
 
 
 def _escape_like(text: str) -> str:

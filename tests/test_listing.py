@@ -1,6 +1,7 @@
 """GET /sessions: filters, sort orders, keyset pages and their signed cursors."""
 
 import base64
+import dataclasses
 import itertools
 from datetime import UTC, datetime
 from typing import Any
@@ -11,7 +12,8 @@ import pytest
 
 from service.pagination import LIST_CURSOR, TOKEN_FORMAT, TokenSigner, parse_sort
 from service.policy import Visibility
-from service.repository import SessionFilter, list_query
+from service.repository import _FILTERS, SessionFilter, list_query
+from service.routes import ListParameters
 from tests.conftest import assert_problem, create_session
 
 SORT_KEYS = ["id", "title", "starts_at", "ends_at", "created_at", "last_modified_at"]
@@ -505,3 +507,24 @@ def test_a_draft_filter_may_match_for_an_organiser_of_the_event_alone(
     organiser = Visibility(everything=False, event_ids=frozenset({3}))
     drafts = SessionFilter(event_id=event_id, states=("draft",))
     assert drafts.may_match(organiser) is may_match
+
+
+def test_every_list_parameter_is_a_filter_with_a_condition() -> None:
+    # A filter is named in three places: one left out of another would be silently ignored.
+    filters = {field.name for field in dataclasses.fields(SessionFilter)}
+    assert filters == set(_FILTERS)
+    every = ListParameters(
+        event_id=1,
+        state=["accepted"],
+        track_id=2,
+        session_type_id=3,
+        microlocation_id=4,
+        level="Beginner",
+        language="en",
+        starts_after=datetime(2026, 1, 1, tzinfo=UTC),
+        starts_before=datetime(2026, 1, 2, tzinfo=UTC),
+        modified_since=datetime(2026, 1, 3, tzinfo=UTC),
+        q="async",
+    )
+    assert every.model_fields_set | {"sort", "limit", "cursor"} == set(ListParameters.model_fields)
+    assert set(every.session_filter().parameters()) == filters
