@@ -104,6 +104,21 @@ IF_MODIFIED_SINCE = header_parameter(
 # sent on several lines, and parsed (and refused with 400) by parse_preconditions.
 READ_PRECONDITION_HEADERS = [IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_MATCH, IF_UNMODIFIED_SINCE]
 WRITE_PRECONDITION_HEADERS = [IF_MATCH, IF_UNMODIFIED_SINCE, IF_NONE_MATCH]
+# The same on a resource without validators (collection_not_modified, check_collection_write).
+COLLECTION_PRECONDITION_HEADERS = [
+    header_parameter(
+        "If-None-Match",
+        "`*`: 304 on GET and HEAD, 412 on POST (the resource exists). It has no entity tag, "
+        "so a list of entity tags matches nothing and the request is served.",
+        pattern=ENTITY_TAGS_PATTERN,
+    ),
+    header_parameter(
+        "If-Match",
+        "`*` holds (the resource exists). It has no entity tag, so a list of entity tags "
+        "matches nothing: 412.",
+        pattern=ENTITY_TAGS_PATTERN,
+    ),
+]
 
 
 # Called by the handlers rather than declared as dependencies: FastAPI's solving of a

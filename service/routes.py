@@ -56,6 +56,7 @@ from service.pagination import (
 )
 from service.policy import Principal
 from service.preconditions import (
+    COLLECTION_PRECONDITION_HEADERS,
     COLLECTION_READ_RESPONSES,
     CREATE_PRECONDITION_RESPONSES,
     CREATE_RESPONSES,
@@ -387,7 +388,7 @@ _CREATED_SESSION_LINKS = {
             }
         },
     ),
-    openapi_extra={"parameters": [idempotency.PARAMETER]},
+    openapi_extra={"parameters": [idempotency.PARAMETER, *COLLECTION_PRECONDITION_HEADERS]},
 )
 async def create_session(body: SessionCreate, request: Request, principal: Writer) -> Response:
     """Create a session as its speaker; its id, timestamps and version are set by the server.
@@ -516,7 +517,7 @@ class ListParameters(BaseModel):
     head_summary="Get the headers of a page of sessions",
     head_description="A page's headers, without a body.",
     responses=merge_responses(LIST_RESPONSES, LIST_AUTH_RESPONSES, LIST_DATABASE),
-    openapi_extra=OPTIONAL_BEARER,
+    openapi_extra=OPTIONAL_BEARER | {"parameters": COLLECTION_PRECONDITION_HEADERS},
 )
 async def list_sessions(
     request: Request,
@@ -585,7 +586,7 @@ def _read_cursor(
     head_summary="Get the headers of a page of changes",
     head_description="The headers of the changes' page, without a body.",
     responses=merge_responses(CHANGES_RESPONSES, LIST_AUTH_RESPONSES, DATABASE),
-    openapi_extra=OPTIONAL_BEARER,
+    openapi_extra=OPTIONAL_BEARER | {"parameters": COLLECTION_PRECONDITION_HEADERS},
 )
 async def list_session_changes(
     request: Request,
@@ -712,7 +713,7 @@ def _read_feed_token(
         ),
         COLLECTION_READ_RESPONSES,
     ),
-    openapi_extra=NO_AUTHENTICATION,
+    openapi_extra=NO_AUTHENTICATION | {"parameters": COLLECTION_PRECONDITION_HEADERS},
 )
 async def get_state_tables(request: Request) -> Response | dict[str, object]:
     """The session workflow: the states, and who may move a session from which to which."""
