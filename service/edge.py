@@ -12,6 +12,7 @@
   (in HTTP/1.1), repeated or malformed a 400.
 - ResponseHeaders: what every response carries: a Date, and the headers OWASP's REST Security
   Cheat Sheet asks of an API (no MIME sniffing, no framing).
+- WholeFiles: the docs' static files served whole, ignoring Range, and 405 for other methods.
 """
 
 import asyncio

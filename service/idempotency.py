@@ -119,15 +119,15 @@ class KeyAlreadyUsed(Exception):
 _keys = cast(Table, IdempotencyKey.__table__)
 _fresh = _keys.c.created_at >= func.now() - KEY_LIFETIME
 # Built once. An expired key is taken over as if new; a live one is left as it is (no row back).
-_claim = insert(_keys)
-_CLAIM = _claim.on_conflict_do_update(
+_insert_key = insert(_keys)
+_CLAIM = _insert_key.on_conflict_do_update(
     index_elements=[_keys.c.caller, _keys.c.key],
     set_={
-        "fingerprint": _claim.excluded.fingerprint,
+        "fingerprint": _insert_key.excluded.fingerprint,
         "created_at": func.now(),
-        "status": _claim.excluded.status,
-        "headers": _claim.excluded.headers,
-        "body": _claim.excluded.body,
+        "status": _insert_key.excluded.status,
+        "headers": _insert_key.excluded.headers,
+        "body": _insert_key.excluded.body,
     },
     where=~_fresh,
 ).returning(_keys.c.key)

@@ -122,7 +122,7 @@ def _before(session: Session, attribute: str) -> Any:
 # session comes back, when its own row takes that place again. So a session is never in an
 # event's feed twice.
 _departures = cast(Table, SessionDeparture.__table__)
-_departure = postgresql.insert(_departures).values(
+_insert_departure = postgresql.insert(_departures).values(
     event_id=bindparam("left"),
     session_id=bindparam("id"),
     txid=CURRENT_TXID,
@@ -130,16 +130,16 @@ _departure = postgresql.insert(_departures).values(
     version=bindparam("version"),
     ever_public=bindparam("ever_public"),
 )
-_DEPARTURE = _departure.on_conflict_do_update(
+_UPSERT_DEPARTURE = _insert_departure.on_conflict_do_update(
     index_elements=[_departures.c.event_id, _departures.c.session_id],
     set_={
         "txid": CURRENT_TXID,
-        "last_modified_at": _departure.excluded.last_modified_at,
-        "version": _departure.excluded.version,
-        "ever_public": _departure.excluded.ever_public,
+        "last_modified_at": _insert_departure.excluded.last_modified_at,
+        "version": _insert_departure.excluded.version,
+        "ever_public": _insert_departure.excluded.ever_public,
     },
 )
-_RETURN = _departures.delete().where(
+_DELETE_DEPARTURE_ON_RETURN = _departures.delete().where(
     _departures.c.event_id == bindparam("entered"), _departures.c.session_id == bindparam("id")
 )
 
@@ -154,8 +154,8 @@ def _record_departure(db: orm.Session, session: Session, *, ever_public: bool) -
         "version": session.version,
         "ever_public": ever_public,
     }
-    db.execute(_DEPARTURE, values)
-    db.execute(_RETURN, values)
+    db.execute(_UPSERT_DEPARTURE, values)
+    db.execute(_DELETE_DEPARTURE_ON_RETURN, values)
 
 
 def _stamp_submission(session: Session) -> None:

@@ -194,7 +194,11 @@ def asgi_client(app: FastAPI, headers: dict[str, str] | None = None) -> httpx.As
 
 @pytest.fixture
 def app(database_url: str, connection: AsyncConnection) -> FastAPI:
-    """The app, its unit of work nested in the test's transaction (savepoints)."""
+    """The app, its unit of work nested in the test's transaction (savepoints).
+
+    Its reads run on that transaction's connection too, so they pass by the pool and its
+    ConnectionLine (service.transactions.read_connection): tests of those use committed_client
+    or a served app."""
     app = build_app(database_url)
     app.state.db_maker = make_sessionmaker(connection, join_transaction_mode="create_savepoint")
     return app
