@@ -246,6 +246,10 @@ _GET = DriverQuery(
 )
 
 
+# A place in the change feed: (txid, id) of the last change served, in the feed's order.
+FeedPosition = tuple[int, int]
+
+
 class FeedHorizon(NamedTuple):
     """Where the feed stands, read in one snapshot."""
 
@@ -264,6 +268,29 @@ class FeedHorizon(NamedTuple):
     # The database among the cluster's (DATABASE_OID): they share its transaction ids, so a
     # position in one database's feed would skip the changes of another's.
     database: int
+
+    def may_have_issued(self, position: FeedPosition, issued_in: Mapping[str, object]) -> bool:
+        """Whether a token at `position`, naming the cluster and database it was `issued_in`,
+        can be from this history and database. Transaction ids of another cluster, or of this
+        one before a restore to an earlier point, or a position in another database's feed:
+        its polls would skip every change below its position. Every token this history issued
+        is at most its horizon then, which never moves back. (Tokens of earlier releases name
+        no history, or no database: only the checks of what they name are left for them.)"""
+        return (
+            issued_in.get("cluster", self.cluster) == self.cluster
+            and issued_in.get("database", self.database) == self.database
+            and position[0] <= self.xmin
+        )
+
+    def next_position(self, served: FeedPosition, *, page_full: bool) -> FeedPosition:
+        """Where the next poll starts, after a page that ends at `served`. After a full page,
+        right there: more may follow. After a shorter one, every change below the horizon has
+        been served: at the horizon, which skips the rows of other events or of older writes
+        that this page had to pass; but never past a transaction id known to be on disk
+        (`durable`)."""
+        if page_full:
+            return served
+        return max((min(self.xmin, self.durable), 0), served)
 
 
 class SessionReads:
@@ -296,7 +323,7 @@ class SessionReads:
         self,
         *,
         event_id: int | None,
-        after: tuple[int, int] | None,
+        after: FeedPosition | None,
         limit: int,
         visible: Visibility,
     ) -> tuple[Sequence[FeedSession], FeedHorizon]:

@@ -628,16 +628,7 @@ async def list_session_changes(
             limit=limit,
             visible=policy.feed_visibility(principal),
         )
-    if after and (
-        issued_in.get("cluster", horizon.cluster) != horizon.cluster
-        or issued_in.get("database", horizon.database) != horizon.database
-        or after[0] > horizon.xmin
-    ):
-        # Transaction ids of another cluster, or of this one before a restore to an earlier
-        # point, or a position in another database's feed: its polls would skip every change
-        # below its position. (Every token this history issued is at most its horizon then,
-        # which never moves back. Tokens of earlier releases name no history, or no database:
-        # only the checks of what they name are left for them.)
+    if after and not horizon.may_have_issued(after, issued_in):
         raise _bad_cursor(
             "since", "was issued by another database, or by this one before a restore"
         )
@@ -655,13 +646,7 @@ async def list_session_changes(
         for session in rows
     ]
     served = (rows[-1].txid, rows[-1].id) if rows else after or (0, 0)
-    if len(rows) == limit:
-        position = served
-    else:
-        # Every change below the horizon has been served: the next poll starts there, and
-        # skips the rows of other events or older writes that this one had to pass; but never
-        # past a transaction id known to be on disk (FeedHorizon.durable).
-        position = max((min(horizon.xmin, horizon.durable), 0), served)
+    position = horizon.next_position(served, page_full=len(rows) == limit)
     token = signer.sign(
         FEED_TOKEN,
         {

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.models import CURRENT_TXID, Session
 from service.pagination import FEED_TOKEN, TOKEN_FORMAT, TokenSigner
-from service.repository import make_sessionmaker
+from service.repository import FeedHorizon, make_sessionmaker
 from service.schemas import SessionRead, format_utc
 from tests.conftest import (
     EVERYTHING,
@@ -509,3 +509,30 @@ async def test_a_change_of_the_feed_sent_back_as_read_is_no_change(
     # A tombstone's `deleted: true` is not a way to delete: an unknown field.
     refused = await client.patch(f"/sessions/{created['id']}", json={"deleted": True})
     assert assert_problem(refused, 422)["errors"][0]["location"] == ["body", "deleted"]
+
+
+HORIZON = FeedHorizon(xmin=100, durable=90, cluster="7-1", database=5)
+
+
+@pytest.mark.parametrize(
+    ("served", "page_full", "position"),
+    [
+        ((80, 3), True, (80, 3)),  # more may follow: right after the last change served
+        ((80, 3), False, (90, 0)),  # up to date: at the horizon, but not past what is on disk
+        ((95, 3), False, (95, 3)),  # never behind what was served
+        ((0, 0), False, (90, 0)),  # an empty first page
+    ],
+)
+def test_the_next_position_is_the_horizon_after_a_short_page(
+    served: tuple[int, int], page_full: bool, position: tuple[int, int]
+) -> None:
+    assert HORIZON.next_position(served, page_full=page_full) == position
+    assert HORIZON._replace(durable=200).next_position((80, 3), page_full=False) == (100, 0)
+
+
+def test_a_position_is_from_this_history_and_database_or_not_at_all() -> None:
+    assert HORIZON.may_have_issued((100, 9), {"cluster": "7-1", "database": 5})
+    assert HORIZON.may_have_issued((100, 9), {})  # a token of a release that named neither
+    assert not HORIZON.may_have_issued((101, 0), {"cluster": "7-1", "database": 5})  # ahead
+    assert not HORIZON.may_have_issued((10, 0), {"cluster": "7-2", "database": 5})  # restored
+    assert not HORIZON.may_have_issued((10, 0), {"cluster": "7-1", "database": 6})
