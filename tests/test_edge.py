@@ -1,4 +1,5 @@
-"""Request bodies over MAX_BODY_SIZE get 413 unread; CORS only for the configured origins."""
+"""The edge middleware (service.edge): request bodies over MAX_BODY_SIZE get 413 unread; CORS only
+for the configured origins."""
 
 from collections.abc import AsyncIterator, Callable
 
