@@ -31,7 +31,16 @@ RUN mkdir service \
     && pip uninstall --yes setuptools pip
 
 FROM ${PYTHON_IMAGE} AS runtime
-RUN groupadd --gid 10001 app \
+# Which build a running container is (OCI annotations): the commit, given at build time with
+# `--build-arg REVISION=$(git rev-parse HEAD)`.
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="sessions-service" \
+      org.opencontainers.image.description="Sessions (talks, workshops) of conference events, with a trustworthy last_modified_at." \
+      org.opencontainers.image.revision="${REVISION}"
+# The base interpreter's installers go too (the venv's left in the builder): nothing is installed
+# at run time, and pip would be one more tool for whoever got to run code in the container.
+RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
+    && groupadd --gid 10001 app \
     && useradd --uid 10001 --gid app --no-create-home --home-dir /app --shell /usr/sbin/nologin app
 # HOST defaults to all interfaces here (the service itself defaults to 127.0.0.1). JWT_SECRET is
 # empty: the image never accepts tokens signed with the public development secret; configure

@@ -79,12 +79,17 @@ log "preparing buildah/podman and the base image"
 log "building $IMAGE"
 build_started=$SECONDS
 # --format docker keeps HEALTHCHECK (the OCI image format has no field for it).
+REVISION=$(git -C "$ROOT" rev-parse HEAD)
 timeout 900 buildah bud --layers --isolation chroot --pull-never --format docker \
-    --build-arg PYTHON_IMAGE="$BASE_IMAGE" -t "$IMAGE" "$ROOT" >"$WORK/build.log" 2>&1 || {
+    --build-arg PYTHON_IMAGE="$BASE_IMAGE" --build-arg REVISION="$REVISION" \
+    -t "$IMAGE" "$ROOT" >"$WORK/build.log" 2>&1 || {
     tail -n 40 "$WORK/build.log" >&2
     fail "image build"
 }
 log "built in $((SECONDS - build_started)) s"
+labelled=$(podman image inspect --format '{{index .Labels "org.opencontainers.image.revision"}}' "$IMAGE")
+[[ $labelled == "$REVISION" ]] || fail "the image's revision label is '$labelled', not $REVISION"
+log "labelled with its commit, $REVISION"
 
 timeout 10 pg_isready --quiet || fail "no PostgreSQL answers at $PGHOST:$PGPORT"
 timeout 30 createdb "$DB_NAME"
@@ -100,12 +105,15 @@ head_revision=$(timeout 10 psql --no-psqlrc --tuples-only --no-align --dbname "$
 [[ -n $head_revision ]] || fail "migrate left no alembic_version row"
 log "schema at revision $head_revision"
 
-# The runtime's venv has no build tools: they leave it in the builder stage.
-if timeout 60 "${PODMAN_RUN[@]}" --rm --no-healthcheck --entrypoint python "$IMAGE" -c \
-    'import importlib.util as u, sys; sys.exit(not any(u.find_spec(m) for m in ("pip", "setuptools")))'; then
-    fail "the image's venv has pip or setuptools"
-fi
-log "no pip or setuptools in the image's venv"
+# The runtime has no installers: they leave the venv in the builder stage, and the base
+# interpreter in the runtime stage.
+for interpreter in python /usr/local/bin/python; do
+    if timeout 60 "${PODMAN_RUN[@]}" --rm --no-healthcheck --entrypoint "$interpreter" "$IMAGE" -c \
+        'import importlib.util as u, sys; sys.exit(not any(u.find_spec(m) for m in ("pip", "setuptools")))'; then
+        fail "the image's $interpreter has pip or setuptools"
+    fi
+done
+log "no pip or setuptools in the image (its venv and base interpreter)"
 
 # The image has no secret of its own: its token command refuses to sign with the public
 # development secret.
