@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ServiceError
 from service.models import USER_ID_MAX
-from service.openapi import Responses, header, problem_response
+from service.openapi import Responses, header, is_under, problem_response
 from service.pagination import INT4_MAX
 from service.policy import ANONYMOUS, Principal, require_authenticated
 from service.settings import DEVELOPMENT_JWT_SECRET, Settings
@@ -302,8 +302,7 @@ class VaryByAuthorization:
         self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"] if scope["type"] == "http" else ""
-        if path != self.prefix and not path.startswith(self.prefix + "/"):
+        if scope["type"] != "http" or not is_under(scope["path"], self.prefix):
             await self.app(scope, receive, send)
             return
 

@@ -110,6 +110,12 @@ def merge_responses(*parts: Responses) -> Responses:
     return merged
 
 
+def is_under(path: str, prefix: str) -> bool:
+    """Whether a URL path is `prefix` or below it (`/sessions/1` is under `/sessions`, not
+    `/sessionsX`)."""
+    return path == prefix or path.startswith(prefix + "/")
+
+
 @dataclass(frozen=True)
 class MiddlewareHeader:
     """A response header that a middleware adds to every answer under `path_prefix`, problems
@@ -120,7 +126,7 @@ class MiddlewareHeader:
     path_prefix: str = ""
 
     def applies_to(self, path: str) -> bool:
-        return path == self.path_prefix or path.startswith(self.path_prefix + "/")
+        return is_under(path, self.path_prefix)
 
 
 def install_openapi(app: FastAPI, middleware_headers: Sequence[MiddlewareHeader]) -> None:
