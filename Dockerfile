@@ -38,7 +38,7 @@ LABEL org.opencontainers.image.title="sessions-service" \
       org.opencontainers.image.description="Sessions (talks, workshops) of conference events, with a trustworthy last_modified_at." \
       org.opencontainers.image.revision="${REVISION}"
 # The base interpreter's installers go too (the venv's left in the builder): nothing is installed
-# at run time, and pip would be one more tool for whoever got to run code in the container.
+# at run time. (The standard library's ensurepip stays: it is part of Python.)
 RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
     && groupadd --gid 10001 app \
     && useradd --uid 10001 --gid app --no-create-home --home-dir /app --shell /usr/sbin/nologin app
