@@ -158,8 +158,12 @@ def _as_sent(document: dict[str, Any]) -> None:
             for parameter in operation.get("parameters", []):
                 _not_nullable(parameter["schema"])
                 _bare_reference(parameter["schema"])
-            if not operation.get("parameters") and "requestBody" not in operation:
-                # Nothing to validate (the router declares 422 for all its operations).
+            if "requestBody" not in operation and all(
+                parameter["in"] == "header" for parameter in operation.get("parameters", [])
+            ):
+                # Nothing to validate (the router declares 422 for all its operations): header
+                # parameters are documented through openapi_extra and parsed by the handlers,
+                # a malformed one a 400.
                 operation.get("responses", {}).pop("422", None)
             for status, response in operation.get("responses", {}).items():
                 if method == "head":

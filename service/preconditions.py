@@ -211,7 +211,7 @@ def collection_not_modified(request: Request, headers: Mapping[str, str]) -> Res
 
 def check_collection_write(request: Request) -> None:
     """412 for a POST with an If-Match list or If-None-Match: * (the collection exists, and
-    has no entity tag); call it before the write."""
+    has no entity tag); call it in the write's transaction, which the 412 rolls back."""
     _check_collection(request)
 
 

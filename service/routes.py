@@ -398,7 +398,6 @@ async def create_session(body: SessionCreate, request: Request, principal: Write
     key = idempotency_key(request)
     values = body.model_dump()
     policy.check_create(principal, values)
-    check_collection_write(request)
     caller = principal.user_id
     assert caller is not None  # a Writer
     body_fingerprint = fingerprint(body.model_dump(mode="json")) if key else b""
@@ -407,12 +406,17 @@ async def create_session(body: SessionCreate, request: Request, principal: Write
         answer = _created(SessionRepository(db).create(values, creator_id=caller))
         if key is not None:
             IdempotencyKeys(db).claim(caller, key, body_fingerprint, answer)
+        # The collection's preconditions last (a 412 rolls the creation back): a key already
+        # used answers first, with its 422 or its replay (RFC 9110 13.2.1).
+        check_collection_write(request)
         return answer
 
     try:
         return await unit_of_work(request.app, create)
     except KeyAlreadyUsed as used:  # this attempt's session is rolled back
-        return used.replay(body_fingerprint)
+        answer = used.replay(body_fingerprint)
+        check_collection_write(request)
+        return answer
     except ChangeInProgress:  # the key's claim, refused its lock in time
         assert key is not None
         async with read_connection(request.app) as conn:
