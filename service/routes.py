@@ -196,11 +196,13 @@ def id_filter(description: str) -> Any:
 
 
 DATABASE = problems(503)
-# The list's: a search (q) also waits for one of the search slots (SearchesBusy).
+# The list's: a search (q, or a filter without event_id) also waits for one of the search
+# slots (SearchesBusy).
 LIST_DATABASE = problem_response(
     503,
     f"{PROBLEMS[503]} A 503 of type `urn:sessions-service:problem:searches-busy`: too many "
-    "searches (`q`) are running at once; retry after `Retry-After` seconds.",
+    "searches (`q`, or filters other than `event_id` without it) are running at once; retry "
+    "after `Retry-After` seconds.",
 )
 # A write that waited DB_LOCK_TIMEOUT for a lock another one holds (ChangeInProgress).
 CHANGE_IN_PROGRESS = problems(409)
@@ -550,7 +552,7 @@ async def list_sessions(
     # nor a turn for a connection.
     if filters.may_match(visible):
         # One row more than the page tells whether another page follows.
-        async with read_connection(request.app, search=filters.q is not None) as conn:
+        async with read_connection(request.app, search=filters.may_read_the_table) as conn:
             rows = await SessionReads(conn).page(
                 filters, sort_keys, after=after, limit=parameters.limit + 1, visible=visible
             )

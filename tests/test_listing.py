@@ -528,3 +528,24 @@ def test_every_list_parameter_is_a_filter_with_a_condition() -> None:
     )
     assert every.model_fields_set | {"sort", "limit", "cursor"} == set(ListParameters.model_fields)
     assert set(every.session_filter().parameters()) == filters
+
+
+@pytest.mark.parametrize(
+    ("filters", "reads_the_table"),
+    [
+        (SessionFilter(), False),
+        (SessionFilter(event_id=1), False),
+        (SessionFilter(event_id=1, track_id=2, states=("accepted",), language="en"), False),
+        (SessionFilter(q="go"), True),
+        (SessionFilter(event_id=1, q="go"), True),
+        (SessionFilter(track_id=2), True),
+        (SessionFilter(states=("accepted",)), True),
+        (SessionFilter(modified_since=datetime(2026, 1, 1, tzinfo=UTC)), True),
+    ],
+)
+def test_a_list_without_event_id_but_other_filters_may_read_the_table(
+    filters: SessionFilter, reads_the_table: bool
+) -> None:
+    # Such a list waits among searches (ConnectionLine.search_turn): no index serves its
+    # filters on their own, and one that matches few sessions reads every row.
+    assert filters.may_read_the_table is reads_the_table
