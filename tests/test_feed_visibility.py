@@ -319,3 +319,47 @@ async def test_a_session_without_a_creator_that_left_an_organisers_event_is_a_to
     assert moved.status_code == 200, moved.text
     received, _ = await follow(organizer, has_ids(session["id"]), since=token)
     assert received == [hidden_tombstone(moved)]
+
+
+# What a replica of the release before migration 0007 writes: the state, a new version, stamp and
+# place in the feed, and nothing of ever_public, which it does not know.
+def previous_release_sets(state: str) -> str:
+    return (
+        f"state = '{state}', version = version + 1, last_modified_at = clock_timestamp(), "
+        "txid = pg_current_xact_id()::text::bigint"
+    )
+
+
+async def test_the_readmes_count_after_the_deploy_sends_the_missed_tombstones(
+    committed_client: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    speaker: httpx.AsyncClient,
+    engine: AsyncEngine,
+) -> None:
+    async with engine.connect() as conn:
+        migrated_at = (await conn.execute(text("SELECT clock_timestamp()"))).scalar_one()
+    session = await arrange(speaker, committed_client, "pending")
+    # The previous release makes it public, and an anonymous client copies it,
+    await write_behind_the_service(engine, session["id"], previous_release_sets("accepted"))
+    received, token = await follow(anonymous, has_ids(session["id"]))
+    assert latest(received)[session["id"]]["state"] == "accepted"
+    # then hides it again: unrecorded, the feed leaves it out, and the copy stays.
+    await write_behind_the_service(engine, session["id"], previous_release_sets("rejected"))
+    marker = await arrange(speaker, committed_client, "confirmed")
+    received, token = await follow(anonymous, has_ids(marker["id"]), since=token)
+    assert session["id"] not in latest(received)
+    # Once every replica runs this release: the README's statement (Who may do what).
+    async with engine.begin() as conn:
+        counted = await conn.execute(
+            text(
+                "UPDATE sessions SET ever_public = true, txid = pg_current_xact_id()::text::bigint"
+                " WHERE NOT ever_public AND last_modified_at >= :migrated_at"
+            ),
+            {"migrated_at": migrated_at},
+        )
+    assert counted.rowcount >= 1
+    received, _ = await follow(anonymous, has_ids(session["id"]), since=token)
+    tombstone = latest(received)[session["id"]]
+    assert tombstone["deleted"] is True
+    assert tombstone["deleted_at"] is None
+    assert tombstone["version"] == session["version"] + 2
