@@ -349,6 +349,38 @@ async def test_upgrade_keeps_a_trigram_index_built_beforehand_and_rebuilds_an_in
     assert await trigram_indexes(empty_database) == TRIGRAM_INDEXES
 
 
+async def test_the_sql_script_keeps_a_valid_trigram_index_and_rebuilds_an_invalid_one(
+    empty_database: str,
+) -> None:
+    # As migrate does (above), with pg_trgm in a schema off the search path (Supabase's).
+    if not await has_pg_trgm(empty_database):
+        pytest.skip("this server has no pg_trgm")
+    config = alembic_config(empty_database)
+    await asyncio.to_thread(command.upgrade, config, "0004")
+    conn = await asyncpg.connect(asyncpg_dsn(empty_database))
+    try:
+        await conn.execute("CREATE SCHEMA extensions; CREATE EXTENSION pg_trgm SCHEMA extensions")
+        for column in ("title", "subtitle"):
+            await conn.execute(
+                f"CREATE INDEX CONCURRENTLY ix_sessions_{column}_trgm ON sessions "
+                f"USING gin ({column} extensions.gin_trgm_ops) WHERE deleted_at IS NULL"
+            )
+        await conn.execute(
+            "UPDATE pg_index SET indisvalid = false "
+            "WHERE indexrelid = 'ix_sessions_subtitle_trgm'::regclass"
+        )
+        built_beforehand = await conn.fetchval("SELECT 'ix_sessions_title_trgm'::regclass::oid")
+        config.output_buffer = io.StringIO()
+        await asyncio.to_thread(command.upgrade, config, "0004:head", sql=True)
+        await conn.execute(config.output_buffer.getvalue())
+        assert await conn.fetchval("SELECT 'ix_sessions_title_trgm'::regclass::oid") == (
+            built_beforehand
+        )
+    finally:
+        await conn.close()
+    assert await trigram_indexes(empty_database) == TRIGRAM_INDEXES
+
+
 async def test_upgrade_skips_the_trigram_indexes_when_the_role_may_not_create_pg_trgm(
     server_url: str, empty_database: str, caplog: pytest.LogCaptureFixture
 ) -> None:

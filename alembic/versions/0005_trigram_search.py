@@ -31,7 +31,8 @@ them out of autogenerate's comparison. Any other error fails the migration as us
 
 An index of that name that exists already is kept: an operator may build them beforehand with
 CREATE INDEX CONCURRENTLY, writes going on meanwhile (README, Migrations); one left invalid by a
-failed concurrent build is built anew.
+failed concurrent build is built anew. The script of `alembic upgrade --sql` does the same, in
+PL/pgSQL.
 
 Downgrade drops the indexes and keeps the extension: other objects may use it (DROP EXTENSION
 would fail on them, or with CASCADE drop them), this migration cannot tell whether it installed
@@ -69,11 +70,11 @@ WITHOUT_INDEXES = "q searches read the whole table (README: Finding sessions)"
 
 def upgrade() -> None:
     if context.is_offline_mode():
-        # A script (`alembic upgrade --sql`) asks the server nothing: it does what a server with
-        # pg_trgm gets, and keeps an index built beforehand.
+        # A script (`alembic upgrade --sql`) asks the server nothing as it is written: it does
+        # what a server with pg_trgm gets, and, run, what _create_index does.
         op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
         for name, column in TRIGRAM_INDEXES.items():
-            _build_index(name, column, "gin_trgm_ops", if_not_exists=True)
+            op.execute(sa.text(_OFFLINE_INDEX.format(name=name, column=column)))
         return
     bind = op.get_bind()
     schema = _trigram_schema(bind)
@@ -81,6 +82,25 @@ def upgrade() -> None:
         return
     for name, column in TRIGRAM_INDEXES.items():
         _create_index(bind, name, column, f"{schema}.gin_trgm_ops")
+
+
+# _create_index as SQL: keep a valid index built beforehand, build anew an invalid one, with the
+# operator class of the schema pg_trgm is in (_trigram_schema).
+_OFFLINE_INDEX = """\
+DO $$
+DECLARE
+    trgm text := (SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_trgm');
+BEGIN
+    IF EXISTS (SELECT FROM pg_index WHERE indexrelid = to_regclass('{name}') AND NOT indisvalid) THEN
+        DROP INDEX {name};
+    END IF;
+    EXECUTE format(
+        'CREATE INDEX IF NOT EXISTS {name} ON sessions USING gin ({column} %s.gin_trgm_ops) '
+        'WHERE deleted_at IS NULL',
+        trgm
+    );
+END
+$$"""
 
 
 def downgrade() -> None:
@@ -132,9 +152,7 @@ def _create_index(bind: Connection, name: str, column: str, operator_class: str)
     _build_index(name, column, operator_class)
 
 
-def _build_index(
-    name: str, column: str, operator_class: str, *, if_not_exists: bool = False
-) -> None:
+def _build_index(name: str, column: str, operator_class: str) -> None:
     op.create_index(
         name,
         "sessions",
@@ -142,5 +160,4 @@ def _build_index(
         postgresql_using="gin",
         postgresql_ops={column: operator_class},
         postgresql_where=sa.text("deleted_at IS NULL"),
-        if_not_exists=if_not_exists,
     )
