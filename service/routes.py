@@ -196,13 +196,13 @@ def id_filter(description: str) -> Any:
 
 
 DATABASE = problems(503)
-# The list's: a search (q, or a filter without event_id) also waits for one of the search
-# slots (SearchesBusy).
+# The list's: a search (q, or a list without event_id) also waits for one of the search slots
+# (SearchesBusy).
 LIST_DATABASE = problem_response(
     503,
     f"{PROBLEMS[503]} A 503 of type `urn:sessions-service:problem:searches-busy`: too many "
-    "searches (`q`, or filters other than `event_id` without it) are running at once; retry "
-    "after `Retry-After` seconds.",
+    "searches (`q`, or lists without `event_id` but an admin's unfiltered one) are running at "
+    "once; retry after `Retry-After` seconds.",
 )
 # A write that waited DB_LOCK_TIMEOUT for a lock another one holds (ChangeInProgress).
 CHANGE_IN_PROGRESS = problems(409)
@@ -552,7 +552,8 @@ async def list_sessions(
     # nor a turn for a connection.
     if filters.may_match(visible):
         # One row more than the page tells whether another page follows.
-        async with read_connection(request.app, search=filters.may_read_the_table) as conn:
+        search = filters.may_read_the_table(visible)
+        async with read_connection(request.app, search=search) as conn:
             rows = await SessionReads(conn).page(
                 filters, sort_keys, after=after, limit=parameters.limit + 1, visible=visible
             )

@@ -43,10 +43,11 @@ class ConnectionLine:
     DB_POOL_TIMEOUT raises SQLAlchemy's TimeoutError, as its own pool does (503 "database
     unavailable", logged as the pool's).
 
-    Searches (the list's q, or its filters but event_id without it: SessionFilter.
-    may_read_the_table) first wait for one of half as many search slots: one whose text the
-    trigram indexes cannot serve ("go", "C#"), or on a server without them, or a filter that
-    matches few sessions, reads the whole table, up to seconds on a large one. A burst of them
+    Searches (the list's q, or a list without event_id but an admin's unfiltered one:
+    SessionFilter.may_read_the_table) first wait for one of half as many search slots: one
+    whose text the trigram indexes cannot serve ("go", "C#"), or on a server without them, or
+    whose filters (the caller's visibility too) match few sessions, reads the whole table, up to
+    seconds on a large one. A burst of them
     then holds at most half the connections, and every other request keeps the rest. A search
     that finds no slot free within DB_POOL_TIMEOUT is SearchesBusy: the database is not at
     fault.

@@ -348,12 +348,16 @@ async def test_the_readmes_count_after_the_deploy_sends_the_missed_tombstones(
     marker = await arrange(speaker, committed_client, "confirmed")
     received, token = await follow(anonymous, has_ids(marker["id"]), since=token)
     assert session["id"] not in latest(received)
+    # A draft changed meanwhile, never public: the statement leaves it out.
+    draft = await arrange(speaker, committed_client, "draft")
+    retitled = await speaker.patch(f"/sessions/{draft['id']}", json={"title": "Retitled"})
+    assert retitled.status_code == 200, retitled.text
     # Once every replica runs this release: the README's statement (Who may do what).
     async with engine.begin() as conn:
         counted = await conn.execute(
             text(
                 "UPDATE sessions SET ever_public = true, txid = pg_current_xact_id()::text::bigint"
-                " WHERE NOT ever_public AND last_modified_at >= :migrated_at"
+                " WHERE NOT ever_public AND state <> 'draft' AND last_modified_at >= :migrated_at"
             ),
             {"migrated_at": migrated_at},
         )
@@ -363,3 +367,4 @@ async def test_the_readmes_count_after_the_deploy_sends_the_missed_tombstones(
     assert tombstone["deleted"] is True
     assert tombstone["deleted_at"] is None
     assert tombstone["version"] == session["version"] + 2
+    assert draft["id"] not in latest(received)

@@ -530,22 +530,30 @@ def test_every_list_parameter_is_a_filter_with_a_condition() -> None:
     assert set(every.session_filter().parameters()) == filters
 
 
+EVERYTHING = Visibility(everything=True)
+ANONYMOUS = Visibility(everything=False)
+
+
 @pytest.mark.parametrize(
-    ("filters", "reads_the_table"),
+    ("filters", "visible", "reads_the_table"),
     [
-        (SessionFilter(), False),
-        (SessionFilter(event_id=1), False),
-        (SessionFilter(event_id=1, track_id=2, states=("accepted",), language="en"), False),
-        (SessionFilter(q="go"), True),
-        (SessionFilter(event_id=1, q="go"), True),
-        (SessionFilter(track_id=2), True),
-        (SessionFilter(states=("accepted",)), True),
-        (SessionFilter(modified_since=datetime(2026, 1, 1, tzinfo=UTC)), True),
+        (SessionFilter(), EVERYTHING, False),
+        (SessionFilter(event_id=1), EVERYTHING, False),
+        (SessionFilter(event_id=1), ANONYMOUS, False),
+        (SessionFilter(event_id=1, track_id=2, states=("accepted",)), ANONYMOUS, False),
+        (SessionFilter(q="go"), EVERYTHING, True),
+        (SessionFilter(event_id=1, q="go"), EVERYTHING, True),
+        (SessionFilter(track_id=2), EVERYTHING, True),
+        (SessionFilter(states=("accepted",)), EVERYTHING, True),
+        (SessionFilter(modified_since=datetime(2026, 1, 1, tzinfo=UTC)), EVERYTHING, True),
+        # The visibility of a caller who may not see everything is a filter too.
+        (SessionFilter(), ANONYMOUS, True),
+        (SessionFilter(), Visibility(everything=False, creator_id="7"), True),
     ],
 )
-def test_a_list_without_event_id_but_other_filters_may_read_the_table(
-    filters: SessionFilter, reads_the_table: bool
+def test_a_list_without_event_id_may_read_the_table_unless_an_admins_unfiltered_one(
+    filters: SessionFilter, visible: Visibility, reads_the_table: bool
 ) -> None:
     # Such a list waits among searches (ConnectionLine.search_turn): no index serves its
     # filters on their own, and one that matches few sessions reads every row.
-    assert filters.may_read_the_table is reads_the_table
+    assert filters.may_read_the_table(visible) is reads_the_table

@@ -136,7 +136,11 @@ async def test_searches_wait_for_half_the_connections_and_leave_the_rest_to_othe
             assert unbounded.json()["type"] == "urn:sessions-service:problem:searches-busy"
             bounded = {"event_id": session["event_id"], "level": "Expert"}
             assert (await client.get("/sessions", params=bounded)).status_code == 200
-            assert (await client.get("/sessions")).status_code == 200
+            assert (await client.get("/sessions")).status_code == 200  # an admin's
+            # An anonymous caller's visibility is a filter too: without event_id, a search.
+            async with asgi_client(app) as anonymous:
+                unfiltered = await anonymous.get("/sessions")
+            assert unfiltered.json()["type"] == "urn:sessions-service:problem:searches-busy"
             assert (await client.get("/sessions/changes")).status_code == 200
         assert (await client.get("/sessions", params={"q": "go"})).status_code == 200
         assert (await client.get("/sessions", params={"track_id": 999})).status_code == 200
