@@ -367,7 +367,7 @@ _HORIZON = (
 def feed_query(
     *,
     event_id: int | None,
-    after: tuple[int, int] | None,
+    after: FeedPosition | None,
     limit: int,
     horizon: int,
     visible: Visibility,

@@ -74,6 +74,7 @@ from service.preconditions import (
     write_preconditions,
 )
 from service.repository import (
+    FeedPosition,
     SessionFilter,
     SessionReads,
     SessionRepository,
@@ -670,7 +671,7 @@ async def list_session_changes(
 
 def _read_feed_token(
     signer: TokenSigner, since: str, event_id: int | None
-) -> tuple[tuple[int, int], dict[str, object]]:
+) -> tuple[FeedPosition, dict[str, object]]:
     """The position in a feed token, and where it was issued: the history and the database
     (FeedHorizon.cluster and .database) that it names."""
     data = _read_token(signer, FEED_TOKEN, "since", since)
