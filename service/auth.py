@@ -4,9 +4,10 @@ The token's algorithm must be on the configured allow-list, and each algorithm f
 with its own key (HS* with the shared secret, JWT_SECRET; RS*/PS*/ES*/EdDSA with the provider's
 public key), so `alg: none` and a public key abused as an HMAC secret both fail. `exp` and `sub`
 are required, `exp`/`nbf` are checked with a small leeway, `iss` and `aud` when configured. Every
-failure is a 401 problem with a `WWW-Authenticate: Bearer` challenge (RFC 6750): `error=
-"invalid_token"` for a token that does not verify, `"invalid_request"` for a request that does not
-carry one token the Bearer way (two Authorization headers, another scheme).
+failure carries a `WWW-Authenticate: Bearer` challenge (RFC 6750 3): a token that does not verify
+is 401 with `error="invalid_token"`, an Authorization header that is malformed (sent twice, or
+Bearer without a token) 400 with `error="invalid_request"`, and one of another scheme (Basic...)
+401 with the bare challenge, as to a client that does not know this service takes bearer tokens.
 """
 
 import logging
@@ -21,29 +22,47 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ServiceError
+from service.errors import BadRequest, ServiceError
 from service.models import USER_ID_MAX
 from service.openapi import Responses, header, is_under, problem_response
 from service.pagination import INT4_MAX
-from service.policy import ANONYMOUS, Principal, require_authenticated
+from service.policy import ANONYMOUS, AuthenticationRequired, Principal, require_authenticated
 from service.settings import DEVELOPMENT_JWT_SECRET, Settings
 
 logger = logging.getLogger(__name__)
+
+EMPTY_BEARER = 'The Authorization header has no token: send "Bearer <token>".'
+ANOTHER_SCHEME = 'This service takes a bearer token: send "Authorization: Bearer <token>".'
 
 # What a token's subject and organizer_events must be: stored and compared in SQL.
 SUBJECT_RULE = f"a string of 1 to {USER_ID_MAX} characters, without NUL or unpaired surrogates"
 EVENT_IDS = range(1, INT4_MAX + 1)
 
 
+def _challenge(error: str, description: str) -> dict[str, str]:
+    # RFC 6750 leaves quotes and backslashes out of error_description.
+    plain = description.replace('"', "'").replace("\\", "/")
+    return {"WWW-Authenticate": f'Bearer error="{error}", error_description="{plain}"'}
+
+
 class InvalidToken(ServiceError):
     status = 401
     slug = "invalid-token"
 
-    def __init__(self, description: str, *, error: str = "invalid_token") -> None:
-        # RFC 6750 leaves quotes and backslashes out of error_description.
-        plain = description.replace('"', "'").replace("\\", "/")
-        challenge = f'Bearer error="{error}", error_description="{plain}"'
-        super().__init__(description, headers={"WWW-Authenticate": challenge})
+    def __init__(self, description: str) -> None:
+        super().__init__(description, headers=_challenge("invalid_token", description))
+
+
+class MalformedAuthorization(BadRequest):
+    """400 for an Authorization header that is not one bearer token (RFC 6750 3.1:
+    invalid_request, "SHOULD respond with the HTTP 400 (Bad Request) status code")."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(
+            description,
+            headers=_challenge("invalid_request", description),
+            header="Authorization",
+        )
 
 
 # How much of the tokens it verified a verifier remembers: a client sends the same token with
@@ -277,15 +296,18 @@ class BearerAuthentication(HTTPBearer):
     async def _authenticate(self, request: Request) -> Principal:
         if len(request.headers.getlist("authorization")) > 1:
             # A singleton field (RFC 9110 11.6.2): no telling which one a proxy on the way read.
-            raise InvalidToken("Send one Authorization header.", error="invalid_request")
+            raise MalformedAuthorization("Send one Authorization header.")
         credentials = await super().__call__(request)
         if credentials is not None:
             return token_verifier(request.app).verify(credentials.credentials)
-        if "authorization" in request.headers:
-            raise InvalidToken(
-                'The Authorization header must be "Bearer <token>".', error="invalid_request"
-            )
-        return ANONYMOUS
+        authorization = request.headers.get("authorization")
+        if authorization is None:
+            return ANONYMOUS
+        scheme, _, _ = authorization.partition(" ")
+        if scheme.lower() in ("", "bearer"):
+            raise MalformedAuthorization(EMPTY_BEARER)
+        # RFC 6750 3: to a client that tried another authentication method, the bare challenge.
+        raise AuthenticationRequired(ANOTHER_SCHEME)
 
 
 class VaryByAuthorization:
@@ -322,13 +344,28 @@ VARY_RESPONSE_HEADER = header(
 ) | {"required": True}
 
 
-# OpenAPI: what authentication and the rules answer.
+# OpenAPI: what authentication and the rules answer. The operations' 400s name this cause
+# among theirs.
+MALFORMED_AUTHORIZATION = (
+    "the Authorization header is sent twice or has no token (`header`; WWW-Authenticate: Bearer "
+    'error="invalid_request")'
+)
 _INVALID_TOKEN = problem_response(
     401,
     "The bearer token is missing (writes), malformed, expired, not signed by the identity "
-    'provider or not for this service. WWW-Authenticate: Bearer error="...".',
-    headers={"WWW-Authenticate": header('Bearer, with error="..." for a bad token.')},
-)
+    'provider or not for this service (WWW-Authenticate: Bearer error="invalid_token"), or the '
+    "Authorization header is of another scheme than Bearer (WWW-Authenticate: Bearer).",
+    headers={"WWW-Authenticate": header('Bearer, with error="invalid_token" for a bad token.')},
+) | {
+    # Added to the operation's own 400, whose description names MALFORMED_AUTHORIZATION.
+    400: {
+        "headers": {
+            "WWW-Authenticate": header(
+                'Bearer error="invalid_request", when the Authorization header is malformed.'
+            )
+        }
+    }
+}
 _NOT_FOUND = problem_response(
     404,
     "No such session, or one the caller may not see.",

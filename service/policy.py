@@ -93,15 +93,14 @@ class Forbidden(ServiceError):
 
 
 class AuthenticationRequired(ServiceError):
-    """401 for a write without a token (RFC 6750: a bare challenge, no error code)."""
+    """401 for a write without a token, or a request with credentials of another scheme (RFC
+    6750 3: a bare challenge, no error code)."""
 
     status = 401
     slug = "authentication-required"
 
-    def __init__(self) -> None:
-        super().__init__(
-            "Sign in: this needs a bearer token.", headers={"WWW-Authenticate": "Bearer"}
-        )
+    def __init__(self, detail: str = "Sign in: this needs a bearer token.") -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 @dataclass(frozen=True)

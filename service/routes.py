@@ -14,6 +14,7 @@ from service import idempotency, policy
 from service.auth import (
     CREATE_AUTH_RESPONSES,
     LIST_AUTH_RESPONSES,
+    MALFORMED_AUTHORIZATION,
     NO_AUTHENTICATION,
     OPTIONAL_BEARER,
     READ_AUTH_RESPONSES,
@@ -249,7 +250,7 @@ LIST_RESPONSES = merge_responses(
         400,
         "The cursor was altered, signed with another secret, or issued for other filters or "
         "another sort order (`parameter`: cursor); or If-Match or If-None-Match is malformed "
-        "(`header`).",
+        f"(`header`); or {MALFORMED_AUTHORIZATION}.",
     ),
 )
 CHANGES_RESPONSES = merge_responses(
@@ -259,8 +260,13 @@ CHANGES_RESPONSES = merge_responses(
         400,
         "The token was altered, signed with another secret, issued for another event_id, or "
         "issued by another database or by this one before a restore: start again without since "
-        "(`parameter`: since); or If-Match or If-None-Match is malformed (`header`).",
+        "(`parameter`: since); or If-Match or If-None-Match is malformed (`header`); or "
+        f"{MALFORMED_AUTHORIZATION}.",
     ),
+)
+# GET and DELETE of a session: their precondition headers' 400 and authentication's.
+_MALFORMED_HEADERS = problem_response(
+    400, f"If-Match or If-None-Match is malformed; or {MALFORMED_AUTHORIZATION}."
 )
 
 
@@ -381,7 +387,7 @@ _CREATED_SESSION_LINKS = {
         problem_response(
             400,
             f"{idempotency.HEADER}, If-Match or If-None-Match is malformed, or "
-            f"{idempotency.HEADER} or Content-Type is sent twice.",
+            f"{idempotency.HEADER} or Content-Type is sent twice; or {MALFORMED_AUTHORIZATION}.",
         ),
         CREATE_PRECONDITION_RESPONSES,
         {
@@ -722,7 +728,7 @@ async def get_state_tables(request: Request) -> Response | dict[str, object]:
     response_description="The session.",
     head_summary="Get a session's headers",
     head_description="The session's headers, without a body.",
-    responses=merge_responses(READ_RESPONSES, READ_AUTH_RESPONSES, DATABASE),
+    responses=merge_responses(READ_RESPONSES, READ_AUTH_RESPONSES, DATABASE, _MALFORMED_HEADERS),
     openapi_extra=OPTIONAL_BEARER | {"parameters": READ_PRECONDITION_HEADERS},
 )
 async def get_session(
@@ -754,7 +760,9 @@ async def get_session(
         WRITE_AUTH_RESPONSES,
         _UNSUPPORTED_BODY["PATCH"],
         problem_response(
-            400, "If-Match or If-None-Match is malformed, or Content-Type is sent twice."
+            400,
+            "If-Match or If-None-Match is malformed, or Content-Type is sent twice; or "
+            f"{MALFORMED_AUTHORIZATION}.",
         ),
         DATABASE,
         CHANGE_IN_PROGRESS,
@@ -793,7 +801,9 @@ async def update_session(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a session",
     response_description="Deleted.",
-    responses=merge_responses(DELETE_RESPONSES, WRITE_AUTH_RESPONSES, DATABASE, CHANGE_IN_PROGRESS),
+    responses=merge_responses(
+        DELETE_RESPONSES, WRITE_AUTH_RESPONSES, DATABASE, CHANGE_IN_PROGRESS, _MALFORMED_HEADERS
+    ),
     openapi_extra={"parameters": WRITE_PRECONDITION_HEADERS},
 )
 async def delete_session(

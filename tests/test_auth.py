@@ -182,15 +182,37 @@ async def test_bad_token_on_a_read_is_401_not_anonymous(
     assert_invalid_token(response)
 
 
-@pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "Token abc", "bearer"])
-async def test_authorization_that_is_not_a_bearer_token_is_401(
+def assert_malformed_authorization(response: httpx.Response) -> None:
+    # RFC 6750 3.1: invalid_request, "SHOULD respond with the HTTP 400 (Bad Request) status code".
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.json()["header"] == "Authorization"
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith('Bearer error="invalid_request"'), challenge
+
+
+@pytest.mark.parametrize("header", ["Bearer", "bearer", "BEARER", ""])
+async def test_authorization_without_a_token_is_400_invalid_request(
     anonymous_client: httpx.AsyncClient, header: str
 ) -> None:
     response = await anonymous_client.get("/sessions", headers={"Authorization": header})
-    assert_invalid_token(response, error="invalid_request")
+    assert_malformed_authorization(response)
 
 
-async def test_two_authorization_headers_are_401_not_the_first_one(
+@pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Token abc", "Digest username=x"])
+async def test_authorization_of_another_scheme_is_401_with_the_bare_challenge(
+    anonymous_client: httpx.AsyncClient, header: str
+) -> None:
+    # RFC 6750 3: to a client that "attempted using an unsupported authentication method", the
+    # resource server "SHOULD NOT include an error code or other error information".
+    response = await anonymous_client.get("/sessions/1", headers={"Authorization": header})
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert "Bearer <token>" in response.json()["detail"]
+
+
+async def test_two_authorization_headers_are_400_not_the_first_one(
     client: httpx.AsyncClient, connection: AsyncConnection
 ) -> None:
     # A valid token (the client's own) and another line: which one a proxy checked is unknowable.
@@ -200,7 +222,7 @@ async def test_two_authorization_headers_are_401_not_the_first_one(
         json=session_body(),
         headers=[("authorization", valid), ("authorization", "Bearer other")],
     )
-    assert_invalid_token(response, error="invalid_request")
+    assert_malformed_authorization(response)
     assert await count_sessions(connection) == 0
 
 
