@@ -17,7 +17,7 @@ import hashlib
 import re
 from collections import namedtuple
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import orjson
@@ -26,6 +26,7 @@ from sqlalchemy import Table, bindparam, delete, func, orm, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 
+from service.conditional import format_http_date, http_date, last_modified, parse_http_date
 from service.db import DriverQuery, is_lock_not_available
 from service.errors import BadRequest, ChangeInProgress, InvalidInput
 from service.models import IDEMPOTENCY_KEY_MAX, IdempotencyKey
@@ -55,7 +56,7 @@ PARAMETER = header_parameter(
     examples=['"8e03978e-40d5-43e8-bc93-6894a57f9324"'],
 )
 
-# The headers of the stored answer; Date is the replay's own.
+# The headers of the stored answer; Date is the replay's own (and caps Last-Modified).
 _REPLAYED_HEADERS = ("location", "etag", "last-modified", "cache-control")
 
 
@@ -111,9 +112,21 @@ class KeyAlreadyUsed(Exception):
         return Response(
             self.stored.body,
             self.stored.status,
-            self.stored.headers,
+            _replayed_headers(self.stored.headers, datetime.now(UTC)),
             media_type="application/json",
         )
+
+
+def _replayed_headers(stored: dict[str, str], now: datetime) -> dict[str, str]:
+    """The stored answer's headers, dated now: its Last-Modified never later than this Date
+    (RFC 9110 8.8.2.1), though the host that first answered had a clock ahead of this one."""
+    modified = parse_http_date(stored.get("last-modified", ""))
+    if modified is None:
+        return stored
+    return stored | {
+        "last-modified": format_http_date(last_modified(modified, now)),
+        "date": http_date(int(now.timestamp())),
+    }
 
 
 _keys = cast(Table, IdempotencyKey.__table__)

@@ -1,7 +1,7 @@
 """Idempotency-Key on POST /sessions: a retry gets the first answer and creates nothing more."""
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.conditional import format_http_date, parse_http_date
 from service.idempotency import KEY_LIFETIME, PRUNED_PER_KEY, fingerprint
 from service.schemas import SessionCreate
 from tests.conftest import (
@@ -73,6 +74,28 @@ async def test_a_replay_after_a_change_is_still_the_first_answer(
     current = await client.get(first.headers["location"])
     assert current.headers["etag"] == changed.headers["etag"] == '"2"'
     assert current.json()["subtitle"] == "Changed"
+
+
+async def test_a_replay_is_never_modified_after_its_own_date(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    # The first answer came from a replica whose clock ran a minute ahead of this one's.
+    first = await client.post("/sessions", json=session_body(), headers=keyed())
+    assert first.status_code == 201, first.text
+    ahead = format_http_date(datetime.now(UTC) + timedelta(minutes=1))
+    await connection.execute(
+        text(
+            "UPDATE idempotency_keys SET headers = "
+            "jsonb_set(headers, '{last-modified}', to_jsonb(CAST(:ahead AS text)))"
+        ),
+        {"ahead": ahead},
+    )
+    retry = await client.post("/sessions", json=session_body(), headers=keyed())
+    assert retry.status_code == 201
+    assert retry.content == first.content
+    date = parse_http_date(retry.headers["date"])
+    assert date is not None
+    assert parse_http_date(retry.headers["last-modified"]) == date
 
 
 async def test_a_key_sent_again_with_another_body_is_422_and_creates_nothing(
