@@ -215,14 +215,17 @@ def check_collection_write(request: Request) -> None:
     _check_collection(request)
 
 
-# OpenAPI: what the operations of /sessions/{id} answer about preconditions.
-ETAG_HEADER = header('The session\'s entity tag, a strong validator: its version, quoted ("3").')
+# OpenAPI: what the operations of /sessions/{id} answer about preconditions. Each is sent with
+# every response that declares it (required, so that generated clients type it as present).
+ETAG_HEADER = header(
+    'The session\'s entity tag, a strong validator: its version, quoted ("3").'
+) | {"required": True}
 LAST_MODIFIED_HEADER = header(
     "last_modified_at as an HTTP-date, truncated to the second; never later than Date."
-)
+) | {"required": True}
 CACHE_CONTROL_HEADER = header(
     "no-cache: a copy may be stored, and must be revalidated before each use."
-)
+) | {"required": True}
 VALIDATOR_HEADERS = {
     "ETag": ETAG_HEADER,
     "Last-Modified": LAST_MODIFIED_HEADER,

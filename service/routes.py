@@ -234,7 +234,9 @@ _UNSUPPORTED_BODY = {
 # A page has no validator to revalidate with, and holds what this caller may see: never stored.
 PAGE_CACHE_CONTROL = {"Cache-Control": "no-store"}
 NOT_FOUND_CACHE_CONTROL = PAGE_CACHE_CONTROL
-_NO_STORE = {"Cache-Control": header("no-store: a page is never stored by a cache.")}
+_NO_STORE = {
+    "Cache-Control": header("no-store: a page is never stored by a cache.") | {"required": True}
+}
 LIST_RESPONSES = merge_responses(
     {
         200: {
@@ -392,7 +394,10 @@ _CREATED_SESSION_LINKS = {
         CREATE_PRECONDITION_RESPONSES,
         {
             201: {
-                "headers": {"Location": header("The new session's URL.", format="uri-reference")},
+                "headers": {
+                    "Location": header("The new session's URL.", format="uri-reference")
+                    | {"required": True}
+                },
                 "links": _CREATED_SESSION_LINKS,
             }
         },
