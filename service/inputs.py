@@ -31,6 +31,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from starlette.datastructures import QueryParams
+from starlette.exceptions import HTTPException
 
 from service.errors import BadRequest, DuplicateMember, NotANumber, ServiceError
 
@@ -236,6 +237,24 @@ class StrictInputRoute(APIRoute):
             if not takes_body:
                 return await handler(request)
             check_body_format(request)
-            return await handler(IJSONRequest(request.scope, request.receive))
+            try:
+                return await handler(IJSONRequest(request.scope, request.receive))
+            except (RequestValidationError, HTTPException) as exc:
+                raise _without_frames(exc) from exc.__cause__
 
         return read_once_accepted
+
+
+def _without_frames(exc: BaseException) -> BaseException:
+    """A client's error, without the tracebacks of it and of its causes.
+
+    FastAPI raises the error of a body it cannot parse from the frame that read it, which holds
+    the error (a local variable) and the body: a reference cycle, through each traceback, that
+    only the cyclic garbage collector frees, and the served process runs it rarely (service.cli).
+    A request's error needs no traceback: the client gets its problem, nothing is logged.
+    """
+    cause: BaseException | None = exc
+    while cause is not None:
+        cause.__traceback__ = None
+        cause = cause.__cause__ or cause.__context__
+    return exc
