@@ -11,6 +11,7 @@ Bearer without a token) 400 with `error="invalid_request"`, and one of another s
 """
 
 import logging
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, NamedTuple
@@ -74,9 +75,12 @@ class MalformedAuthorization(BadRequest):
 # only tokens the identity provider signed, are kept.
 VERIFIED_TOKENS_BYTES = 64 * 1024 * 1024
 REMEMBERED_TOKEN_MAX = 8192
-# Measured with tracemalloc (CPython 3.11): about 700 bytes an entry besides the token's text,
-# and 60 to 120 bytes an event id (an int, and its slot in a frozenset, whose table doubles).
-_ENTRY_BYTES = 700
+# Measured with tracemalloc (CPython 3.11): about 700 bytes an entry besides the strings of the
+# token and of its subject (up to USER_ID_MAX characters), and 60 to 120 bytes an event id (an
+# int, and its slot in a frozenset, whose table doubles). The token's text is counted twice, and
+# 80 bytes more: TLRUCache leaves an entry it evicts in its heap of expiry times (an item that
+# holds the key) until evicted ones outnumber the entries, so as many again may be held.
+_ENTRY_BYTES = 700 + 80
 _EVENT_BYTES = 128
 
 
@@ -129,7 +133,12 @@ class TokenVerifier:
         exp = min(int(claims["exp"]), LAST_REMEMBERED_EXP)
         unusable_at = exp + self.settings.jwt_leeway_seconds
         if len(token) <= REMEMBERED_TOKEN_MAX:
-            footprint = len(token) + _ENTRY_BYTES + _EVENT_BYTES * len(principal.organizer_events)
+            footprint = (
+                2 * sys.getsizeof(token)
+                + sys.getsizeof(principal.user_id)
+                + _ENTRY_BYTES
+                + _EVENT_BYTES * len(principal.organizer_events)
+            )
             self._verified[token] = _Verified(principal, unusable_at, footprint)
         return principal
 
