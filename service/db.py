@@ -6,6 +6,7 @@ and service.errors answers each kind of error."""
 
 import asyncio
 import logging
+import uuid
 from typing import Any
 
 import asyncpg
@@ -136,19 +137,37 @@ def _database_url(settings: Settings) -> str:
 
 
 def _connect_args(settings: Settings) -> dict[str, Any]:
-    return {
+    args: dict[str, Any] = {
         "timeout": settings.db_connect_timeout,
-        # For every statement of the connection, in milliseconds. Only writes wait for row locks;
-        # reads wait for a lock only while DDL (a migration) holds the table. The migrations
-        # have an engine and a lock_timeout of their own (alembic/env.py).
-        "server_settings": {
-            "statement_timeout": _milliseconds(settings.db_statement_timeout),
-            "lock_timeout": _milliseconds(settings.db_lock_timeout),
-        },
         # The client's own bound, for a server that does not answer at all (frozen, cut off);
         # a second later than the server's, which ends the statement more cleanly.
         "command_timeout": settings.db_statement_timeout + 1,
     }
+    if settings.db_behind_pooler:
+        # asyncpg's own statements unnamed (its cache off), SQLAlchemy's each under a name of its
+        # own: a transaction pooler may run the next statement on a server connection that has
+        # another statement of the same name, or none.
+        return args | {
+            "statement_cache_size": 0,
+            "prepared_statement_cache_size": 0,
+            "prepared_statement_name_func": _unique_statement_name,
+        }
+    # For every statement of the connection, in milliseconds. Only writes wait for row locks;
+    # reads wait for a lock only while DDL (a migration) holds the table. The migrations have
+    # an engine and a lock_timeout of their own (alembic/env.py).
+    return args | {"server_settings": server_timeouts(settings)}
+
+
+def server_timeouts(settings: Settings) -> dict[str, str]:
+    """The PostgreSQL settings the service's statements run under, in milliseconds."""
+    return {
+        "statement_timeout": _milliseconds(settings.db_statement_timeout),
+        "lock_timeout": _milliseconds(settings.db_lock_timeout),
+    }
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4()}__"
 
 
 def _milliseconds(seconds: float) -> str:

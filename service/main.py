@@ -66,6 +66,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.db_maker = make_sessionmaker(engine)
     app.state.metrics.watch_pool(engine.pool)
     await ops.log_schema_state(app.state)
+    await ops.log_pooled_timeouts(app.state)
     try:
         yield
     finally:

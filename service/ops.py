@@ -15,7 +15,7 @@ from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.datastructures import State
 
-from service.db import DATABASE_ERRORS, UNDEFINED_TABLE, driver_reason, sqlstate
+from service.db import DATABASE_ERRORS, UNDEFINED_TABLE, driver_reason, server_timeouts, sqlstate
 from service.errors import problem
 from service.metrics import Metrics
 
@@ -69,6 +69,38 @@ async def log_schema_state(state: State) -> None:
         return
     if schema in NOT_SERVABLE:
         logger.error("the database schema is %s: run `sessions-service migrate`", schema)
+
+
+async def log_pooled_timeouts(state: State) -> None:
+    """At start, behind a pooler (DB_BEHIND_POOLER), a warning for each timeout that the
+    database's connections do not have as set: the service cannot set them there itself (a
+    pooler refuses startup parameters), the role must (ALTER ROLE … SET)."""
+    if not state.settings.db_behind_pooler:
+        return
+    try:
+        async with asyncio.timeout(state.settings.readiness_timeout):
+            async with state.probe_engine.connect() as conn:
+                rows = await conn.execute(_TIMEOUTS)
+    except DATABASE_ERRORS:
+        return  # log_schema_state says the database is unavailable
+    found = {name: setting for name, setting in rows}
+    for name, wanted in server_timeouts(state.settings).items():
+        if found.get(name) != wanted:
+            logger.warning(
+                "%s is %s ms on the database's connections, not DB_%s (%s ms): behind a "
+                "pooler, set it on the service's role: ALTER ROLE <role> SET %s = %s",
+                name,
+                found.get(name),
+                name.upper(),
+                wanted,
+                name,
+                wanted,
+            )
+
+
+_TIMEOUTS = text(
+    "SELECT name, setting FROM pg_settings WHERE name IN ('statement_timeout', 'lock_timeout')"
+)
 
 
 async def _database_schema(state: State) -> str:

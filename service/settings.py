@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     # then for the transaction that holds it.
     db_lock_timeout: Seconds = Field(default=1.0, ge=0.001)
     readiness_timeout: Seconds = Field(default=2.0, gt=0)
+    # DATABASE_URL points at a connection pooler (PgBouncer, in session or transaction mode),
+    # which refuses startup parameters and may run each transaction on another server connection:
+    # the timeouts are then the role's (ALTER ROLE … SET, checked at start), and no statement is
+    # looked up by a name another server connection prepared it under (service.db).
+    db_behind_pooler: bool = False
     # PATCH and DELETE without If-Match or If-Unmodified-Since get 428 (RFC 6585).
     require_preconditions: bool = False
     # Signs list cursors and change-feed tokens. The default is for development only: in
