@@ -1,6 +1,7 @@
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -87,6 +88,29 @@ def to_asyncpg_url(url: str) -> str:
     return parsed.set(query=query).render_as_string(hide_password=False) if query else url
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _not_an_origin(origin: str) -> str | None:
+    """What keeps `origin` from being the serialization of an origin (RFC 6454 6.2), or None."""
+    parts = urlsplit(origin)
+    if not parts.scheme or not parts.hostname:
+        return "no scheme://host"
+    if parts.path or parts.query or parts.fragment or origin.endswith(("?", "#")):
+        return "a path, a query or a fragment"
+    if "@" in parts.netloc:
+        return "a user name"
+    if origin != origin.lower():
+        return "capitals: a scheme and a host are sent in lower case"
+    try:
+        port = parts.port
+    except ValueError:
+        return "a port that is not one"
+    if port is not None and port == DEFAULT_PORTS.get(parts.scheme):
+        return "the scheme's default port, which browsers leave out"
+    return None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
@@ -169,6 +193,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _browser_origins(cls, origins: list[str]) -> list[str]:
+        # Compared as the browser sends Origin: an entry written otherwise would match nothing.
+        for origin in origins:
+            if origin != "*" and (problem := _not_an_origin(origin)):
+                raise ValueError(
+                    f"{origin!r} is not an origin as browsers send it ({problem}): "
+                    "scheme://host[:port], such as https://app.example"
+                )
+        return origins
 
     @field_validator("jwt_algorithms")
     @classmethod

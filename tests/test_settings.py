@@ -36,6 +36,37 @@ def test_unusable_settings_are_refused(values: dict[str, Any], error: str) -> No
         Settings(**values)
 
 
+@pytest.mark.parametrize(
+    ("origin", "error"),
+    [
+        ("https://app.example/", "a path"),
+        ("https://app.example/admin", "a path"),
+        ("HTTPS://app.example", "capitals"),
+        ("https://App.example", "capitals"),
+        ("https://app.example:443", "default port"),
+        ("http://app.example:80", "default port"),
+        ("https://app.example:99999", "a port that is not one"),
+        ("app.example", "no scheme://host"),
+        ("https://user@app.example", "a user name"),
+    ],
+)
+def test_a_cors_origin_that_no_browser_sends_is_refused(origin: str, error: str) -> None:
+    # Browsers send Origin as scheme://host[:port] (RFC 6454 6.2), compared as it is: an entry
+    # written otherwise would silently allow no one.
+    with pytest.raises(ValidationError, match=error):
+        Settings(cors_origins=f"https://ok.example,{origin}")
+
+
+def test_cors_origins_as_browsers_send_them_are_taken() -> None:
+    origins = "https://app.example, http://127.0.0.1:5173,https://[::1]:8443,*"
+    assert Settings(cors_origins=origins).cors_origins == [
+        "https://app.example",
+        "http://127.0.0.1:5173",
+        "https://[::1]:8443",
+        "*",
+    ]
+
+
 @pytest.mark.parametrize("content", [b"not a key", b"\xff\xfe\x00\x01"], ids=["text", "binary"])
 def test_a_public_key_file_that_is_no_key_is_refused(tmp_path: Path, content: bytes) -> None:
     key_file = tmp_path / "key.pem"
