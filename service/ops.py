@@ -114,8 +114,12 @@ async def _database_schema(state: State) -> str:
         check = state.schema_check = asyncio.create_task(_ask_database_schema(state))
         # Retrieved even when every probe that waited for it has gone.
         check.add_done_callback(lambda done: done.cancelled() or done.exception())
-    # Shielded: a probe that goes (its client closed the connection) leaves it to the others.
-    return await asyncio.shield(check)
+    # Shielded: a probe that goes (its client closed the connection) leaves it to the others;
+    # and one that waits READINESS_TIMEOUT has its answer then, though the asking, cancelled
+    # at its own timeout, takes longer to end (SQLAlchemy's first connect, behind PgBouncer
+    # waiting for a server connection, took twice as long).
+    async with asyncio.timeout(state.settings.readiness_timeout):
+        return await asyncio.shield(check)
 
 
 async def _ask_database_schema(state: State) -> str:

@@ -30,6 +30,7 @@ from tests.processes import free_port
 
 PGBOUNCER = shutil.which("pgbouncer", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
 pytestmark = pytest.mark.skipif(PGBOUNCER is None, reason="PgBouncer is not installed")
+POOLED_SERVER_CONNECTIONS = 10
 
 
 def _unprivileged_user() -> str | None:
@@ -70,7 +71,7 @@ listen_port = {port}
 unix_socket_dir =
 auth_type = any
 pool_mode = transaction
-default_pool_size = 10
+default_pool_size = {POOLED_SERVER_CONNECTIONS}
 max_client_conn = 200
 logfile = {directory}/pgbouncer.log
 pidfile = {directory}/pgbouncer.pid
@@ -222,3 +223,29 @@ async def test_a_change_kept_waiting_is_409_at_the_databases_lock_timeout(
     # DB_LOCK_TIMEOUT's 409, not a 503 at the client's own bound (DB_STATEMENT_TIMEOUT + 1 s).
     assert blocked.status_code == 409, blocked.text
     assert waited < 4, waited
+
+
+async def test_readiness_answers_within_its_timeout_while_pgbouncer_has_no_server_free(
+    pooled_url: str,
+) -> None:
+    # Every server connection PgBouncer may open (default_pool_size) held in a transaction: the
+    # probe's connection waits for one, and its cancelled first connect takes longer to end.
+    holders = [
+        await asyncpg.connect(asyncpg_dsn(pooled_url), statement_cache_size=0)
+        for _ in range(POOLED_SERVER_CONNECTIONS)
+    ]
+    try:
+        for holder in holders:
+            await holder.execute("BEGIN; SELECT 1")
+        settings = settings_for(pooled_url, db_behind_pooler=True, readiness_timeout=2)
+        async with started(settings) as (_, client):
+            began = time.monotonic()
+            probe = await client.get("/readyz")
+            waited = time.monotonic() - began
+    finally:
+        for holder in holders:
+            await holder.close()
+    assert probe.status_code == 503
+    assert probe.json()["checks"] == {"database": "unavailable"}
+    # Not twice READINESS_TIMEOUT, as before; with room for a busy machine.
+    assert waited < 3.5, waited
