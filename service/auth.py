@@ -310,10 +310,10 @@ class BearerAuthentication(HTTPBearer):
         if credentials is not None:
             return token_verifier(request.app).verify(credentials.credentials)
         authorization = request.headers.get("authorization")
-        if authorization is None:
+        if not authorization:  # absent, or sent empty (as clients clear a default header)
             return ANONYMOUS
         scheme, _, _ = authorization.partition(" ")
-        if scheme.lower() in ("", "bearer"):
+        if scheme.lower() == "bearer":
             raise MalformedAuthorization(EMPTY_BEARER)
         # RFC 6750 3: to a client that tried another authentication method, the bare challenge.
         raise AuthenticationRequired(ANOTHER_SCHEME)
@@ -356,8 +356,8 @@ VARY_RESPONSE_HEADER = header(
 # OpenAPI: what authentication and the rules answer. The operations' 400s name this cause
 # among theirs.
 MALFORMED_AUTHORIZATION = (
-    "the Authorization header is sent twice or has no token (`header`; WWW-Authenticate: Bearer "
-    'error="invalid_request")'
+    "the Authorization header is sent twice, or says Bearer without a token (`header`; "
+    'WWW-Authenticate: Bearer error="invalid_request")'
 )
 _INVALID_TOKEN = problem_response(
     401,

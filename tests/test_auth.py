@@ -191,12 +191,25 @@ def assert_malformed_authorization(response: httpx.Response) -> None:
     assert challenge.startswith('Bearer error="invalid_request"'), challenge
 
 
-@pytest.mark.parametrize("header", ["Bearer", "bearer", "BEARER", ""])
+@pytest.mark.parametrize("header", ["Bearer", "bearer", "BEARER"])
 async def test_authorization_without_a_token_is_400_invalid_request(
     anonymous_client: httpx.AsyncClient, header: str
 ) -> None:
     response = await anonymous_client.get("/sessions", headers={"Authorization": header})
     assert_malformed_authorization(response)
+
+
+async def test_an_empty_authorization_header_is_no_credentials(
+    anonymous_client: httpx.AsyncClient,
+) -> None:
+    # As a client sends it to clear a default header: anonymous, as without the header.
+    read = await anonymous_client.get("/sessions", headers={"Authorization": ""})
+    assert read.status_code == 200, read.text
+    write = await anonymous_client.post(
+        "/sessions", json=session_body(), headers={"Authorization": ""}
+    )
+    assert write.status_code == 401, write.text
+    assert write.headers["www-authenticate"] == "Bearer"
 
 
 @pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Token abc", "Digest username=x"])
