@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
-from service.db import Base, is_lock_not_available
+from service.db import Base, is_lock_not_available, pooled_statements
 from service.migrations import (
     MIGRATION_LOCK_KEY,
     MIGRATION_LOCK_PATIENCE,
@@ -77,8 +77,10 @@ def do_run_migrations(connection: Connection) -> None:
 
 
 async def run_migrations_online() -> None:
+    settings = get_settings()
     engine = create_async_engine(
-        database_url(), connect_args={"timeout": get_settings().db_connect_timeout}
+        database_url(),
+        connect_args={"timeout": settings.db_connect_timeout} | pooled_statements(settings),
     )
     deadline = time.monotonic() + MIGRATION_LOCK_PATIENCE
     try:

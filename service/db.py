@@ -144,18 +144,25 @@ def _connect_args(settings: Settings) -> dict[str, Any]:
         "command_timeout": settings.db_statement_timeout + 1,
     }
     if settings.db_behind_pooler:
-        # asyncpg's own statements unnamed (its cache off), SQLAlchemy's each under a name of its
-        # own: a transaction pooler may run the next statement on a server connection that has
-        # another statement of the same name, or none.
-        return args | {
-            "statement_cache_size": 0,
-            "prepared_statement_cache_size": 0,
-            "prepared_statement_name_func": _unique_statement_name,
-        }
+        return args | pooled_statements(settings)
     # For every statement of the connection, in milliseconds. Only writes wait for row locks;
     # reads wait for a lock only while DDL (a migration) holds the table. The migrations have
     # an engine and a lock_timeout of their own (alembic/env.py).
     return args | {"server_settings": server_timeouts(settings)}
+
+
+def pooled_statements(settings: Settings) -> dict[str, Any]:
+    """Behind a pooler (DB_BEHIND_POOLER), the connect arguments that keep prepared statements
+    apart: asyncpg's own unnamed (its cache off), SQLAlchemy's each under a name of its own. A
+    transaction pooler may run the next statement on a server connection that has another
+    statement of the same name (a client's before), or none."""
+    if not settings.db_behind_pooler:
+        return {}
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": _unique_statement_name,
+    }
 
 
 def server_timeouts(settings: Settings) -> dict[str, str]:

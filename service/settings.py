@@ -186,6 +186,13 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _pooler_named(self) -> Self:
+        # The embedded PostgreSQL is not behind one, and would run without any timeout.
+        if self.db_behind_pooler and not self.database_url:
+            raise ValueError("DB_BEHIND_POOLER needs DATABASE_URL: the pooler's URL")
+        return self
+
     @field_validator("jwt_algorithms", "cors_origins", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:

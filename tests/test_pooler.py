@@ -10,6 +10,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -249,3 +250,19 @@ async def test_readiness_answers_within_its_timeout_while_pgbouncer_has_no_serve
     assert probe.json()["checks"] == {"database": "unavailable"}
     # Not twice READINESS_TIMEOUT, as before; with room for a busy machine.
     assert waited < 3.5, waited
+
+
+def test_migrate_runs_again_and_again_through_transaction_pooling(pooled_url: str) -> None:
+    # Each run a process of its own (asyncpg numbers its statements per process, from 1), on
+    # server connections an earlier run used, which keep the statements it prepared.
+    environment = os.environ | {"DATABASE_URL": pooled_url, "DB_BEHIND_POOLER": "true"}
+    for _ in range(3):
+        run = subprocess.run(
+            [sys.executable, "-m", "service", "migrate"],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr

@@ -27,6 +27,7 @@ from service.settings import Settings
         ({"db_pool_timeout": 1e300}, "less than or equal to 86400"),
         ({"readiness_timeout": float("inf")}, "finite number"),
         ({"jwt_algorithms": ""}, "at least 1 item"),
+        ({"db_behind_pooler": True}, "DB_BEHIND_POOLER needs DATABASE_URL"),
         ({"jwt_public_key": "garbage"}, "is not a PEM public key"),
         ({"jwt_public_key_file": Path("/nonexistent/key.pem")}, "cannot be read"),
     ],
