@@ -11,6 +11,7 @@ Bearer without a token) 400 with `error="invalid_request"`, and one of another s
 """
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -32,6 +33,8 @@ from service.settings import DEVELOPMENT_JWT_SECRET, Settings
 
 logger = logging.getLogger(__name__)
 
+# An auth-scheme is a token (RFC 9110 11.1): what follows it (a tab, a comma) is no part of it.
+_AUTH_SCHEME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 EMPTY_BEARER = 'The Authorization header has no token: send "Bearer <token>".'
 ANOTHER_SCHEME = 'This service takes a bearer token: send "Authorization: Bearer <token>".'
 
@@ -312,8 +315,8 @@ class BearerAuthentication(HTTPBearer):
         authorization = request.headers.get("authorization")
         if not authorization:  # absent, or sent empty (as clients clear a default header)
             return ANONYMOUS
-        scheme, _, _ = authorization.partition(" ")
-        if scheme.lower() == "bearer":
+        scheme = _AUTH_SCHEME.match(authorization)
+        if scheme and scheme.group().lower() == "bearer":
             raise MalformedAuthorization(EMPTY_BEARER)
         # RFC 6750 3: to a client that tried another authentication method, the bare challenge.
         raise AuthenticationRequired(ANOTHER_SCHEME)

@@ -240,21 +240,23 @@ class StrictInputRoute(APIRoute):
             try:
                 return await handler(IJSONRequest(request.scope, request.receive))
             except (RequestValidationError, HTTPException) as exc:
-                raise _without_frames(exc) from exc.__cause__
+                _drop_tracebacks(exc)
+                raise
 
         return read_once_accepted
 
 
-def _without_frames(exc: BaseException) -> BaseException:
-    """A client's error, without the tracebacks of it and of its causes.
+def _drop_tracebacks(exc: BaseException) -> None:
+    """Take the tracebacks off a client's error and off its causes.
 
     FastAPI raises the error of a body it cannot parse from the frame that read it, which holds
     the error (a local variable) and the body: a reference cycle, through each traceback, that
     only the cyclic garbage collector frees, and the served process runs it rarely (service.cli).
     A request's error needs no traceback: the client gets its problem, nothing is logged.
     """
+    seen: set[int] = set()
     cause: BaseException | None = exc
-    while cause is not None:
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
         cause.__traceback__ = None
         cause = cause.__cause__ or cause.__context__
-    return exc

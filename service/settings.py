@@ -1,3 +1,5 @@
+import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -89,10 +91,14 @@ def to_asyncpg_url(url: str) -> str:
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 
 def _not_an_origin(origin: str) -> str | None:
-    """What keeps `origin` from being the serialization of an origin (RFC 6454 6.2), or None."""
+    """What keeps `origin` from being an origin as browsers send it (RFC 6454 6.2: scheme, host
+    and port, in lower case, the host in ASCII, a default port left out), or None."""
+    if origin == "null":
+        return "the opaque origin of sandboxed and file: pages, which any page may send"
     parts = urlsplit(origin)
     if not parts.scheme or not parts.hostname:
         return "no scheme://host"
@@ -100,15 +106,35 @@ def _not_an_origin(origin: str) -> str | None:
         return "a path, a query or a fragment"
     if "@" in parts.netloc:
         return "a user name"
-    if origin != origin.lower():
-        return "capitals: a scheme and a host are sent in lower case"
     try:
         port = parts.port
+        host = _ascii_host(parts.hostname)
     except ValueError:
-        return "a port that is not one"
-    if port is not None and port == DEFAULT_PORTS.get(parts.scheme):
-        return "the scheme's default port, which browsers leave out"
+        return "not a host and a port"
+    if port == DEFAULT_PORTS.get(parts.scheme):
+        port = None
+    sent = f"{parts.scheme.lower()}://{host}" + ("" if port is None else f":{port}")
+    if origin != sent:
+        return f"browsers send {sent}"
     return None
+
+
+def _ascii_host(host: str) -> str:
+    """The host as a browser serializes it: an IP address in its shortest form, a name in
+    lower-case ASCII (IDNA); ValueError for what is neither, a wildcard (*.example) included."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return f"[{address.compressed}]" if address.version == 6 else address.compressed
+    try:
+        name = host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise ValueError(host) from None
+    if not _HOST_NAME.fullmatch(name):
+        raise ValueError(host)
+    return name
 
 
 class Settings(BaseSettings):

@@ -191,7 +191,7 @@ def assert_malformed_authorization(response: httpx.Response) -> None:
     assert challenge.startswith('Bearer error="invalid_request"'), challenge
 
 
-@pytest.mark.parametrize("header", ["Bearer", "bearer", "BEARER"])
+@pytest.mark.parametrize("header", ["Bearer", "bearer", "BEARER", "Bearer\tabc", "Bearer,abc"])
 async def test_authorization_without_a_token_is_400_invalid_request(
     anonymous_client: httpx.AsyncClient, header: str
 ) -> None:

@@ -42,13 +42,22 @@ def test_unusable_settings_are_refused(values: dict[str, Any], error: str) -> No
     [
         ("https://app.example/", "a path"),
         ("https://app.example/admin", "a path"),
-        ("HTTPS://app.example", "capitals"),
-        ("https://App.example", "capitals"),
-        ("https://app.example:443", "default port"),
-        ("http://app.example:80", "default port"),
-        ("https://app.example:99999", "a port that is not one"),
+        ("HTTPS://app.example", "send https://app.example"),
+        ("https://App.example", "send https://app.example"),
+        ("https://app.example:443", "send https://app.example\\)"),
+        ("http://app.example:80", "send http://app.example\\)"),
+        ("https://app.example:", "send https://app.example\\)"),
+        ("https://app.example:08080", "send https://app.example:8080"),
+        ("https://bücher.example", "send https://xn--bcher-kva.example"),
+        ("http://[0:0:0:0:0:0:0:1]:3000", r"send http://\[::1\]:3000"),
+        ("https://app.example:99999", "not a host and a port"),
+        ("https://*.example.com", "not a host and a port"),
+        ("https://ap p.example", "not a host and a port"),
+        ("https://%41pp.example", "not a host and a port"),
+        ("https://app.example;x", "not a host and a port"),
         ("app.example", "no scheme://host"),
         ("https://user@app.example", "a user name"),
+        ("null", "the opaque origin"),
     ],
 )
 def test_a_cors_origin_that_no_browser_sends_is_refused(origin: str, error: str) -> None:
@@ -60,11 +69,15 @@ def test_a_cors_origin_that_no_browser_sends_is_refused(origin: str, error: str)
 
 def test_cors_origins_as_browsers_send_them_are_taken() -> None:
     origins = "https://app.example, http://127.0.0.1:5173,https://[::1]:8443,*"
+    origins += ",https://xn--bcher-kva.example,http://localhost,https://a-b.example:8080"
     assert Settings(cors_origins=origins).cors_origins == [
         "https://app.example",
         "http://127.0.0.1:5173",
         "https://[::1]:8443",
         "*",
+        "https://xn--bcher-kva.example",
+        "http://localhost",
+        "https://a-b.example:8080",
     ]
 
 
