@@ -20,6 +20,7 @@ from pydantic import MISSING, BaseModel, ConfigDict, Field
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -198,6 +199,12 @@ class InvalidInput(ServiceError):
             INVALID_REQUEST,
             errors=[{"location": list(location), "message": message, "type": kind}],
         )
+
+
+# What reading a body the client sent may raise, FastAPI's 400 then its cause: a body that is not
+# JSON (not UTF-8, malformed, nested too deeply, not I-JSON), or a client gone before it ended.
+# Anything else is a bug of the service's, a 500.
+UNREADABLE_BODY = (ValueError, RecursionError, ClientDisconnect)
 
 
 class NotIJSON(ValueError):
@@ -386,7 +393,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    if exc.status_code == HTTPStatus.BAD_REQUEST and exc.__cause__ is not None:
+    if exc.status_code == HTTPStatus.BAD_REQUEST and isinstance(exc.__cause__, UNREADABLE_BODY):
         # FastAPI's 400 for a body it could not decode at all (not UTF-8, nested too deeply, a
         # member named twice): malformed JSON, a 422 like every other one.
         message = "Invalid JSON"

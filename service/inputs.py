@@ -33,7 +33,13 @@ from pydantic import BaseModel
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 
-from service.errors import BadRequest, DuplicateMember, NotANumber, ServiceError
+from service.errors import (
+    UNREADABLE_BODY,
+    BadRequest,
+    DuplicateMember,
+    NotANumber,
+    ServiceError,
+)
 
 # The media types a request body may be sent as, by method (the service's only bodies are
 # POST /sessions and PATCH /sessions/{id}). A body without Content-Type is none of them: FastAPI
@@ -240,6 +246,10 @@ class StrictInputRoute(APIRoute):
             try:
                 return await handler(IJSONRequest(request.scope, request.receive))
             except (RequestValidationError, HTTPException) as exc:
+                if exc.__cause__ is not None and not isinstance(exc.__cause__, UNREADABLE_BODY):
+                    # Reading the body failed otherwise than on the client's body (FastAPI
+                    # answers any error there 400): a bug, to be logged, its traceback whole.
+                    raise exc.__cause__ from None
                 _drop_tracebacks(exc)
                 raise
 

@@ -4,11 +4,13 @@
 """
 
 import gc
+import logging
 import tracemalloc
 
 import httpx
 import pytest
 
+from service.inputs import IJSONRequest
 from tests.conftest import assert_problem, create_session
 
 REPEATED = [
@@ -153,3 +155,22 @@ async def test_a_refused_body_is_freed_with_its_request(
         tracemalloc.stop()
         gc.enable()
     assert retained < len(content), retained
+
+
+async def test_a_bug_in_reading_a_body_is_a_logged_500_not_the_clients_422(
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # FastAPI answers any error of reading a body 400, which the service tells as malformed
+    # JSON: one that is not about the body the client sent must not hide so.
+    async def broken(self: IJSONRequest) -> object:
+        raise AttributeError("a bug")
+
+    monkeypatch.setattr(IJSONRequest, "json", broken)
+    with caplog.at_level(logging.ERROR, logger="service.errors"):
+        response = await client.post("/sessions", json={"event_id": 1, "title": "A"})
+    assert_problem(response, 500)
+    [logged] = [record for record in caplog.records if record.name == "service.errors"]
+    assert logged.exc_info is not None
+    assert logged.exc_info[0] is AttributeError
