@@ -7,6 +7,7 @@ a title and a sentence written for it.
 import asyncio
 import json
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from http import HTTPStatus
@@ -16,6 +17,8 @@ import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
 from pydantic import MISSING, BaseModel, ConfigDict, Field
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
@@ -460,7 +463,13 @@ def _internal_error(request: Request) -> Response:
 
 
 def _logged_internal_error(method: str, path: str) -> Response:
+    """The 500 of the exception being handled, logged with its traceback, and recorded on the
+    request's span where it is traced: answered here, it never reaches FastAPI's tracing."""
     logger.exception("unhandled error on %s %s", method, path[:500])
+    if (error := sys.exc_info()[1]) is not None:
+        span = trace.get_current_span()
+        span.record_exception(error)
+        span.set_status(StatusCode.ERROR, type(error).__name__)
     return problem(500, "An unexpected error occurred.")
 
 

@@ -26,6 +26,9 @@ class RequestContextFilter(logging.Filter):
         if span.is_valid:
             record.trace_id = trace.format_trace_id(span.trace_id)
             record.span_id = trace.format_span_id(span.span_id)
+            # Whether the trace is exported: a sampler may drop it (the caller's traceparent,
+            # or OTEL_TRACES_SAMPLER), and its ids still relate the lines of other services.
+            record.trace_sampled = span.trace_flags.sampled
         return True
 
 

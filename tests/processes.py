@@ -53,6 +53,7 @@ class ServiceProcess:
     def __init__(
         self, database_url: str, *, command: Sequence[str] = SERVE, **environment: str
     ) -> None:
+        self.database_url = database_url
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         # A file, not a pipe: a full pipe would block the service's logging, and so the service.

@@ -2,6 +2,7 @@
 process or FASTAPI_OTEL_AUTO_CONFIGURE sets one up for an OTLP collector, and the trace and span
 ids on the log lines."""
 
+import asyncio
 import json
 import logging
 import sys
@@ -12,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -21,10 +23,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from service.logs import RequestContextFilter
 from service.middleware import QUIET_ROUTES
-from tests.conftest import ADMIN_HEADERS, migrated_database, session_body
+from tests.conftest import ADMIN_HEADERS, asyncpg_dsn, migrated_database, session_body
 from tests.processes import ServiceProcess, eventually, free_port
 
 # What an operator's OpenTelemetry setup does before the app starts (opentelemetry-instrument's
@@ -301,6 +304,51 @@ def test_a_line_names_the_span_current_where_it_is_written() -> None:
     context = span.get_span_context()
     assert record.trace_id == f"{context.trace_id:032x}"  # type: ignore[attr-defined]
     assert record.span_id == f"{context.span_id:016x}"  # type: ignore[attr-defined]
+
+
+def test_a_line_says_whether_its_trace_is_exported() -> None:
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    with provider.get_tracer("tests").start_as_current_span("work"):
+        record = record_filtered()
+    assert record.trace_sampled is False  # type: ignore[attr-defined]
+    with TracerProvider().get_tracer("tests").start_as_current_span("work"):
+        assert record_filtered().trace_sampled is True  # type: ignore[attr-defined]
+
+
+def test_a_500_records_its_exception_on_the_requests_span(traced: Any) -> None:
+    # Answered by the service's own handlers, the exception never reaches FastAPI's tracing.
+    service, spans = traced
+    title = "Refused by a trigger"
+    asyncio.run(_refuse_inserts_titled(service.database_url, title))
+    failing = "e" * 32
+    response = httpx.post(
+        f"{service.base_url}/sessions",
+        json=session_body(title=title),
+        headers=ADMIN_HEADERS | {"traceparent": f"00-{failing}-{CALLER_SPAN}-01"},
+    )
+    assert response.status_code == 500
+    span = server_span(spans, failing)
+    assert span["status"]["status_code"] == "ERROR"
+    [event] = [event for event in span["events"] if event["name"] == "exception"]
+    assert "a bug of the test's" in event["attributes"]["exception.message"]
+    assert "Traceback" in event["attributes"]["exception.stacktrace"]
+
+
+async def _refuse_inserts_titled(database_url: str, title: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await conn.execute(
+            f"""
+            CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.title = '{title}' THEN RAISE EXCEPTION 'a bug of the test''s'; END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse BEFORE INSERT ON sessions FOR EACH ROW EXECUTE FUNCTION refuse();
+            """
+        )
+    finally:
+        await conn.close()
 
 
 def test_a_line_names_no_trace_where_nothing_is_traced() -> None:
