@@ -255,7 +255,9 @@ CREATE TRIGGER slow_update BEFORE UPDATE ON sessions
 async def test_write_past_the_statement_timeout_is_503_query_canceled_and_changes_nothing(
     database_url: str, engine: AsyncEngine, stored: StoredRows, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = Settings(database_url=database_url, db_statement_timeout=0.5, db_lock_timeout=0.2)
+    # Long enough that the quick statements around it are never cut short on a busy machine (at
+    # 0.5 s, the POST before it once was); the slow one takes a minute.
+    settings = Settings(database_url=database_url, db_statement_timeout=2, db_lock_timeout=0.2)
     await stored.conn.execute(SLOW_UPDATE)
     try:
         async with started(settings) as (_, client):
