@@ -37,6 +37,12 @@ def compared(
     return not (type_ == "index" and name in TRIGRAM_INDEXES)
 
 
+# A migration takes as long as it takes (0005 builds indexes for minutes on a large table), and
+# waits for another migrate's lock: not bounded by a statement_timeout that the role or the
+# database may set for the service (README, Behind PgBouncer).
+NO_STATEMENT_TIMEOUT = "SET LOCAL statement_timeout = 0"
+
+
 def database_url() -> str:
     url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
     if not url:
@@ -49,11 +55,13 @@ def run_migrations_offline() -> None:
     one transaction, taking the lock a migrate takes."""
     context.configure(url=database_url(), target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
+        context.execute(NO_STATEMENT_TIMEOUT)
         context.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         context.run_migrations()
 
 
 def do_run_migrations(connection: Connection) -> None:
+    connection.execute(text(NO_STATEMENT_TIMEOUT))
     # One migrate at a time: init containers of several replicas start together. The lock is
     # the transaction's, which then reads the revision the one before it committed.
     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})

@@ -14,13 +14,22 @@ from pathlib import Path
 import asyncpg
 import pytest
 from alembic.script import ScriptDirectory
+from sqlalchemy.engine import make_url
 
 from alembic import command
 from service.cli import embedded_postgres
 from service.migrations import MIGRATION_LOCK_KEY, alembic_config
 from service.models import TRIGRAM_INDEXES
 from service.settings import to_asyncpg_url
-from tests.conftest import asyncpg_dsn, create_database, database_role, drop_database
+from tests.conftest import (
+    asyncpg_dsn,
+    create_database,
+    create_session,
+    database_role,
+    drop_database,
+    settings_for,
+    started,
+)
 
 
 @pytest.fixture
@@ -92,6 +101,32 @@ def test_migrates_started_together_take_turns(empty_database: str) -> None:
         _, errors = run.communicate(timeout=120)
         assert run.returncode == 0, errors.decode()
     assert "sessions" in asyncio.run(tables(empty_database))
+
+
+async def test_migrate_is_not_cut_short_by_a_statement_timeout_of_the_database(
+    empty_database: str,
+) -> None:
+    # As behind PgBouncer, where the service's timeouts are the role's or the database's (README):
+    # a migrate waiting for another's lock, or building an index, takes longer than a request.
+    conn = await asyncpg.connect(asyncpg_dsn(empty_database))
+    try:
+        name = make_url(empty_database).database
+        await conn.execute(f"ALTER DATABASE \"{name}\" SET statement_timeout = '100ms'")
+        holder = await asyncpg.connect(asyncpg_dsn(empty_database))
+        try:
+            async with holder.transaction():
+                await holder.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+                waiting = asyncio.create_task(
+                    asyncio.to_thread(command.upgrade, alembic_config(empty_database), "head")
+                )
+                await asyncio.sleep(1)
+                assert not waiting.done()
+        finally:
+            await holder.close()
+        await waiting
+    finally:
+        await conn.close()
+    assert "sessions" in await tables(empty_database)
 
 
 async def test_migrate_leaves_a_newer_release_schema_as_it_is(empty_database: str) -> None:
@@ -399,3 +434,35 @@ async def test_upgrade_without_pg_trgm_skips_the_trigram_indexes(
             assert await tables(url) == {"alembic_version"}
         finally:
             await asyncio.to_thread(server.cleanup)
+
+
+# The README's grants (Roles), for a service that connects as a role of its own: `{role}` is the
+# service's, `{owner}` the one that runs migrate.
+SERVICE_ROLE_GRANTS = [
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+    "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}",
+    "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}",
+    "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT USAGE ON SEQUENCES TO {role}",
+]
+
+
+async def test_the_readmes_grants_let_a_role_of_its_own_serve_across_later_migrations(
+    empty_database: str,
+) -> None:
+    # Granted after a first migrate, before one that adds a table (0006's session_departures).
+    config = alembic_config(empty_database)
+    await asyncio.to_thread(command.upgrade, config, "0005")
+    owner = make_url(empty_database).username
+    grants = [grant.replace("{owner}", f'"{owner}"') for grant in SERVICE_ROLE_GRANTS]
+    async with database_role(empty_database, *grants) as as_role:
+        await asyncio.to_thread(command.upgrade, config, "head")
+        async with started(settings_for(as_role)) as (_, client):
+            created = await create_session(client, event_id=1, state="accepted")
+            moved = await client.patch(f"/sessions/{created['id']}", json={"event_id": 2})
+            assert moved.status_code == 200, moved.text
+            departures = await client.get("/sessions/changes", params={"event_id": 1})
+            assert departures.status_code == 200, departures.text
+            assert [item["id"] for item in departures.json()["items"]] == [created["id"]]
+            assert (await client.delete(f"/sessions/{created['id']}")).status_code == 204
+            assert (await client.get("/readyz")).status_code == 200
