@@ -144,7 +144,7 @@ def _connect_args(settings: Settings) -> dict[str, Any]:
         "command_timeout": settings.db_statement_timeout + 1,
     }
     if settings.db_behind_pooler:
-        return args | pooled_statements(settings)
+        return args | pooled_statements(settings)  # the timeouts are the role's (README)
     # For every statement of the connection, in milliseconds. Only writes wait for row locks;
     # reads wait for a lock only while DDL (a migration) holds the table. The migrations have
     # an engine and a lock_timeout of their own (alembic/env.py).

@@ -9,6 +9,7 @@ import logging
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -81,9 +82,13 @@ pidfile = {directory}/pgbouncer.pid
         user = _unprivileged_user()
         assert PGBOUNCER is not None
         command = [PGBOUNCER, *(["-u", user] if user else []), str(config)]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # A file, not a pipe: PgBouncer also logs each connection to stderr, and a pipe nobody
+        # reads would fill and stop it.
+        output = Path(directory) / "output.log"
+        with output.open("wb") as sink:
+            process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
         try:
-            _wait_for_port(port, process)
+            _wait_for_port(port, process, output)
             yield (
                 make_url(database_url)
                 .set(host="127.0.0.1", port=port, database="pooled", query={})
@@ -94,14 +99,11 @@ pidfile = {directory}/pgbouncer.pid
             process.wait(timeout=10)
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    import socket
-
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], output: Path) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            output = process.stdout.read().decode() if process.stdout else ""
-            pytest.fail(f"PgBouncer did not start: {output}")
+            pytest.fail(f"PgBouncer did not start: {output.read_text(errors='replace')}")
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 return
