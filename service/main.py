@@ -90,7 +90,7 @@ def configure(app: FastAPI, settings: Settings) -> None:
     # Read once: /readyz compares the database with these on every probe.
     app.state.migration_heads = migration_heads()
     app.state.known_revisions = known_revisions()
-    app.state.schema_check = None  # the one in flight (service.ops._database_schema)
+    app.state.database_check = None  # the one in flight (service.ops._database_state)
 
 
 def _quiet(scope: MutableMapping[str, Any]) -> bool:

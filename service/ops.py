@@ -7,17 +7,18 @@ tests are about /sessions, and /metrics is not JSON at all. Each answers HEAD as
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import APIRouter, Request, Response
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.exc import ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.datastructures import State
 
 from service.db import DATABASE_ERRORS, UNDEFINED_TABLE, driver_reason, server_timeouts, sqlstate
 from service.errors import problem
 from service.metrics import Metrics
+from service.models import IdempotencyKey, Session, SessionDeparture
 
 router = APIRouter(include_in_schema=False)
 
@@ -33,22 +34,30 @@ async def healthz() -> dict[str, str]:
 
 @router.api_route("/readyz", methods=["GET", "HEAD"])
 async def readyz(request: Request) -> Any:
-    """Readiness: the database answers within READINESS_TIMEOUT and its schema is one this
-    code can serve; asked on a connection of its own, not the requests' pool (see
-    service.db.create_probe_engine)."""
+    """Readiness: the database answers within READINESS_TIMEOUT, its schema is one this code
+    can serve, and the service's role holds the privileges it needs on every table; asked on a
+    connection of its own, not the requests' pool (see service.db.create_probe_engine)."""
     try:
-        schema = await _database_schema(request.app.state)
+        database = await _database_state(request.app.state)
     except DATABASE_ERRORS as exc:  # any of them: not ready. Other errors (a bug) stay 500s.
         logger.warning("not ready: the database is unavailable (%s)", driver_reason(exc))
         return _not_ready("The database is unavailable.", database="unavailable")
-    if schema in NOT_SERVABLE:
-        logger.warning("not ready: the database schema is %s", schema)
+    if database.schema in NOT_SERVABLE:
+        logger.warning("not ready: the database schema is %s", database.schema)
         return _not_ready(
             "The database schema is not migrated to this version: run `sessions-service migrate`.",
             database="ok",
-            schema=schema,
+            schema=database.schema,
         )
-    return {"status": "ready", "checks": {"database": "ok", "schema": schema}}
+    if database.missing_privileges:
+        logger.warning("not ready: %s", database.privileges_detail)
+        return _not_ready(
+            f"The service's database role lacks privileges: {database.privileges_detail}.",
+            database="ok",
+            schema=database.schema,
+            privileges="missing",
+        )
+    return {"status": "ready", "checks": {"database": "ok", "schema": database.schema}}
 
 
 @router.api_route("/metrics", methods=["GET", "HEAD"])
@@ -59,16 +68,19 @@ async def metrics(request: Request) -> Response:
 
 
 async def log_schema_state(state: State) -> None:
-    """At start, an error in the log if the database's schema is one this code cannot serve:
-    until `migrate` runs, every request that reads it is a 503. A database that does not answer
-    yet is only a warning: the service starts all the same, and recovers when it does."""
+    """At start, an error in the log if the database's schema is one this code cannot serve
+    (until `migrate` runs, every request that reads it is a 503) or if the service's role lacks
+    a privilege it needs (the requests that need it would be 500s). A database that does not
+    answer yet is only a warning: the service starts all the same, and recovers when it does."""
     try:
-        schema = await _database_schema(state)
+        database = await _database_state(state)
     except DATABASE_ERRORS as exc:
         logger.warning("the database is unavailable at start (%s)", driver_reason(exc))
         return
-    if schema in NOT_SERVABLE:
-        logger.error("the database schema is %s: run `sessions-service migrate`", schema)
+    if database.schema in NOT_SERVABLE:
+        logger.error("the database schema is %s: run `sessions-service migrate`", database.schema)
+    elif database.missing_privileges:
+        logger.error("the service's database role lacks %s", database.privileges_detail)
 
 
 async def log_pooled_timeouts(state: State) -> None:
@@ -103,15 +115,27 @@ _TIMEOUTS = text(
 )
 
 
-async def _database_schema(state: State) -> str:
-    """schema_state of the app's database, asked within READINESS_TIMEOUT.
+class DatabaseState(NamedTuple):
+    schema: str  # see schema_state
+    missing_privileges: tuple[tuple[str, str], ...]  # (privilege, table), when servable
+
+    @property
+    def privileges_detail(self) -> str:
+        missing = ", ".join(
+            f"{privilege} on {table}" for privilege, table in self.missing_privileges
+        )
+        return f"{missing} (see README, Roles)"
+
+
+async def _database_state(state: State) -> DatabaseState:
+    """The app's database as readiness sees it, asked within READINESS_TIMEOUT.
 
     Asked once at a time: a probe that comes while it is being asked gets the same answer.
     Each asking takes a connection of its own (the probe engine has no pool), and /readyz is
     open to anyone: many at once would each have taken one of the server's connections."""
-    check: asyncio.Task[str] | None = state.schema_check
+    check: asyncio.Task[DatabaseState] | None = state.database_check
     if check is None or check.done():
-        check = state.schema_check = asyncio.create_task(_ask_database_schema(state))
+        check = state.database_check = asyncio.create_task(_ask_database_state(state))
         # Retrieved even when every probe that waited for it has gone.
         check.add_done_callback(lambda done: done.cancelled() or done.exception())
     # Shielded: a probe that goes (its client closed the connection) leaves it to the others;
@@ -122,22 +146,44 @@ async def _database_schema(state: State) -> str:
         return await asyncio.shield(check)
 
 
-async def _ask_database_schema(state: State) -> str:
+async def _ask_database_state(state: State) -> DatabaseState:
     async with asyncio.timeout(state.settings.readiness_timeout):
-        revisions = await _applied_revisions(state.probe_engine)
-    return schema_state(revisions, state.migration_heads, state.known_revisions)
+        async with state.probe_engine.connect() as conn:
+            revisions = await _applied_revisions(conn)
+            schema = schema_state(revisions, state.migration_heads, state.known_revisions)
+            if schema in NOT_SERVABLE:  # its tables may not be there to ask about
+                return DatabaseState(schema, ())
+            rows = await conn.execute(_MISSING_PRIVILEGES)
+            return DatabaseState(schema, tuple((privilege, table) for privilege, table in rows))
 
 
-async def _applied_revisions(engine: AsyncEngine) -> frozenset[str] | None:
+# What README's Roles section grants on every table of the service, and what it uses of them
+# (SELECT … FOR UPDATE needs UPDATE; idempotency keys and departures are deleted). A table
+# that is not there counts as missing all of them.
+SERVICE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+SERVICE_TABLES = (Session, SessionDeparture, IdempotencyKey)
+_MISSING_PRIVILEGES = text(
+    "SELECT privilege, table_name "
+    "FROM unnest(CAST(:tables AS text[])) AS t(table_name), "
+    "unnest(CAST(:privileges AS text[])) AS p(privilege) "
+    "WHERE to_regclass(table_name) IS NULL "
+    "OR NOT has_table_privilege(to_regclass(table_name), privilege) "
+    "ORDER BY table_name, array_position(CAST(:privileges AS text[]), privilege)"
+).bindparams(
+    bindparam("tables", [model.__tablename__ for model in SERVICE_TABLES]),
+    bindparam("privileges", list(SERVICE_PRIVILEGES)),
+)
+
+
+async def _applied_revisions(conn: AsyncConnection) -> frozenset[str] | None:
     """The revisions alembic_version records; None when there is no such table."""
-    async with engine.connect() as conn:
-        try:
-            rows = await conn.execute(text("SELECT version_num FROM alembic_version"))
-        except ProgrammingError as exc:
-            if sqlstate(exc) == UNDEFINED_TABLE:  # never migrated
-                return None
-            raise  # another reason, such as a role that may not read it: the database's own
-        return frozenset(rows.scalars())
+    try:
+        rows = await conn.execute(text("SELECT version_num FROM alembic_version"))
+    except ProgrammingError as exc:
+        if sqlstate(exc) == UNDEFINED_TABLE:  # never migrated
+            return None
+        raise  # another reason, such as a role that may not read it: the database's own
+    return frozenset(rows.scalars())
 
 
 NOT_SERVABLE = frozenset({"missing", "behind"})

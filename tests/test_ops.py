@@ -15,7 +15,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from alembic import command
+from service.db import Base
 from service.migrations import alembic_config, migrate
+from service.ops import SERVICE_PRIVILEGES, SERVICE_TABLES
 from service.settings import Settings
 from tests.conftest import (
     PROBLEM_JSON,
@@ -130,6 +132,79 @@ async def test_readyz_does_not_take_a_schema_it_may_not_read_for_a_missing_one(
     reasons = [record.getMessage() for record in caplog.records]
     assert any("permission denied for table alembic_version" in reason for reason in reasons)
     assert not any("migrate" in reason for reason in reasons)
+
+
+# Exactly what /readyz asks of the service's role: no sequence privileges (the id is an
+# identity column), nothing beyond these four on the service's own tables.
+TABLE_GRANTS = [
+    f"GRANT {', '.join(SERVICE_PRIVILEGES)} ON {table.name} TO {{role}}"
+    for table in Base.metadata.sorted_tables
+] + ["GRANT SELECT ON alembic_version TO {role}"]
+
+
+async def test_readyz_passes_a_role_with_what_it_asks_and_every_write_works(
+    fresh_database: str,
+) -> None:
+    # A table of the models that /readyz would not ask about could be missing its grants.
+    assert {model.__tablename__ for model in SERVICE_TABLES} == set(Base.metadata.tables)
+    await asyncio.to_thread(migrate, fresh_database)
+    async with (
+        database_role(fresh_database, *TABLE_GRANTS) as url,
+        started(Settings(database_url=url)) as (_, client),
+    ):
+        assert (await client.get("/readyz")).status_code == 200
+        key = {"Idempotency-Key": '"readiness-grants"'}
+        created = await client.post("/sessions", json=session_body(event_id=1), headers=key)
+        assert created.status_code == 201, created.text
+        replayed = await client.post("/sessions", json=session_body(event_id=1), headers=key)
+        assert replayed.json() == created.json()
+        path = f"/sessions/{created.json()['id']}"
+        etag = created.headers["ETag"]
+        for event_id in (2, 1):  # a departure from event 1 recorded, then dropped
+            moved = await client.patch(
+                path, json={"event_id": event_id}, headers={"If-Match": etag}
+            )
+            assert moved.status_code == 200, moved.text
+            etag = moved.headers["ETag"]
+        feed = await client.get("/sessions/changes", params={"event_id": 1})
+        assert feed.status_code == 200, feed.text
+        deleted = await client.delete(path, headers={"If-Match": etag})
+        assert deleted.status_code == 204, deleted.text
+
+
+async def test_readyz_fails_while_the_role_lacks_a_privilege_and_says_which(
+    fresh_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Ready, the replica would take traffic and answer 500s to the requests that need it.
+    await asyncio.to_thread(migrate, fresh_database)
+    grants = [*TABLE_GRANTS, "REVOKE INSERT ON sessions FROM {role}"]
+    grants.append("REVOKE DELETE ON idempotency_keys FROM {role}")
+    async with database_role(fresh_database, *grants) as url:
+        with caplog.at_level(logging.WARNING, logger="service.ops"):
+            async with started(Settings(database_url=url)) as (_, client):
+                response = await client.get("/readyz")
+                assert response.status_code == 503
+                assert response.json()["checks"] == {
+                    "database": "ok",
+                    "schema": "at head",
+                    "privileges": "missing",
+                }
+                detail = response.json()["detail"]
+                assert "DELETE on idempotency_keys, INSERT on sessions" in detail
+
+                conn = await asyncpg.connect(asyncpg_dsn(fresh_database))
+                try:
+                    role = make_url(url).username
+                    await conn.execute(f'GRANT INSERT ON sessions TO "{role}"')
+                    await conn.execute(f'GRANT DELETE ON idempotency_keys TO "{role}"')
+                finally:
+                    await conn.close()
+                assert (await client.get("/readyz")).status_code == 200
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        "the service's database role lacks DELETE on idempotency_keys, INSERT on sessions "
+        "(see README, Roles)"
+    ]
 
 
 async def test_a_database_error_logged_as_a_bug_leaves_out_the_statements_values(
