@@ -254,7 +254,7 @@ class DatabaseUnavailable(ServiceError):
 
 class SearchesBusy(ServiceError):
     """503: no search slot came free within DB_POOL_TIMEOUT (ConnectionLine): other searches
-    (the list's q) hold the half of the pool's connections searches may use. The database is
+    (lists with q, or that may read the whole table without event_id) hold the half of the pool's connections searches may use. The database is
     not at fault, and every other request is still served."""
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
@@ -262,7 +262,8 @@ class SearchesBusy(ServiceError):
 
     def __init__(self) -> None:
         super().__init__(
-            "Too many searches (q) are running at once; retry shortly.",
+            "Too many searches (lists with q, or without event_id) are running at once; "
+            "retry shortly.",
             headers={"Retry-After": "1"},
         )
 

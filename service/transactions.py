@@ -223,7 +223,8 @@ async def read_connection(app: FastAPI, *, search: bool = False) -> AsyncIterato
     pool as soon as the statement has run, and FastAPI's machinery for dependencies that yield
     costs more than the statement.
 
-    A `search` (a list with q) waits for its turn among searches first (ConnectionLine).
+    A `search` (a list with q, or one that may read the whole table:
+    SessionFilter.may_read_the_table) waits for its turn among searches first (ConnectionLine).
     """
     maker: async_sessionmaker[AsyncSession] = app.state.db_maker
     bind: AsyncEngine | AsyncConnection = maker.kw["bind"]

@@ -141,6 +141,8 @@ async def test_searches_wait_for_half_the_connections_and_leave_the_rest_to_othe
             async with asgi_client(app) as anonymous:
                 unfiltered = await anonymous.get("/sessions")
             assert unfiltered.json()["type"] == "urn:sessions-service:problem:searches-busy"
+            # It names what a search is, not only q, which this client never sent.
+            assert "without event_id" in unfiltered.json()["detail"]
             assert (await client.get("/sessions/changes")).status_code == 200
         assert (await client.get("/sessions", params={"q": "go"})).status_code == 200
         assert (await client.get("/sessions", params={"track_id": 999})).status_code == 200
