@@ -28,7 +28,6 @@ HEADER_REF_PREFIX = "#/components/headers/"
 # The descriptions of the problems that operations answer alike; the others are described where
 # they are answered.
 PROBLEMS = {
-    400: "The request's Host header is missing (HTTP/1.1 requires one), sent twice or malformed.",
     409: "Another change of this session is in progress (type "
     "`urn:sessions-service:problem:change-in-progress`); nothing was changed: retry after "
     "`Retry-After` seconds.",
@@ -45,6 +44,8 @@ PROBLEMS = {
     "long again. A 503 of type `urn:sessions-service:problem:commit-unconfirmed` (no "
     "`Retry-After`) may have been saved: read before retrying.",
 }
+# A cause of 400 on every operation (service.edge.TargetURI), added to each one's own causes.
+HOST_PROBLEM = "Host header is missing (HTTP/1.1 requires one), sent twice or not a host"
 # Seconds to wait before retrying, as a 409 and a 503 say it (RFC 9110 10.2.3).
 RETRY_AFTER = {
     409: "Seconds to wait before retrying.",
@@ -150,7 +151,8 @@ def _as_sent(document: dict[str, Any]) -> None:
     operations that declare none, gives HEAD the body of GET, and makes optional parameters
     nullable. Errors go out as problem+json (Problem, or ValidationProblem for a 422), HEAD has
     no body, a parameter is sent or left out, never null (and a parameter of a named schema is
-    its bare $ref), and an operation without input cannot fail validation.
+    its bare $ref), an operation without input cannot fail validation, and any may be a 400 for
+    its Host header.
     """
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for path in document.get("paths", {}).values():
@@ -165,6 +167,7 @@ def _as_sent(document: dict[str, Any]) -> None:
                 # parameters are documented through openapi_extra and parsed by the handlers,
                 # a malformed one a 400.
                 operation.get("responses", {}).pop("422", None)
+            _add_host_problem(operation.setdefault("responses", {}))
             for status, response in operation.get("responses", {}).items():
                 if method == "head":
                     # The answer to HEAD has the headers of GET's, never a body.
@@ -181,6 +184,17 @@ def _as_sent(document: dict[str, Any]) -> None:
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     _integral_bounds(schemas)
+
+
+def _add_host_problem(responses: dict[str, Any]) -> None:
+    problem = {"schema": {"$ref": REF_PREFIX + "Problem"}}
+    response = responses.setdefault("400", {"description": "", "content": {PROBLEM_JSON: problem}})
+    causes = response["description"].rstrip(".")
+    response["description"] = (
+        f"{causes}; or, as on every operation, the {HOST_PROBLEM}."
+        if causes
+        else f"The {HOST_PROBLEM}."
+    )
 
 
 def _add_middleware_headers(

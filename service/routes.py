@@ -710,11 +710,7 @@ def _read_feed_token(
     head_summary="Get the session workflow's headers",
     head_description="The workflow's headers, without a body.",
     responses=merge_responses(
-        problem_response(
-            400,
-            "If-Match or If-None-Match is malformed; or, as on every operation, the Host header "
-            "is missing, sent twice or not a host.",
-        ),
+        problem_response(400, "If-Match or If-None-Match is malformed."),
         COLLECTION_READ_RESPONSES,
     ),
     openapi_extra=NO_AUTHENTICATION | {"parameters": COLLECTION_PRECONDITION_HEADERS},

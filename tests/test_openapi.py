@@ -51,6 +51,7 @@ def test_the_statuses_every_operation_can_answer_are_documented(
         # valid Host whatever the path (service.edge.TargetURI).
         assert "413" in responses, (method, path)
         assert "400" in responses, (method, path)
+        assert "the Host header is missing" in responses["400"]["description"], (method, path)
         # Only the workflow's tables need no database.
         assert ("503" in responses) == (path != "/sessions/states"), (method, path)
         if "415" in responses:
