@@ -33,6 +33,7 @@ from service.db import (
     QUERY_CANCELED,
     driver_reason,
     is_database_unavailable,
+    is_lock_not_available,
     sqlstate,
 )
 
@@ -452,11 +453,11 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
 
 
 async def _change_in_progress(request: Request, exc: Exception) -> Response:
-    # Logged as the database's other refusals are: a lock held for long (a transaction left
-    # open in psql, a migration) shows here first.
-    logger.warning(
-        "lock not granted within DB_LOCK_TIMEOUT: %s", driver_reason(exc.__cause__ or exc)
-    )
+    # A lock that timed out is logged as the database's other refusals are: a lock held for long
+    # (a transaction left open in psql, a migration) shows here first. Another change that
+    # raced this one's reads (service.routes._lock_or_refuse) waited for no lock.
+    if exc.__cause__ is not None and is_lock_not_available(exc.__cause__):
+        logger.warning("lock not granted within DB_LOCK_TIMEOUT: %s", driver_reason(exc.__cause__))
     return await _service_error(request, exc)
 
 

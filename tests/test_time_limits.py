@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.auth import issue_token
-from service.errors import PROBLEM_BASE
+from service.errors import PROBLEM_BASE, ChangeInProgress
 from service.settings import Settings
 from tests.conftest import (
     ADMIN_ID,
@@ -102,6 +102,22 @@ async def test_write_of_a_row_locked_elsewhere_is_409_and_changes_nothing(
     # The lock released, the same request goes through.
     retried = await client.request(method, url, json=body)
     assert retried.status_code == (200 if method == "PATCH" else 204), retried.text
+
+
+async def test_a_change_in_progress_that_waited_for_no_lock_logs_no_lock_timeout(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another change that raced a write's two reads (service.routes._lock_or_refuse) is a 409
+    # too, but no lock was waited for: the log must not send the operator looking for one.
+    async def raced() -> None:
+        raise ChangeInProgress.of_session()
+
+    async with started(Settings(database_url=database_url)) as (app, client):
+        app.router.add_api_route("/raced", raced)
+        with caplog.at_level(logging.WARNING, logger="service.errors"):
+            response = await client.get("/raced")
+    assert assert_problem(response, 409)["type"] == PROBLEM_BASE + "change-in-progress"
+    assert warnings(caplog) == []
 
 
 @pytest.mark.parametrize("method", ["PATCH", "DELETE"])
