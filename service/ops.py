@@ -93,8 +93,11 @@ async def log_pooled_timeouts(state: State) -> None:
         async with asyncio.timeout(state.settings.readiness_timeout):
             async with state.probe_engine.connect() as conn:
                 rows = await conn.execute(_TIMEOUTS)
-    except DATABASE_ERRORS:
-        return  # log_schema_state says the database is unavailable
+    except DATABASE_ERRORS as exc:
+        logger.warning(
+            "the timeouts of the database's connections are not checked: %s", driver_reason(exc)
+        )
+        return
     found = {name: setting for name, setting in rows}
     for name, wanted in server_timeouts(state.settings).items():
         if found.get(name) != wanted:

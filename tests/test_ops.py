@@ -117,6 +117,23 @@ async def test_readyz_fails_when_the_database_does_not_exist(server_url: str) ->
     assert response.json()["checks"] == {"database": "unavailable"}
 
 
+async def test_timeouts_left_unchecked_at_start_behind_a_pooler_are_logged(
+    server_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The database that did not answer may answer later, without the role's timeouts.
+    missing = make_url(server_url).set(database=f"sessions_no_such_{uuid.uuid4().hex[:12]}")
+    url = missing.render_as_string(hide_password=False)
+    with caplog.at_level(logging.WARNING, logger="service.ops"):
+        async with started(Settings(database_url=url, db_behind_pooler=True)):
+            pass
+    warned = [record.getMessage() for record in caplog.records if record.name == "service.ops"]
+    assert any(
+        line.startswith("the timeouts of the database's connections are not checked: ")
+        and "does not exist" in line
+        for line in warned
+    ), warned
+
+
 async def test_readyz_does_not_take_a_schema_it_may_not_read_for_a_missing_one(
     fresh_database: str, caplog: pytest.LogCaptureFixture
 ) -> None:
