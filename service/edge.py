@@ -240,6 +240,8 @@ def _lingering(send: Send, body: _Body) -> Send:
 
 
 def _is_chunked(scope: Scope) -> bool:
+    # A request's Transfer-Encoding ends in chunked (RFC 9112 6.3), which frames its body; the
+    # routes refuse any coding before it (service.inputs.UnsupportedTransferCoding).
     return any(name == b"transfer-encoding" for name, _ in scope["headers"])
 
 

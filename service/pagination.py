@@ -1,6 +1,7 @@
 """Sort orders, and the signed tokens that carry a position between requests.
 
-A cursor or feed token is `base64url(json payload) . base64url(HMAC-SHA256(secret, kind, payload))`.
+A cursor or feed token is `base64url(json payload) . base64url(HMAC-SHA256(key, kind NUL payload))`,
+the key derived from CURSOR_SECRET (TokenSigner), the kind telling cursors from feed tokens.
 It is opaque to clients and tamper-evident: the service reads a payload only after its signature
 checks out, and the payload names the query it was issued for, so a cursor replayed with other
 filters or another sort order is refused instead of serving a wrong page.

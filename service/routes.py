@@ -233,7 +233,8 @@ _UNSUPPORTED_BODY = {
 
 # A page has no validator to revalidate with, and holds what this caller may see: never stored.
 PAGE_CACHE_CONTROL = {"Cache-Control": "no-store"}
-NOT_FOUND_CACHE_CONTROL = PAGE_CACHE_CONTROL
+# A 404 is never stored either, for reasons of its own (_visible_or_404).
+NOT_FOUND_CACHE_CONTROL = {"Cache-Control": "no-store"}
 _NO_STORE = {
     "Cache-Control": header("no-store: a page is never stored by a cache.") | {"required": True}
 }
