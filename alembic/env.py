@@ -4,7 +4,6 @@ import random
 import time
 from logging.config import fileConfig
 
-from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -17,6 +16,7 @@ from service.migrations import (
     MIGRATION_LOCK_PATIENCE,
     MIGRATION_LOCK_PAUSE,
     MIGRATION_LOCK_WAIT,
+    known_revisions,
 )
 from service.models import TRIGRAM_INDEXES  # (the import registers the tables on Base.metadata)
 from service.settings import get_settings, to_asyncpg_url
@@ -72,8 +72,7 @@ def do_run_migrations(connection: Connection) -> None:
         connection=connection, target_metadata=target_metadata, include_object=compared
     )
     current = set(context.get_context().get_current_heads())
-    known = ScriptDirectory.from_config(config).walk_revisions()
-    newer = current - {revision.revision for revision in known}
+    newer = current - known_revisions()
     if newer:
         # A newer release migrated it (a rollback, or an old release's job run again): that
         # schema serves this release too (README: Migrations), so there is nothing to do.
