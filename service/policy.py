@@ -1,6 +1,9 @@
 """Who may do what with a session: the workflow as data, and the functions that apply it.
 
-Route handlers ask here and nowhere else. The tables follow the Open Event Server
+Route handlers ask here and nowhere else. Queries apply the same visibility in SQL (a
+Visibility, as service.repository's _VISIBLE reads it; SessionFilter.may_match skips a query
+that could find nothing): tests/test_policy.py holds GET, lists and filtered lists to one
+table of who sees what. The tables follow the Open Event Server
 (`app/api/sessions.py`, `SESSION_STATE_DICT`); `GET /sessions/states` publishes them.
 
 Standing, from most to least: an admin may do everything; an organiser of the session's event
