@@ -259,6 +259,11 @@ _UNMIGRATED_SQLSTATES = frozenset({UNDEFINED_TABLE, "42703"})
 # too where DDL holds the table; service.routes); anywhere else it is a table that DDL holds (a
 # migration), and the database cannot serve now.
 LOCK_NOT_AVAILABLE = "55P03"
+# A transaction the database rolled back to resolve a conflict with another, which the same
+# request may pass on retry: a deadlock (with a migration's table locks: a lock waited for while
+# holding one that the migration waits for), a serialization failure.
+DEADLOCK_DETECTED = "40P01"
+_ROLLED_BACK_SQLSTATES = frozenset({DEADLOCK_DETECTED, "40001"})
 # statement_timeout (DB_STATEMENT_TIMEOUT), or pg_cancel_backend: answered QueryCanceled.
 QUERY_CANCELED = "57014"
 
@@ -292,6 +297,7 @@ def _is_unavailable_sqlstate(code: object) -> bool:
     return isinstance(code, str) and (
         code[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
         or code in _UNMIGRATED_SQLSTATES
+        or code in _ROLLED_BACK_SQLSTATES
         or code == LOCK_NOT_AVAILABLE
     )
 

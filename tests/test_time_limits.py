@@ -104,6 +104,52 @@ async def test_write_of_a_row_locked_elsewhere_is_409_and_changes_nothing(
     assert retried.status_code == (200 if method == "PATCH" else 204), retried.text
 
 
+@pytest.mark.parametrize(
+    "sqlstate", ["40P01", "40001"], ids=["deadlock_detected", "serialization_failure"]
+)
+async def test_a_write_the_database_rolled_back_for_a_conflict_is_503_and_changes_nothing(
+    client: httpx.AsyncClient,
+    elsewhere: asyncpg.Connection,
+    stored: StoredRows,
+    caplog: pytest.LogCaptureFixture,
+    sqlstate: str,
+) -> None:
+    # As a PATCH that waits for a table lock while a migration holds one and waits for the
+    # PATCH's (alembic/env.py retries the migration's side): the same request may pass later.
+    session = await create_session(client)
+    before = await stored.row(session["id"])
+    count = "SELECT count(*) FROM sessions"
+    sessions = await elsewhere.fetchval(count)
+    title = "Rolled back by the database"
+    await elsewhere.execute(
+        f"""
+        CREATE FUNCTION roll_back() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.title = '{title}' THEN
+                RAISE EXCEPTION 'a conflict of the test''s' USING ERRCODE = '{sqlstate}';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER roll_back BEFORE INSERT OR UPDATE ON sessions
+            FOR EACH ROW EXECUTE FUNCTION roll_back();
+        """
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="service.errors"):
+            patched = await client.patch(f"/sessions/{session['id']}", json={"title": title})
+            created = await client.post("/sessions", json=session_body(title=title))
+    finally:
+        await elsewhere.execute("DROP TRIGGER roll_back ON sessions; DROP FUNCTION roll_back()")
+    for response in (patched, created):
+        problem = assert_problem(response, 503)
+        assert problem["type"] == PROBLEM_BASE + "database-unavailable"
+        assert response.headers["retry-after"] == "1"
+    assert await stored.row(session["id"]) == before
+    assert await elsewhere.fetchval(count) == sessions
+    assert len(warnings(caplog)) == 2
+    assert all("a conflict of the test's" in warning for warning in warnings(caplog))
+
+
 async def test_a_change_in_progress_that_waited_for_no_lock_logs_no_lock_timeout(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
