@@ -10,7 +10,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
-from service.db import Base, is_lock_not_available, pooled_statements
+from service.db import (
+    DEADLOCK_DETECTED,
+    Base,
+    driver_reason,
+    is_lock_not_available,
+    pooled_statements,
+    sqlstate,
+)
 from service.migrations import (
     MIGRATION_LOCK_KEY,
     MIGRATION_LOCK_PATIENCE,
@@ -83,6 +90,13 @@ def do_run_migrations(connection: Connection) -> None:
     connection.commit()
 
 
+def _lock_refused(exc: DBAPIError) -> bool:
+    """A table lock not granted within MIGRATION_LOCK_WAIT, or a deadlock with a request (one
+    that locked a row before an earlier revision locked the table against its writes, and
+    waits to write since): its transaction rolled back, changing nothing."""
+    return is_lock_not_available(exc) or sqlstate(exc) == DEADLOCK_DETECTED
+
+
 async def run_migrations_online() -> None:
     settings = get_settings()
     engine = create_async_engine(
@@ -97,9 +111,9 @@ async def run_migrations_online() -> None:
                     await connection.run_sync(do_run_migrations)
                 return
             except DBAPIError as exc:
-                if not is_lock_not_available(exc) or time.monotonic() > deadline:
+                if not _lock_refused(exc) or time.monotonic() > deadline:
                     raise
-            log.info("a table lock was not granted within %s: trying again", MIGRATION_LOCK_WAIT)
+                log.info("a table lock was refused (%s): trying again", driver_reason(exc))
             await asyncio.sleep(random.uniform(*MIGRATION_LOCK_PAUSE))  # noqa: S311 (a jitter)
     finally:
         await engine.dispose()

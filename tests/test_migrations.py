@@ -17,6 +17,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
 from alembic import command
+from service import migrations
 from service.cli import embedded_postgres
 from service.migrations import MIGRATION_LOCK_KEY, alembic_config
 from service.models import TRIGRAM_INDEXES
@@ -225,6 +226,56 @@ async def test_a_migrate_waiting_for_a_table_lock_does_not_hold_up_writes(
     finally:
         await holder.close()
         await writer.close()
+
+
+async def test_a_migrate_that_deadlocks_with_a_write_tries_again(
+    empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 0006 (a foreign key) locks sessions against writes, and 0007 (a new column) against
+    # everything: run together, a write that locked a row before and waits to update it since
+    # 0006 is a deadlock, which PostgreSQL resolves by rolling back the migrate (as it does a
+    # lock not granted: the same transaction, tried again after a pause).
+    monkeypatch.setattr(migrations, "MIGRATION_LOCK_WAIT", "10s")  # the steps below take turns
+    config = alembic_config(empty_database)
+    await asyncio.to_thread(command.upgrade, config, "0005")
+    dsn = asyncpg_dsn(empty_database)
+    writer, holder, watcher = [await asyncpg.connect(dsn) for _ in range(3)]
+    try:
+        session_id = await writer.fetchval(
+            "INSERT INTO sessions (event_id, title, state, created_at, last_modified_at,"
+            " version, txid) VALUES (1, 't', 'draft', now(), now(), 1, 1) RETURNING id"
+        )
+        write = writer.transaction()
+        await write.start()
+        await writer.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session_id)
+        # The migrate, once it has run 0006, waits to record it: then the write waits for it.
+        hold = holder.transaction()
+        await hold.start()
+        await holder.execute("SELECT 1 FROM alembic_version FOR UPDATE")
+        migrate = asyncio.create_task(asyncio.to_thread(command.upgrade, config, "head"))
+        await waiting_for(watcher, "locktype = 'transactionid'")
+        update = asyncio.create_task(
+            writer.execute("UPDATE sessions SET title = 'written' WHERE id = $1", session_id)
+        )
+        await waiting_for(watcher, "relation = 'sessions'::regclass AND mode = 'RowExclusiveLock'")
+        await hold.rollback()  # the migrate goes on to 0007
+        async with asyncio.timeout(30):
+            await update
+            await write.commit()
+            await migrate
+        assert await watcher.fetchval("SELECT version_num FROM alembic_version") == "0007"
+        assert await watcher.fetchval("SELECT title FROM sessions") == "written"
+    finally:
+        for conn in (writer, holder, watcher):
+            await conn.close()
+
+
+async def waiting_for(conn: asyncpg.Connection, lock: str) -> None:
+    for _ in range(3000):  # 30 s at most
+        if await conn.fetchval(f"SELECT count(*) FROM pg_locks WHERE NOT granted AND {lock}"):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no lock waited for where {lock}")
 
 
 async def test_upgrade_to_0007_counts_every_session_that_may_have_been_public(
