@@ -2,6 +2,8 @@
 tombstone; a session it may not see and that has never been public is left out."""
 
 from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -330,6 +332,32 @@ def previous_release_sets(state: str) -> str:
     )
 
 
+# The README's statements (Who may do what), run as it says: in one transaction.
+COUNT_AFTER_THE_DEPLOY = [
+    "UPDATE sessions SET ever_public = true, txid = pg_current_xact_id()::text::bigint"
+    " WHERE NOT ever_public AND state <> 'draft' AND last_modified_at >= :migrated_at",
+    "UPDATE session_departures SET ever_public = true, txid = pg_current_xact_id()::text::bigint"
+    " WHERE NOT ever_public AND last_modified_at >= :migrated_at"
+    " AND session_id IN (SELECT id FROM sessions WHERE state <> 'draft')",
+]
+
+
+async def count_after_the_deploy(engine: AsyncEngine, migrated_at: datetime) -> int:
+    """The sessions the statements counted."""
+    async with engine.begin() as conn:
+        counted = [
+            await conn.execute(text(statement), {"migrated_at": migrated_at})
+            for statement in COUNT_AFTER_THE_DEPLOY
+        ]
+    return counted[0].rowcount
+
+
+def test_the_readme_has_the_statements_that_count_after_the_deploy() -> None:
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    for statement in COUNT_AFTER_THE_DEPLOY:
+        assert statement.replace(":migrated_at", "'<when the migration ran>'") in readme
+
+
 async def test_the_readmes_count_after_the_deploy_sends_the_missed_tombstones(
     committed_client: httpx.AsyncClient,
     anonymous: httpx.AsyncClient,
@@ -352,19 +380,37 @@ async def test_the_readmes_count_after_the_deploy_sends_the_missed_tombstones(
     draft = await arrange(speaker, committed_client, "draft")
     retitled = await speaker.patch(f"/sessions/{draft['id']}", json={"title": "Retitled"})
     assert retitled.status_code == 200, retitled.text
-    # Once every replica runs this release: the README's statement (Who may do what).
-    async with engine.begin() as conn:
-        counted = await conn.execute(
-            text(
-                "UPDATE sessions SET ever_public = true, txid = pg_current_xact_id()::text::bigint"
-                " WHERE NOT ever_public AND state <> 'draft' AND last_modified_at >= :migrated_at"
-            ),
-            {"migrated_at": migrated_at},
-        )
-    assert counted.rowcount >= 1
+    # Once every replica runs this release: the README's statements (Who may do what).
+    assert await count_after_the_deploy(engine, migrated_at) >= 1
     received, _ = await follow(anonymous, has_ids(session["id"]), since=token)
     tombstone = latest(received)[session["id"]]
     assert tombstone["deleted"] is True
     assert tombstone["deleted_at"] is None
     assert tombstone["version"] == session["version"] + 2
     assert draft["id"] not in latest(received)
+
+
+async def test_the_readmes_count_after_the_deploy_sends_the_missed_tombstone_of_a_move(
+    committed_client: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    speaker: httpx.AsyncClient,
+    engine: AsyncEngine,
+) -> None:
+    # Made public and hidden again by the previous release, then moved by this one: its
+    # departure from the event, recorded as never public, is left out of that event's feed.
+    async with engine.connect() as conn:
+        migrated_at = (await conn.execute(text("SELECT clock_timestamp()"))).scalar_one()
+    session = await arrange(speaker, committed_client, "pending")
+    await write_behind_the_service(engine, session["id"], previous_release_sets("accepted"))
+    received, token = await follow(anonymous, has_ids(session["id"]), event_id=EVENT)
+    assert latest(received)[session["id"]]["state"] == "accepted"
+    await write_behind_the_service(engine, session["id"], previous_release_sets("rejected"))
+    moved = await committed_client.patch(f"/sessions/{session['id']}", json={"event_id": EVENT + 1})
+    assert moved.status_code == 200, moved.text
+    marker = await arrange(speaker, committed_client, "confirmed")
+    received, token = await follow(anonymous, has_ids(marker["id"]), since=token, event_id=EVENT)
+    assert session["id"] not in latest(received)
+
+    assert await count_after_the_deploy(engine, migrated_at) >= 1
+    received, _ = await follow(anonymous, has_ids(session["id"]), since=token, event_id=EVENT)
+    assert latest(received)[session["id"]] == hidden_tombstone(moved)
