@@ -336,6 +336,25 @@ async def database_role(database_url: str, *grants: str) -> AsyncIterator[str]:
         await conn.close()
 
 
+async def waiting_for_a_lock(
+    conn: asyncpg.Connection, *, pid: int | None = None, held_by: int | None = None
+) -> int:
+    """Until the backend `pid`, or one that the backend `held_by` holds up, waits for a lock,
+    at most 30 s: its pid. Named by pid, never "any backend", which could be another run's on
+    the same server. (pg_locks, not pg_stat_activity: within a transaction, which conn may
+    be in holding the lock, the latter is a snapshot taken once.)"""
+    assert pid is not None or held_by is not None
+    query = (
+        "SELECT pid FROM pg_locks WHERE NOT granted AND ($1::int IS NULL OR pid = $1)"
+        " AND ($2::int IS NULL OR $2 = ANY(pg_blocking_pids(pid))) LIMIT 1"
+    )
+    for _ in range(3000):
+        if waiting := await conn.fetchval(query, pid, held_by):
+            return int(waiting)
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no backend waited for a lock (pid {pid}, held by {held_by})")
+
+
 @asynccontextmanager
 async def started(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The app as deployed (its lifespan run: an engine of its own) and a client on it.

@@ -26,6 +26,7 @@ from tests.conftest import (
     migrated_database,
     sample,
     session_body,
+    waiting_for_a_lock,
 )
 from tests.processes import ServiceProcess
 
@@ -562,7 +563,7 @@ async def test_sigterm_drains_the_request_in_flight_and_exits_0(deployed_databas
                         headers={"X-Request-ID": "drain-1"},
                     )
                 )
-                await wait_for_lock_waiter(blocker)
+                await waiting_for_a_lock(blocker, held_by=blocker.get_server_pid())
                 service.terminate()
                 await asyncio.sleep(0.5)
                 assert service.process.poll() is None, "exited with a request in flight"
@@ -611,7 +612,7 @@ async def test_sigterm_gives_up_on_a_stuck_request_after_the_graceful_timeout(
                 stuck = asyncio.create_task(
                     client.patch(f"/sessions/{session['id']}", json={"title": "Cut off"})
                 )
-                await wait_for_lock_waiter(blocker)
+                await waiting_for_a_lock(blocker, held_by=blocker.get_server_pid())
                 service.terminate()
                 # The lock is still held: only the timeout can end the process.
                 assert await asyncio.to_thread(service.wait, 15) == 0
@@ -641,7 +642,7 @@ async def test_sigterm_gives_up_on_a_stuck_request_after_the_graceful_timeout(
 
 
 @asynccontextmanager
-async def row_locked(database_url: str, session_id: int) -> AsyncIterator[Any]:
+async def row_locked(database_url: str, session_id: int) -> AsyncIterator[asyncpg.Connection]:
     """A connection of its own that holds the session's row lock until the block ends."""
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
@@ -650,15 +651,3 @@ async def row_locked(database_url: str, session_id: int) -> AsyncIterator[Any]:
             yield conn
     finally:
         await conn.close()
-
-
-async def wait_for_lock_waiter(conn: Any) -> None:
-    """Until a backend of this database waits on a lock (at most 10 s)."""
-    for _ in range(200):
-        if await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        ):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("no request is waiting on the row lock")

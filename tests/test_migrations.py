@@ -1,6 +1,7 @@
 """The migrations build the schema the models describe, and undo it."""
 
 import asyncio
+import contextlib
 import io
 import logging
 import os
@@ -30,6 +31,7 @@ from tests.conftest import (
     drop_database,
     settings_for,
     started,
+    waiting_for_a_lock,
 )
 
 
@@ -38,6 +40,13 @@ def empty_database(server_url: str) -> Iterator[str]:
     url = create_database(server_url, prefix="sessions_migrations")
     yield url
     drop_database(server_url, url)
+
+
+def killed(process: subprocess.Popen[bytes] | asyncio.subprocess.Process) -> None:
+    """A process a failed test left running, gone: not one to outlive the test."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):  # it has just ended
+            process.kill()
 
 
 async def tables(url: str) -> set[str]:
@@ -98,9 +107,13 @@ def test_migrates_started_together_take_turns(empty_database: str) -> None:
     command_line = [sys.executable, "-m", "service", "migrate"]
     env = os.environ | {"DATABASE_URL": empty_database}
     runs = [subprocess.Popen(command_line, env=env, stderr=subprocess.PIPE) for _ in range(3)]
-    for run in runs:
-        _, errors = run.communicate(timeout=120)
-        assert run.returncode == 0, errors.decode()
+    try:
+        for run in runs:
+            _, errors = run.communicate(timeout=120)
+            assert run.returncode == 0, errors.decode()
+    finally:
+        for run in runs:
+            killed(run)
     assert "sessions" in asyncio.run(tables(empty_database))
 
 
@@ -150,6 +163,7 @@ async def test_a_migrate_waiting_its_turn_ends_on_a_signal_unfinished(
     # As PID 1 of a container or a Job that is deleted: not after the orchestrator's kill grace.
     # Ctrl+C as quietly (it printed a KeyboardInterrupt's traceback).
     conn = await asyncpg.connect(asyncpg_dsn(empty_database))
+    migrate = None
     try:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
@@ -158,13 +172,7 @@ async def test_a_migrate_waiting_its_turn_ends_on_a_signal_unfinished(
                 env=os.environ | {"DATABASE_URL": empty_database},
                 stderr=asyncio.subprocess.PIPE,
             )
-            waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            for _ in range(300):
-                if await conn.fetchval(waiting):
-                    break
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("migrate never waited for the lock")
+            await waiting_for_a_lock(conn, held_by=conn.get_server_pid())
             migrate.send_signal(stop)
             async with asyncio.timeout(10):
                 _, stderr = await migrate.communicate()
@@ -173,6 +181,8 @@ async def test_a_migrate_waiting_its_turn_ends_on_a_signal_unfinished(
         assert await tables(empty_database) == set()  # nothing migrated
     finally:
         await conn.close()
+        if migrate is not None:
+            killed(migrate)
 
 
 async def test_a_migrate_waiting_for_a_table_lock_does_not_hold_up_writes(
@@ -188,6 +198,7 @@ async def test_a_migrate_waiting_for_a_table_lock_does_not_hold_up_writes(
     writer = await asyncpg.connect(
         asyncpg_dsn(empty_database), server_settings={"lock_timeout": "1s"}
     )
+    migrate = None
     try:
         held = holder.transaction()
         await held.start()
@@ -199,15 +210,7 @@ async def test_a_migrate_waiting_for_a_table_lock_does_not_hold_up_writes(
         )
         # Only once migrate asks for the table (it waits 0.3 s at a time) do the writes prove
         # anything: a migrate slow to start would leave them nothing to queue behind.
-        waiting = (
-            "SELECT count(*) FROM pg_locks WHERE relation = 'sessions'::regclass AND NOT granted"
-        )
-        for _ in range(6000):  # a minute at most
-            if await writer.fetchval(waiting):
-                break
-            await asyncio.sleep(0.01)
-        else:
-            raise AssertionError("migrate never asked for the table")
+        await waiting_for_a_lock(writer, held_by=holder.get_server_pid())
         refused = 0
         for _ in range(20):  # writes for about two seconds, the table held all along
             try:
@@ -226,6 +229,8 @@ async def test_a_migrate_waiting_for_a_table_lock_does_not_hold_up_writes(
     finally:
         await holder.close()
         await writer.close()
+        if migrate is not None:
+            killed(migrate)
 
 
 async def test_a_migrate_that_deadlocks_with_a_write_tries_again(
@@ -253,11 +258,11 @@ async def test_a_migrate_that_deadlocks_with_a_write_tries_again(
         await hold.start()
         await holder.execute("SELECT 1 FROM alembic_version FOR UPDATE")
         migrate = asyncio.create_task(asyncio.to_thread(command.upgrade, config, "head"))
-        await waiting_for(watcher, "locktype = 'transactionid'")
+        await waiting_for_a_lock(watcher, held_by=holder.get_server_pid())
         update = asyncio.create_task(
             writer.execute("UPDATE sessions SET title = 'written' WHERE id = $1", session_id)
         )
-        await waiting_for(watcher, "relation = 'sessions'::regclass AND mode = 'RowExclusiveLock'")
+        await waiting_for_a_lock(watcher, pid=writer.get_server_pid())
         await hold.rollback()  # the migrate goes on to 0007
         async with asyncio.timeout(30):
             await update
@@ -268,14 +273,6 @@ async def test_a_migrate_that_deadlocks_with_a_write_tries_again(
     finally:
         for conn in (writer, holder, watcher):
             await conn.close()
-
-
-async def waiting_for(conn: asyncpg.Connection, lock: str) -> None:
-    for _ in range(3000):  # 30 s at most
-        if await conn.fetchval(f"SELECT count(*) FROM pg_locks WHERE NOT granted AND {lock}"):
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"no lock waited for where {lock}")
 
 
 async def test_upgrade_to_0007_counts_every_session_that_may_have_been_public(
