@@ -46,6 +46,19 @@ def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: floa
     raise AssertionError(f"nothing served {url} within {timeout} s")
 
 
+def stopped(process: subprocess.Popen[bytes], timeout: float = 30) -> bytes:
+    """SIGTERM, then the process's output (where it is a pipe) once it has exited; killed if it
+    has not within `timeout`, so that a failed test never leaves it running."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        raise AssertionError(f"still running {timeout} s after SIGTERM: {output!r}") from None
+    return output or b""
+
+
 SERVE = [sys.executable, "-m", "service", "serve"]
 
 

@@ -4,7 +4,6 @@ the process it sets up."""
 import gc
 import json
 import os
-import signal
 import subprocess
 import sys
 from email.utils import parsedate_to_datetime
@@ -18,7 +17,7 @@ import pytest
 from service.cli import YOUNG_GENERATION_THRESHOLD, embedded_postgres, main, tune_garbage_collector
 from service.settings import get_settings
 from tests.conftest import session_body
-from tests.processes import free_port, wait_until_serving
+from tests.processes import free_port, stopped, wait_until_serving
 
 
 def test_serve_without_database_url_uses_embedded_postgres(tmp_path: Path) -> None:
@@ -69,8 +68,7 @@ def test_serve_without_database_url_uses_embedded_postgres(tmp_path: Path) -> No
         # A draft is its speaker's: to anyone else it does not exist.
         assert httpx.get(f"{base}{created.headers['location']}").status_code == 404
     finally:
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
+        output = stopped(process)
     assert process.returncode == 0, output.decode()
     assert (tmp_path / "pg" / "PG_VERSION").exists()
     # Its output, the embedded server's start included, is JSON lines and nothing else: no

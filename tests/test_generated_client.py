@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from tests.conftest import (
     migrated_database,
     token_for,
 )
-from tests.processes import free_port, wait_until_serving
+from tests.processes import free_port, stopped, wait_until_serving
 from tests.test_changes import CATCH_UP_SECONDS
 
 PACKAGE = "sessions_client"
@@ -34,13 +35,17 @@ OPERATIONS += ["update_session", "delete_session", "list_session_changes"]
 @pytest.fixture(scope="module")
 def live_server(server_url: str) -> Iterator[str]:
     """The service under uvicorn on a free port of 127.0.0.1, on a database of its own."""
-    with migrated_database(server_url, prefix="sessions_client") as database_url:
+    with (
+        migrated_database(server_url, prefix="sessions_client") as database_url,
+        # A file, not a pipe nobody reads until the end: a full pipe would stop the server.
+        tempfile.TemporaryFile() as log,
+    ):
         port = free_port()
         process = subprocess.Popen(
             [*UVICORN, "--port", str(port)],
             env=os.environ | {"DATABASE_URL": database_url, "JWT_SECRET": TEST_JWT_SECRET},
             cwd=SPEC_PATH.parent,
-            stdout=subprocess.PIPE,
+            stdout=log,
             stderr=subprocess.STDOUT,
         )
         base_url = f"http://127.0.0.1:{port}"
@@ -48,8 +53,9 @@ def live_server(server_url: str) -> Iterator[str]:
             wait_until_serving(f"{base_url}/openapi.json", process)
             yield base_url
         finally:
-            process.send_signal(signal.SIGTERM)
-            output, _ = process.communicate(timeout=30)
+            stopped(process)
+        log.seek(0)
+        output = log.read()
     # uvicorn re-raises the SIGTERM it handled once it has drained: that is a clean stop.
     assert process.returncode in {0, -signal.SIGTERM}, output.decode()
 

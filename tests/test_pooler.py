@@ -28,7 +28,7 @@ from tests.conftest import (
     settings_for,
     started,
 )
-from tests.processes import free_port
+from tests.processes import free_port, stopped
 
 PGBOUNCER = shutil.which("pgbouncer", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
 pytestmark = pytest.mark.skipif(PGBOUNCER is None, reason="PgBouncer is not installed")
@@ -95,8 +95,7 @@ pidfile = {directory}/pgbouncer.pid
                 .render_as_string(hide_password=False)
             )
         finally:
-            process.terminate()
-            process.wait(timeout=10)
+            stopped(process, timeout=10)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], output: Path) -> None:
