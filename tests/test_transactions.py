@@ -151,8 +151,9 @@ async def test_searches_wait_for_half_the_connections_and_leave_the_rest_to_othe
 
 async def test_a_search_waits_for_its_slot_and_a_connection_within_one_db_pool_timeout() -> None:
     # Both waits are the request's wait for a connection, which DB_POOL_TIMEOUT bounds: a search
-    # that got its slot late must not then wait a whole DB_POOL_TIMEOUT more.
-    timeout = 0.5
+    # that got its slot late must not then wait a whole DB_POOL_TIMEOUT more. (Long enough that
+    # a loaded machine's late wake-ups stay well inside the margins below: 0.6 s and 0.45 s.)
+    timeout = 1.5
     line = ConnectionLine(Settings(db_pool_size=2, db_max_overflow=0, db_pool_timeout=timeout))
     searching, other = line.search_turn(), line.turn()  # the one search slot, both connections
     await searching.__aenter__()
@@ -242,7 +243,19 @@ async def test_a_read_cancelled_mid_statement_leaves_the_pool_usable(
                 await conn.fetch("SELECT pg_sleep(5)")
 
         read = asyncio.create_task(slow_read())
-        await asyncio.sleep(0.3)  # the statement is running
+        watcher = await asyncpg.connect(asyncpg_dsn(database_url))
+        try:
+            for _ in range(3000):  # until the statement is running (30 s at most)
+                if await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND state = 'active' AND query = 'SELECT pg_sleep(5)'"
+                ):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the read's statement never ran")
+        finally:
+            await watcher.close()
         read.cancel()
         with pytest.raises(asyncio.CancelledError):
             await read
