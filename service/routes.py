@@ -206,6 +206,13 @@ LIST_DATABASE = problem_response(
     "searches (`q`, or lists without `event_id` but an admin's unfiltered one) are running at "
     "once; retry after `Retry-After` seconds.",
 )
+# The change feed's: without event_id, but for an admin, a search as well.
+FEED_DATABASE = problem_response(
+    503,
+    f"{PROBLEMS[503]} A 503 of type `urn:sessions-service:problem:searches-busy`: too many "
+    "searches (the feed without `event_id` of a caller who is not an admin, lists with `q` or "
+    "without `event_id`) are running at once; retry after `Retry-After` seconds.",
+)
 # A write that waited DB_LOCK_TIMEOUT for a lock another one holds (ChangeInProgress).
 CHANGE_IN_PROGRESS = problems(409)
 # A body sent as another media type is refused before it is read (text/plain, a form, a JSON
@@ -605,7 +612,7 @@ def _read_cursor(
     response_description="The changes, and the token for the next poll.",
     head_summary="Get the headers of a page of changes",
     head_description="The headers of the changes' page, without a body.",
-    responses=merge_responses(CHANGES_RESPONSES, LIST_AUTH_RESPONSES, DATABASE),
+    responses=merge_responses(CHANGES_RESPONSES, LIST_AUTH_RESPONSES, FEED_DATABASE),
     openapi_extra=OPTIONAL_BEARER | {"parameters": COLLECTION_PRECONDITION_HEADERS},
 )
 async def list_session_changes(
@@ -641,12 +648,14 @@ async def list_session_changes(
     the feed of one event, sessions moved to another event, as tombstones. A session the caller
     may not see and that has never been public is left out."""
     after, issued_in = _read_feed_token(signer, since, event_id) if since else (None, {})
-    async with read_connection(request.app) as conn:
+    visible = policy.feed_visibility(principal)
+    # Without event_id, the feed of a caller who may not see everything reads the order of all
+    # changes past every row it may not see (drafts never public): as many as there are, like a
+    # list's filter that no index serves, so it is a search too.
+    search = event_id is None and not visible.everything
+    async with read_connection(request.app, search=search) as conn:
         rows, horizon = await SessionReads(conn).changes(
-            event_id=event_id,
-            after=after,
-            limit=limit,
-            visible=policy.feed_visibility(principal),
+            event_id=event_id, after=after, limit=limit, visible=visible
         )
     if after and not horizon.may_have_issued(after, issued_in):
         raise _bad_cursor(

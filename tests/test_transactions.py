@@ -143,6 +143,14 @@ async def test_searches_wait_for_half_the_connections_and_leave_the_rest_to_othe
             assert unfiltered.json()["type"] == "urn:sessions-service:problem:searches-busy"
             # It names what a search is, not only q, which this client never sent.
             assert "without event_id" in unfiltered.json()["detail"]
+            # So is its change feed without event_id: it reads past every draft never public.
+            async with asgi_client(app) as anonymous:
+                feed = await anonymous.get("/sessions/changes")
+                of_event = {"event_id": session["event_id"]}
+                assert (
+                    await anonymous.get("/sessions/changes", params=of_event)
+                ).status_code == 200
+            assert feed.json()["type"] == "urn:sessions-service:problem:searches-busy"
             assert (await client.get("/sessions/changes")).status_code == 200
         assert (await client.get("/sessions", params={"q": "go"})).status_code == 200
         assert (await client.get("/sessions", params={"track_id": 999})).status_code == 200
