@@ -231,6 +231,18 @@ class NotANumber(NotIJSON):
         super().__init__(f"{name} is not a JSON number.")
 
 
+class TooManyMembers(ValueError):
+    """An object with more members than any object of the API has: refused as it is read, where
+    the schema would have listed each member it does not know (a body of 100,000 took 0.3 s of
+    the event loop and 100 MB to refuse)."""
+
+    def __init__(self, most: int) -> None:
+        super().__init__(
+            f"An object of the body has more than {most} members, more than any object of this "
+            "API has."
+        )
+
+
 class PreconditionFailed(ServiceError):
     status = HTTPStatus.PRECONDITION_FAILED
     slug = "precondition-failed"
@@ -399,6 +411,14 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == HTTPStatus.BAD_REQUEST and isinstance(exc.__cause__, TooManyMembers):
+        message = str(exc.__cause__)
+        return problem(
+            422,
+            message,
+            slug="validation-error",
+            errors=[{"location": ["body"], "message": message, "type": "too_many_members"}],
+        )
     if exc.status_code == HTTPStatus.BAD_REQUEST and isinstance(exc.__cause__, UNREADABLE_BODY):
         # FastAPI's 400 for a body it could not decode at all (not UTF-8, nested too deeply, a
         # member named twice): malformed JSON, a 422 like every other one.

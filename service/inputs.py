@@ -39,6 +39,7 @@ from service.errors import (
     DuplicateMember,
     NotANumber,
     ServiceError,
+    TooManyMembers,
 )
 
 # The media types a request body may be sent as, by method (the service's only bodies are
@@ -124,7 +125,14 @@ def check_body_format(request: Request) -> None:
         raise UnsupportedMediaType.media_type(request.method)
 
 
+# More than any object of a body has (a session's fields), few enough that refusing each member
+# the schema does not know (an error of a few hundred bytes each) costs little.
+MAX_OBJECT_MEMBERS = 256
+
+
 def _members_named_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len(pairs) > MAX_OBJECT_MEMBERS:
+        raise TooManyMembers(MAX_OBJECT_MEMBERS)
     members = dict(pairs)
     if len(members) < len(pairs):
         seen = set()
