@@ -191,6 +191,9 @@ def run_server(app: str, *, host: str, port: int, **options: Any) -> None:
         loop="uvloop",
         http=UpgradeDecliningProtocol,
         ws="none",
+        # No `Server: uvicorn`: what serves the API is no client's business (OWASP's REST
+        # Security Cheat Sheet), and the app sets Date itself.
+        server_header=False,
         **options,
     )
     server = uvicorn.Server(config)

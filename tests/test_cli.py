@@ -57,6 +57,7 @@ def test_serve_without_database_url_uses_embedded_postgres(tmp_path: Path) -> No
         assert fetched.json() == created.json()
         # On the wire: one Date (the app's, not uvicorn's as well), never before Last-Modified.
         (date,) = fetched.headers.get_list("date")
+        assert "server" not in fetched.headers  # nothing to tell of what serves it
         assert parsedate_to_datetime(fetched.headers["last-modified"]) <= parsedate_to_datetime(
             date
         )
