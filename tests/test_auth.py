@@ -125,6 +125,7 @@ ATTACKS = [
     ),
     pytest.param(lambda: hs256(exp=int(time.time()) - 120), {}, id="expired beyond the leeway"),
     pytest.param(lambda: hs256(nbf=int(time.time()) + 120), {}, id="not valid yet"),
+    pytest.param(lambda: hs256(iat=int(time.time()) + 120), {}, id="issued in the future"),
     pytest.param(lambda: hs256(exp=None), {}, id="no exp"),
     pytest.param(lambda: hs256(sub=None), {}, id="no sub"),
     pytest.param(lambda: hs256(sub=7), {}, id="numeric sub"),
@@ -313,6 +314,7 @@ async def test_expired_token_message_says_so(app_with: Callable[..., FastAPI]) -
         ),
         pytest.param(lambda: hs256(exp=int(time.time()) - 10), {}, id="expired within the leeway"),
         pytest.param(lambda: hs256(nbf=int(time.time()) + 10), {}, id="nbf within the leeway"),
+        pytest.param(lambda: hs256(iat=int(time.time()) + 10), {}, id="iat within the leeway"),
         pytest.param(
             lambda: hs256(aud=["other", "sessions"], iss="https://idp.example"),
             {"jwt_audience": "sessions", "jwt_issuer": "https://idp.example"},
