@@ -352,6 +352,27 @@ async def count_after_the_deploy(engine: AsyncEngine, migrated_at: datetime) -> 
     return counted[0].rowcount
 
 
+async def public_then_hidden_by_the_previous_release(
+    admin: httpx.AsyncClient,
+    anonymous: httpx.AsyncClient,
+    speaker: httpx.AsyncClient,
+    engine: AsyncEngine,
+    **feed: Any,
+) -> tuple[datetime, dict[str, Any], str]:
+    """A session that a replica of the release before 0007 made public, an anonymous client
+    copied from its feed (of `feed`'s parameters), and the replica hid again: what the README's
+    statements are for. With the moment the migration ran (before it all) and the client's
+    token."""
+    async with engine.connect() as conn:
+        migrated_at = (await conn.execute(text("SELECT clock_timestamp()"))).scalar_one()
+    session = await arrange(speaker, admin, "pending")
+    await write_behind_the_service(engine, session["id"], previous_release_sets("accepted"))
+    received, token = await follow(anonymous, has_ids(session["id"]), **feed)
+    assert latest(received)[session["id"]]["state"] == "accepted"
+    await write_behind_the_service(engine, session["id"], previous_release_sets("rejected"))
+    return migrated_at, session, token
+
+
 def test_the_readme_has_the_statements_that_count_after_the_deploy() -> None:
     readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
     for statement in COUNT_AFTER_THE_DEPLOY:
@@ -364,15 +385,10 @@ async def test_the_readmes_count_after_the_deploy_sends_the_missed_tombstones(
     speaker: httpx.AsyncClient,
     engine: AsyncEngine,
 ) -> None:
-    async with engine.connect() as conn:
-        migrated_at = (await conn.execute(text("SELECT clock_timestamp()"))).scalar_one()
-    session = await arrange(speaker, committed_client, "pending")
-    # The previous release makes it public, and an anonymous client copies it,
-    await write_behind_the_service(engine, session["id"], previous_release_sets("accepted"))
-    received, token = await follow(anonymous, has_ids(session["id"]))
-    assert latest(received)[session["id"]]["state"] == "accepted"
-    # then hides it again: unrecorded, the feed leaves it out, and the copy stays.
-    await write_behind_the_service(engine, session["id"], previous_release_sets("rejected"))
+    migrated_at, session, token = await public_then_hidden_by_the_previous_release(
+        committed_client, anonymous, speaker, engine
+    )
+    # Unrecorded, the feed leaves it out, and the anonymous client's copy stays.
     marker = await arrange(speaker, committed_client, "confirmed")
     received, token = await follow(anonymous, has_ids(marker["id"]), since=token)
     assert session["id"] not in latest(received)
@@ -398,13 +414,9 @@ async def test_the_readmes_count_after_the_deploy_sends_the_missed_tombstone_of_
 ) -> None:
     # Made public and hidden again by the previous release, then moved by this one: its
     # departure from the event, recorded as never public, is left out of that event's feed.
-    async with engine.connect() as conn:
-        migrated_at = (await conn.execute(text("SELECT clock_timestamp()"))).scalar_one()
-    session = await arrange(speaker, committed_client, "pending")
-    await write_behind_the_service(engine, session["id"], previous_release_sets("accepted"))
-    received, token = await follow(anonymous, has_ids(session["id"]), event_id=EVENT)
-    assert latest(received)[session["id"]]["state"] == "accepted"
-    await write_behind_the_service(engine, session["id"], previous_release_sets("rejected"))
+    migrated_at, session, token = await public_then_hidden_by_the_previous_release(
+        committed_client, anonymous, speaker, engine, event_id=EVENT
+    )
     moved = await committed_client.patch(f"/sessions/{session['id']}", json={"event_id": EVENT + 1})
     assert moved.status_code == 200, moved.text
     marker = await arrange(speaker, committed_client, "confirmed")
