@@ -3,11 +3,12 @@
 The token's algorithm must be on the configured allow-list, and each algorithm family is verified
 with its own key (HS* with the shared secret, JWT_SECRET; RS*/PS*/ES*/EdDSA with the provider's
 public key), so `alg: none` and a public key abused as an HMAC secret both fail. `exp` and `sub`
-are required, `exp`/`nbf` are checked with a small leeway, `iss` and `aud` when configured. Every
-failure carries a `WWW-Authenticate: Bearer` challenge (RFC 6750 3): a token that does not verify
-is 401 with `error="invalid_token"`, an Authorization header that is malformed (sent twice, or
-Bearer without a token) 400 with `error="invalid_request"`, and one of another scheme (Basic...)
-401 with the bare challenge, as to a client that does not know this service takes bearer tokens.
+are required, `exp`/`nbf`/`iat` are checked with a small leeway, `iss` and `aud` when configured.
+Every failure carries a `WWW-Authenticate: Bearer` challenge (RFC 6750 3): a token that does not
+verify is 401 with `error="invalid_token"`, an Authorization header that is malformed (sent
+twice, or Bearer without a token) 400 with `error="invalid_request"`, and one of another scheme
+(Basic...) 401 with the bare challenge, as to a client that does not know this service takes
+bearer tokens.
 """
 
 import logging

@@ -44,7 +44,8 @@ class ConnectionLine:
     unavailable", logged as the pool's).
 
     Searches (the list's q, or a list without event_id but an admin's unfiltered one:
-    SessionFilter.may_read_the_table) first wait for one of half as many search slots: one
+    SessionFilter.may_read_the_table; the change feed without event_id of a caller who is not
+    an admin) first wait for one of half as many search slots: one
     whose text the trigram indexes cannot serve ("go", "C#"), or on a server without them, or
     whose filters (the caller's visibility too) match few sessions, reads the whole table, up to
     seconds on a large one. A burst of them
@@ -223,8 +224,8 @@ async def read_connection(app: FastAPI, *, search: bool = False) -> AsyncIterato
     pool as soon as the statement has run, and FastAPI's machinery for dependencies that yield
     costs more than the statement.
 
-    A `search` (a list with q, or one that may read the whole table:
-    SessionFilter.may_read_the_table) waits for its turn among searches first (ConnectionLine).
+    A `search` (a list or a feed that may read the whole table, see ConnectionLine) waits for
+    its turn among searches first.
     """
     maker: async_sessionmaker[AsyncSession] = app.state.db_maker
     bind: AsyncEngine | AsyncConnection = maker.kw["bind"]
