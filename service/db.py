@@ -276,6 +276,12 @@ def sqlstate(exc: BaseException) -> str | None:
     return code if isinstance(code, str) else None
 
 
+def is_rolled_back(exc: BaseException) -> bool:
+    """Whether the database answered that it rolled the transaction back to resolve a conflict
+    (a deadlock, a serialization failure): its outcome is known, at COMMIT as anywhere."""
+    return sqlstate(exc) in _ROLLED_BACK_SQLSTATES
+
+
 def is_lock_not_available(exc: BaseException) -> bool:
     return sqlstate(exc) == LOCK_NOT_AVAILABLE
 

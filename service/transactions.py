@@ -24,6 +24,7 @@ from service.db import (
     STAMPED,
     WRITING_TRANSACTION,
     is_database_unavailable,
+    is_rolled_back,
 )
 from service.errors import CommitUnconfirmed, SearchesBusy, committing
 from service.settings import Settings
@@ -161,7 +162,7 @@ async def unit_of_work(app: FastAPI, write: Callable[[orm.Session], T]) -> T:
         except Exception as exc:
             if token is None:
                 raise
-            unconfirmed = is_database_unavailable(exc)
+            unconfirmed = is_database_unavailable(exc) and not is_rolled_back(exc)
             stored = unconfirmed and await _restore_if_stored(app, written)
             # Only once the outcome is known: a request cancelled (at shutdown) until then is
             # answered that its write may have been saved (service.errors.UnexpectedErrors).

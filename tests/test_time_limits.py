@@ -104,6 +104,16 @@ async def test_write_of_a_row_locked_elsewhere_is_409_and_changes_nothing(
     assert retried.status_code == (200 if method == "PATCH" else 204), retried.text
 
 
+# When a trigger raises: as a statement does (BEFORE), or at COMMIT (a deferred constraint
+# trigger), where the outcome of a write is otherwise looked up as unknown.
+TRIGGERS = {
+    "statement": "CREATE TRIGGER roll_back BEFORE INSERT OR UPDATE ON sessions",
+    "commit": "CREATE CONSTRAINT TRIGGER roll_back AFTER INSERT OR UPDATE ON sessions"
+    " DEFERRABLE INITIALLY DEFERRED",
+}
+
+
+@pytest.mark.parametrize("trigger", TRIGGERS)
 @pytest.mark.parametrize(
     "sqlstate", ["40P01", "40001"], ids=["deadlock_detected", "serialization_failure"]
 )
@@ -113,9 +123,11 @@ async def test_a_write_the_database_rolled_back_for_a_conflict_is_503_and_change
     stored: StoredRows,
     caplog: pytest.LogCaptureFixture,
     sqlstate: str,
+    trigger: str,
 ) -> None:
     # As a PATCH that waits for a table lock while a migration holds one and waits for the
     # PATCH's (alembic/env.py retries the migration's side): the same request may pass later.
+    # At COMMIT too: the database answered, so the outcome is known, not commit-unconfirmed.
     session = await create_session(client)
     before = await stored.row(session["id"])
     count = "SELECT count(*) FROM sessions"
@@ -130,8 +142,7 @@ async def test_a_write_the_database_rolled_back_for_a_conflict_is_503_and_change
             END IF;
             RETURN NEW;
         END $$;
-        CREATE TRIGGER roll_back BEFORE INSERT OR UPDATE ON sessions
-            FOR EACH ROW EXECUTE FUNCTION roll_back();
+        {TRIGGERS[trigger]} FOR EACH ROW EXECUTE FUNCTION roll_back();
         """
     )
     try:
