@@ -17,6 +17,7 @@ from sqlalchemy import (
     false,
     func,
     literal_column,
+    or_,
     true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -29,6 +30,8 @@ Level = Literal["Beginner", "Intermediate", "Advanced", "Expert"]
 State = Literal["draft", "pending", "accepted", "confirmed", "rejected", "canceled", "withdrawn"]
 LEVELS: tuple[str, ...] = get_args(Level)
 STATES: tuple[str, ...] = get_args(State)
+# What the public sees (service.policy).
+PUBLIC_STATES = frozenset({"accepted", "confirmed"})
 
 TITLE_MAX = 255
 SUBTITLE_MAX = 255
@@ -187,9 +190,31 @@ Index(
     Session.id,
     postgresql_where=_LISTED,
 )
-# The change feed reads in (txid, id) order, tombstones included, of all events or of one.
+
+
+# The change feed reads in (txid, id) order, tombstones included, of all events or of one; an
+# anonymous caller's, only the sessions that are or have been public (migration 0008), in the
+# condition's own words (service.repository's _VISIBLE), which the planner matches to these.
+def has_been_public(columns: Any) -> ColumnElement[bool]:
+    """Whether a session (of these columns: the table's, or a query's that has them) is or has
+    been public: its states written out, not bound, for the planner to match the indexes'."""
+    public: list[ColumnElement[str]] = [
+        literal_column(f"'{state}'") for state in sorted(PUBLIC_STATES)
+    ]
+    return or_(columns.ever_public, columns.state.in_(public))
+
+
+HAS_BEEN_PUBLIC = has_been_public(Session)
 Index("ix_sessions_txid_id", Session.txid, Session.id)
 Index("ix_sessions_event_id_txid_id", Session.event_id, Session.txid, Session.id)
+Index("ix_sessions_txid_id_public", Session.txid, Session.id, postgresql_where=HAS_BEEN_PUBLIC)
+Index(
+    "ix_sessions_event_id_txid_id_public",
+    Session.event_id,
+    Session.txid,
+    Session.id,
+    postgresql_where=HAS_BEEN_PUBLIC,
+)
 # The GIN trigram indexes that serve q's ILIKEs: created by migration 0005 only where the server
 # has pg_trgm, so not declared here, and left out of autogenerate's comparison (alembic/env.py).
 TRIGRAM_INDEXES = frozenset(

@@ -18,10 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from service.errors import ForbiddenRule, ServiceError
-from service.models import STATES
-
-# What the public sees.
-PUBLIC_STATES = frozenset({"accepted", "confirmed"})
+from service.models import PUBLIC_STATES, STATES
 
 # The states a session may be created in by someone who does not organise its event.
 SPEAKER_CREATE_STATES = frozenset({"draft", "pending"})

@@ -56,14 +56,16 @@ from service.models import (
     DATABASE_OID,
     NEGATIVE_INFINITY,
     POSITIVE_INFINITY,
+    PUBLIC_STATES,
     SNAPSHOT_XMIN,
     Session,
     SessionDeparture,
     Versioned,
+    has_been_public,
     nulls_last,
 )
 from service.pagination import NULLABLE_SORT_KEYS, SortKey
-from service.policy import PUBLIC_STATES, SessionFacts, Visibility
+from service.policy import SessionFacts, Visibility
 
 ONE_TICK = timedelta(microseconds=1)  # timestamptz resolution
 
@@ -613,7 +615,9 @@ _VISIBLE: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
     "visible_states": lambda c, states: c.state == any_(states),
     "visible_creator_id": lambda c, creator_id: c.creator_id == creator_id,
     "visible_event_ids": lambda c, event_ids: c.event_id == any_(event_ids),
-    "visible_ever_public": lambda c, ever_public: c.ever_public == ever_public,
+    # Written out, not compared with a parameter: the condition of the partial indexes of the
+    # sessions that are or have been public, which serve an anonymous feed (its only one).
+    "visible_ever_public": lambda c, _: has_been_public(c),
 }
 
 
@@ -629,6 +633,8 @@ def _visibility_parameters(visible: Visibility) -> dict[str, Any]:
         values["visible_event_ids"] = sorted(visible.event_ids)
     if visible.held:
         values["visible_ever_public"] = True
+        if visible.states <= PUBLIC_STATES:  # the part above says it too
+            values.pop("visible_states", None)
         if visible.event_ids:
             # Of the feed of every event (_feed_with_departures): the feed of one event has the
             # departures from it.

@@ -206,12 +206,12 @@ LIST_DATABASE = problem_response(
     "searches (`q`, or lists without `event_id` but an admin's unfiltered one) are running at "
     "once; retry after `Retry-After` seconds.",
 )
-# The change feed's: without event_id, but for an admin, a search as well.
+# The change feed's: without event_id, but for an admin or an anonymous caller, a search too.
 FEED_DATABASE = problem_response(
     503,
     f"{PROBLEMS[503]} A 503 of type `urn:sessions-service:problem:searches-busy`: too many "
-    "searches (the feed without `event_id` of a caller who is not an admin, lists with `q` or "
-    "without `event_id`) are running at once; retry after `Retry-After` seconds.",
+    "searches (the feed without `event_id` of a signed-in caller who is not an admin, lists "
+    "with `q` or without `event_id`) are running at once; retry after `Retry-After` seconds.",
 )
 # A write that waited DB_LOCK_TIMEOUT for a lock another one holds (ChangeInProgress).
 CHANGE_IN_PROGRESS = problems(409)
@@ -649,10 +649,11 @@ async def list_session_changes(
     may not see and that has never been public is left out."""
     after, issued_in = _read_feed_token(signer, since, event_id) if since else (None, {})
     visible = policy.feed_visibility(principal)
-    # Without event_id, the feed of a caller who may not see everything reads the order of all
-    # changes past every row it may not see (drafts never public): as many as there are, like a
-    # list's filter that no index serves, so it is a search too.
-    search = event_id is None and not visible.everything
+    # Without event_id, the feed of a signed-in caller who may see some drafts (their own, their
+    # events') but not all reads the order of all changes past every one it may not see: as
+    # many as there are, like a list's filter that no index serves, so it is a search too. An
+    # anonymous caller's reads the indexes of what has been public (migration 0008).
+    search = event_id is None and (visible.creator_id is not None or bool(visible.event_ids))
     async with read_connection(request.app, search=search) as conn:
         rows, horizon = await SessionReads(conn).changes(
             event_id=event_id, after=after, limit=limit, visible=visible

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_
 
 from service import transactions
+from service.auth import issue_token
 from service.schemas import format_utc
 from service.settings import Settings
 from service.transactions import ConnectionLine, connection_line, read_connection
@@ -143,14 +144,16 @@ async def test_searches_wait_for_half_the_connections_and_leave_the_rest_to_othe
             assert unfiltered.json()["type"] == "urn:sessions-service:problem:searches-busy"
             # It names what a search is, not only q, which this client never sent.
             assert "without event_id" in unfiltered.json()["detail"]
-            # So is its change feed without event_id: it reads past every draft never public.
-            async with asgi_client(app) as anonymous:
-                feed = await anonymous.get("/sessions/changes")
+            # So is a speaker's change feed without event_id: it reads past every draft never
+            # public but their own. An anonymous one reads the indexes of what has been public.
+            as_speaker = {"Authorization": f"Bearer {issue_token(settings, 'speaker-7')}"}
+            async with asgi_client(app, as_speaker) as speaker:
+                feed = await speaker.get("/sessions/changes")
                 of_event = {"event_id": session["event_id"]}
-                assert (
-                    await anonymous.get("/sessions/changes", params=of_event)
-                ).status_code == 200
+                assert (await speaker.get("/sessions/changes", params=of_event)).status_code == 200
             assert feed.json()["type"] == "urn:sessions-service:problem:searches-busy"
+            async with asgi_client(app) as anonymous:
+                assert (await anonymous.get("/sessions/changes")).status_code == 200
             assert (await client.get("/sessions/changes")).status_code == 200
         assert (await client.get("/sessions", params={"q": "go"})).status_code == 200
         assert (await client.get("/sessions", params={"track_id": 999})).status_code == 200
