@@ -45,8 +45,8 @@ class ConnectionLine:
     unavailable", logged as the pool's).
 
     Searches (the list's q, or a list without event_id but an admin's unfiltered one:
-    SessionFilter.may_read_the_table; the change feed without event_id of a caller who is not
-    an admin) first wait for one of half as many search slots: one
+    SessionFilter.may_read_the_table; the change feed without event_id of a signed-in caller
+    who is not an admin) first wait for one of half as many search slots: one
     whose text the trigram indexes cannot serve ("go", "C#"), or on a server without them, or
     whose filters (the caller's visibility too) match few sessions, reads the whole table, up to
     seconds on a large one. A burst of them
