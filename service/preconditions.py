@@ -6,7 +6,7 @@ The rules themselves are in service.conditional; this module binds them to FastA
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fastapi import Request, Response
 
@@ -31,9 +31,20 @@ from service.settings import Settings
 CACHE_CONTROL = "no-cache"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def entity_tag(session: Versioned) -> EntityTag:
-    """Strong: every real change of a session bumps its version, and nothing else varies."""
-    return EntityTag(str(session.version))
+    """Strong: the version, then last_modified_at's microsecond in hexadecimal: "3-661e00e434a40".
+
+    Every real change bumps the version, and nothing else varies, so the version alone tells
+    apart the representations of one history of the data. The stamp tells apart those of two: a
+    database restored to an earlier point gives a version it had lost to a different change, made
+    later, so a client holding the lost change's tag gets neither 304 nor past If-Match.
+    """
+    micros = (session.last_modified_at - _EPOCH) // _MICROSECOND
+    return EntityTag(f"{session.version}-{micros:x}")
 
 
 def validator_headers(session: Versioned, now: datetime) -> dict[str, str]:
@@ -68,16 +79,16 @@ def _parse(request: Request) -> Preconditions:
         )
     except MalformedHeader as exc:
         raise BadRequest(
-            f'{exc.field} must be * or a comma-separated list of entity tags, such as "3" '
-            '(with the quotes) or W/"3".',
+            f"{exc.field} must be * or a comma-separated list of entity tags, such as "
+            '"3-661e00e434a40" (with the quotes, as ETag gives it) or W/"3-661e00e434a40".',
             header=exc.field,
         ) from None
 
 
 IF_MATCH = header_parameter(
     "If-Match",
-    "Proceed only if the session's ETag is one of these (strong comparison): "
-    '`"3"`, `"3", "4"` or `*`. Otherwise 412 and nothing changes.',
+    "Proceed only if the session's ETag is one of these (strong comparison), as the ETag "
+    'header gave it: `"3-661e00e434a40"`, a list or `*`. Otherwise 412 and nothing changes.',
     pattern=ENTITY_TAGS_PATTERN,
 )
 IF_UNMODIFIED_SINCE = header_parameter(
@@ -218,7 +229,8 @@ def check_collection_write(request: Request) -> None:
 # OpenAPI: what the operations of /sessions/{id} answer about preconditions. Each is sent with
 # every response that declares it (required, so that generated clients type it as present).
 ETAG_HEADER = header(
-    'The session\'s entity tag, a strong validator: its version, quoted ("3").'
+    'The session\'s entity tag, a strong validator (quoted, opaque: `"3-661e00e434a40"`); it '
+    "changes with every change of the session."
 ) | {"required": True}
 LAST_MODIFIED_HEADER = header(
     "last_modified_at as an HTTP-date, truncated to the second; never later than Date."

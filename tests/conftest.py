@@ -10,8 +10,9 @@ import asyncio
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, get_args
 
@@ -399,6 +400,16 @@ async def stored_row(connection: AsyncConnection, session_id: int) -> dict[str, 
         text("SELECT *, xmin::text AS xmin FROM sessions WHERE id = :id"), {"id": session_id}
     )
     return dict(result.mappings().one())
+
+
+def etag_of(session: Mapping[str, Any]) -> str:
+    """The ETag of a session, from its body or its stored row: its version and, in hexadecimal,
+    the microsecond of its last_modified_at since the epoch."""
+    stamp = session["last_modified_at"]
+    if isinstance(stamp, str):
+        stamp = datetime.fromisoformat(stamp)
+    micros = (stamp - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    return f'"{session["version"]}-{micros:x}"'
 
 
 async def create_session(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:

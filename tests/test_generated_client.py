@@ -20,6 +20,7 @@ from service.openapi import SPEC_PATH
 from tests.conftest import (
     ADMIN_ID,
     TEST_JWT_SECRET,
+    etag_of,
     migrated_database,
     token_for,
 )
@@ -124,7 +125,7 @@ def test_generated_client_creates_reads_lists_patches_and_deletes(
     read = api["get_session"].sync_detailed(session_id=created.id, client=client)
     assert read.parsed.to_dict() == created.to_dict()
     etag = read.headers["etag"]
-    assert etag == response.headers["etag"] == '"1"'
+    assert etag == response.headers["etag"] == etag_of(created.to_dict())
     head = api["head_session"].sync_detailed(session_id=created.id, client=client)
     assert (head.status_code, head.headers["etag"], head.content) == (200, etag, b"")
     not_modified = api["get_session"].sync_detailed(
@@ -159,7 +160,7 @@ def test_generated_client_creates_reads_lists_patches_and_deletes(
     )
     assert stale.status_code == 412
     assert isinstance(stale.parsed, models.Problem)
-    assert stale.headers["etag"] == '"2"'
+    assert stale.headers["etag"] == etag_of(patched.to_dict())
 
     invalid = api["update_session"].sync(
         session_id=created.id, client=client, body=models.SessionUpdate(title="")
@@ -168,7 +169,7 @@ def test_generated_client_creates_reads_lists_patches_and_deletes(
     assert invalid.errors[0].location == ["body", "title"]
 
     deleted = api["delete_session"].sync_detailed(
-        session_id=created.id, client=client, if_match='"2"'
+        session_id=created.id, client=client, if_match=etag_of(patched.to_dict())
     )
     assert deleted.status_code == 204
     gone = api["get_session"].sync(session_id=created.id, client=client)

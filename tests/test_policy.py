@@ -11,7 +11,14 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tests.conftest import ADMIN_ID, ClientAs, assert_problem, session_body, stored_row
+from tests.conftest import (
+    ADMIN_ID,
+    ClientAs,
+    assert_problem,
+    etag_of,
+    session_body,
+    stored_row,
+)
 
 STATES = ["draft", "pending", "accepted", "confirmed", "rejected", "canceled", "withdrawn"]
 PUBLIC = {"accepted", "confirmed"}
@@ -408,7 +415,7 @@ async def test_what_the_patch_changes_is_checked_after_preconditions(actors: Act
     )
     assert_problem(stale, 412)
     current = await actors["speaker"].patch(
-        url, json={"state": "confirmed"}, headers={"If-Match": f'"{session["version"]}"'}
+        url, json={"state": "confirmed"}, headers={"If-Match": etag_of(session)}
     )
     assert assert_problem(current, 403)["rule"] == "speaker-transitions"
 

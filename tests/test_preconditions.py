@@ -24,6 +24,7 @@ from tests.conftest import (
     build_app,
     count_sessions,
     create_session,
+    etag_of,
     session_body,
     stored_row,
 )
@@ -37,7 +38,7 @@ def http_date(response: httpx.Response, field: str) -> datetime:
 
 def assert_validators(response: httpx.Response, row: dict[str, Any]) -> None:
     """ETag, Last-Modified, Cache-Control and Date as RFC 9110 wants them, for this stored row."""
-    assert response.headers["etag"] == f'"{row["version"]}"'
+    assert response.headers["etag"] == etag_of(row)
     assert response.headers["cache-control"] == "no-cache"
     assert response.headers["last-modified"].endswith(" GMT")
     last_modified, date = http_date(response, "last-modified"), http_date(response, "date")
@@ -55,14 +56,14 @@ async def test_create_get_and_patch_carry_validators_of_the_stored_row(
     created = await client.post("/sessions", json=session_body())
     session_id = created.json()["id"]
     assert_validators(created, await stored_row(connection, session_id))
-    assert created.headers["etag"] == '"1"'
+    assert created.headers["etag"] == etag_of(created.json())
 
     fetched = await client.get(f"/sessions/{session_id}")
     assert_validators(fetched, await stored_row(connection, session_id))
 
     patched = await client.patch(f"/sessions/{session_id}", json={"title": "New"})
     assert_validators(patched, await stored_row(connection, session_id))
-    assert patched.headers["etag"] == '"2"'
+    assert patched.headers["etag"] == etag_of(patched.json()) != created.headers["etag"]
     # Who asks decides what is seen: a cache must not hand one caller's answer to another.
     for response in (created, fetched, patched):
         assert response.headers.get_list("vary") == ["Authorization"]
@@ -99,7 +100,7 @@ async def test_every_response_has_one_date(
 
 @pytest.mark.parametrize(
     "if_none_match",
-    [['"1"'], ['W/"1"'], ['"7", "1"'], ["*"], ['"7"', '"1"']],
+    [["{tag}"], ["W/{tag}"], ['"7", {tag}'], ["*"], ['"7"', "{tag}"]],
     ids=["strong", "weak", "list", "any", "two lines"],
 )
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
@@ -109,14 +110,15 @@ async def test_read_if_none_match_current_is_304_with_the_headers_of_a_200(
     session = await create_session(client)
     url = f"/sessions/{session['id']}"
     full = await client.request(method, url)
-    headers = [("If-None-Match", value) for value in if_none_match]
+    tag = etag_of(session)
+    headers = [("If-None-Match", value.format(tag=tag)) for value in if_none_match]
     response = await client.request(method, url, headers=headers)
     assert response.status_code == 304
     assert response.content == b""
     assert "content-type" not in response.headers
     for field in ("etag", "cache-control", "vary"):
         assert response.headers.get(field) == full.headers.get(field)
-    assert response.headers["etag"] == '"1"'
+    assert response.headers["etag"] == tag
     assert len(response.headers.get_list("date")) == 1
 
 
@@ -124,10 +126,10 @@ async def test_get_if_none_match_stale_is_200_with_the_session(client: httpx.Asy
     session = await create_session(client)
     url = f"/sessions/{session['id']}"
     await client.patch(url, json={"title": "Changed"})
-    response = await client.get(url, headers={"If-None-Match": '"1", W/"3"'})
+    response = await client.get(url, headers={"If-None-Match": f'{etag_of(session)}, W/"3"'})
     assert response.status_code == 200
     assert response.json()["title"] == "Changed"
-    assert response.headers["etag"] == '"2"'
+    assert response.headers["etag"] == etag_of(response.json())
 
 
 async def test_head_answers_what_get_answers_without_a_body(client: httpx.AsyncClient) -> None:
@@ -173,7 +175,7 @@ async def test_get_if_modified_since_echoed_last_modified_is_304(
     last_modified = (await client.get(url)).headers["last-modified"]
     response = await client.get(url, headers={"If-Modified-Since": last_modified})
     assert response.status_code == 304
-    assert response.headers["etag"] == '"1"'
+    assert response.headers["etag"] == etag_of(session)
     one_second_earlier = format_http_date(
         parsedate_to_datetime(last_modified) - timedelta(seconds=1)
     )
@@ -213,17 +215,19 @@ async def test_get_if_modified_since_obsolete_formats_are_understood(
 # Conditional writes: PATCH and DELETE
 
 
-@pytest.mark.parametrize("if_match", ['"1"', '"9", "1"', "*"], ids=["strong", "list", "any"])
+@pytest.mark.parametrize("if_match", ["{tag}", '"9", {tag}', "*"], ids=["strong", "list", "any"])
 async def test_patch_if_match_current_changes_the_session(
     client: httpx.AsyncClient, if_match: str
 ) -> None:
     session = await create_session(client)
     response = await client.patch(
-        f"/sessions/{session['id']}", json={"title": "Mine"}, headers={"If-Match": if_match}
+        f"/sessions/{session['id']}",
+        json={"title": "Mine"},
+        headers={"If-Match": if_match.format(tag=etag_of(session))},
     )
     assert response.status_code == 200, response.text
     assert response.json()["title"] == "Mine"
-    assert response.headers["etag"] == '"2"'
+    assert response.headers["etag"] == etag_of(response.json()) != etag_of(session)
 
 
 @pytest.mark.parametrize(
@@ -231,10 +235,11 @@ async def test_patch_if_match_current_changes_the_session(
     [
         {"If-Match": '"2"'},
         {"If-Match": '"0", "2"'},
-        {"If-Match": 'W/"1"'},  # a weak tag never matches in If-Match (strong comparison)
+        {"If-Match": '"1"'},  # the version alone, as releases before 2026-12-05 tagged it
+        {"If-Match": "W/{tag}"},  # a weak tag never matches in If-Match (strong comparison)
         {"If-Match": ""},  # an empty list matches nothing
         {"If-None-Match": "*"},
-        {"If-None-Match": 'W/"1"'},
+        {"If-None-Match": "W/{tag}"},
         {"If-Unmodified-Since": "Sun, 06 Nov 1994 08:49:37 GMT"},
     ],
 )
@@ -246,20 +251,23 @@ async def test_write_failed_precondition_is_412_with_etag_and_changes_nothing(
     headers: dict[str, str],
 ) -> None:
     session = await create_session(client)
-    before = await stored_row(connection, session["id"])
+    before, tag = await stored_row(connection, session["id"]), etag_of(session)
     response = await client.request(
-        method, f"/sessions/{session['id']}", json={"title": "Lost"}, headers=headers
+        method,
+        f"/sessions/{session['id']}",
+        json={"title": "Lost"},
+        headers={name: value.format(tag=tag) for name, value in headers.items()},
     )
     body = assert_problem(response, 412)
     assert body["title"] == "Precondition Failed"
-    assert response.headers["etag"] == '"1"'
+    assert response.headers["etag"] == tag
     assert await stored_row(connection, session["id"]) == before  # xmin too: no write at all
 
 
 async def test_delete_if_match_current_deletes(client: httpx.AsyncClient) -> None:
     session = await create_session(client)
     url = f"/sessions/{session['id']}"
-    assert (await client.delete(url, headers={"If-Match": '"1"'})).status_code == 204
+    assert (await client.delete(url, headers={"If-Match": etag_of(session)})).status_code == 204
     assert_problem(await client.get(url), 404)
 
 
@@ -285,7 +293,10 @@ async def test_patch_if_match_decides_over_if_unmodified_since(client: httpx.Asy
     response = await client.patch(
         f"/sessions/{session['id']}",
         json={"title": "Mine"},
-        headers={"If-Match": '"1"', "If-Unmodified-Since": "Sun, 06 Nov 1994 08:49:37 GMT"},
+        headers={
+            "If-Match": etag_of(session),
+            "If-Unmodified-Since": "Sun, 06 Nov 1994 08:49:37 GMT",
+        },
     )
     assert response.status_code == 200
 
@@ -316,16 +327,49 @@ async def test_same_second_edits_only_if_match_tells_them_apart(
     assert stale_by_date.status_code == 200  # one-second granularity, as RFC 9110 defines it
 
 
+async def test_a_tag_of_a_change_the_database_lost_matches_not_the_change_that_replaced_it(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    session = await create_session(client)
+    url = f"/sessions/{session['id']}"
+    lost = await client.patch(url, json={"title": "Lost"})
+    # The database restored to a point before that change: its version 2 is free again.
+    await connection.execute(
+        text(
+            "UPDATE sessions SET title = :title, version = 1, last_modified_at = :stamp "
+            "WHERE id = :id"
+        ),
+        {
+            "id": session["id"],
+            "title": session["title"],
+            "stamp": datetime.fromisoformat(session["last_modified_at"]),
+        },
+    )
+    replacing = await client.patch(url, json={"subtitle": "Made after the restore"})
+    assert replacing.json()["version"] == lost.json()["version"] == 2
+    assert replacing.headers["etag"] != lost.headers["etag"]
+    # A client still holding the lost change: its copy is stale, and it may not write over.
+    revalidated = await client.get(url, headers={"If-None-Match": lost.headers["etag"]})
+    assert revalidated.status_code == 200
+    assert revalidated.json()["title"] == session["title"]
+    stale = await client.patch(
+        url, json={"level": "Expert"}, headers={"If-Match": lost.headers["etag"]}
+    )
+    assert_problem(stale, 412)
+
+
 async def test_noop_patch_with_matching_if_match_keeps_the_etag(
     client: httpx.AsyncClient, connection: AsyncConnection
 ) -> None:
     session = await create_session(client)
     before = await stored_row(connection, session["id"])
     response = await client.patch(
-        f"/sessions/{session['id']}", json={"title": session["title"]}, headers={"If-Match": '"1"'}
+        f"/sessions/{session['id']}",
+        json={"title": session["title"]},
+        headers={"If-Match": etag_of(session)},
     )
     assert response.status_code == 200
-    assert response.headers["etag"] == '"1"'
+    assert response.headers["etag"] == etag_of(session)
     assert response.json() == session
     assert await stored_row(connection, session["id"]) == before
 
@@ -633,14 +677,12 @@ async def test_concurrent_writes_with_the_same_if_match_exactly_one_wins(
 ) -> None:
     session = (await committed_client.post("/sessions", json=session_body())).json()
     url = f"/sessions/{session['id']}"
-    rounds, writers = 25, 3
+    rounds, writers, tag = 25, 3, etag_of(session)
     for version in range(1, rounds + 1):
         responses = await asyncio.gather(
             *(
                 committed_client.patch(
-                    url,
-                    json={"title": f"v{version} by {writer}"},
-                    headers={"If-Match": f'"{version}"'},
+                    url, json={"title": f"v{version} by {writer}"}, headers={"If-Match": tag}
                 )
                 for writer in range(writers)
             )
@@ -648,10 +690,11 @@ async def test_concurrent_writes_with_the_same_if_match_exactly_one_wins(
         statuses = sorted(response.status_code for response in responses)
         assert statuses == [200] + [412] * (writers - 1), f"round {version}: {statuses}"
         (winner,) = [response for response in responses if response.status_code == 200]
-        assert {response.headers["etag"] for response in responses} == {f'"{version + 1}"'}
         row = await stored.row(session["id"])
+        assert {response.headers["etag"] for response in responses} == {etag_of(row)}
         assert row["version"] == version + 1
         assert row["title"] == winner.json()["title"]
+        tag = etag_of(row)
 
 
 async def test_concurrent_patch_and_delete_with_the_same_if_match_one_wins(
@@ -659,10 +702,10 @@ async def test_concurrent_patch_and_delete_with_the_same_if_match_one_wins(
 ) -> None:
     for _ in range(10):
         session = (await committed_client.post("/sessions", json=session_body())).json()
-        url = f"/sessions/{session['id']}"
+        url, tag = f"/sessions/{session['id']}", etag_of(session)
         patched, deleted = await asyncio.gather(
-            committed_client.patch(url, json={"title": "Mine"}, headers={"If-Match": '"1"'}),
-            committed_client.delete(url, headers={"If-Match": '"1"'}),
+            committed_client.patch(url, json={"title": "Mine"}, headers={"If-Match": tag}),
+            committed_client.delete(url, headers={"If-Match": tag}),
         )
         row = await stored.row(session["id"])
         if deleted.status_code == 204:
