@@ -8,8 +8,9 @@
   Starlette 1.10), and takes its limit when the app is built, not from the settings at start.
 - ConfiguredCORS: Starlette's CORSMiddleware for the CORS_ORIGINS, or nothing when there are none;
   a preflight it refuses is a problem+json 400 like any other error, not its text/plain one.
-- TargetURI: a path with a percent-encoded slash (`/sessions%2F12`) is a 404; a Host missing
-  (in HTTP/1.1), repeated or malformed a 400.
+- RequestHead: a request line of another major version than HTTP/1 is a 505; an HTTP/1.0 request
+  with a Transfer-Encoding, a path with a percent-encoded slash (`/sessions%2F12`) a 404; a
+  Host missing (in HTTP/1.1), repeated or malformed a 400.
 - ResponseHeaders: what every response carries: a Date, and the headers OWASP's REST Security
   Cheat Sheet asks of an API (no MIME sniffing, no framing).
 - WholeFiles: the docs' static files served whole, ignoring Range, and 405 for other methods.
@@ -90,9 +91,15 @@ def _valid_host(value: str) -> bool:
         return False
 
 
-class TargetURI:
-    """A request whose target URI is malformed, as the request-target and Host make it up:
+class RequestHead:
+    """A request whose head the server passed on, though it is not one to serve:
 
+    - a 505 for a request line of another major version than 1 (`HTTP/2.0`, `HTTP/0.9`),
+      which uvicorn serves as HTTP/1.1 (RFC 9112 2.3 lets a server refuse a major version);
+    - a 400 for an HTTP/1.0 request with a Transfer-Encoding, which uvicorn decodes as chunked:
+      HTTP/1.0 has no transfer codings, so RFC 9112 6.1 has its framing treated as faulty (a
+      request smuggled past a proxy that reads the body otherwise), and the connection closed
+      (BodySizeLimit closes it: the body is left unread);
     - a 404 for a path with a percent-encoded slash: routes match the decoded path, where
       `/sessions%2F12` is `/sessions/12`, but RFC 3986 (2.2) makes it another path, a single
       segment, and so would a proxy in front that matches the path as sent (a rule for
@@ -114,6 +121,11 @@ class TargetURI:
 
     @staticmethod
     def _refusal(scope: Scope) -> Response | None:
+        version = scope["http_version"]
+        if not version.startswith("1."):
+            return problem(505, f"HTTP/{version} is not supported: send HTTP/1.1.")
+        if version == "1.0" and _is_chunked(scope):
+            return problem(400, "An HTTP/1.0 request cannot have a Transfer-Encoding.")
         if b"%2f" in scope.get("raw_path", b"").lower():
             return problem(404, "There is nothing at this URL.")
         hosts = [value for name, value in scope["headers"] if name == b"host"]

@@ -15,8 +15,8 @@ from service.db import create_engine, create_probe_engine, dispose
 from service.edge import (
     BodySizeLimit,
     ConfiguredCORS,
+    RequestHead,
     ResponseHeaders,
-    TargetURI,
     WholeFiles,
 )
 from service.errors import UnexpectedErrors, install_error_handlers
@@ -137,7 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # RequestTelemetry counts and logs those too. UnexpectedErrors, innermost, answers the
     # 500s and the 503s of a shutdown, so those pass through all the others.
     app.add_middleware(UnexpectedErrors)
-    app.add_middleware(TargetURI)
+    app.add_middleware(RequestHead)
     app.add_middleware(BodySizeLimit)
     app.add_middleware(VaryByAuthorization, prefix=routes.router.prefix)
     app.add_middleware(ConfiguredCORS)

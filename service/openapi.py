@@ -44,7 +44,7 @@ PROBLEMS = {
     "long again. A 503 of type `urn:sessions-service:problem:commit-unconfirmed` (no "
     "`Retry-After`) may have been saved: read before retrying.",
 }
-# A cause of 400 on every operation (service.edge.TargetURI), added to each one's own causes.
+# A cause of 400 on every operation (service.edge.RequestHead), added to each one's own causes.
 HOST_PROBLEM = "Host header is missing (HTTP/1.1 requires one), sent twice or not a host"
 # Seconds to wait before retrying, as a 409 and a 503 say it (RFC 9110 10.2.3).
 RETRY_AFTER = {

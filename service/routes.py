@@ -146,10 +146,11 @@ class Digits(Convertor[str]):
 
     Starlette's `{name:int}` parses it while routing, where more than 4,300 digits raise
     (CPython's limit on int()) and answer 500; as the parameter, they are a 422 like any id out
-    of range.
+    of range. No leading zero: a session has one URL (/sessions/3, never /sessions/03 as well,
+    which a cache would keep as another resource).
     """
 
-    regex = "[0-9]+"
+    regex = "0|[1-9][0-9]*"
 
     def convert(self, value: str) -> str:
         return value

@@ -462,6 +462,42 @@ async def test_a_bad_host_is_answered_in_its_turn_after_the_requests_before_it(
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answers) == [b"201", b"400"], answers
 
 
+@pytest.mark.parametrize("version", ["HTTP/2.0", "HTTP/0.9"])
+async def test_a_request_line_of_another_major_version_is_505(
+    replicas: list[ServiceProcess], version: str
+) -> None:
+    # llhttp passed these on, and uvicorn answered them as HTTP/1.1 requests.
+    request = f"GET /sessions/states {version}\r\nHost: a.example\r\nConnection: close\r\n\r\n"
+    answer = await exchange(replicas[0].port, request.encode())
+    assert answer.startswith(b"HTTP/1.1 505 "), answer
+    assert b"application/problem+json" in answer
+
+
+async def test_an_http_1_0_request_with_a_transfer_encoding_is_400_and_creates_nothing(
+    replicas: list[ServiceProcess], deployed_database: str
+) -> None:
+    # RFC 9112 6.1: HTTP/1.0 has no transfer codings, so a proxy may have framed this body by
+    # another rule than the server would (request smuggling). uvicorn decoded it as chunked
+    # and created the session; the connection, kept alive, must close too.
+    port = replicas[0].port
+    title = "Framed as chunked in HTTP/1.0"
+    body = orjson.dumps(session_body(title=title))
+    head = [
+        "POST /sessions HTTP/1.0",
+        f"Host: 127.0.0.1:{port}",
+        "Connection: keep-alive",
+        "Content-Type: application/json",
+        "Transfer-Encoding: chunked",
+        *(f"{name}: {value}" for name, value in ADMIN_HEADERS.items()),
+    ]
+    request = ("\r\n".join(head) + "\r\n\r\n").encode()
+    answer = await exchange(port, request + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert b"\r\nconnection: close\r\n" in answer.lower(), answer
+    rows = await stored_rows(deployed_database)
+    assert title not in [row["title"] for row in rows.values()]
+
+
 async def test_uvicorns_own_400_carries_a_date_and_the_apps_headers(
     replicas: list[ServiceProcess],
 ) -> None:

@@ -48,7 +48,7 @@ def test_the_statuses_every_operation_can_answer_are_documented(
     for method, path, operation in operations(document):
         responses = operation["responses"]
         # A body over MAX_BODY_SIZE is refused whatever the method, and a request without a
-        # valid Host whatever the path (service.edge.TargetURI).
+        # valid Host whatever the path (service.edge.RequestHead).
         assert "413" in responses, (method, path)
         assert "400" in responses, (method, path)
         assert "the Host header is missing" in responses["400"]["description"], (method, path)

@@ -114,6 +114,20 @@ async def test_a_session_404_is_never_stored_by_a_cache(
         assert response.headers["cache-control"] == "no-store"
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PATCH", "DELETE"])
+async def test_an_id_with_a_leading_zero_is_no_url_of_the_session(
+    client: httpx.AsyncClient, method: str
+) -> None:
+    # One URL per session: a cache keyed by URL would otherwise hold /sessions/03 apart from
+    # /sessions/3, and serve it stale once the session changes through the other.
+    session = await create_session(client)
+    for path in (f"/sessions/0{session['id']}", f"/sessions/000{session['id']}"):
+        response = await client.request(method, path, json={"title": "Not here"})
+        assert response.status_code == 404, (path, response.text)
+    assert (await client.get(f"/sessions/{session['id']}")).json() == session
+    assert_problem(await client.get("/sessions/0"), 422)  # the one id that starts with 0
+
+
 async def test_get_out_of_range_id_is_422_problem(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get("/sessions/99999999999999999999"), 422)
     # Not a number: no session can be there (and /sessions/changes is another resource).
@@ -131,7 +145,7 @@ async def test_an_id_of_thousands_of_digits_is_422_not_500(
         assert_problem(response, 422)
     session = await create_session(client)
     padded = await client.get("/sessions/" + "0" * 5000 + str(session["id"]))
-    assert padded.json() == session
+    assert_problem(padded, 404)  # not a URL of the session (no leading zero)
 
 
 async def merge_patch(
