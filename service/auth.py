@@ -171,6 +171,8 @@ class TokenVerifier:
             raise InvalidToken("The token is from another issuer.") from None
         except jwt.MissingRequiredClaimError as exc:
             raise InvalidToken(f'The token lacks the "{exc.claim}" claim.') from None
+        except jwt.exceptions.InvalidSubjectError:
+            raise InvalidToken('The token\'s "sub" claim must be a string.') from None
         except (jwt.PyJWTError, ValueError, TypeError):
             # ValueError, TypeError: a key of another kind than the token's algorithm needs.
             raise InvalidToken("The token is malformed or its signature does not verify.") from None

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -30,6 +31,8 @@ DEVELOPMENT_CURSOR_SECRET = "development-only-cursor-secret"  # noqa: S105 (a do
 # Cursors are signed with HMAC-SHA256 and handed to every client: a secret shorter than the hash
 # could be guessed offline from any one of them.
 CURSOR_SECRET_BYTES = 32
+# The shortest RSA key PyJWT verifies with (service.auth enforces its minimum key lengths).
+RSA_KEY_BITS_MIN = 2048
 
 
 # What asyncpg takes from a URL's query (beside the host, port, user, password and database):
@@ -280,9 +283,15 @@ class Settings(BaseSettings):
             raise ValueError("JWT_PUBLIC_KEY(_FILE) is not a PEM public key") from None
         if pem:
             try:
-                load_pem_public_key(pem.encode())
+                key = load_pem_public_key(pem.encode())
             except ValueError:
                 raise ValueError("JWT_PUBLIC_KEY(_FILE) is not a PEM public key") from None
+            if isinstance(key, RSAPublicKey) and key.key_size < RSA_KEY_BITS_MIN:
+                # PyJWT would refuse every token signed with it (enforce_minimum_key_length).
+                raise ValueError(
+                    f"JWT_PUBLIC_KEY(_FILE) is an RSA key of {key.key_size} bits: at least "
+                    f"{RSA_KEY_BITS_MIN} (NIST SP 800-131A)"
+                )
         return self
 
     @field_validator("cursor_secret")

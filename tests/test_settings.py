@@ -5,6 +5,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
 
 from service.settings import Settings
@@ -79,6 +81,19 @@ def test_cors_origins_as_browsers_send_them_are_taken() -> None:
         "http://localhost",
         "https://a-b.example:8080",
     ]
+
+
+def test_an_rsa_public_key_shorter_than_pyjwt_verifies_with_is_refused() -> None:
+    # PyJWT refuses every token that such a key verifies, each as a 401 that blamed the token.
+    def pem(bits: int) -> str:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits).public_key()
+        return key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
+
+    with pytest.raises(ValidationError, match="an RSA key of 1024 bits: at least 2048"):
+        Settings(jwt_public_key=pem(1024))
+    assert Settings(jwt_public_key=pem(2048)).jwt_public_key
 
 
 @pytest.mark.parametrize("content", [b"not a key", b"\xff\xfe\x00\x01"], ids=["text", "binary"])
