@@ -23,6 +23,7 @@ from service.db import (
     DRIVER_CONNECTION_ERRORS,
     STAMPED,
     WRITING_TRANSACTION,
+    driver_reason,
     is_database_unavailable,
     is_rolled_back,
 )
@@ -168,10 +169,16 @@ async def unit_of_work(app: FastAPI, write: Callable[[orm.Session], T]) -> T:
             # answered that its write may have been saved (service.errors.UnexpectedErrors).
             committing.reset(token)
             if unconfirmed and not stored:
+                logger.warning(
+                    "commit unconfirmed, and the write not found stored (it may be all the "
+                    "same): %s",
+                    driver_reason(exc),
+                )
                 raise CommitUnconfirmed from exc
             if not stored:
                 raise
             # The write stands: the handler answers as for any other.
+            logger.warning("commit unconfirmed, and the write found stored: %s", driver_reason(exc))
         else:
             assert token is not None
             committing.reset(token)

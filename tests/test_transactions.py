@@ -450,17 +450,24 @@ async def test_the_lookup_of_an_unconfirmed_commit_keeps_the_writes_turn_for_a_c
 
 
 async def test_a_write_whose_commit_is_unconfirmed_and_not_stored_is_never_answered_retry(
-    database_url: str, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+    database_url: str,
+    engine: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     try:
         async with started(settings_for(database_url)) as (_, client):
             session = await create_session(client)
             commit_then(monkeypatch, applied=False, raised=ConnectionResetError("lost"))
-            response = await client.patch(f"/sessions/{session['id']}", json={"title": "Lost"})
+            with caplog.at_level(logging.WARNING, logger="service.transactions"):
+                response = await client.patch(f"/sessions/{session['id']}", json={"title": "Lost"})
             monkeypatch.undo()
             assert response.status_code == 503, response.text
             assert response.json()["type"] == "urn:sessions-service:problem:commit-unconfirmed"
             assert "retry-after" not in response.headers
+            # The operator's one trace of a write that may or may not stand, and why.
+            assert "commit unconfirmed, and the write not found stored" in caplog.text
+            assert "ConnectionResetError: lost" in caplog.text
             assert (await client.get(f"/sessions/{session['id']}")).json() == session
     finally:
         await empty_sessions(engine)
@@ -468,7 +475,11 @@ async def test_a_write_whose_commit_is_unconfirmed_and_not_stored_is_never_answe
 
 @pytest.mark.parametrize("applied", [True, False], ids=["saved", "not saved"])
 async def test_a_commit_the_database_cancels_is_looked_up_never_answered_unchanged(
-    database_url: str, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, applied: bool
+    database_url: str,
+    engine: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    applied: bool,
 ) -> None:
     # 57014 at COMMIT (pg_cancel_backend; PostgreSQL stops the statement timeout before it
     # commits, but not every cancellation): query-canceled would tell the client that nothing
@@ -479,7 +490,10 @@ async def test_a_commit_the_database_cancels_is_looked_up_never_answered_unchang
         async with started(settings_for(database_url)) as (_, client):
             session = await create_session(client)
             commit_then(monkeypatch, applied=applied, raised=canceled)
-            response = await client.patch(f"/sessions/{session['id']}", json={"title": "Canceled"})
+            with caplog.at_level(logging.WARNING, logger="service.transactions"):
+                response = await client.patch(
+                    f"/sessions/{session['id']}", json={"title": "Canceled"}
+                )
             monkeypatch.undo()
             stored = (await client.get(f"/sessions/{session['id']}")).json()
     finally:
@@ -492,6 +506,9 @@ async def test_a_commit_the_database_cancels_is_looked_up_never_answered_unchang
         assert response.status_code == 503, response.text
         assert response.json()["type"] == "urn:sessions-service:problem:commit-unconfirmed"
         assert stored == session
+    found = "found stored" if applied else "not found stored"
+    assert f"commit unconfirmed, and the write {found}" in caplog.text
+    assert "canceling statement due to user request" in caplog.text
 
 
 @pytest.mark.parametrize("write", ["PATCH", "DELETE"])
