@@ -5,7 +5,11 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -15,14 +19,15 @@ from sqlalchemy.engine import URL, make_url
 # an admin token with it, so production sets JWT_SECRET to its own value or turns HS256 off.
 DEVELOPMENT_JWT_SECRET = "sessions-service-development-secret-replace-me-in-production"  # noqa: S105
 
-# The JWS algorithms a deployment may allow; "none" is not one of them, whatever is configured.
-SIGNING_ALGORITHMS = frozenset(
-    {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
-    | {"ES256", "ES384", "ES512", "EdDSA"}
-)
-
 # RFC 7518 section 3.2: an HMAC key at least as long as the hash's output. `token` signs HS256.
 HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+_RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+# Each ES algorithm is ECDSA on one curve (RFC 7518 3.4).
+_EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+# The JWS algorithms a deployment may allow; "none" is not one of them, whatever is configured.
+SIGNING_ALGORITHMS = (
+    frozenset(HMAC_KEY_BYTES) | _RSA_ALGORITHMS | frozenset(_EC_ALGORITHMS.values()) | {"EdDSA"}
+)
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 # A wait: finite, and at most a day (PostgreSQL's statement_timeout stops at 2**31 - 1 ms).
@@ -33,6 +38,18 @@ DEVELOPMENT_CURSOR_SECRET = "development-only-cursor-secret"  # noqa: S105 (a do
 CURSOR_SECRET_BYTES = 32
 # The shortest RSA key PyJWT verifies with (service.auth enforces its minimum key lengths).
 RSA_KEY_BITS_MIN = 2048
+
+
+def _algorithms_verified_by(key: PublicKeyTypes) -> frozenset[str]:
+    """The JWS algorithms whose signatures this public key verifies."""
+    if isinstance(key, RSAPublicKey):
+        return _RSA_ALGORITHMS
+    if isinstance(key, EllipticCurvePublicKey):
+        algorithm = _EC_ALGORITHMS.get(key.curve.name)
+        return frozenset({algorithm} if algorithm else ())
+    if isinstance(key, Ed25519PublicKey | Ed448PublicKey):
+        return frozenset({"EdDSA"})
+    return frozenset()  # X25519, X448, DH, DSA: no JWS algorithm
 
 
 # What asyncpg takes from a URL's query (beside the host, port, user, password and database):
@@ -291,6 +308,18 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"JWT_PUBLIC_KEY(_FILE) is an RSA key of {key.key_size} bits: at least "
                     f"{RSA_KEY_BITS_MIN} (NIST SP 800-131A)"
+                )
+            verifies = _algorithms_verified_by(key)
+            if not verifies & set(self.jwt_algorithms):
+                # Every token would be refused, each as a 401 that blames the token.
+                raise ValueError(
+                    f"JWT_PUBLIC_KEY(_FILE) verifies none of JWT_ALGORITHMS "
+                    f"({','.join(self.jwt_algorithms)}): "
+                    + (
+                        f"allow one of {','.join(sorted(verifies))}"
+                        if verifies
+                        else f"a {type(key).__name__} cannot verify a token's signature"
+                    )
                 )
         return self
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 from pydantic import ValidationError
 
 from service.settings import Settings
@@ -83,13 +83,50 @@ def test_cors_origins_as_browsers_send_them_are_taken() -> None:
     ]
 
 
+def public_pem(key: Any) -> str:
+    pem: bytes = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem.decode()
+
+
+@pytest.mark.parametrize(
+    ("key", "algorithms", "error"),
+    [
+        (x25519.X25519PrivateKey.generate(), "RS256,ES256,HS256", "cannot verify a token"),
+        (rsa.generate_private_key(65537, 2048), "ES256,HS256", "allow one of PS256,PS384"),
+        (ec.generate_private_key(ec.SECP384R1()), "ES256", "allow one of ES384"),
+        (ed25519.Ed25519PrivateKey.generate(), "RS256", "allow one of EdDSA"),
+    ],
+    ids=["x25519", "rsa without RS or PS", "P-384 for ES256", "ed25519 without EdDSA"],
+)
+def test_a_public_key_that_verifies_none_of_the_algorithms_is_refused(
+    key: Any, algorithms: str, error: str
+) -> None:
+    # Every token would be a 401 "malformed or its signature does not verify", nothing logged.
+    with pytest.raises(ValidationError, match=f"verifies none of JWT_ALGORITHMS.*{error}"):
+        Settings(jwt_public_key=public_pem(key), jwt_algorithms=algorithms)
+
+
+@pytest.mark.parametrize(
+    ("key", "algorithms"),
+    [
+        (rsa.generate_private_key(65537, 2048), "PS256"),
+        (ec.generate_private_key(ec.SECP256R1()), "RS256,ES256,HS256"),
+        (ec.generate_private_key(ec.SECP521R1()), "ES512"),
+        (ed25519.Ed25519PrivateKey.generate(), "EdDSA,HS256"),
+    ],
+)
+def test_a_public_key_that_verifies_one_of_the_algorithms_is_taken(
+    key: Any, algorithms: str
+) -> None:
+    assert Settings(jwt_public_key=public_pem(key), jwt_algorithms=algorithms).jwt_public_key
+
+
 def test_an_rsa_public_key_shorter_than_pyjwt_verifies_with_is_refused() -> None:
     # PyJWT refuses every token that such a key verifies, each as a 401 that blamed the token.
     def pem(bits: int) -> str:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=bits).public_key()
-        return key.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode()
+        return public_pem(rsa.generate_private_key(public_exponent=65537, key_size=bits))
 
     with pytest.raises(ValidationError, match="an RSA key of 1024 bits: at least 2048"):
         Settings(jwt_public_key=pem(1024))
