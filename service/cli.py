@@ -1,6 +1,7 @@
 """The `sessions-service` command: serve the API, migrate the database, print a dev token."""
 
 import argparse
+import asyncio
 import contextlib
 import gc
 import json
@@ -165,8 +166,29 @@ def _stop_as_on_sigterm(signum: int, frame: FrameType | None) -> None:
     signal.raise_signal(signal.SIGTERM)
 
 
+def _check_address(host: str, port: int) -> None:
+    """Exit now, plainly, if the server could not listen there: uvicorn would find out only
+    once the app had started (and exit 3 with a log line that names neither setting)."""
+
+    async def listen_and_close() -> None:
+        # As uvicorn listens: asyncio's create_server, every address the host resolves to.
+        server = await asyncio.get_running_loop().create_server(asyncio.Protocol, host, port)
+        server.close()
+        await server.wait_closed()
+
+    try:
+        asyncio.run(listen_and_close())
+    except OSError as exc:  # socket.gaierror too: a host that does not resolve
+        raise SystemExit(
+            f"cannot listen on HOST {host!r}, PORT {port}: {exc.strerror or exc}"
+        ) from None
+
+
 def serve(host: str | None, port: int | None) -> None:
     settings = get_settings()
+    host = settings.host if host is None else host
+    port = settings.port if port is None else port
+    _check_address(host, port)
     _ensure_database()
     # uvicorn drains in-flight requests on SIGTERM, then re-raises it under the handler it found:
     # exit 0 through this one, so that atexit hooks (stopping an embedded PostgreSQL) still run.
@@ -177,8 +199,8 @@ def serve(host: str | None, port: int | None) -> None:
         signal.signal(signal.SIGHUP, _stop_as_on_sigterm)
     run_server(
         "service.main:app",
-        host=settings.host if host is None else host,
-        port=settings.port if port is None else port,
+        host=host,
+        port=port,
         log_level=settings.log_level,
         # The app sets Date itself, so that Last-Modified is never later than it.
         date_header=False,
@@ -186,6 +208,7 @@ def serve(host: str | None, port: int | None) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
+        timeout_keep_alive=settings.keep_alive_timeout,
     )
 
 

@@ -170,6 +170,10 @@ class Settings(BaseSettings):
     access_log: bool = True
     # uvicorn's wait for in-flight requests after SIGTERM; below Kubernetes' default 30 s grace.
     graceful_shutdown_timeout: int = Field(default=20, ge=0)
+    # How long an idle connection is kept open for the client's next request. Longer than a load
+    # balancer's own idle timeout (60 s at AWS's and nginx's), else a request it sends on a
+    # connection the service is closing is lost (a 502, and a POST is not retried).
+    keep_alive_timeout: int = Field(default=75, ge=1, le=3600)
     # Overflow connections are closed as soon as they are returned: under steady load they are
     # opened and closed again request after request, so the pool holds all it may use.
     db_pool_size: int = Field(default=20, ge=1)

@@ -5,6 +5,8 @@ import contextlib
 import itertools
 import re
 import signal
+import socket
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -573,6 +575,50 @@ def test_a_start_that_fails_exits_with_status_3(deployed_database: str) -> None:
         assert service.wait() == 3
         messages = [line["message"] for line in service.log_lines()]
         assert messages[-1] == "Application startup failed. Exiting."
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize("taken_by", ["another listener", "a host that does not resolve"])
+def test_an_address_the_service_cannot_listen_on_stops_it_at_once_naming_it(
+    deployed_database: str, taken_by: str
+) -> None:
+    # uvicorn found out only once the app had started (the database checked, and an embedded
+    # PostgreSQL started), then exited 3 with a log line that named neither setting.
+    with contextlib.ExitStack() as stack:
+        if taken_by == "another listener":
+            listener = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
+            address = {"PORT": str(listener.getsockname()[1])}
+        else:
+            address = {"HOST": "no-such-host.invalid"}
+        service = ServiceProcess(deployed_database, **address)
+        stack.callback(service.stop)
+        assert service.wait() == 1
+        output = service.output()
+    assert output.startswith("cannot listen on HOST "), output
+    assert f"PORT {address['PORT']}" in output if "PORT" in address else "no-such-host" in output
+    assert "Application startup" not in output  # refused before the app started
+
+
+async def test_an_idle_connection_is_kept_for_keep_alive_timeout(deployed_database: str) -> None:
+    # uvicorn's 5 s was fixed, shorter than a load balancer's idle timeout: a request it sent
+    # on a connection the service was just closing was lost.
+    service = ServiceProcess(deployed_database, KEEP_ALIVE_TIMEOUT="2").wait_until_ready()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+        request = b"GET /healthz HTTP/1.1\r\nHost: a.example\r\n\r\n"
+        for idle in (0.0, 1.0):  # within the timeout: the same connection serves both
+            await asyncio.sleep(idle)
+            writer.write(request)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            length = re.search(rb"content-length: (\d+)", head.lower())
+            assert length is not None
+            await reader.readexactly(int(length[1]))
+        started = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), timeout=10) == b""  # closed by the server
+        assert 1.0 < time.monotonic() - started < 4.0
+        writer.close()
     finally:
         service.stop()
 
