@@ -500,6 +500,32 @@ async def test_an_http_1_0_request_with_a_transfer_encoding_is_400_and_creates_n
     assert title not in [row["title"] for row in rows.values()]
 
 
+async def test_a_client_gone_before_its_body_ended_is_logged_and_counted_as_499(
+    replicas: list[ServiceProcess],
+) -> None:
+    # It was a 422, among the invalid bodies, though nobody received an answer.
+    replica, rid = replicas[0], "gone-before-its-body-ended"
+    head = [
+        "POST /sessions HTTP/1.1",
+        f"Host: 127.0.0.1:{replica.port}",
+        "Content-Type: application/json",
+        "Content-Length: 1000",
+        f"X-Request-ID: {rid}",
+        *(f"{name}: {value}" for name, value in ADMIN_HEADERS.items()),
+    ]
+    _, writer = await asyncio.open_connection("127.0.0.1", replica.port)
+    writer.write(("\r\n".join(head) + '\r\n\r\n{"event_id"').encode())
+    await writer.drain()
+    await asyncio.sleep(0.2)  # the handler is reading the body
+    writer.close()
+    await writer.wait_closed()
+    assert replica.access_line(rid)["status"] == 499
+    async with httpx.AsyncClient(base_url=replica.base_url) as client:
+        metrics = (await client.get("/metrics")).text
+    labels = {"method": "POST", "route": "/sessions"}
+    assert sample(metrics, "http_requests_total", **labels, status="499") >= 1
+
+
 async def test_uvicorns_own_400_carries_a_date_and_the_apps_headers(
     replicas: list[ServiceProcess],
 ) -> None:
