@@ -17,6 +17,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from service.errors import PROBLEM_JSON, Problem, ValidationProblem
 
@@ -131,7 +134,8 @@ class MiddlewareHeader:
 
 
 def install_openapi(app: FastAPI, middleware_headers: Sequence[MiddlewareHeader]) -> None:
-    """Make app.openapi() return the document as the service really answers."""
+    """Make app.openapi() return the document as the service really answers, and serve it at
+    app.openapi_url byte for byte as committed (render)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -142,6 +146,23 @@ def install_openapi(app: FastAPI, middleware_headers: Sequence[MiddlewareHeader]
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    # FastAPI's own route sends the document through JSONResponse, which writes the patterns'
+    # U+FFFE and U+FFFF as they are: JSON allows them, YAML does not, and spec tools that load
+    # JSON as YAML (openapi-spec-validator, openapi-python-client given a file) refused it.
+    rendered: list[bytes] = []
+
+    async def serve_rendered(request: Request) -> Response:
+        if not rendered:
+            rendered.append(render(app.openapi()).encode("ascii"))
+        return Response(rendered[0], media_type="application/json")
+
+    app.router.routes = [
+        Route(app.openapi_url, serve_rendered, include_in_schema=False)
+        if isinstance(route, Route) and route.path == app.openapi_url
+        else route
+        for route in app.router.routes
+    ]
 
 
 def _as_sent(document: dict[str, Any]) -> None:

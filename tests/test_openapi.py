@@ -1,6 +1,5 @@
 """The OpenAPI document: committed, valid, and written for client generators; the offline docs."""
 
-import json
 import re
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
@@ -175,10 +174,16 @@ def test_spec_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
     assert errors == []
 
 
-async def test_served_spec_equals_the_committed_one(client: httpx.AsyncClient) -> None:
+async def test_served_spec_is_the_committed_one_byte_for_byte(client: httpx.AsyncClient) -> None:
     response = await client.get("/openapi.json")
     assert response.status_code == 200
-    assert response.json() == json.loads(SPEC_PATH.read_text())
+    assert response.headers["content-type"] == "application/json"
+    # ASCII: the patterns' U+FFFE and U+FFFF as escapes, which YAML-based loaders refused raw.
+    assert response.content == SPEC_PATH.read_bytes()
+    assert response.content.isascii()
+    head = await client.head("/openapi.json")
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-length"] == response.headers["content-length"]
 
 
 def test_every_operation_has_a_readable_id_tags_summary_and_description(
