@@ -5,6 +5,7 @@ the order of section 13.2.2. Nothing here knows about FastAPI or the database.
 """
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -199,16 +200,14 @@ class Outcome(Enum):
     PRECONDITION_FAILED = 412
 
 
-def _matches(tags: EntityTags, current: EntityTag | None, *, strong: bool) -> bool:
+def _matches(tags: EntityTags, current: Sequence[EntityTag], *, strong: bool) -> bool:
     # The resource exists whenever preconditions are evaluated, so `*` always matches; a list
     # matches nothing of a resource without an entity tag.
     if tags == ANY:
         return True
-    if current is None:
-        return False
     if strong:
-        return any(tag.strong_match(current) for tag in tags)
-    return any(tag.weak_match(current) for tag in tags)
+        return any(tag.strong_match(each) for tag in tags for each in current)
+    return any(tag.weak_match(each) for tag in tags for each in current)
 
 
 def evaluate(
@@ -217,8 +216,12 @@ def evaluate(
     method: str,
     etag: EntityTag | None,
     modified_at: datetime | None,
+    earlier_etag: EntityTag | None = None,
 ) -> Outcome:
     """RFC 9110 13.2.2, steps 1-4, for a resource that exists (404 is decided before this).
+
+    `earlier_etag`: another tag of the same representation, as an earlier release sent it,
+    which a client may still hold; it matches as `etag` does.
 
     Dates are compared with the modification time truncated to the second, so a client that
     echoes a Last-Modified it received from an unchanged resource is never refused; two changes
@@ -228,9 +231,10 @@ def evaluate(
     only as `*` and If-None-Match fails only as `*`, and no date is evaluated (13.1.3, 13.1.4).
     """
     modified = None if modified_at is None else truncate_to_second(modified_at)
+    current = [tag for tag in (etag, earlier_etag) if tag is not None]
     if_match, unmodified_since = preconditions.if_match, preconditions.if_unmodified_since
     if_none_match, modified_since = preconditions.if_none_match, preconditions.if_modified_since
-    if if_match is not None and not _matches(if_match, etag, strong=True):  # step 1
+    if if_match is not None and not _matches(if_match, current, strong=True):  # step 1
         return Outcome.PRECONDITION_FAILED
     if (  # step 2
         if_match is None
@@ -240,7 +244,7 @@ def evaluate(
     ):
         return Outcome.PRECONDITION_FAILED
     if if_none_match is not None:  # step 3
-        if _matches(if_none_match, etag, strong=False):
+        if _matches(if_none_match, current, strong=False):
             return Outcome.NOT_MODIFIED if method in SAFE_METHODS else Outcome.PRECONDITION_FAILED
         return Outcome.PROCEED
     if (  # step 4

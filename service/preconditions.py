@@ -36,7 +36,8 @@ _MICROSECOND = timedelta(microseconds=1)
 
 
 def entity_tag(session: Versioned) -> EntityTag:
-    """Strong: the version, then last_modified_at's microsecond in hexadecimal: "3-661e00e434a40".
+    """Strong: the version, then last_modified_at in microseconds since the epoch, in
+    hexadecimal: "3-661e00e434a40".
 
     Every real change bumps the version, and nothing else varies, so the version alone tells
     apart the representations of one history of the data. The stamp tells apart those of two: a
@@ -45,6 +46,12 @@ def entity_tag(session: Versioned) -> EntityTag:
     """
     micros = (session.last_modified_at - _EPOCH) // _MICROSECOND
     return EntityTag(f"{session.version}-{micros:x}")
+
+
+def version_tag(session: Versioned) -> EntityTag:
+    """The version alone, "3": the entity tag of releases before 2026-12-05, which clients may
+    hold or build from `version`. It still matches, without the stamp's safety across a restore."""
+    return EntityTag(str(session.version))
 
 
 def validator_headers(session: Versioned, now: datetime) -> dict[str, str]:
@@ -161,6 +168,7 @@ def _evaluate(preconditions: Preconditions, method: str, session: Versioned) -> 
         preconditions,
         method=method,
         etag=entity_tag(session),
+        earlier_etag=version_tag(session),
         modified_at=session.last_modified_at,
     )
     if outcome is Outcome.PRECONDITION_FAILED:

@@ -56,8 +56,10 @@ export async function renameSession(title: string): Promise<Session | Problem> {
     return failed;
   }
 
+  // The ETag the change answered with: opaque, echoed as it came, never built from `version`.
+  const changed = patched.response.headers.get("ETag") ?? "*";
   await client.DELETE("/sessions/{session_id}", {
-    params: { path: { session_id: session.id }, header: { "If-Match": '"2"' } },
+    params: { path: { session_id: session.id }, header: { "If-Match": changed } },
   });
   return patched.data;
 }
