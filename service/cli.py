@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import warnings
@@ -178,10 +179,14 @@ def _check_address(host: str, port: int) -> None:
 
     try:
         asyncio.run(listen_and_close())
-    except OSError as exc:  # socket.gaierror too: a host that does not resolve
-        raise SystemExit(
-            f"cannot listen on HOST {host!r}, PORT {port}: {exc.strerror or exc}"
-        ) from None
+    except OSError as exc:
+        # asyncio words a failed bind at length, around the system's own reason; a host that
+        # does not resolve (socket.gaierror) has its resolver's reason, and no errno of the OS.
+        if exc.errno and not isinstance(exc, socket.gaierror):
+            reason = os.strerror(exc.errno)
+        else:
+            reason = exc.strerror or str(exc)
+        raise SystemExit(f"cannot listen on HOST {host!r}, PORT {port}: {reason}") from None
 
 
 def serve(host: str | None, port: int | None) -> None:

@@ -8,9 +8,9 @@
   Starlette 1.10), and takes its limit when the app is built, not from the settings at start.
 - ConfiguredCORS: Starlette's CORSMiddleware for the CORS_ORIGINS, or nothing when there are none;
   a preflight it refuses is a problem+json 400 like any other error, not its text/plain one.
-- RequestHead: a request line of another major version than HTTP/1 is a 505; an HTTP/1.0 request
-  with a Transfer-Encoding, a path with a percent-encoded slash (`/sessions%2F12`) a 404; a
-  Host missing (in HTTP/1.1), repeated or malformed a 400.
+- RequestHead: a request line of another major version than HTTP/1 is a 505; a path with a
+  percent-encoded slash (`/sessions%2F12`) a 404; an HTTP/1.0 request with a Transfer-Encoding,
+  and a Host missing (in HTTP/1.1), repeated or malformed, a 400.
 - ResponseHeaders: what every response carries: a Date, and the headers OWASP's REST Security
   Cheat Sheet asks of an API (no MIME sniffing, no framing).
 - WholeFiles: the docs' static files served whole, ignoring Range, and 405 for other methods.

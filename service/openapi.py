@@ -153,8 +153,16 @@ def install_openapi(app: FastAPI, middleware_headers: Sequence[MiddlewareHeader]
     rendered: list[bytes] = []
 
     async def serve_rendered(request: Request) -> Response:
+        document = app.openapi()
+        # Behind a prefix (uvicorn's --root-path), the server it is served from, as FastAPI's
+        # route names it.
+        root_path = request.scope.get("root_path", "").rstrip("/")
+        servers = document.get("servers", [])
+        if root_path and app.root_path_in_servers and {"url": root_path} not in servers:
+            document = document | {"servers": [{"url": root_path}, *servers]}
+            return Response(render(document).encode("ascii"), media_type="application/json")
         if not rendered:
-            rendered.append(render(app.openapi()).encode("ascii"))
+            rendered.append(render(document).encode("ascii"))
         return Response(rendered[0], media_type="application/json")
 
     app.router.routes = [

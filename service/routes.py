@@ -243,6 +243,10 @@ _UNSUPPORTED_BODY = {
 PAGE_CACHE_CONTROL = {"Cache-Control": "no-store"}
 # A 404 is never stored either, for reasons of its own (_visible_or_404).
 NOT_FOUND_CACHE_CONTROL = {"Cache-Control": "no-store"}
+# The workflow changes only with a release, but then at once: a cache must ask again before
+# each use (without it, shared caches kept it for minutes by heuristic, and front ends offered
+# transitions the service then refused).
+WORKFLOW_CACHE_CONTROL = {"Cache-Control": "no-cache"}
 _NO_STORE = {
     "Cache-Control": header("no-store: a page is never stored by a cache.") | {"required": True}
 }
@@ -722,15 +726,27 @@ def _read_feed_token(
     head_summary="Get the session workflow's headers",
     head_description="The workflow's headers, without a body.",
     responses=merge_responses(
+        {
+            200: {
+                "headers": {
+                    "Cache-Control": header(
+                        "no-cache: a copy may be stored, and must be fetched again before each "
+                        "use (the workflow changes with a release)."
+                    )
+                    | {"required": True}
+                }
+            }
+        },
         problem_response(400, "If-Match or If-None-Match is malformed."),
         COLLECTION_READ_RESPONSES,
     ),
     openapi_extra=NO_AUTHENTICATION | {"parameters": COLLECTION_PRECONDITION_HEADERS},
 )
-async def get_state_tables(request: Request) -> Response | dict[str, object]:
+async def get_state_tables(request: Request, response: Response) -> Response | dict[str, object]:
     """The session workflow: the states, and who may move a session from which to which."""
-    if not_modified := collection_not_modified(request, {}):
+    if not_modified := collection_not_modified(request, WORKFLOW_CACHE_CONTROL):
         return not_modified
+    response.headers.update(WORKFLOW_CACHE_CONTROL)
     return policy.state_tables()
 
 

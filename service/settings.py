@@ -40,6 +40,12 @@ CURSOR_SECRET_BYTES = 32
 RSA_KEY_BITS_MIN = 2048
 
 
+def _key_kind(key: PublicKeyTypes) -> str:
+    if isinstance(key, EllipticCurvePublicKey):
+        return f"an EC key on the curve {key.curve.name}"
+    return f"a key of type {type(key).__name__.removesuffix('PublicKey')}"
+
+
 def _algorithms_verified_by(key: PublicKeyTypes) -> frozenset[str]:
     """The JWS algorithms whose signatures this public key verifies."""
     if isinstance(key, RSAPublicKey):
@@ -314,15 +320,17 @@ class Settings(BaseSettings):
                     f"{RSA_KEY_BITS_MIN} (NIST SP 800-131A)"
                 )
             verifies = _algorithms_verified_by(key)
-            if not verifies & set(self.jwt_algorithms):
-                # Every token would be refused, each as a 401 that blames the token.
+            asymmetric = set(self.jwt_algorithms) - set(HMAC_KEY_BYTES)
+            if asymmetric and not verifies & asymmetric:
+                # Every token of those algorithms would be refused, each as a 401 that blames
+                # the token. (Only HS* allowed: the key is not used at all.)
                 raise ValueError(
                     f"JWT_PUBLIC_KEY(_FILE) verifies none of JWT_ALGORITHMS "
                     f"({','.join(self.jwt_algorithms)}): "
                     + (
-                        f"allow one of {','.join(sorted(verifies))}"
+                        f"it verifies {','.join(sorted(verifies))}"
                         if verifies
-                        else f"a {type(key).__name__} cannot verify a token's signature"
+                        else f"it is {_key_kind(key)}, which verifies no JWS algorithm of these"
                     )
                 )
         return self

@@ -304,8 +304,8 @@ async def test_expired_token_message_says_so(app_with: Callable[..., FastAPI]) -
 
 
 async def test_a_numeric_subject_is_named_in_the_401(app_with: Callable[..., FastAPI]) -> None:
-    # PyJWT refuses it before the signature is trusted: it was "malformed or its signature does
-    # not verify", which sent a provider's operator looking at keys.
+    # PyJWT refuses it once the signature verifies: it was "malformed or its signature does not
+    # verify", which sent a provider's operator looking at keys.
     response = await post_with(app_with(), hs256(sub=7))
     assert_invalid_token(response)
     assert response.json()["detail"] == 'The token\'s "sub" claim must be a string.'

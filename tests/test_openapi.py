@@ -1,5 +1,6 @@
 """The OpenAPI document: committed, valid, and written for client generators; the offline docs."""
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
@@ -7,6 +8,7 @@ from typing import Any, get_args
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from service.conditional import ENTITY_TAGS_PATTERN, MalformedHeader, parse_entity_tags
@@ -184,6 +186,16 @@ async def test_served_spec_is_the_committed_one_byte_for_byte(client: httpx.Asyn
     head = await client.head("/openapi.json")
     assert (head.status_code, head.content) == (200, b"")
     assert head.headers["content-length"] == response.headers["content-length"]
+
+
+async def test_the_spec_served_behind_a_prefix_names_it_as_its_server(app: FastAPI) -> None:
+    transport = httpx.ASGITransport(app=app, root_path="/api")
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        served = (await client.get("/api/openapi.json")).json()
+    assert served["servers"] == [{"url": "/api"}]
+    assert {key: value for key, value in served.items() if key != "servers"} == json.loads(
+        SPEC_PATH.read_text()
+    )
 
 
 def test_every_operation_has_a_readable_id_tags_summary_and_description(

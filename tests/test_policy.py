@@ -380,6 +380,8 @@ async def test_create_in_pending_sets_submitted_at(actors: Actors) -> None:
 async def test_states_endpoint_returns_the_tables(anonymous_client: httpx.AsyncClient) -> None:
     response = await anonymous_client.get("/sessions/states")
     assert response.status_code == 200
+    # Fetched again before each use: shared caches kept it for minutes by heuristic.
+    assert response.headers["cache-control"] == "no-cache"
     tables = response.json()
     assert tables["states"] == STATES
     assert set(tables["public_states"]) == PUBLIC

@@ -93,12 +93,13 @@ def public_pem(key: Any) -> str:
 @pytest.mark.parametrize(
     ("key", "algorithms", "error"),
     [
-        (x25519.X25519PrivateKey.generate(), "RS256,ES256,HS256", "cannot verify a token"),
-        (rsa.generate_private_key(65537, 2048), "ES256,HS256", "allow one of PS256,PS384"),
-        (ec.generate_private_key(ec.SECP384R1()), "ES256", "allow one of ES384"),
-        (ed25519.Ed25519PrivateKey.generate(), "RS256", "allow one of EdDSA"),
+        (x25519.X25519PrivateKey.generate(), "RS256,ES256,HS256", "type X25519, which verifies"),
+        (ec.generate_private_key(ec.SECP256K1()), "ES256", "the curve secp256k1, which verifies"),
+        (rsa.generate_private_key(65537, 2048), "ES256,HS256", "it verifies PS256,PS384"),
+        (ec.generate_private_key(ec.SECP384R1()), "ES256", "it verifies ES384"),
+        (ed25519.Ed25519PrivateKey.generate(), "RS256", "it verifies EdDSA"),
     ],
-    ids=["x25519", "rsa without RS or PS", "P-384 for ES256", "ed25519 without EdDSA"],
+    ids=["x25519", "secp256k1", "rsa without RS or PS", "P-384 for ES256", "ed25519 without EdDSA"],
 )
 def test_a_public_key_that_verifies_none_of_the_algorithms_is_refused(
     key: Any, algorithms: str, error: str
@@ -115,6 +116,9 @@ def test_a_public_key_that_verifies_none_of_the_algorithms_is_refused(
         (ec.generate_private_key(ec.SECP256R1()), "RS256,ES256,HS256"),
         (ec.generate_private_key(ec.SECP521R1()), "ES512"),
         (ed25519.Ed25519PrivateKey.generate(), "EdDSA,HS256"),
+        # No asymmetric algorithm allowed: the key is not used, whatever it is.
+        (rsa.generate_private_key(65537, 2048), "HS256"),
+        (x25519.X25519PrivateKey.generate(), "HS256,HS512"),
     ],
 )
 def test_a_public_key_that_verifies_one_of_the_algorithms_is_taken(
