@@ -259,3 +259,37 @@ def test_evaluate_a_resource_without_validators(
     method: str, preconditions: Preconditions, outcome: Outcome
 ) -> None:
     assert evaluate(preconditions, method=method, etag=None, modified_at=None) is outcome
+
+
+EARLIER_FORM = EntityTag("3")  # the same representation, as an earlier release tagged it
+NEW_FORM = EntityTag("3-661e00e434a40")
+
+
+@pytest.mark.parametrize(
+    ("method", "preconditions", "outcome"),
+    [
+        ("PATCH", Preconditions(if_match=(NEW_FORM,)), PROCEED),
+        ("PATCH", Preconditions(if_match=(EARLIER_FORM,)), PROCEED),
+        ("PATCH", Preconditions(if_match=(EntityTag("3", weak=True),)), FAILED),
+        ("PATCH", Preconditions(if_match=STALE), FAILED),
+        ("GET", Preconditions(if_none_match=(EARLIER_FORM,)), NOT_MODIFIED),
+        (
+            "GET",
+            Preconditions(if_none_match=(EntityTag("3-661e00e434a40", weak=True),)),
+            NOT_MODIFIED,
+        ),
+        ("GET", Preconditions(if_none_match=(EntityTag("3-661e00e434a41"),)), PROCEED),
+        ("PATCH", Preconditions(if_none_match=(EARLIER_FORM,)), FAILED),
+    ],
+)
+def test_evaluate_matches_the_earlier_form_of_a_tag_as_the_tag_itself(
+    method: str, preconditions: Preconditions, outcome: Outcome
+) -> None:
+    result = evaluate(
+        preconditions,
+        method=method,
+        etag=NEW_FORM,
+        earlier_etag=EARLIER_FORM,
+        modified_at=MODIFIED,
+    )
+    assert result is outcome
