@@ -45,9 +45,10 @@ def compared(
 
 
 # A migration takes as long as it takes (0005 builds indexes for minutes on a large table), and
-# waits for another migrate's lock: not bounded by a statement_timeout that the role or the
-# database may set for the service (README, Behind PgBouncer).
-NO_STATEMENT_TIMEOUT = "SET LOCAL statement_timeout = 0"
+# waits for another migrate's lock: bounded neither by a statement_timeout nor by a lock_timeout
+# that the role or the database may set for the service (README, Behind PgBouncer). Its table
+# locks get MIGRATION_LOCK_WAIT once it has its turn.
+NO_TIMEOUTS = ("SET LOCAL statement_timeout = 0", "SET LOCAL lock_timeout = 0")
 
 
 def database_url() -> str:
@@ -62,13 +63,15 @@ def run_migrations_offline() -> None:
     one transaction, taking the lock a migrate takes."""
     context.configure(url=database_url(), target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
-        context.execute(NO_STATEMENT_TIMEOUT)
+        for statement in NO_TIMEOUTS:
+            context.execute(statement)
         context.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         context.run_migrations()
 
 
 def do_run_migrations(connection: Connection) -> None:
-    connection.execute(text(NO_STATEMENT_TIMEOUT))
+    for statement in NO_TIMEOUTS:
+        connection.execute(text(statement))
     # One migrate at a time: init containers of several replicas start together. The lock is
     # the transaction's, which then reads the revision the one before it committed.
     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})

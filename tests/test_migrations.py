@@ -118,15 +118,18 @@ def test_migrates_started_together_take_turns(empty_database: str) -> None:
     assert "sessions" in asyncio.run(tables(empty_database))
 
 
-async def test_migrate_is_not_cut_short_by_a_statement_timeout_of_the_database(
-    empty_database: str,
+async def test_migrate_is_not_cut_short_by_the_timeouts_of_the_database(
+    empty_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As behind PgBouncer, where the service's timeouts are the role's or the database's (README):
     # a migrate waiting for another's lock, or building an index, takes longer than a request.
+    # Its wait for its turn is not a table lock refused and tried again for a while: it waits.
+    monkeypatch.setattr(migrations, "MIGRATION_LOCK_PATIENCE", 0.0)
     conn = await asyncpg.connect(asyncpg_dsn(empty_database))
     try:
         name = make_url(empty_database).database
         await conn.execute(f"ALTER DATABASE \"{name}\" SET statement_timeout = '100ms'")
+        await conn.execute(f"ALTER DATABASE \"{name}\" SET lock_timeout = '100ms'")
         holder = await asyncpg.connect(asyncpg_dsn(empty_database))
         try:
             async with holder.transaction():
