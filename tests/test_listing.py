@@ -3,6 +3,7 @@
 import base64
 import dataclasses
 import itertools
+import string
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -418,8 +419,15 @@ async def test_list_tampered_or_foreign_cursor_is_400(client: httpx.AsyncClient)
     )
     feed_token = (await client.get("/sessions/changes")).json()["next_token"]
     payload, signature = cursor.split(".")
-    # Other spellings of the same bytes: characters base64 decoders skip, padding.
-    respelled = [f"{payload[:5]}!!!{payload[5:]}.{signature}", f"{payload}==.{signature}"]
+    # Other spellings of the same bytes: characters base64 decoders skip, padding, and the
+    # unused low bits of the last character (a 32-byte signature leaves two).
+    alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+    other_last = alphabet[alphabet.index(signature[-1]) ^ 1]
+    respelled = [
+        f"{payload[:5]}!!!{payload[5:]}.{signature}",
+        f"{payload}==.{signature}",
+        f"{payload}.{signature[:-1]}{other_last}",
+    ]
     for bad in (
         tamper(cursor),
         payload,
