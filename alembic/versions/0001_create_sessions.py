@@ -61,5 +61,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Every session, gone with the table."""
     op.drop_index("ix_sessions_event_id_id", table_name="sessions")
     op.drop_table("sessions")

@@ -93,6 +93,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Loses every row's txid: upgraded again, every session is stamped with that migration's
+    transaction, so every feed position clients hold is stale (they start over)."""
     op.drop_index("ix_sessions_event_id_starts_at_asc_nulls_last_id", table_name="sessions")
     for column in ("starts_at", "ends_at"):
         for direction in ("asc", "desc"):

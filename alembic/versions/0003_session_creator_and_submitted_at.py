@@ -28,6 +28,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Loses who created each session and when it was submitted: upgraded again, both are null,
+    and speakers no longer see or change the sessions they created (organisers and admins
+    still do)."""
     op.drop_index("ix_sessions_creator_id_id", table_name="sessions")
     op.drop_column("sessions", "submitted_at")
     op.drop_column("sessions", "creator_id")

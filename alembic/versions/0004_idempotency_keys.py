@@ -44,5 +44,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Loses the stored answers: a retry with a key sent before gets no replay but creates
+    again."""
     op.drop_index("ix_idempotency_keys_created_at", table_name="idempotency_keys")
     op.drop_table("idempotency_keys")

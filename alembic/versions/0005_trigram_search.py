@@ -104,6 +104,7 @@ $$"""
 
 
 def downgrade() -> None:
+    """Indexes only: nothing is lost."""
     for name in TRIGRAM_INDEXES:
         op.drop_index(name, table_name="sessions", if_exists=True)
 

@@ -49,5 +49,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Loses the departures: upgraded again, the feed of an event no longer serves a tombstone for
+    the sessions that left it before."""
     op.drop_index("ix_session_departures_event_id_txid_session_id", table_name="session_departures")
     op.drop_table("session_departures")

@@ -46,5 +46,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Loses which sessions have been public: upgraded again, it is guessed as for the sessions
+    stored before this migration (above), and the sessions of that guess that never were public
+    reach the anonymous feed as tombstones again."""
     op.drop_column("session_departures", "ever_public")
     op.drop_column("sessions", "ever_public")

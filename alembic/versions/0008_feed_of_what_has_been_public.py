@@ -43,5 +43,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Indexes only: nothing is lost."""
     op.drop_index("ix_sessions_event_id_txid_id_public", table_name="sessions")
     op.drop_index("ix_sessions_txid_id_public", table_name="sessions")
