@@ -23,9 +23,11 @@ from service.models import PUBLIC_STATES, STATES
 # The states a session may be created in by someone who does not organise its event.
 SPEAKER_CREATE_STATES = frozenset({"draft", "pending"})
 
-# state -> the states its speaker may move it to. Withdrawn is final for a speaker.
+# state -> the states its speaker may move it to, as in SESSION_STATE_DICT: a draft only to
+# pending (a speaker deletes a draft they do not want; a withdrawn one, which organisers may move
+# back, would reach them unsubmitted), any submitted state to withdrawn, final for a speaker.
 SPEAKER_TRANSITIONS: Mapping[str, frozenset[str]] = {
-    "draft": frozenset({"pending", "withdrawn"}),
+    "draft": frozenset({"pending"}),
     "pending": frozenset({"withdrawn"}),
     "accepted": frozenset({"withdrawn"}),
     "confirmed": frozenset({"withdrawn"}),

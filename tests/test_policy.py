@@ -30,7 +30,7 @@ ROLES = ["anonymous", "user", "other-organizer", "speaker", "organizer", "admin"
 SEES_EVERY_STATE = {"speaker", "organizer", "admin"}
 
 SPEAKER_TABLE = {
-    "draft": {"pending", "withdrawn"},
+    "draft": {"pending"},  # not withdrawn, from which an organiser could publish it unsubmitted
     "pending": {"withdrawn"},
     "accepted": {"withdrawn"},
     "confirmed": {"withdrawn"},
