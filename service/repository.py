@@ -652,6 +652,7 @@ class SessionFilter:
     session_type_id: int | None = None
     microlocation_id: int | None = None
     level: str | None = None
+    creator_id: str | None = None
     language: str | None = None
     starts_after: datetime | None = None  # inclusive
     starts_before: datetime | None = None  # exclusive: consecutive ranges never overlap
@@ -705,6 +706,7 @@ _FILTERS: dict[str, Callable[[Any], ColumnElement[bool]]] = {
     "session_type_id": lambda session_type_id: Session.session_type_id == session_type_id,
     "microlocation_id": lambda microlocation_id: Session.microlocation_id == microlocation_id,
     "level": lambda level: Session.level == level,
+    "creator_id": lambda creator_id: Session.creator_id == creator_id,
     # Both sides lowered by PostgreSQL: Python's lower() differs on some letters ("İ").
     "language": lambda language: func.lower(Session.language) == func.lower(language),
     "states": lambda states: Session.state == any_(states),
@@ -722,7 +724,7 @@ _FILTERS: dict[str, Callable[[Any], ColumnElement[bool]]] = {
 # The filters whose conditions compare with the value as given (SessionFilter.parameters).
 _AS_GIVEN = tuple(name for name in _FILTERS if name not in ("states", "q"))
 # The filters that no index serves on its own (SessionFilter.may_read_the_table).
-_UNBOUNDED = tuple(name for name in _FILTERS if name not in ("event_id", "q"))
+_UNBOUNDED = tuple(name for name in _FILTERS if name not in ("event_id", "creator_id", "q"))
 
 
 def _escape_like(text: str) -> str:

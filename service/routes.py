@@ -30,7 +30,7 @@ from service.errors import (
 )
 from service.idempotency import IdempotencyKeys, KeyAlreadyUsed, fingerprint, idempotency_key
 from service.inputs import BODY_MEDIA_TYPES, StrictInputRoute
-from service.models import Session
+from service.models import USER_ID_MAX, Session
 from service.openapi import (
     PROBLEMS,
     header,
@@ -171,6 +171,7 @@ MergePatch = Annotated[SessionUpdate, Body(media_type="application/merge-patch+j
 # Documents the syntax parse_sort reads (it gives the errors, naming the bad key).
 SortValue = Annotated[str, Field(json_schema_extra={"pattern": SORT_PATTERN})]
 SearchText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(no_nul), NO_NUL]
+UserId = Annotated[str, Field(min_length=1, max_length=USER_ID_MAX), AfterValidator(no_nul), NO_NUL]
 
 
 # An integer in the query as the spec's `type: integer` has it: digits, perhaps after a minus,
@@ -477,6 +478,13 @@ class ListParameters(BaseModel):
     level: Annotated[
         AudienceLevel | None, Field(description="Only sessions for this level of audience.")
     ] = None
+    creator_id: Annotated[
+        UserId | None,
+        Field(
+            description="Only sessions created by this user (the `sub` of their token): a "
+            "speaker's own, with their `sub`."
+        ),
+    ] = None
     language: Annotated[
         Language | None, Field(description="Only sessions in this language, ignoring case.")
     ] = None
@@ -532,6 +540,7 @@ class ListParameters(BaseModel):
             session_type_id=self.session_type_id,
             microlocation_id=self.microlocation_id,
             level=self.level,
+            creator_id=self.creator_id,
             language=self.language,
             starts_after=self.starts_after,
             starts_before=self.starts_before,
@@ -565,7 +574,7 @@ async def list_sessions(
     filters = parameters.session_filter()
     # The cursor is bound to the query it continues: with other filters or another order its
     # position would silently skip or repeat rows.
-    bound_to = query_fingerprint({"sort": [str(key) for key in sort_keys], **asdict(filters)})
+    bound_to = query_fingerprint({"sort": [str(key) for key in sort_keys], **_criteria(filters)})
     after = (
         _read_cursor(signer, parameters.cursor, sort_keys, bound_to) if parameters.cursor else None
     )
@@ -596,6 +605,19 @@ async def list_sessions(
         headers["Link"] = f'<{next_url.path}?{next_url.query}>; rel="next"'
     items = [session_content(row) for row in page]
     return json_response({"items": items, "next_cursor": next_cursor}, headers=headers)
+
+
+# Filters added after the first release: bound to a cursor only when set, so that a cursor an
+# earlier release issued (during a rolling deploy) still continues its query.
+_LATER_FILTERS = ("creator_id",)
+
+
+def _criteria(filters: SessionFilter) -> dict[str, Any]:
+    criteria = asdict(filters)
+    for name in _LATER_FILTERS:
+        if criteria[name] is None:
+            del criteria[name]
+    return criteria
 
 
 def _read_cursor(
