@@ -1,16 +1,19 @@
 """Safe HTML for the free-text fields (abstracts, comments), sanitised on write with nh3.
 
 A small subset survives: paragraphs, line breaks, emphasis, lists, quotes, code and links to
-http(s) or mailto. Scripts and styles are dropped with their content; event handlers, `style`,
-`javascript:` and other URL schemes never get stored. Sanitising is idempotent (cleaning a clean
-value returns it unchanged), so a client that sends back what it read changes nothing: one pass
-of nh3 alone is not, on malformed markup.
+http(s) or mailto; and the marks of the Open Event Server's subset that carry meaning (sub- and
+superscripts, underline, strike-through: H<sub>2</sub>O), so that its texts keep it. Scripts and
+styles are dropped with their content; event handlers, `style`, `javascript:` and other URL
+schemes never get stored. Sanitising is idempotent (cleaning a clean value returns it unchanged),
+so a client that sends back what it read changes nothing: one pass of nh3 alone is not, on
+malformed markup.
 """
 
 import nh3
 
 ALLOWED_TAGS = frozenset(
     {"a", "b", "blockquote", "br", "code", "em", "i", "li", "ol", "p", "pre", "strong", "ul"}
+    | {"s", "strike", "sub", "sup", "u"}
 )
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}}
 URL_SCHEMES = frozenset({"http", "https", "mailto"})
