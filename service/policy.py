@@ -48,8 +48,12 @@ ORGANIZER_TRANSITIONS: Mapping[str, frozenset[str]] = {
     "withdrawn": frozenset({"pending", "accepted", "rejected", "canceled"}),
 }
 
-# Fields only an organiser of the event (or an admin) may set.
-ORGANIZER_FIELDS = frozenset({"is_locked"})
+# Fields only an organiser of the event (or an admin) may set, and what setting each does: the
+# lock, and the room, which organisers assign (the Open Event Server drops a speaker's).
+ORGANIZER_FIELDS: Mapping[str, str] = {
+    "is_locked": "lock or unlock",
+    "microlocation_id": "assign the room (microlocation_id) of",
+}
 
 
 @dataclass(frozen=True)
@@ -190,10 +194,8 @@ def check_create(principal: Principal, values: Mapping[str, Any]) -> None:
             f"Only an organiser of event {values['event_id']} may create a session in state "
             f'"{values["state"]}"; create it as "draft" or "pending".',
         )
-    if values.get("is_locked"):
-        raise Forbidden(
-            "organizer-fields", f"Only an organiser of event {values['event_id']} may lock it."
-        )
+    if set_fields := [name for name in ORGANIZER_FIELDS if values.get(name)]:
+        raise _organizer_fields(set_fields, f"event {values['event_id']}")
 
 
 def check_may_change(principal: Principal, session: SessionFacts) -> None:
@@ -221,14 +223,16 @@ def check_changes(principal: Principal, session: SessionFacts, changes: Mapping[
     organizer = principal.organizes(session.event_id) and principal.organizes(event_id)
     if "state" in changes:
         _check_transition(principal, session, changes["state"], organizer=organizer)
-    if not organizer and ORGANIZER_FIELDS & changes.keys():
+    if not organizer and (set_fields := [name for name in ORGANIZER_FIELDS if name in changes]):
         events = f"event {event_id}"
         if event_id != session.event_id:
             events = f"both events {session.event_id} and {event_id}"
-        raise Forbidden(
-            "organizer-fields",
-            f"Only an organiser of {events} may lock or unlock this session.",
-        )
+        raise _organizer_fields(set_fields, events)
+
+
+def _organizer_fields(names: list[str], events: str) -> Forbidden:
+    does = " or ".join(ORGANIZER_FIELDS[name] for name in names)
+    return Forbidden("organizer-fields", f"Only an organiser of {events} may {does} this session.")
 
 
 def check_delete(principal: Principal, session: SessionFacts) -> None:

@@ -293,7 +293,10 @@ FIELD_DOCS: dict[str, tuple[str, object]] = {
     ),
     "track_id": ("The id of the track the session is in.", 3),
     "session_type_id": ("The id of the session's type (talk, workshop...).", 1),
-    "microlocation_id": ("The id of the room the session is held in.", 12),
+    "microlocation_id": (
+        "The id of the room the session is held in; set by an organiser of its event.",
+        12,
+    ),
     "slides_url": (f"Where the slides are{_URL_RULES}.", "https://example.org/slides.pdf"),
     "video_url": (f"Where the recording is{_URL_RULES}.", "https://example.org/video"),
     "audio_url": (f"Where the audio recording is{_URL_RULES}.", "https://example.org/audio"),

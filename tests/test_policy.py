@@ -276,6 +276,54 @@ async def test_only_an_organiser_locks_and_unlocks(
         assert assert_problem(response, 403)["rule"] == expected
 
 
+@pytest.mark.parametrize("role", ROLES)
+async def test_create_in_a_room_needs_an_organiser(
+    actors: Actors, connection: AsyncConnection, role: str
+) -> None:
+    # Rooms are the organisers' to assign (the Open Event Server drops a speaker's).
+    response = await actors[role].post(
+        "/sessions", json=session_body(event_id=EVENT, microlocation_id=5)
+    )
+    if role in {"organizer", "admin"}:
+        assert response.status_code == 201, response.text
+        assert response.json()["microlocation_id"] == 5
+    elif role == "anonymous":
+        assert_problem(response, 401)
+    else:
+        body = assert_problem(response, 403)
+        assert body["rule"] == "organizer-fields"
+        assert "room (microlocation_id)" in body["detail"]
+        count = (await connection.execute(text("SELECT count(*) FROM sessions"))).scalar_one()
+        assert count == 0
+
+
+@pytest.mark.parametrize(("role", "allowed"), [("speaker", False), ("organizer", True)])
+@pytest.mark.parametrize("room", [6, None])
+async def test_only_an_organiser_assigns_or_clears_the_room(
+    actors: Actors, connection: AsyncConnection, role: str, allowed: bool, room: int | None
+) -> None:
+    session = await arrange(actors, "pending")
+    placed = await actors["organizer"].patch(
+        f"/sessions/{session['id']}", json={"microlocation_id": 5}
+    )
+    assert placed.status_code == 200, placed.text
+    before = await stored_row(connection, session["id"])
+    # Sent back unchanged, the room is no change: the speaker's other edits go through.
+    echoed = await actors[role].patch(
+        f"/sessions/{session['id']}", json={"microlocation_id": 5, "subtitle": "Revised"}
+    )
+    assert echoed.status_code == 200, echoed.text
+    response = await actors[role].patch(
+        f"/sessions/{session['id']}", json={"microlocation_id": room}
+    )
+    if allowed:
+        assert response.status_code == 200, response.text
+        assert response.json()["microlocation_id"] == room
+    else:
+        assert assert_problem(response, 403)["rule"] == "organizer-fields"
+        assert (await stored_row(connection, session["id"]))["version"] == before["version"] + 1
+
+
 async def test_echoing_a_locked_session_back_unchanged_is_no_edit(
     actors: Actors, connection: AsyncConnection
 ) -> None:
