@@ -14,7 +14,6 @@ import base64
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -121,7 +120,7 @@ async def get_session(request: Request) -> Response:
 
 def list_query(event_id: int) -> str:
     """The query a list cursor is bound to, as the service computes it (sort=id, one event)."""
-    return query_fingerprint({"sort": ["id"], **asdict(SessionFilter(event_id=event_id))})
+    return query_fingerprint({"sort": ["id"], **SessionFilter(event_id=event_id).criteria()})
 
 
 async def list_sessions(request: Request) -> Response:

@@ -11,7 +11,7 @@ feed_query) (SessionReads).
 
 from collections import namedtuple
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple, Protocol, cast
@@ -687,6 +687,16 @@ class SessionFilter:
             getattr(self, name) not in (None, ()) for name in _UNBOUNDED
         )
 
+    def criteria(self) -> dict[str, Any]:
+        """Every filter by name, as a list cursor is bound to them (GET /sessions). Those added
+        after the first release only when set: a cursor an earlier release issued (during a
+        rolling deploy) still continues its query."""
+        criteria = asdict(self)
+        for name in _LATER_FILTERS:
+            if criteria[name] is None:
+                del criteria[name]
+        return criteria
+
     def parameters(self) -> dict[str, Any]:
         """The filters that are set, by name, with the values their conditions compare with."""
         values = {
@@ -721,6 +731,8 @@ _FILTERS: dict[str, Callable[[Any], ColumnElement[bool]]] = {
 }
 
 
+# The filters added after the first release (SessionFilter.criteria).
+_LATER_FILTERS = ("creator_id",)
 # The filters whose conditions compare with the value as given (SessionFilter.parameters).
 _AS_GIVEN = tuple(name for name in _FILTERS if name not in ("states", "q"))
 # The filters that no index serves on its own (SessionFilter.may_read_the_table).

@@ -1,7 +1,6 @@
 import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
@@ -574,7 +573,7 @@ async def list_sessions(
     filters = parameters.session_filter()
     # The cursor is bound to the query it continues: with other filters or another order its
     # position would silently skip or repeat rows.
-    bound_to = query_fingerprint({"sort": [str(key) for key in sort_keys], **_criteria(filters)})
+    bound_to = query_fingerprint({"sort": [str(key) for key in sort_keys], **filters.criteria()})
     after = (
         _read_cursor(signer, parameters.cursor, sort_keys, bound_to) if parameters.cursor else None
     )
@@ -605,19 +604,6 @@ async def list_sessions(
         headers["Link"] = f'<{next_url.path}?{next_url.query}>; rel="next"'
     items = [session_content(row) for row in page]
     return json_response({"items": items, "next_cursor": next_cursor}, headers=headers)
-
-
-# Filters added after the first release: bound to a cursor only when set, so that a cursor an
-# earlier release issued (during a rolling deploy) still continues its query.
-_LATER_FILTERS = ("creator_id",)
-
-
-def _criteria(filters: SessionFilter) -> dict[str, Any]:
-    criteria = asdict(filters)
-    for name in _LATER_FILTERS:
-        if criteria[name] is None:
-            del criteria[name]
-    return criteria
 
 
 def _read_cursor(
