@@ -389,8 +389,29 @@ def problem(
     return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_JSON)
 
 
+def drop_tracebacks(exc: BaseException) -> None:
+    """Take the tracebacks off an error a client is answered for, and off its causes.
+
+    An error raised from a frame that holds it (a local variable: FastAPI's of a body it cannot
+    parse, the driver's of a connection refused) and the request's body: a reference cycle,
+    through each traceback, that only the cyclic garbage collector frees, and the served process
+    runs it rarely (service.cli). Such an error needs no traceback: the client gets its problem,
+    and the log its reason.
+    """
+    seen: set[int] = set()
+    errors: list[BaseException | None] = [exc]
+    while errors:
+        error = errors.pop()
+        if error is not None and id(error) not in seen:
+            seen.add(id(error))
+            error.__traceback__ = None
+            # Both: an error raised `from` another, while handling a third, has the two.
+            errors += (error.__cause__, error.__context__)
+
+
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
+    drop_tracebacks(exc)
     return problem(exc.status, exc.detail, slug=exc.slug, headers=exc.headers, **exc.extensions)
 
 
@@ -471,6 +492,7 @@ def _allowed_methods(request: Request) -> str:
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    drop_tracebacks(exc)
     if sqlstate(exc) == QUERY_CANCELED:
         logger.warning("query canceled: %s", driver_reason(exc))
         return await _service_error(request, QueryCanceled())

@@ -40,6 +40,7 @@ from service.errors import (
     NotANumber,
     ServiceError,
     TooManyMembers,
+    drop_tracebacks,
 )
 
 # The media types a request body may be sent as, by method (the service's only bodies are
@@ -258,23 +259,7 @@ class StrictInputRoute(APIRoute):
                     # Reading the body failed otherwise than on the client's body (FastAPI
                     # answers any error there 400): a bug, to be logged, its traceback whole.
                     raise exc.__cause__ from None
-                _drop_tracebacks(exc)
+                drop_tracebacks(exc)
                 raise
 
         return read_once_accepted
-
-
-def _drop_tracebacks(exc: BaseException) -> None:
-    """Take the tracebacks off a client's error and off its causes.
-
-    FastAPI raises the error of a body it cannot parse from the frame that read it, which holds
-    the error (a local variable) and the body: a reference cycle, through each traceback, that
-    only the cyclic garbage collector frees, and the served process runs it rarely (service.cli).
-    A request's error needs no traceback: the client gets its problem, nothing is logged.
-    """
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        cause.__traceback__ = None
-        cause = cause.__cause__ or cause.__context__
