@@ -23,6 +23,7 @@ from service.migrations import (
     MIGRATION_LOCK_PATIENCE,
     MIGRATION_LOCK_PAUSE,
     MIGRATION_LOCK_WAIT,
+    REQUIRE_DATABASE_ENCODING,
     known_revisions,
 )
 from service.models import TRIGRAM_INDEXES  # (the import registers the tables on Base.metadata)
@@ -66,6 +67,7 @@ def run_migrations_offline() -> None:
         for statement in NO_TIMEOUTS:
             context.execute(statement)
         context.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+        context.execute(REQUIRE_DATABASE_ENCODING)
         context.run_migrations()
 
 
@@ -75,6 +77,7 @@ def do_run_migrations(connection: Connection) -> None:
     # One migrate at a time: init containers of several replicas start together. The lock is
     # the transaction's, which then reads the revision the one before it committed.
     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    connection.execute(text(REQUIRE_DATABASE_ENCODING))
     # A table lock not granted at once (a transaction using the table) fails this attempt, which
     # changes nothing (one transaction), rather than queueing every request behind it for long.
     connection.execute(text(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_WAIT}'"))

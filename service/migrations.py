@@ -17,6 +17,16 @@ MIGRATION_LOCK_KEY = 0x5E55_1025
 MIGRATION_LOCK_WAIT = "300ms"
 MIGRATION_LOCK_PAUSE = (0.2, 0.8)  # seconds, at random between attempts
 MIGRATION_LOCK_PATIENCE = 10.0
+# The texts are Unicode and their limits count characters: in a database of another encoding
+# PostgreSQL refuses characters (LATIN1) or counts bytes (SQL_ASCII), and valid requests would
+# be 500s. Refused before anything is migrated, online or in the SQL script (README, Migrations).
+DATABASE_ENCODING = "UTF8"
+REQUIRE_DATABASE_ENCODING = (
+    "DO $$ BEGIN IF current_setting('server_encoding') <> '" + DATABASE_ENCODING + "' THEN "
+    "RAISE EXCEPTION 'the database''s encoding is %, not " + DATABASE_ENCODING + ": create it "
+    "with ENCODING ''" + DATABASE_ENCODING + "'' (and TEMPLATE template0)', "
+    "current_setting('server_encoding'); END IF; END $$"
+)
 
 
 def alembic_config(database_url: str) -> Config:

@@ -18,6 +18,7 @@ from starlette.datastructures import State
 from service.db import DATABASE_ERRORS, UNDEFINED_TABLE, driver_reason, server_timeouts, sqlstate
 from service.errors import problem
 from service.metrics import Metrics
+from service.migrations import DATABASE_ENCODING
 from service.models import IdempotencyKey, Session, SessionDeparture
 
 router = APIRouter(include_in_schema=False)
@@ -42,6 +43,13 @@ async def readyz(request: Request) -> Any:
     except DATABASE_ERRORS as exc:  # any of them: not ready. Other errors (a bug) stay 500s.
         logger.warning("not ready: the database is unavailable (%s)", driver_reason(exc))
         return _not_ready("The database is unavailable.", database="unavailable")
+    if database.encoding != DATABASE_ENCODING:
+        logger.warning("not ready: %s", database.encoding_detail)
+        return _not_ready(
+            f"The database cannot hold every text: {database.encoding_detail}.",
+            database="ok",
+            encoding=database.encoding,
+        )
     if database.schema in NOT_SERVABLE:
         logger.warning("not ready: the database schema is %s", database.schema)
         return _not_ready(
@@ -77,7 +85,9 @@ async def log_schema_state(state: State) -> None:
     except DATABASE_ERRORS as exc:
         logger.warning("the database is unavailable at start (%s)", driver_reason(exc))
         return
-    if database.schema in NOT_SERVABLE:
+    if database.encoding != DATABASE_ENCODING:
+        logger.error("%s: texts it cannot hold would be 500s", database.encoding_detail)
+    elif database.schema in NOT_SERVABLE:
         logger.error("the database schema is %s: run `sessions-service migrate`", database.schema)
     elif database.missing_privileges:
         logger.error("the service's database role lacks %s", database.privileges_detail)
@@ -119,8 +129,16 @@ _TIMEOUTS = text(
 
 
 class DatabaseState(NamedTuple):
+    encoding: str  # the server_encoding: only DATABASE_ENCODING can be served
     schema: str  # see schema_state
     missing_privileges: tuple[tuple[str, str], ...]  # (privilege, table), when servable
+
+    @property
+    def encoding_detail(self) -> str:
+        return (
+            f"the database's encoding is {self.encoding}, not {DATABASE_ENCODING} "
+            "(see README, Migrations)"
+        )
 
     @property
     def privileges_detail(self) -> str:
@@ -152,12 +170,17 @@ async def _database_state(state: State) -> DatabaseState:
 async def _ask_database_state(state: State) -> DatabaseState:
     async with asyncio.timeout(state.settings.readiness_timeout):
         async with state.probe_engine.connect() as conn:
+            encoding = (await conn.execute(_ENCODING)).scalar_one()
             revisions = await _applied_revisions(conn)
             schema = schema_state(revisions, state.migration_heads, state.known_revisions)
             if schema in NOT_SERVABLE:  # its tables may not be there to ask about
-                return DatabaseState(schema, ())
+                return DatabaseState(encoding, schema, ())
             rows = await conn.execute(_MISSING_PRIVILEGES)
-            return DatabaseState(schema, tuple((privilege, table) for privilege, table in rows))
+            missing = tuple((privilege, table) for privilege, table in rows)
+            return DatabaseState(encoding, schema, missing)
+
+
+_ENCODING = text("SELECT current_setting('server_encoding')")
 
 
 # What README's Roles section grants on every table of the service, and what it uses of them

@@ -80,14 +80,18 @@ def server_url() -> Iterator[str]:
         server.cleanup()
 
 
-def create_database(server_url: str, prefix: str = "sessions_test") -> str:
-    """Create an empty database on the server and return its URL."""
+def create_database(
+    server_url: str, prefix: str = "sessions_test", *, encoding: str | None = None
+) -> str:
+    """Create an empty database on the server (in this encoding) and return its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    # The C locale goes with every encoding.
+    options = f" TEMPLATE template0 ENCODING '{encoding}' LOCALE 'C'" if encoding else ""
 
     async def create() -> None:
         conn = await asyncpg.connect(asyncpg_dsn(server_url))
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(f'CREATE DATABASE "{name}"{options}')
         finally:
             await conn.close()
 

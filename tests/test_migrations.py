@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from alembic import command
 from service import migrations
 from service.cli import embedded_postgres
-from service.migrations import MIGRATION_LOCK_KEY, alembic_config
+from service.migrations import MIGRATION_LOCK_KEY, REQUIRE_DATABASE_ENCODING, alembic_config
 from service.models import TRIGRAM_INDEXES
 from service.settings import to_asyncpg_url
 from tests.conftest import (
@@ -145,6 +145,25 @@ async def test_migrate_is_not_cut_short_by_the_timeouts_of_the_database(
     finally:
         await conn.close()
     assert "sessions" in await tables(empty_database)
+
+
+def test_migrate_refuses_a_database_not_in_utf8(server_url: str) -> None:
+    url = create_database(server_url, prefix="sessions_migrations", encoding="LATIN1")
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "service", "migrate"],
+            env=os.environ | {"DATABASE_URL": url},
+            capture_output=True,
+            timeout=120,
+        )
+        assert run.returncode == 1
+        assert run.stderr.decode().endswith(
+            "migrate failed, nothing was changed: RaiseError: the database's encoding is LATIN1, "
+            "not UTF8: create it with ENCODING 'UTF8' (and TEMPLATE template0)\n"
+        )
+        assert asyncio.run(tables(url)) == set()
+    finally:
+        drop_database(server_url, url)
 
 
 async def test_migrate_leaves_a_newer_release_schema_as_it_is(empty_database: str) -> None:
@@ -367,6 +386,7 @@ async def test_the_sql_script_of_the_migrations_builds_what_migrate_builds(
     await asyncio.to_thread(command.upgrade, config, "head", sql=True)
     script = config.output_buffer.getvalue()
     assert f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY});" in script  # as migrate takes
+    assert f"{REQUIRE_DATABASE_ENCODING};" in script  # as migrate checks
     conn = await asyncpg.connect(asyncpg_dsn(empty_database))
     try:
         await conn.execute(script)

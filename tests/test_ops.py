@@ -21,6 +21,7 @@ from service.ops import SERVICE_PRIVILEGES, SERVICE_TABLES
 from service.settings import Settings
 from tests.conftest import (
     PROBLEM_JSON,
+    assert_problem,
     asyncpg_dsn,
     create_database,
     database_role,
@@ -269,6 +270,31 @@ async def test_an_unmigrated_database_is_an_error_at_start_and_a_503_to_requests
     assert all(record.exc_info is None for record in caplog.records)
     # The operator reads why, not only that, the database is unavailable.
     assert any('relation "sessions" does not exist' in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("encoding", ["LATIN1", "SQL_ASCII"])
+async def test_a_database_not_in_utf8_is_an_error_at_start_and_not_ready(
+    server_url: str, encoding: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # LATIN1 refuses most characters, SQL_ASCII counts a text's bytes against its limits: valid
+    # requests would be 500s. (migrate refuses it too: tests/test_migrations.py.)
+    url = await asyncio.to_thread(
+        create_database, server_url, prefix="sessions_encoding", encoding=encoding
+    )
+    try:
+        with caplog.at_level(logging.WARNING):
+            async with started(Settings(database_url=url)) as (_, client):
+                response = await client.get("/readyz")
+        body = assert_problem(response, 503)
+        assert body["checks"] == {"database": "ok", "encoding": encoding}
+        assert f"encoding is {encoding}, not UTF8" in body["detail"]
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == [
+            f"the database's encoding is {encoding}, not UTF8 (see README, Migrations): texts it "
+            "cannot hold would be 500s"
+        ]
+    finally:
+        await asyncio.to_thread(drop_database, server_url, url)
 
 
 async def test_ops_endpoints_stay_out_of_the_openapi_document(
