@@ -57,6 +57,14 @@ async def readyz(request: Request) -> Any:
             database="ok",
             schema=database.schema,
         )
+    if len(database.table_schemas) > 1:
+        logger.warning("not ready: %s", database.search_path_detail)
+        return _not_ready(
+            f"The service's role cannot tell its tables: {database.search_path_detail}.",
+            database="ok",
+            schema=database.schema,
+            search_path="mixed",
+        )
     if database.missing_privileges:
         logger.warning("not ready: %s", database.privileges_detail)
         return _not_ready(
@@ -89,6 +97,8 @@ async def log_schema_state(state: State) -> None:
         logger.error("%s: texts it cannot hold would be 500s", database.encoding_detail)
     elif database.schema in NOT_SERVABLE:
         logger.error("the database schema is %s: run `sessions-service migrate`", database.schema)
+    elif len(database.table_schemas) > 1:
+        logger.error("%s: requests would use the wrong ones", database.search_path_detail)
     elif database.missing_privileges:
         logger.error("the service's database role lacks %s", database.privileges_detail)
 
@@ -132,6 +142,16 @@ class DatabaseState(NamedTuple):
     encoding: str  # the server_encoding: only DATABASE_ENCODING can be served
     schema: str  # see schema_state
     missing_privileges: tuple[tuple[str, str], ...]  # (privilege, table), when servable
+    # Of the service's tables and alembic_version, as the role's search_path finds them: one,
+    # unless another schema ahead of the migrated one holds a table of the same name.
+    table_schemas: tuple[str, ...] = ()
+
+    @property
+    def search_path_detail(self) -> str:
+        return (
+            f"the search_path finds the service's tables in several schemas "
+            f"({', '.join(self.table_schemas)}) (see README, Roles)"
+        )
 
     @property
     def encoding_detail(self) -> str:
@@ -177,7 +197,8 @@ async def _ask_database_state(state: State) -> DatabaseState:
                 return DatabaseState(encoding, schema, ())
             rows = await conn.execute(_MISSING_PRIVILEGES)
             missing = tuple((privilege, table) for privilege, table in rows)
-            return DatabaseState(encoding, schema, missing)
+            schemas = tuple((await conn.execute(_TABLE_SCHEMAS)).scalars())
+            return DatabaseState(encoding, schema, missing, schemas)
 
 
 _ENCODING = text("SELECT current_setting('server_encoding')")
@@ -198,6 +219,15 @@ _MISSING_PRIVILEGES = text(
 ).bindparams(
     bindparam("tables", [model.__tablename__ for model in SERVICE_TABLES]),
     bindparam("privileges", list(SERVICE_PRIVILEGES)),
+)
+
+
+_TABLE_SCHEMAS = text(
+    "SELECT DISTINCT relnamespace::regnamespace::text FROM pg_class "
+    "WHERE oid = ANY (SELECT to_regclass(name) FROM unnest(CAST(:tables AS text[])) AS t(name)) "
+    "ORDER BY 1"
+).bindparams(
+    bindparam("tables", ["alembic_version", *(model.__tablename__ for model in SERVICE_TABLES)])
 )
 
 

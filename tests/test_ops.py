@@ -190,6 +190,34 @@ async def test_readyz_passes_a_role_with_what_it_asks_and_every_write_works(
         assert deleted.status_code == 204, deleted.text
 
 
+async def test_readyz_fails_while_the_search_path_finds_another_schemas_table_first(
+    fresh_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The role's search_path puts a schema holding a table named sessions ahead of the migrated
+    # one: every request would use that table (503s, or writes that land there).
+    await asyncio.to_thread(migrate, fresh_database)
+    grants = [
+        *TABLE_GRANTS,
+        "CREATE SCHEMA other",
+        "CREATE TABLE other.sessions (id int PRIMARY KEY, title text)",
+        "GRANT USAGE ON SCHEMA other TO {role}",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON other.sessions TO {role}",
+        "ALTER ROLE {role} SET search_path = other, public",
+    ]
+    async with database_role(fresh_database, *grants) as url:
+        with caplog.at_level(logging.WARNING):
+            async with started(Settings(database_url=url)) as (_, client):
+                response = await client.get("/readyz")
+    body = assert_problem(response, 503)
+    assert body["checks"] == {"database": "ok", "schema": "at head", "search_path": "mixed"}
+    assert "in several schemas (other, public)" in body["detail"]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        "the search_path finds the service's tables in several schemas (other, public) (see "
+        "README, Roles): requests would use the wrong ones"
+    ]
+
+
 async def test_readyz_fails_while_the_role_lacks_a_privilege_and_says_which(
     fresh_database: str, caplog: pytest.LogCaptureFixture
 ) -> None:
