@@ -35,44 +35,18 @@ async def healthz() -> dict[str, str]:
 
 @router.api_route("/readyz", methods=["GET", "HEAD"])
 async def readyz(request: Request) -> Any:
-    """Readiness: the database answers within READINESS_TIMEOUT, its schema is one this code
-    can serve, and the service's role holds the privileges it needs on every table; asked on a
-    connection of its own, not the requests' pool (see service.db.create_probe_engine)."""
+    """Readiness: the database answers within READINESS_TIMEOUT and can be served
+    (DatabaseState.unservable: its encoding, its schema, where the role finds the tables, the
+    role's privileges); asked on a connection of its own, not the requests' pool (see
+    service.db.create_probe_engine)."""
     try:
         database = await _database_state(request.app.state)
     except DATABASE_ERRORS as exc:  # any of them: not ready. Other errors (a bug) stay 500s.
         logger.warning("not ready: the database is unavailable (%s)", driver_reason(exc))
         return _not_ready("The database is unavailable.", database="unavailable")
-    if database.encoding != DATABASE_ENCODING:
-        logger.warning("not ready: %s", database.encoding_detail)
-        return _not_ready(
-            f"The database cannot hold every text: {database.encoding_detail}.",
-            database="ok",
-            encoding=database.encoding,
-        )
-    if database.schema in NOT_SERVABLE:
-        logger.warning("not ready: the database schema is %s", database.schema)
-        return _not_ready(
-            "The database schema is not migrated to this version: run `sessions-service migrate`.",
-            database="ok",
-            schema=database.schema,
-        )
-    if len(database.table_schemas) > 1:
-        logger.warning("not ready: %s", database.search_path_detail)
-        return _not_ready(
-            f"The service's role cannot tell its tables: {database.search_path_detail}.",
-            database="ok",
-            schema=database.schema,
-            search_path="mixed",
-        )
-    if database.missing_privileges:
-        logger.warning("not ready: %s", database.privileges_detail)
-        return _not_ready(
-            f"The service's database role lacks privileges: {database.privileges_detail}.",
-            database="ok",
-            schema=database.schema,
-            privileges="missing",
-        )
+    if unservable := database.unservable():
+        logger.warning("not ready: %s", unservable.reason)
+        return _not_ready(unservable.detail, **unservable.checks)
     return {"status": "ready", "checks": {"database": "ok", "schema": database.schema}}
 
 
@@ -84,23 +58,16 @@ async def metrics(request: Request) -> Response:
 
 
 async def log_schema_state(state: State) -> None:
-    """At start, an error in the log if the database's schema is one this code cannot serve
-    (until `migrate` runs, every request that reads it is a 503) or if the service's role lacks
-    a privilege it needs (the requests that need it would be 500s). A database that does not
-    answer yet is only a warning: the service starts all the same, and recovers when it does."""
+    """At start, an error in the log if the database cannot be served
+    (DatabaseState.unservable), which /readyz says too. A database that does not answer yet is
+    only a warning: the service starts all the same, and recovers when it does."""
     try:
         database = await _database_state(state)
     except DATABASE_ERRORS as exc:
         logger.warning("the database is unavailable at start (%s)", driver_reason(exc))
         return
-    if database.encoding != DATABASE_ENCODING:
-        logger.error("%s: texts it cannot hold would be 500s", database.encoding_detail)
-    elif database.schema in NOT_SERVABLE:
-        logger.error("the database schema is %s: run `sessions-service migrate`", database.schema)
-    elif len(database.table_schemas) > 1:
-        logger.error("%s: requests would use the wrong ones", database.search_path_detail)
-    elif database.missing_privileges:
-        logger.error("the service's database role lacks %s", database.privileges_detail)
+    if unservable := database.unservable():
+        logger.error("%s", unservable.reason)
 
 
 async def log_pooled_timeouts(state: State) -> None:
@@ -138,6 +105,14 @@ _TIMEOUTS = text(
 )
 
 
+class Unservable(NamedTuple):
+    """Why the database cannot be served: the log's reason, /readyz's detail and checks."""
+
+    reason: str
+    detail: str
+    checks: dict[str, str]
+
+
 class DatabaseState(NamedTuple):
     encoding: str  # the server_encoding: only DATABASE_ENCODING can be served
     schema: str  # see schema_state
@@ -145,6 +120,35 @@ class DatabaseState(NamedTuple):
     # Of the service's tables and alembic_version, as the role's search_path finds them: one,
     # unless another schema ahead of the migrated one holds a table of the same name.
     table_schemas: tuple[str, ...] = ()
+
+    def unservable(self) -> "Unservable | None":
+        """Why requests would fail on this database, the first reason found; None if none."""
+        if self.encoding != DATABASE_ENCODING:
+            return Unservable(
+                f"{self.encoding_detail}: texts it cannot hold would be 500s",
+                f"The database cannot hold every text: {self.encoding_detail}.",
+                {"database": "ok", "encoding": self.encoding},
+            )
+        if self.schema in NOT_SERVABLE:  # until `migrate` runs, every request is a 503
+            return Unservable(
+                f"the database schema is {self.schema}: run `sessions-service migrate`",
+                "The database schema is not migrated to this version: run "
+                "`sessions-service migrate`.",
+                {"database": "ok", "schema": self.schema},
+            )
+        if len(self.table_schemas) > 1:
+            return Unservable(
+                f"{self.search_path_detail}: requests would use the wrong ones",
+                f"The service's role cannot tell its tables: {self.search_path_detail}.",
+                {"database": "ok", "schema": self.schema, "search_path": "mixed"},
+            )
+        if self.missing_privileges:  # the requests that need one would be 500s
+            return Unservable(
+                f"the service's database role lacks {self.privileges_detail}",
+                f"The service's database role lacks privileges: {self.privileges_detail}.",
+                {"database": "ok", "schema": self.schema, "privileges": "missing"},
+            )
+        return None
 
     @property
     def search_path_detail(self) -> str:
