@@ -3,15 +3,13 @@
 (Bodies read strictly, as I-JSON, are in test_routes.py.)
 """
 
-import gc
 import logging
-import tracemalloc
 
 import httpx
 import pytest
 
 from service.inputs import IJSONRequest
-from tests.conftest import assert_problem, create_session
+from tests.conftest import assert_problem, create_session, retained_by
 
 REPEATED = [
     ("/sessions", (("limit", "1"), ("limit", "2")), "limit"),
@@ -142,18 +140,7 @@ async def test_a_refused_body_is_freed_with_its_request(
         )
         assert_problem(response, 422)
 
-    await refuse()  # whatever is built once
-    gc.collect()
-    gc.disable()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(5):
-            await refuse()
-        retained = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-        gc.enable()
+    retained = await retained_by(refuse)
     assert retained < len(content), retained
 
 

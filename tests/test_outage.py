@@ -4,11 +4,9 @@ The PostgreSQL here is the test's own (tests/private_postgres.py), never the sha
 """
 
 import asyncio
-import gc
 import logging
 import tempfile
 import time
-import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import AsyncExitStack
@@ -23,7 +21,7 @@ from sqlalchemy.engine import make_url
 from service.db import DISPOSE_TIMEOUT
 from service.migrations import migrate
 from service.settings import Settings
-from tests.conftest import asyncpg_dsn, create_database, session_body, started
+from tests.conftest import asyncpg_dsn, create_database, retained_by, session_body, started
 from tests.private_postgres import PrivatePostgres
 
 
@@ -339,16 +337,5 @@ async def test_a_write_answered_503_is_freed_with_its_request(server_url: str, m
             )
             assert_unavailable(response)
 
-        await refuse()  # whatever is built once
-        gc.collect()
-        gc.disable()
-        tracemalloc.start()
-        try:
-            before = tracemalloc.get_traced_memory()[0]
-            for _ in range(5):
-                await refuse()
-            retained = tracemalloc.get_traced_memory()[0] - before
-        finally:
-            tracemalloc.stop()
-            gc.enable()
+        retained = await retained_by(refuse)
     assert retained < len(content), retained
