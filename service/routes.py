@@ -199,12 +199,14 @@ def id_filter(description: str) -> Any:
 
 
 DATABASE = problems(503)
-# The list's: a search (q, or a list without event_id) also waits for one of the search slots
+# The list's: a search (q, or a list without event_id or creator_id) also waits for one of the
+# search slots
 # (SearchesBusy).
 LIST_DATABASE = problem_response(
     503,
     f"{PROBLEMS[503]} A 503 of type `urn:sessions-service:problem:searches-busy`: too many "
-    "searches (`q`, or lists without `event_id` but an admin's unfiltered one) are running at "
+    "searches (`q`, or lists without `event_id` or `creator_id` but an admin's unfiltered one) "
+    "are running at "
     "once; retry after `Retry-After` seconds.",
 )
 # The change feed's: without event_id, but for an admin or an anonymous caller, a search too.
@@ -212,7 +214,8 @@ FEED_DATABASE = problem_response(
     503,
     f"{PROBLEMS[503]} A 503 of type `urn:sessions-service:problem:searches-busy`: too many "
     "searches (the feed without `event_id` of a signed-in caller who is not an admin, lists "
-    "with `q` or without `event_id`) are running at once; retry after `Retry-After` seconds.",
+    "with `q` or without `event_id` or `creator_id`) are running at once; retry after "
+    "`Retry-After` seconds.",
 )
 # A write that waited DB_LOCK_TIMEOUT for a lock another one holds (ChangeInProgress).
 CHANGE_IN_PROGRESS = problems(409)

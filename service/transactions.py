@@ -45,7 +45,8 @@ class ConnectionLine:
     DB_POOL_TIMEOUT raises SQLAlchemy's TimeoutError, as its own pool does (503 "database
     unavailable", logged as the pool's).
 
-    Searches (the list's q, or a list without event_id but an admin's unfiltered one:
+    Searches (the list's q, or a list without event_id or creator_id but an admin's unfiltered
+    one:
     SessionFilter.may_read_the_table; the change feed without event_id of a signed-in caller
     who is not an admin) first wait for one of half as many search slots: one
     whose text the trigram indexes cannot serve ("go", "C#"), or on a server without them, or

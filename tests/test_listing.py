@@ -604,6 +604,10 @@ ANONYMOUS = Visibility(everything=False)
         # The visibility of a caller who may not see everything is a filter too.
         (SessionFilter(), ANONYMOUS, True),
         (SessionFilter(), Visibility(everything=False, creator_id="7"), True),
+        # One user's sessions: their index bounds them, as event_id's does (a speaker's own).
+        (SessionFilter(creator_id="7"), Visibility(everything=False, creator_id="7"), False),
+        (SessionFilter(creator_id="7", language="en"), ANONYMOUS, False),
+        (SessionFilter(creator_id="7", q="go"), EVERYTHING, True),
     ],
 )
 def test_a_list_without_event_id_may_read_the_table_unless_an_admins_unfiltered_one(
