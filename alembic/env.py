@@ -50,6 +50,8 @@ def compared(
 # that the role or the database may set for the service (README, Behind PgBouncer). Its table
 # locks get MIGRATION_LOCK_WAIT once it has its turn.
 NO_TIMEOUTS = ("SET LOCAL statement_timeout = 0", "SET LOCAL lock_timeout = 0")
+# Where the SQL script keeps the lock_timeout it lifts (a placeholder setting of the transaction).
+SAVED_LOCK_TIMEOUT = "sessions_service.lock_timeout"
 
 
 def database_url() -> str:
@@ -64,9 +66,17 @@ def run_migrations_offline() -> None:
     one transaction, taking the lock a migrate takes."""
     context.configure(url=database_url(), target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
+        # The lock_timeout the DBA runs it with is lifted for the wait its turn only: its DDL
+        # then waits for table locks as long as the DBA chose (migrate tries a moment at a time).
+        context.execute(
+            f"SELECT set_config('{SAVED_LOCK_TIMEOUT}', current_setting('lock_timeout'), true)"
+        )
         for statement in NO_TIMEOUTS:
             context.execute(statement)
         context.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+        context.execute(
+            f"SELECT set_config('lock_timeout', current_setting('{SAVED_LOCK_TIMEOUT}'), true)"
+        )
         context.execute(REQUIRE_DATABASE_ENCODING)
         context.run_migrations()
 

@@ -402,6 +402,29 @@ async def test_the_sql_script_of_the_migrations_builds_what_migrate_builds(
     assert await trigram_indexes(empty_database) == TRIGRAM_INDEXES
 
 
+async def test_the_sql_script_waits_for_table_locks_as_its_runner_chose(
+    empty_database: str,
+) -> None:
+    # The script lifts lock_timeout to wait for another migrate, not for its DDL: a DBA running
+    # it with one (PGOPTIONS, the role's) would otherwise queue every write behind it for long.
+    await asyncio.to_thread(command.upgrade, alembic_config(empty_database), "0007")
+    config = alembic_config(empty_database)
+    config.output_buffer = io.StringIO()
+    await asyncio.to_thread(command.upgrade, config, "0007:head", sql=True)
+    holder = await asyncpg.connect(asyncpg_dsn(empty_database))
+    runner = await asyncpg.connect(asyncpg_dsn(empty_database))
+    try:
+        async with holder.transaction():
+            await holder.execute("LOCK TABLE sessions IN ROW EXCLUSIVE MODE")  # a write's
+            await runner.execute("SET lock_timeout = '200ms'")
+            with pytest.raises(asyncpg.LockNotAvailableError):
+                async with asyncio.timeout(10):
+                    await runner.execute(config.output_buffer.getvalue())
+    finally:
+        await holder.close()
+        await runner.close()
+
+
 async def schema(url: str) -> list[tuple[str, ...]]:
     """The tables' columns, constraints and indexes, and the revision."""
     columns = (
