@@ -51,8 +51,8 @@ ORGANIZER_TRANSITIONS: Mapping[str, frozenset[str]] = {
 # Fields only an organiser of the event (or an admin) may set, and what setting each does: the
 # lock, and the room, which organisers assign (the Open Event Server drops a speaker's).
 ORGANIZER_FIELDS: Mapping[str, str] = {
-    "is_locked": "lock or unlock",
-    "microlocation_id": "assign the room (microlocation_id) of",
+    "is_locked": "lock or unlock this session",
+    "microlocation_id": "assign this session's room (microlocation_id)",
 }
 
 
@@ -231,8 +231,8 @@ def check_changes(principal: Principal, session: SessionFacts, changes: Mapping[
 
 
 def _organizer_fields(names: list[str], events: str) -> Forbidden:
-    does = " or ".join(ORGANIZER_FIELDS[name] for name in names)
-    return Forbidden("organizer-fields", f"Only an organiser of {events} may {does} this session.")
+    does = ", or ".join(ORGANIZER_FIELDS[name] for name in names)
+    return Forbidden("organizer-fields", f"Only an organiser of {events} may {does}.")
 
 
 def check_delete(principal: Principal, session: SessionFacts) -> None:

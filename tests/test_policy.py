@@ -322,6 +322,13 @@ async def test_only_an_organiser_assigns_or_clears_the_room(
     else:
         assert assert_problem(response, 403)["rule"] == "organizer-fields"
         assert (await stored_row(connection, session["id"]))["version"] == before["version"] + 1
+        both = await actors[role].patch(
+            f"/sessions/{session['id']}", json={"microlocation_id": room, "is_locked": True}
+        )
+        assert assert_problem(both, 403)["detail"] == (
+            f"Only an organiser of event {EVENT} may lock or unlock this session, or assign "
+            "this session's room (microlocation_id)."
+        )
 
 
 async def test_echoing_a_locked_session_back_unchanged_is_no_edit(
