@@ -269,10 +269,9 @@ class DatabaseUnavailable(ServiceError):
 
 class SearchesBusy(ServiceError):
     """503: no search slot came free within DB_POOL_TIMEOUT (ConnectionLine): other searches
-    (lists with q, lists and feeds that may read the whole table without event_id or
-    creator_id) hold the
-    half of the pool's connections searches may use. The database is not at fault, and every
-    other request is still served."""
+    (lists with q, lists and feeds that may read the whole table without event_id or creator_id)
+    hold the half of the pool's connections searches may use. The database is not at fault, and
+    every other request is still served."""
 
     status = HTTPStatus.SERVICE_UNAVAILABLE
     slug = "searches-busy"
@@ -280,8 +279,7 @@ class SearchesBusy(ServiceError):
     def __init__(self) -> None:
         super().__init__(
             "Too many searches (lists with q; lists without event_id or creator_id, change "
-            "feeds without event_id) are "
-            "running at once; retry shortly.",
+            "feeds without event_id) are running at once; retry shortly.",
             headers={"Retry-After": "1"},
         )
 

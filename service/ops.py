@@ -121,7 +121,7 @@ class DatabaseState(NamedTuple):
     # unless another schema ahead of the migrated one holds a table of the same name.
     table_schemas: tuple[str, ...] = ()
 
-    def unservable(self) -> "Unservable | None":
+    def unservable(self) -> Unservable | None:
         """Why requests would fail on this database, the first reason found; None if none."""
         if self.encoding != DATABASE_ENCODING:
             return Unservable(

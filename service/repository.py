@@ -676,10 +676,9 @@ class SessionFilter:
     def may_read_the_table(self, visible: Visibility) -> bool:
         """Whether one page may have to read much of the table: a text search (q), or, without
         the event_id or creator_id whose index bounds the rest to one event's or one user's
-        sessions, a filter that no index
-        serves, or the visibility of a caller who may not see everything (a filter too): one
-        that matches few sessions reads every row, 0.2 to 0.5 s on a million. Such a list waits
-        for its turn among searches (ConnectionLine.search_turn)."""
+        sessions, a filter that no index serves, or the visibility of a caller who may not see
+        everything (a filter too): one that matches few sessions reads every row, 0.2 to 0.5 s
+        on a million. Such a list waits for its turn among searches (ConnectionLine.search_turn)."""
         if self.q is not None:
             return True
         if self.event_id is not None or self.creator_id is not None:

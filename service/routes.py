@@ -200,14 +200,12 @@ def id_filter(description: str) -> Any:
 
 DATABASE = problems(503)
 # The list's: a search (q, or a list without event_id or creator_id) also waits for one of the
-# search slots
-# (SearchesBusy).
+# search slots (SearchesBusy).
 LIST_DATABASE = problem_response(
     503,
     f"{PROBLEMS[503]} A 503 of type `urn:sessions-service:problem:searches-busy`: too many "
     "searches (`q`, or lists without `event_id` or `creator_id` but an admin's unfiltered one) "
-    "are running at "
-    "once; retry after `Retry-After` seconds.",
+    "are running at once; retry after `Retry-After` seconds.",
 )
 # The change feed's: without event_id, but for an admin or an anonymous caller, a search too.
 FEED_DATABASE = problem_response(
