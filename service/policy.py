@@ -289,4 +289,5 @@ def state_tables() -> dict[str, Any]:
         "speaker_create_states": sorted(SPEAKER_CREATE_STATES, key=STATES.index),
         "speaker": {s: sorted(to, key=STATES.index) for s, to in SPEAKER_TRANSITIONS.items()},
         "organizer": {s: sorted(to, key=STATES.index) for s, to in ORGANIZER_TRANSITIONS.items()},
+        "organizer_fields": list(ORGANIZER_FIELDS),
     }

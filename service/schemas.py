@@ -553,6 +553,11 @@ class StateTables(BaseModel):
     )
     speaker: Transitions = Field(description="state -> states its speaker may set.")
     organizer: Transitions = Field(description="state -> states an organiser of its event may set.")
+    organizer_fields: list[str] = Field(
+        description="The fields only an organiser of the session's event (or an admin) may set or "
+        "change; sent back unchanged, they are no change.",
+        examples=[["is_locked", "microlocation_id"]],
+    )
 
 
 SESSION_FIELDS = tuple(SessionRead.model_fields)

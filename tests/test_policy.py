@@ -443,6 +443,7 @@ async def test_states_endpoint_returns_the_tables(anonymous_client: httpx.AsyncC
     assert set(tables["speaker_create_states"]) == {"draft", "pending"}
     assert {k: set(v) for k, v in tables["speaker"].items()} == SPEAKER_TABLE
     assert {k: set(v) for k, v in tables["organizer"].items()} == ORGANIZER_TABLE
+    assert tables["organizer_fields"] == ["is_locked", "microlocation_id"]
 
 
 async def test_head_and_revalidation_do_not_reveal_hidden_sessions(actors: Actors) -> None:
