@@ -303,6 +303,10 @@ class ConfiguredCORS:
                         "Accept",  # what a 415 names
                         "Accept-Encoding",
                         "Accept-Patch",
+                        "Allow",  # what a 405 names
+                        # The server's clock: a client judges its own skew by it (Last-Modified,
+                        # a token's expiry).
+                        "Date",
                         "Location",
                         "Link",
                         "ETag",

@@ -138,6 +138,38 @@ async def test_cors_for_configured_origins_only(app_with: Callable[..., FastAPI]
         assert refused.json()["detail"] == "Disallowed CORS origin, method."
 
 
+# What a script reads without exposure (the Fetch standard's CORS-safelisted response headers),
+# and what only the browser acts on.
+SAFELISTED = {"cache-control", "content-language", "content-length", "content-type", "expires"}
+SAFELISTED |= {"last-modified", "pragma"}
+FOR_THE_BROWSER = {"vary", "x-content-type-options", "content-security-policy", "x-frame-options"}
+
+
+async def test_cors_exposes_every_header_the_api_answers_with(
+    app_with: Callable[..., FastAPI],
+) -> None:
+    origin = {"Origin": "https://app.example"}
+    app = app_with(cors_origins=["https://app.example"])
+    async with asgi_client(app, ADMIN_HEADERS | origin) as client:
+        created = await client.post("/sessions", json=session_body())
+        url = created.headers["location"]
+        responses = [
+            created,  # Location, ETag
+            await client.get("/sessions", params={"limit": 1}),  # Link
+            await client.post(url, json={}),  # 405: Allow, which its detail points to
+            await client.post("/sessions", content=b"x", headers={"content-type": "text/plain"}),
+            await client.patch(url, content=b"{}", headers={"content-type": "text/plain"}),
+            await client.patch(url, json={}, headers={"If-Match": '"stale"'}),  # 412
+        ]
+    async with asgi_client(app, origin) as anonymous:
+        responses.append(await anonymous.post("/sessions", json=session_body()))  # 401
+    assert [response.status_code for response in responses] == [201, 200, 405, 415, 415, 412, 401]
+    for response in responses:
+        exposed = set(response.headers["access-control-expose-headers"].lower().split(", "))
+        sent = {name for name in response.headers if not name.startswith("access-control-")}
+        assert sent - SAFELISTED - FOR_THE_BROWSER <= exposed, response.status_code
+
+
 async def test_every_response_carries_the_security_headers_once(
     app_with: Callable[..., FastAPI],
 ) -> None:
