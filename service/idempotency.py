@@ -15,19 +15,18 @@ KEY_LIFETIME; each new key deletes a few expired ones, so the table holds about 
 
 import hashlib
 import re
-from collections import namedtuple
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import orjson
 from fastapi import Request, Response
-from sqlalchemy import Table, bindparam, delete, func, orm, select, tuple_
+from sqlalchemy import Table, bindparam, delete, false, func, orm, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 
 from service.conditional import format_http_date, http_date, last_modified, parse_http_date
-from service.db import DriverQuery, is_lock_not_available
+from service.db import ASYNCPG_DIALECT, is_lock_not_available
 from service.errors import BadRequest, ChangeInProgress, InvalidInput
 from service.models import IDEMPOTENCY_KEY_MAX, IdempotencyKey
 from service.openapi import header_parameter
@@ -147,14 +146,10 @@ _CLAIM = _insert_key.on_conflict_do_update(
 _STORED = select(_keys.c.fingerprint, _keys.c.status, _keys.c.headers, _keys.c.body).where(
     _keys.c.caller == bindparam("caller"), _keys.c.key == bindparam("key")
 )
-# A plain read of the key: no row lock holds it up (a request in flight with the key holds one),
-# only a lock on the whole table (DDL).
-_KEY_READ = DriverQuery(
-    select(_keys.c.key).where(
-        _keys.c.caller == bindparam("caller"), _keys.c.key == bindparam("key")
-    ),
-    namedtuple("KeyRow", ["key"]),
-)
+# A statement that touches no row but takes the table lock the claim's INSERT takes (ROW
+# EXCLUSIVE): no row lock holds it up (a request in flight with the key holds one), only DDL's
+# lock on the whole table, CREATE INDEX's (SHARE) included, which a plain read would pass.
+_CLAIMS_TABLE_LOCK = str(delete(_keys).where(false()).compile(dialect=ASYNCPG_DIALECT))
 _PRUNE = delete(_keys).where(
     tuple_(_keys.c.caller, _keys.c.key).in_(
         select(_keys.c.caller, _keys.c.key)
@@ -200,9 +195,9 @@ class IdempotencyKeys:
         self.db.execute(_PRUNE)
 
 
-async def read_key(conn: Any, caller: str, key: str) -> None:
-    """Read the key on a driver connection (service.transactions.read_connection), after a claim
-    was refused its lock (ChangeInProgress): where DDL (a migration) holds the table, rather than
-    a request in flight with the key, this read waits for it too, and its lock timeout is the
-    503 of any request on such a table."""
-    await _KEY_READ.fetch(conn, caller=caller, key=key)
+async def wait_for_the_keys_table(conn: Any) -> None:
+    """On a driver connection (service.transactions.read_connection), after a claim was refused
+    its lock (ChangeInProgress), take the claim's lock on the table: where DDL (a migration)
+    holds the table, rather than a request in flight with the key, this waits for it too, and
+    its lock timeout is the 503 of any request on such a table."""
+    await conn.execute(_CLAIMS_TABLE_LOCK)

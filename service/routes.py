@@ -446,9 +446,8 @@ async def create_session(body: SessionCreate, request: Request, principal: Write
         check_collection_write(request)
         return answer
     except ChangeInProgress:  # the key's claim, refused its lock in time
-        assert key is not None
         async with read_connection(request.app) as conn:
-            await idempotency.read_key(conn, caller, key)
+            await idempotency.wait_for_the_keys_table(conn)
         raise
 
 

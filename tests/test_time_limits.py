@@ -296,13 +296,21 @@ async def test_requests_on_a_table_a_migration_holds_are_503_at_the_lock_timeout
     assert await stored.conn.fetchval("SELECT count(*) FROM sessions") == 1
 
 
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "ACCESS EXCLUSIVE",  # ALTER TABLE
+        "SHARE",  # CREATE INDEX, which lets reads of the keys through
+        "SHARE ROW EXCLUSIVE",  # CREATE TRIGGER
+    ],
+)
 async def test_keyed_create_on_a_keys_table_a_migration_holds_is_503(
-    client: httpx.AsyncClient, elsewhere: asyncpg.Connection, stored: StoredRows
+    client: httpx.AsyncClient, elsewhere: asyncpg.Connection, stored: StoredRows, mode: str
 ) -> None:
     # The claim of the key is refused its lock as when a request with it is in flight (409), but
     # no such request exists: the database cannot serve keyed creations until the DDL commits.
     async with elsewhere.transaction():
-        await elsewhere.execute("LOCK TABLE idempotency_keys IN ACCESS EXCLUSIVE MODE")
+        await elsewhere.execute(f"LOCK TABLE idempotency_keys IN {mode} MODE")
         response = await answer(client.post("/sessions", json=session_body(), headers=keyed()))
     problem = assert_problem(response, 503)
     assert problem["type"] == PROBLEM_BASE + "database-unavailable"
