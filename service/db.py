@@ -7,6 +7,7 @@ and service.errors answers each kind of error."""
 import asyncio
 import logging
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -320,11 +321,49 @@ def _is_connection_error(exc: sa_exc.DBAPIError) -> bool:
 def driver_reason(exc: BaseException) -> str:
     """The driver's error where SQLAlchemy wraps one, for a log line: its class names the
     SQLSTATE's meaning, its message the cause (a database that does not exist, a password
-    refused), not the statement or its parameters, which SQLAlchemy's own message carries."""
+    refused), not the statement or its parameters, which SQLAlchemy's own message carries, nor
+    the row that PostgreSQL's DETAIL may quote."""
     cause = exc
     if isinstance(cause, sa_exc.DBAPIError) and cause.orig is not None:
         cause = cause.orig
     if isinstance(cause, AsyncAdapt_asyncpg_dbapi.Error):
         # The adapter's error wraps asyncpg's own; a driver connection (a read's) raises it bare.
         cause = cause.__cause__ or cause
-    return f"{type(cause).__name__}: {cause}".strip().rstrip(":")
+    message = str(cause)
+    if isinstance(cause, asyncpg.PostgresError) and cause.detail:
+        message = message.replace(cause.detail, ROW_LEFT_OUT)
+    return f"{type(cause).__name__}: {message}".strip().rstrip(":")
+
+
+# PostgreSQL's DETAIL of an error may quote a row's values ("Failing row contains (...)", "Key
+# (title)=(...) already exists"): the client's data, which no log line or trace may hold.
+ROW_LEFT_OUT = "(left out: it may quote a row's values)"
+
+
+def errors_in_chain(exc: BaseException) -> Iterator[BaseException]:
+    """The error and every one it was raised from or while handling, each once."""
+    seen: set[int] = set()
+    errors: list[BaseException | None] = [exc]
+    while errors:
+        error = errors.pop()
+        if error is not None and id(error) not in seen:
+            seen.add(id(error))
+            yield error
+            # Both: an error raised `from` another, while handling a third, has the two.
+            errors += (error.__cause__, error.__context__)
+
+
+def leave_out_row_values(exc: BaseException) -> None:
+    """Take PostgreSQL's DETAIL (ROW_LEFT_OUT) out of a database error, in place, before it is
+    logged or traced: out of the driver's error and of the messages of the errors that wrap it,
+    which copied the driver's."""
+    chain = list(errors_in_chain(exc))
+    details = [e.detail for e in chain if isinstance(e, asyncpg.PostgresError) and e.detail]
+    for error in chain:
+        for detail in details:
+            error.args = tuple(
+                arg.replace(detail, ROW_LEFT_OUT) if isinstance(arg, str) else arg
+                for arg in error.args
+            )
+        if isinstance(error, asyncpg.PostgresError) and error.detail:
+            error.detail = ROW_LEFT_OUT

@@ -32,8 +32,10 @@ from service.db import (
     DRIVER_CONNECTION_ERRORS,
     QUERY_CANCELED,
     driver_reason,
+    errors_in_chain,
     is_database_unavailable,
     is_lock_not_available,
+    leave_out_row_values,
     sqlstate,
 )
 
@@ -398,15 +400,8 @@ def drop_tracebacks(exc: BaseException) -> None:
     runs it rarely (service.cli). Such an error needs no traceback: the client gets its problem,
     and the log its reason.
     """
-    seen: set[int] = set()
-    errors: list[BaseException | None] = [exc]
-    while errors:
-        error = errors.pop()
-        if error is not None and id(error) not in seen:
-            seen.add(id(error))
-            error.__traceback__ = None
-            # Both: an error raised `from` another, while handling a third, has the two.
-            errors += (error.__cause__, error.__context__)
+    for error in errors_in_chain(exc):
+        error.__traceback__ = None
 
 
 async def _service_error(request: Request, exc: Exception) -> Response:
@@ -516,8 +511,10 @@ def _internal_error(request: Request) -> Response:
 def _logged_internal_error(method: str, path: str) -> Response:
     """The 500 of the exception being handled, logged with its traceback, and recorded on the
     request's span where it is traced: answered here, it never reaches FastAPI's tracing."""
-    logger.exception("unhandled error on %s %s", method, path[:500])
     if (error := sys.exc_info()[1]) is not None:
+        leave_out_row_values(error)
+    logger.exception("unhandled error on %s %s", method, path[:500])
+    if error is not None:
         span = trace.get_current_span()
         span.record_exception(error)
         span.set_status(StatusCode.ERROR, type(error).__name__)

@@ -15,7 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from alembic import command
-from service.db import Base
+from service.db import Base, driver_reason
 from service.migrations import alembic_config, migrate
 from service.ops import SERVICE_PRIVILEGES, SERVICE_TABLES
 from service.settings import Settings
@@ -273,6 +273,49 @@ async def test_a_database_error_logged_as_a_bug_leaves_out_the_statements_values
     assert "permission denied for table sessions" in logged_text
     assert "Confidential" not in logged_text
     assert "reviewer" not in logged_text
+
+
+async def test_a_database_error_logged_as_a_bug_leaves_out_the_row_its_detail_quotes(
+    fresh_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A constraint the service does not know (a DBA's): PostgreSQL's DETAIL quotes the row.
+    await asyncio.to_thread(migrate, fresh_database)
+    conn = await asyncpg.connect(asyncpg_dsn(fresh_database))
+    try:
+        await conn.execute(
+            "ALTER TABLE sessions ADD CONSTRAINT a_dbas CHECK (subtitle <> 'Refused subtitle')"
+        )
+    finally:
+        await conn.close()
+    with caplog.at_level(logging.ERROR, logger="service.errors"):
+        async with started(Settings(database_url=fresh_database)) as (_, client):
+            body = session_body(subtitle="Refused subtitle", comments="A reviewer's note")
+            response = await client.post("/sessions", json=body)
+    assert response.status_code == 500
+    (logged,) = [record for record in caplog.records if record.name == "service.errors"]
+    assert logged.exc_info is not None
+    logged_text = logged.getMessage() + logging.Formatter().formatException(logged.exc_info)
+    assert 'violates check constraint "a_dbas"' in logged_text
+    assert "Refused subtitle" not in logged_text
+    assert "reviewer" not in logged_text
+
+
+async def test_a_driver_reason_logged_leaves_out_the_row_its_detail_quotes(
+    database_url: str,
+) -> None:
+    # The reason a warning gives (a commit unconfirmed, a 503), whose error may be a deferred
+    # constraint's at COMMIT.
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await conn.execute("CREATE TEMPORARY TABLE notes (note text CHECK (note <> 'private'))")
+        with pytest.raises(asyncpg.CheckViolationError) as raised:
+            await conn.execute("INSERT INTO notes VALUES ('private')")
+    finally:
+        await conn.close()
+    assert "private" in str(raised.value)  # asyncpg's own message: the DETAIL quotes the row
+    reason = driver_reason(raised.value)
+    assert reason.startswith('CheckViolationError: new row for relation "notes" violates')
+    assert "private" not in reason
 
 
 async def test_an_unmigrated_database_is_an_error_at_start_and_a_503_to_requests(

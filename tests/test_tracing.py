@@ -323,7 +323,7 @@ def test_a_500_records_its_exception_on_the_requests_span(traced: Any) -> None:
     failing = "e" * 32
     response = httpx.post(
         f"{service.base_url}/sessions",
-        json=session_body(title=title),
+        json=session_body(title=title, comments="A reviewer's note"),
         headers=ADMIN_HEADERS | {"traceparent": f"00-{failing}-{CALLER_SPAN}-01"},
     )
     assert response.status_code == 500
@@ -332,6 +332,9 @@ def test_a_500_records_its_exception_on_the_requests_span(traced: Any) -> None:
     [event] = [event for event in span["events"] if event["name"] == "exception"]
     assert "a bug of the test's" in event["attributes"]["exception.message"]
     assert "Traceback" in event["attributes"]["exception.stacktrace"]
+    # The error's DETAIL quotes the row, as PostgreSQL's own do (a check or unique violation).
+    assert "DETAIL" in event["attributes"]["exception.stacktrace"]
+    assert "reviewer" not in str(event["attributes"])
 
 
 async def _refuse_inserts_titled(database_url: str, title: str) -> None:
@@ -341,7 +344,10 @@ async def _refuse_inserts_titled(database_url: str, title: str) -> None:
             f"""
             CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
-                IF NEW.title = '{title}' THEN RAISE EXCEPTION 'a bug of the test''s'; END IF;
+                IF NEW.title = '{title}' THEN
+                    RAISE EXCEPTION 'a bug of the test''s'
+                        USING DETAIL = format('Failing row contains (%s).', NEW.comments);
+                END IF;
                 RETURN NEW;
             END $$;
             CREATE TRIGGER refuse BEFORE INSERT ON sessions FOR EACH ROW EXECUTE FUNCTION refuse();
