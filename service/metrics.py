@@ -84,8 +84,13 @@ class PoolCollector(Collector):
         yield GaugeMetricFamily(
             "db_pool_checked_out", "Connections in use by requests.", value=pool.checkedout()
         )
+        # SQLAlchemy keeps the place of a connection the database closed (an outage), and opens
+        # it again on its next use: an idle place, not always an open connection.
         yield GaugeMetricFamily(
-            "db_pool_checked_in", "Open connections waiting in the pool.", value=pool.checkedin()
+            "db_pool_checked_in",
+            "Idle connections in the pool, each open or, if the database closed it, reopened on "
+            "its next use.",
+            value=pool.checkedin(),
         )
         # SQLAlchemy counts overflow from -pool_size up; only connections beyond the size count.
         yield GaugeMetricFamily(
