@@ -5,6 +5,7 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -253,6 +254,20 @@ async def test_readyz_fails_while_the_role_lacks_a_privilege_and_says_which(
     ]
 
 
+async def logged_500(
+    database_url: str, body: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> str:
+    """The text of the one error line that POST /sessions of `body` logs as a 500, traceback
+    included."""
+    with caplog.at_level(logging.ERROR, logger="service.errors"):
+        async with started(Settings(database_url=database_url)) as (_, client):
+            response = await client.post("/sessions", json=body)
+    assert response.status_code == 500
+    (logged,) = [record for record in caplog.records if record.name == "service.errors"]
+    assert logged.exc_info is not None
+    return logged.getMessage() + logging.Formatter().formatException(logged.exc_info)
+
+
 async def test_a_database_error_logged_as_a_bug_leaves_out_the_statements_values(
     fresh_database: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -262,14 +277,8 @@ async def test_a_database_error_logged_as_a_bug_leaves_out_the_statements_values
     await asyncio.to_thread(migrate, fresh_database)
     reader = "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"
     async with database_role(fresh_database, reader) as url:
-        with caplog.at_level(logging.ERROR, logger="service.errors"):
-            async with started(Settings(database_url=url)) as (_, client):
-                body = session_body(title="Confidential title", comments="A reviewer's note")
-                response = await client.post("/sessions", json=body)
-    assert response.status_code == 500
-    (logged,) = [record for record in caplog.records if record.name == "service.errors"]
-    assert logged.exc_info is not None
-    logged_text = logged.getMessage() + logging.Formatter().formatException(logged.exc_info)
+        body = session_body(title="Confidential title", comments="A reviewer's note")
+        logged_text = await logged_500(url, body, caplog)
     assert "permission denied for table sessions" in logged_text
     assert "Confidential" not in logged_text
     assert "reviewer" not in logged_text
@@ -287,14 +296,8 @@ async def test_a_database_error_logged_as_a_bug_leaves_out_the_row_its_detail_qu
         )
     finally:
         await conn.close()
-    with caplog.at_level(logging.ERROR, logger="service.errors"):
-        async with started(Settings(database_url=fresh_database)) as (_, client):
-            body = session_body(subtitle="Refused subtitle", comments="A reviewer's note")
-            response = await client.post("/sessions", json=body)
-    assert response.status_code == 500
-    (logged,) = [record for record in caplog.records if record.name == "service.errors"]
-    assert logged.exc_info is not None
-    logged_text = logged.getMessage() + logging.Formatter().formatException(logged.exc_info)
+    body = session_body(subtitle="Refused subtitle", comments="A reviewer's note")
+    logged_text = await logged_500(fresh_database, body, caplog)
     assert 'violates check constraint "a_dbas"' in logged_text
     assert "Refused subtitle" not in logged_text
     assert "reviewer" not in logged_text
