@@ -318,6 +318,11 @@ def _is_connection_error(exc: sa_exc.DBAPIError) -> bool:
     return _is_unavailable_sqlstate(getattr(exc.orig, "sqlstate", None))
 
 
+# PostgreSQL's DETAIL of an error may quote a row's values ("Failing row contains (...)", "Key
+# (title)=(...) already exists"): the client's data, which no log line or trace may hold.
+ROW_LEFT_OUT = "(left out: it may quote a row's values)"
+
+
 def driver_reason(exc: BaseException) -> str:
     """The driver's error where SQLAlchemy wraps one, for a log line: its class names the
     SQLSTATE's meaning, its message the cause (a database that does not exist, a password
@@ -333,11 +338,6 @@ def driver_reason(exc: BaseException) -> str:
     if isinstance(cause, asyncpg.PostgresError) and cause.detail:
         message = message.replace(cause.detail, ROW_LEFT_OUT)
     return f"{type(cause).__name__}: {message}".strip().rstrip(":")
-
-
-# PostgreSQL's DETAIL of an error may quote a row's values ("Failing row contains (...)", "Key
-# (title)=(...) already exists"): the client's data, which no log line or trace may hold.
-ROW_LEFT_OUT = "(left out: it may quote a row's values)"
 
 
 def errors_in_chain(exc: BaseException) -> Iterator[BaseException]:
