@@ -53,19 +53,19 @@ EDGE: frozenset[object] = frozenset(
 @dataclass(frozen=True)
 class Variant:
     name: str
-    build: Callable[[str], Starlette]  # the database URL -> the app
+    build: Callable[[str, int], Starlette]  # the database URL, the pool's size -> the app
     access_log: bool = True
 
 
 def service(
     *, leaves_out: Callable[[object], bool] = lambda _: False
-) -> Callable[[str], Starlette]:
-    def build(database_url: str) -> Starlette:
+) -> Callable[[str, int], Starlette]:
+    def build(database_url: str, pool_size: int) -> Starlette:
         settings = Settings(
             database_url=database_url,
             jwt_secret=BENCH_JWT_SECRET,
             jwt_algorithms=["HS256"],
-            db_pool_size=POOL_SIZE,
+            db_pool_size=pool_size,
         )
         app = create_app(settings)
         # Starlette builds the middleware stack on the first call: leaving one out here is as
@@ -76,12 +76,12 @@ def service(
     return build
 
 
-def reference(database_url: str) -> Starlette:
-    return reference_app.create_app(seed.asyncpg_dsn(database_url), POOL_SIZE)
+def reference(database_url: str, pool_size: int) -> Starlette:
+    return reference_app.create_app(seed.asyncpg_dsn(database_url), pool_size)
 
 
-def bare(database_url: str) -> Starlette:
-    return bare_fastapi.create_app(seed.asyncpg_dsn(database_url), POOL_SIZE)
+def bare(database_url: str, pool_size: int) -> Starlette:
+    return bare_fastapi.create_app(seed.asyncpg_dsn(database_url), pool_size)
 
 
 VARIANTS = (
@@ -167,9 +167,11 @@ async def cpu_per_request(
     requests: int = 1280,
     rounds: int = 6,
     variants: Sequence[Variant] = VARIANTS,
+    pool_size: int = POOL_SIZE,
 ) -> dict[str, dict[str, list[float]]]:
     """µs of CPU per request, by operation and variant: one number per round, each round
-    `requests` requests through every variant, in alternating order."""
+    `requests` requests through every variant, in alternating order. Every variant is open at
+    once, each with a pool of `pool_size` connections."""
     access_log = logging.getLogger("service.access")
 
     async def run(app: ASGIApp, operation: str, source: Requests, count: int) -> None:
@@ -185,7 +187,7 @@ async def cpu_per_request(
         stack.callback(access_log.setLevel, level)
         apps: list[tuple[Variant, Starlette]] = []
         for variant in variants:
-            app = variant.build(database_url)
+            app = variant.build(database_url, pool_size)
             await stack.enter_async_context(app.router.lifespan_context(app))
             apps.append((variant, app))
         for operation in operations:
