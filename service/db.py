@@ -318,8 +318,9 @@ def _is_connection_error(exc: sa_exc.DBAPIError) -> bool:
     return _is_unavailable_sqlstate(getattr(exc.orig, "sqlstate", None))
 
 
-# PostgreSQL's DETAIL of an error may quote a row's values ("Failing row contains (...)", "Key
-# (title)=(...) already exists"): the client's data, which no log line or trace may hold.
+# PostgreSQL's DETAIL and HINT of an error may quote a row's values ("Failing row contains
+# (...)", "Key (title)=(...) already exists", a trigger's own): the client's data, which no log
+# line or trace may hold.
 ROW_LEFT_OUT = "(left out: it may quote a row's values)"
 
 
@@ -334,9 +335,8 @@ def driver_reason(exc: BaseException) -> str:
     if isinstance(cause, AsyncAdapt_asyncpg_dbapi.Error):
         # The adapter's error wraps asyncpg's own; a driver connection (a read's) raises it bare.
         cause = cause.__cause__ or cause
-    message = str(cause)
-    if isinstance(cause, asyncpg.PostgresError) and cause.detail:
-        message = message.replace(cause.detail, ROW_LEFT_OUT)
+    # asyncpg's str() adds the DETAIL and the HINT to the message, its first argument.
+    message = cause.args[0] if isinstance(cause, asyncpg.PostgresError) and cause.args else cause
     return f"{type(cause).__name__}: {message}".strip().rstrip(":")
 
 
@@ -354,16 +354,12 @@ def errors_in_chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def leave_out_row_values(exc: BaseException) -> None:
-    """Take PostgreSQL's DETAIL (ROW_LEFT_OUT) out of a database error, in place, before it is
-    logged or traced: out of the driver's error and of the messages of the errors that wrap it,
-    which copied the driver's."""
-    chain = list(errors_in_chain(exc))
-    details = [e.detail for e in chain if isinstance(e, asyncpg.PostgresError) and e.detail]
-    for error in chain:
-        for detail in details:
-            error.args = tuple(
-                arg.replace(detail, ROW_LEFT_OUT) if isinstance(arg, str) else arg
-                for arg in error.args
-            )
-        if isinstance(error, asyncpg.PostgresError) and error.detail:
-            error.detail = ROW_LEFT_OUT
+    """Take PostgreSQL's DETAIL and HINT (ROW_LEFT_OUT) out of the driver's errors in a chain,
+    in place, before it is logged or traced. (The errors wrapping them, SQLAlchemy's and its
+    adapter's, copy only the message.)"""
+    for error in errors_in_chain(exc):
+        if isinstance(error, asyncpg.PostgresError):
+            if error.detail:
+                error.detail = ROW_LEFT_OUT
+            if error.hint:
+                error.hint = ROW_LEFT_OUT

@@ -303,22 +303,22 @@ async def test_a_database_error_logged_as_a_bug_leaves_out_the_row_its_detail_qu
     assert "reviewer" not in logged_text
 
 
-async def test_a_driver_reason_logged_leaves_out_the_row_its_detail_quotes(
+async def test_a_driver_reason_logged_leaves_out_the_row_its_detail_and_hint_quote(
     database_url: str,
 ) -> None:
     # The reason a warning gives (a commit unconfirmed, a 503), whose error may be a deferred
-    # constraint's at COMMIT.
+    # constraint's or a trigger's at COMMIT.
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
-        await conn.execute("CREATE TEMPORARY TABLE notes (note text CHECK (note <> 'private'))")
-        with pytest.raises(asyncpg.CheckViolationError) as raised:
-            await conn.execute("INSERT INTO notes VALUES ('private')")
+        with pytest.raises(asyncpg.RaiseError) as raised:
+            await conn.execute(
+                "DO $$ BEGIN RAISE EXCEPTION 'refused' "
+                "USING DETAIL = 'Failing row contains (private)', HINT = 'private too'; END $$"
+            )
     finally:
         await conn.close()
-    assert "private" in str(raised.value)  # asyncpg's own message: the DETAIL quotes the row
-    reason = driver_reason(raised.value)
-    assert reason.startswith('CheckViolationError: new row for relation "notes" violates')
-    assert "private" not in reason
+    assert "private" in str(raised.value)  # asyncpg's own message adds the DETAIL and the HINT
+    assert driver_reason(raised.value) == "RaiseError: refused"
 
 
 async def test_an_unmigrated_database_is_an_error_at_start_and_a_503_to_requests(

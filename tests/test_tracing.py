@@ -332,8 +332,9 @@ def test_a_500_records_its_exception_on_the_requests_span(traced: Any) -> None:
     [event] = [event for event in span["events"] if event["name"] == "exception"]
     assert "a bug of the test's" in event["attributes"]["exception.message"]
     assert "Traceback" in event["attributes"]["exception.stacktrace"]
-    # The error's DETAIL quotes the row, as PostgreSQL's own do (a check or unique violation).
-    assert "DETAIL" in event["attributes"]["exception.stacktrace"]
+    # The error's DETAIL and HINT quote the row, as PostgreSQL's own DETAIL does (a check or a
+    # unique violation).
+    assert "HINT" in event["attributes"]["exception.stacktrace"]
     assert "reviewer" not in str(event["attributes"])
 
 
@@ -346,7 +347,8 @@ async def _refuse_inserts_titled(database_url: str, title: str) -> None:
             BEGIN
                 IF NEW.title = '{title}' THEN
                     RAISE EXCEPTION 'a bug of the test''s'
-                        USING DETAIL = format('Failing row contains (%s).', NEW.comments);
+                        USING DETAIL = format('Failing row contains (%s).', NEW.comments),
+                            HINT = NEW.comments;
                 END IF;
                 RETURN NEW;
             END $$;
