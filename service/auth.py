@@ -15,12 +15,11 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, NamedTuple
 
 import jwt
 from cachetools import TLRUCache
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,7 +29,7 @@ from service.models import USER_ID_MAX
 from service.openapi import Responses, header, is_under, problem_response
 from service.pagination import INT4_MAX
 from service.policy import ANONYMOUS, AuthenticationRequired, Principal, require_authenticated
-from service.settings import DEVELOPMENT_JWT_SECRET, Settings
+from service.settings import DEVELOPMENT_JWT_SECRET, Settings, algorithms_verified_by
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +116,12 @@ class TokenVerifier:
         self.settings = settings
         self.algorithms = frozenset(settings.jwt_algorithms)
         self.secret = settings.jwt_secret or None
-        self.public_key = _load_public_key(settings)
+        # By algorithm, the keys that verify it (settings.public_keys: several while the identity
+        # provider rotates its key).
+        self.public_keys: dict[str, tuple[Any, ...]] = {}
+        for key in settings.public_keys():
+            for algorithm in algorithms_verified_by(key) & self.algorithms:
+                self.public_keys[algorithm] = (*self.public_keys.get(algorithm, ()), key)
         # The subject claim by name when it has no dots; else _principal finds it missing.
         required = ["exp"] + [settings.jwt_subject_claim] * ("." not in settings.jwt_subject_claim)
         required += ["iss"] * bool(settings.jwt_issuer) + ["aud"] * bool(settings.jwt_audience)
@@ -149,18 +153,13 @@ class TokenVerifier:
     def _decode(self, token: str) -> dict[str, Any]:
         try:
             algorithm = self._allowed(jwt.get_unverified_header(token).get("alg"))
-            key = self.secret if algorithm.startswith("HS") else self.public_key
-            if key is None:
+            if algorithm.startswith("HS"):
+                keys = (self.secret,) if self.secret else ()
+            else:
+                keys = self.public_keys.get(algorithm, ())
+            if not keys:
                 raise jwt.InvalidAlgorithmError("no key is configured for the algorithm")
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[algorithm],
-                audience=self.settings.jwt_audience,
-                issuer=self.settings.jwt_issuer,
-                leeway=self.settings.jwt_leeway_seconds,
-                options=self.options,
-            )
+            claims = self._verified_claims(token, algorithm, keys)
         except jwt.ExpiredSignatureError:
             raise InvalidToken("The token has expired.") from None
         except jwt.ImmatureSignatureError:
@@ -180,6 +179,29 @@ class TokenVerifier:
             # PyJWT takes an empty aud ("" or []) for none: it is for no audience of ours either.
             raise InvalidToken("The token is for another audience.")
         return claims
+
+    def _verified_claims(self, token: str, algorithm: str, keys: Sequence[Any]) -> dict[str, Any]:
+        """The token's claims, verified with whichever of the keys signed it: each in turn, as
+        PyJWT checks the signature before the claims, so only that key gets as far as them."""
+
+        def decode(key: Any) -> dict[str, Any]:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self.settings.jwt_audience,
+                issuer=self.settings.jwt_issuer,
+                leeway=self.settings.jwt_leeway_seconds,
+                options=self.options,
+            )
+            return claims
+
+        for key in keys[:-1]:
+            try:
+                return decode(key)
+            except jwt.InvalidSignatureError:
+                pass  # signed with another key
+        return decode(keys[-1])
 
     def _allowed(self, algorithm: object) -> str:
         if not isinstance(algorithm, str) or algorithm not in self.algorithms:
@@ -248,11 +270,6 @@ def _all(values: object, kind: type) -> bool:
     )
 
 
-def _load_public_key(settings: Settings) -> Any:
-    pem = settings.public_key_pem()  # checked by the settings: a PEM public key, if any
-    return load_pem_public_key(pem.encode()) if pem else None
-
-
 def create_token_verifier(settings: Settings) -> TokenVerifier:
     """The verifier for these settings; a key configuration that lets nobody in, or anyone with
     the development secret, is logged as a warning."""
@@ -262,7 +279,7 @@ def create_token_verifier(settings: Settings) -> TokenVerifier:
             "accepting HS256 tokens signed with the development secret: "
             "set JWT_SECRET (or leave HS256 out of JWT_ALGORITHMS) in production"
         )
-    elif verifier.secret is None and verifier.public_key is None:
+    elif verifier.secret is None and not verifier.public_keys:
         logger.warning(
             "no JWT_SECRET nor JWT_PUBLIC_KEY(_FILE): every bearer token is refused, "
             "so nothing can be written"

@@ -46,7 +46,16 @@ def _key_kind(key: PublicKeyTypes) -> str:
     return f"a key of type {type(key).__name__.removesuffix('PublicKey')}"
 
 
-def _algorithms_verified_by(key: PublicKeyTypes) -> frozenset[str]:
+# A PEM block: several in one text are a bundle (text around them is ignored, as in a bundle of
+# certificates), which cryptography's loader would read only the first of.
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.DOTALL)
+
+
+def _pem_blocks(pem: str) -> list[str]:
+    return [block[0] for block in _PEM_BLOCK.finditer(pem)] or [pem]
+
+
+def algorithms_verified_by(key: PublicKeyTypes) -> frozenset[str]:
     """The JWS algorithms whose signatures this public key verifies."""
     if isinstance(key, RSAPublicKey):
         return _RSA_ALGORITHMS
@@ -299,8 +308,17 @@ class Settings(BaseSettings):
             return self.jwt_public_key_file.read_text()
         return self.jwt_public_key
 
+    def public_keys(self) -> tuple[PublicKeyTypes, ...]:
+        """The identity provider's public keys, one per PEM block: several while it rotates its
+        signing key (the next one added before it signs with it, the last one kept until the
+        tokens it signed have expired)."""
+        pem = self.public_key_pem()
+        if not pem:
+            return ()
+        return tuple(load_pem_public_key(block.encode()) for block in _pem_blocks(pem))
+
     @model_validator(mode="after")
-    def _usable_public_key(self) -> Self:
+    def _usable_public_keys(self) -> Self:
         # Checked when the service starts, as every setting, rather than at the first token.
         try:
             pem = self.public_key_pem()
@@ -308,32 +326,38 @@ class Settings(BaseSettings):
             raise ValueError(f"JWT_PUBLIC_KEY_FILE cannot be read: {exc.strerror}") from None
         except UnicodeDecodeError:  # a DER or other binary file: PEM is ASCII text
             raise ValueError("JWT_PUBLIC_KEY(_FILE) is not a PEM public key") from None
-        if pem:
-            try:
-                key = load_pem_public_key(pem.encode())
-            except ValueError:
-                raise ValueError("JWT_PUBLIC_KEY(_FILE) is not a PEM public key") from None
-            if isinstance(key, RSAPublicKey) and key.key_size < RSA_KEY_BITS_MIN:
-                # PyJWT would refuse every token signed with it (enforce_minimum_key_length).
-                raise ValueError(
-                    f"JWT_PUBLIC_KEY(_FILE) is an RSA key of {key.key_size} bits: at least "
-                    f"{RSA_KEY_BITS_MIN} (NIST SP 800-131A)"
-                )
-            verifies = _algorithms_verified_by(key)
-            asymmetric = set(self.jwt_algorithms) - set(HMAC_KEY_BYTES)
-            if asymmetric and not verifies & asymmetric:
-                # Every token of those algorithms would be refused, each as a 401 that blames
-                # the token. (Only HS* allowed: the key is not used at all.)
-                raise ValueError(
-                    f"JWT_PUBLIC_KEY(_FILE) verifies none of JWT_ALGORITHMS "
-                    f"({','.join(self.jwt_algorithms)}): "
-                    + (
-                        f"it verifies {','.join(sorted(verifies))}"
-                        if verifies
-                        else f"it is {_key_kind(key)}, which verifies no JWS algorithm of these"
-                    )
-                )
+        blocks = _pem_blocks(pem) if pem else []
+        for number, block in enumerate(blocks, 1):
+            name = "JWT_PUBLIC_KEY(_FILE)"
+            if len(blocks) > 1:
+                name += f"'s key {number} of {len(blocks)}"
+            self._check_public_key(block, name)
         return self
+
+    def _check_public_key(self, pem: str, name: str) -> None:
+        try:
+            key = load_pem_public_key(pem.encode())
+        except ValueError:
+            raise ValueError(f"{name} is not a PEM public key") from None
+        if isinstance(key, RSAPublicKey) and key.key_size < RSA_KEY_BITS_MIN:
+            # PyJWT would refuse every token signed with it (enforce_minimum_key_length).
+            raise ValueError(
+                f"{name} is an RSA key of {key.key_size} bits: at least "
+                f"{RSA_KEY_BITS_MIN} (NIST SP 800-131A)"
+            )
+        verifies = algorithms_verified_by(key)
+        asymmetric = set(self.jwt_algorithms) - set(HMAC_KEY_BYTES)
+        if asymmetric and not verifies & asymmetric:
+            # Every token of those algorithms would be refused, each as a 401 that blames the
+            # token. (Only HS* allowed: the key is not used at all.)
+            raise ValueError(
+                f"{name} verifies none of JWT_ALGORITHMS ({','.join(self.jwt_algorithms)}): "
+                + (
+                    f"it verifies {','.join(sorted(verifies))}"
+                    if verifies
+                    else f"it is {_key_kind(key)}, which verifies no JWS algorithm of these"
+                )
+            )
 
     @field_validator("cursor_secret")
     @classmethod

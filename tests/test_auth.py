@@ -353,6 +353,29 @@ async def test_es256_public_key_from_a_pem_file(
     assert_invalid_token(await post_with(app, hs256()))
 
 
+async def test_every_key_of_a_pem_file_verifies_so_a_rotation_refuses_no_token(
+    app_with: Callable[..., FastAPI], tmp_path: Path
+) -> None:
+    # The identity provider signs with a new key while tokens signed with the old one are still
+    # in use: the file holds both, as a PEM bundle (text around the blocks allowed).
+    pem_file = tmp_path / "idp.pem"
+    pem_file.write_text(
+        f"# the current key\n{public_pem(OTHER_RSA_KEY)}# the next one\n{public_pem(RSA_KEY)}"
+        + public_pem(EC_KEY)
+    )
+    app = app_with(jwt_public_key_file=pem_file, jwt_algorithms=["RS256", "ES256"])
+    for key, algorithm in ((OTHER_RSA_KEY, "RS256"), (RSA_KEY, "RS256"), (EC_KEY, "ES256")):
+        response = await post_with(app, jwt.encode(claims(), key, algorithm=algorithm))
+        assert response.status_code == 201, (algorithm, response.text)
+    unknown = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    assert_invalid_token(await post_with(app, jwt.encode(claims(), unknown, algorithm="RS256")))
+    # A token of the old key whose claims are refused says why, as with one key.
+    expired = jwt.encode(claims(exp=int(time.time()) - 3600), OTHER_RSA_KEY, algorithm="RS256")
+    response = await post_with(app, expired)
+    assert_invalid_token(response)
+    assert response.json()["detail"] == "The token has expired."
+
+
 async def test_claim_names_are_configurable(app_with: Callable[..., FastAPI]) -> None:
     app = app_with(
         jwt_subject_claim="user_id",

@@ -137,6 +137,21 @@ def test_an_rsa_public_key_shorter_than_pyjwt_verifies_with_is_refused() -> None
     assert Settings(jwt_public_key=pem(2048)).jwt_public_key
 
 
+def test_each_key_of_several_is_checked() -> None:
+    # A key that verifies nothing allowed, or too short, is refused wherever it stands.
+    rsa_key = public_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    p384 = public_pem(ec.generate_private_key(ec.SECP384R1()))
+    short = public_pem(rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    assert Settings(jwt_public_key=rsa_key + p384, jwt_algorithms="RS256,ES384")
+    with pytest.raises(ValidationError, match=r"key 2 of 2 verifies none of .* it verifies ES384"):
+        Settings(jwt_public_key=rsa_key + p384, jwt_algorithms="RS256")
+    with pytest.raises(ValidationError, match="key 1 of 2 is an RSA key of 1024 bits"):
+        Settings(jwt_public_key=short + rsa_key)
+    garbled = rsa_key + "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+    with pytest.raises(ValidationError, match=r"key 2 of 2 is not a PEM public key"):
+        Settings(jwt_public_key=garbled)
+
+
 @pytest.mark.parametrize("content", [b"not a key", b"\xff\xfe\x00\x01"], ids=["text", "binary"])
 def test_a_public_key_file_that_is_no_key_is_refused(tmp_path: Path, content: bytes) -> None:
     key_file = tmp_path / "key.pem"
