@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from cryptography.x509 import load_pem_x509_certificate
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
@@ -53,6 +54,14 @@ _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.D
 
 def _pem_blocks(pem: str) -> list[str]:
     return [block[0] for block in _PEM_BLOCK.finditer(pem)] or [pem]
+
+
+def _load_public_key(pem: str) -> PublicKeyTypes:
+    """A PEM public key, or a PEM certificate's, as some identity providers publish theirs (its
+    dates and issuer are not checked: the key alone verifies tokens)."""
+    if pem.startswith("-----BEGIN CERTIFICATE-----"):
+        return load_pem_x509_certificate(pem.encode()).public_key()
+    return load_pem_public_key(pem.encode())
 
 
 def algorithms_verified_by(key: PublicKeyTypes) -> frozenset[str]:
@@ -315,7 +324,7 @@ class Settings(BaseSettings):
         pem = self.public_key_pem()
         if not pem:
             return ()
-        return tuple(load_pem_public_key(block.encode()) for block in _pem_blocks(pem))
+        return tuple(_load_public_key(block) for block in _pem_blocks(pem))
 
     @model_validator(mode="after")
     def _usable_public_keys(self) -> Self:
@@ -325,7 +334,9 @@ class Settings(BaseSettings):
         except OSError as exc:
             raise ValueError(f"JWT_PUBLIC_KEY_FILE cannot be read: {exc.strerror}") from None
         except UnicodeDecodeError:  # a DER or other binary file: PEM is ASCII text
-            raise ValueError("JWT_PUBLIC_KEY(_FILE) is not a PEM public key") from None
+            raise ValueError(
+                "JWT_PUBLIC_KEY(_FILE) is not a PEM public key or certificate"
+            ) from None
         blocks = _pem_blocks(pem) if pem else []
         for number, block in enumerate(blocks, 1):
             name = "JWT_PUBLIC_KEY(_FILE)"
@@ -336,9 +347,9 @@ class Settings(BaseSettings):
 
     def _check_public_key(self, pem: str, name: str) -> None:
         try:
-            key = load_pem_public_key(pem.encode())
+            key = _load_public_key(pem)
         except ValueError:
-            raise ValueError(f"{name} is not a PEM public key") from None
+            raise ValueError(f"{name} is not a PEM public key or certificate") from None
         if isinstance(key, RSAPublicKey) and key.key_size < RSA_KEY_BITS_MIN:
             # PyJWT would refuse every token signed with it (enforce_minimum_key_length).
             raise ValueError(

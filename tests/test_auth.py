@@ -8,7 +8,7 @@ import random
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,8 +17,10 @@ import httpx
 import jwt
 import orjson
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -35,6 +37,23 @@ def public_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
+
+
+def certificate_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    """A self-signed certificate of the key, as some identity providers publish theirs."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idp.example")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=2))
+        .not_valid_after(now - timedelta(days=1))  # expired: its dates are not checked
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
@@ -357,11 +376,12 @@ async def test_every_key_of_a_pem_file_verifies_so_a_rotation_refuses_no_token(
     app_with: Callable[..., FastAPI], tmp_path: Path
 ) -> None:
     # The identity provider signs with a new key while tokens signed with the old one are still
-    # in use: the file holds both, as a PEM bundle (text around the blocks allowed).
+    # in use: the file holds both, as a PEM bundle (text around the blocks allowed), and a key
+    # may come as a certificate, as some providers publish theirs.
     pem_file = tmp_path / "idp.pem"
     pem_file.write_text(
         f"# the current key\n{public_pem(OTHER_RSA_KEY)}# the next one\n{public_pem(RSA_KEY)}"
-        + public_pem(EC_KEY)
+        + certificate_pem(EC_KEY)
     )
     app = app_with(jwt_public_key_file=pem_file, jwt_algorithms=["RS256", "ES256"])
     for key, algorithm in ((OTHER_RSA_KEY, "RS256"), (RSA_KEY, "RS256"), (EC_KEY, "ES256")):
