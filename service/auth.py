@@ -15,6 +15,7 @@ import logging
 import re
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, NamedTuple
 
@@ -118,10 +119,10 @@ class TokenVerifier:
         self.secret = settings.jwt_secret or None
         # By algorithm, the keys that verify it (settings.public_keys: several while the identity
         # provider rotates its key).
-        self.public_keys: dict[str, tuple[Any, ...]] = {}
+        self.public_keys: dict[str, list[Any]] = defaultdict(list)
         for key in settings.public_keys():
             for algorithm in algorithms_verified_by(key) & self.algorithms:
-                self.public_keys[algorithm] = (*self.public_keys.get(algorithm, ()), key)
+                self.public_keys[algorithm].append(key)
         # The subject claim by name when it has no dots; else _principal finds it missing.
         required = ["exp"] + [settings.jwt_subject_claim] * ("." not in settings.jwt_subject_claim)
         required += ["iss"] * bool(settings.jwt_issuer) + ["aud"] * bool(settings.jwt_audience)
@@ -154,9 +155,9 @@ class TokenVerifier:
         try:
             algorithm = self._allowed(jwt.get_unverified_header(token).get("alg"))
             if algorithm.startswith("HS"):
-                keys = (self.secret,) if self.secret else ()
+                keys = [self.secret] if self.secret else []
             else:
-                keys = self.public_keys.get(algorithm, ())
+                keys = self.public_keys.get(algorithm, [])
             if not keys:
                 raise jwt.InvalidAlgorithmError("no key is configured for the algorithm")
             claims = self._verified_claims(token, algorithm, keys)

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from cryptography.x509 import load_pem_x509_certificate
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
@@ -47,13 +47,22 @@ def _key_kind(key: PublicKeyTypes) -> str:
     return f"a key of type {type(key).__name__.removesuffix('PublicKey')}"
 
 
-# A PEM block: several in one text are a bundle (text around them is ignored, as in a bundle of
-# certificates), which cryptography's loader would read only the first of.
-_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.DOTALL)
+# A PEM block, from the line that begins with its BEGIN to its END. Several in one text are a
+# bundle, which cryptography's loader would read only the first of; other text around them is
+# ignored (a comment, a block whose BEGIN line is commented out).
+_PEM_BLOCK = re.compile(
+    r"^[ \t]*(-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \2-----)", re.DOTALL | re.MULTILINE
+)
+_PEM_BEGIN = re.compile(r"^[ \t]*-----BEGIN", re.MULTILINE)
 
 
 def _pem_blocks(pem: str) -> list[str]:
-    return [block[0] for block in _PEM_BLOCK.finditer(pem)] or [pem]
+    """The PEM blocks of a text, or the whole text where it has none (it is no PEM then)."""
+    blocks = [block[1] for block in _PEM_BLOCK.finditer(pem)]
+    if len(_PEM_BEGIN.findall(pem)) != len(blocks):
+        # A key pasted short, a file half written: the rest would have been taken silently.
+        raise ValueError("JWT_PUBLIC_KEY(_FILE) has a PEM block that does not end (no END line)")
+    return blocks or [pem]
 
 
 def _load_public_key(pem: str) -> PublicKeyTypes:
@@ -234,6 +243,7 @@ class Settings(BaseSettings):
     ]
     jwt_public_key: str | None = None  # PEM text
     jwt_public_key_file: Path | None = None  # or a PEM file
+    _public_keys: tuple[PublicKeyTypes, ...] = PrivateAttr(default=())  # read from either
     # Unset: the development secret, unless the identity provider's key is configured (a
     # deployment). Empty: HS* tokens are refused. The container image sets it empty.
     jwt_secret: str | None = None
@@ -320,11 +330,8 @@ class Settings(BaseSettings):
     def public_keys(self) -> tuple[PublicKeyTypes, ...]:
         """The identity provider's public keys, one per PEM block: several while it rotates its
         signing key (the next one added before it signs with it, the last one kept until the
-        tokens it signed have expired)."""
-        pem = self.public_key_pem()
-        if not pem:
-            return ()
-        return tuple(_load_public_key(block) for block in _pem_blocks(pem))
+        tokens it signed have expired). Those checked at start: the file is read once."""
+        return self._public_keys
 
     @model_validator(mode="after")
     def _usable_public_keys(self) -> Self:
@@ -338,14 +345,16 @@ class Settings(BaseSettings):
                 "JWT_PUBLIC_KEY(_FILE) is not a PEM public key or certificate"
             ) from None
         blocks = _pem_blocks(pem) if pem else []
+        keys = []
         for number, block in enumerate(blocks, 1):
             name = "JWT_PUBLIC_KEY(_FILE)"
             if len(blocks) > 1:
                 name += f"'s key {number} of {len(blocks)}"
-            self._check_public_key(block, name)
+            keys.append(self._checked_public_key(block, name))
+        self._public_keys = tuple(keys)
         return self
 
-    def _check_public_key(self, pem: str, name: str) -> None:
+    def _checked_public_key(self, pem: str, name: str) -> PublicKeyTypes:
         try:
             key = _load_public_key(pem)
         except ValueError:
@@ -369,6 +378,7 @@ class Settings(BaseSettings):
                     else f"it is {_key_kind(key)}, which verifies no JWS algorithm of these"
                 )
             )
+        return key
 
     @field_validator("cursor_secret")
     @classmethod

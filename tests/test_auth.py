@@ -387,8 +387,12 @@ async def test_every_key_of_a_pem_file_verifies_so_a_rotation_refuses_no_token(
     for key, algorithm in ((OTHER_RSA_KEY, "RS256"), (RSA_KEY, "RS256"), (EC_KEY, "ES256")):
         response = await post_with(app, jwt.encode(claims(), key, algorithm=algorithm))
         assert response.status_code == 201, (algorithm, response.text)
+    # A key not in the file: refused for its signature, before its claims are looked at.
     unknown = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    assert_invalid_token(await post_with(app, jwt.encode(claims(), unknown, algorithm="RS256")))
+    for stale in (claims(), claims(exp=int(time.time()) - 3600)):
+        response = await post_with(app, jwt.encode(stale, unknown, algorithm="RS256"))
+        assert_invalid_token(response)
+        assert response.json()["detail"].endswith("its signature does not verify.")
     # A token of the old key whose claims are refused says why, as with one key.
     expired = jwt.encode(claims(exp=int(time.time()) - 3600), OTHER_RSA_KEY, algorithm="RS256")
     response = await post_with(app, expired)

@@ -152,6 +152,25 @@ def test_each_key_of_several_is_checked() -> None:
         Settings(jwt_public_key=garbled)
 
 
+def test_a_pem_block_cut_short_is_refused_and_one_commented_out_left_out(tmp_path: Path) -> None:
+    current = public_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    following = public_pem(ec.generate_private_key(ec.SECP256R1()))
+    # A paste cut short: the next key would have been left out silently.
+    with pytest.raises(ValidationError, match="a PEM block that does not end"):
+        Settings(jwt_public_key=current + following[:120])
+    # The old key retired by commenting out its BEGIN line: not a key any more.
+    retired = "# " + current
+    settings = Settings(jwt_public_key=retired + following, jwt_algorithms="RS256,ES256")
+    (key,) = settings.public_keys()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    # The keys are those checked at start: a file changed since changes nothing.
+    key_file = tmp_path / "idp.pem"
+    key_file.write_text(following)
+    settings = Settings(jwt_public_key_file=key_file, jwt_algorithms="ES256")
+    key_file.write_text(current)
+    assert [type(key) for key in settings.public_keys()] == [type(key)]
+
+
 @pytest.mark.parametrize("content", [b"not a key", b"\xff\xfe\x00\x01"], ids=["text", "binary"])
 def test_a_public_key_file_that_is_no_key_is_refused(tmp_path: Path, content: bytes) -> None:
     key_file = tmp_path / "key.pem"
