@@ -54,6 +54,7 @@ _PEM_BLOCK = re.compile(
     r"^[ \t]*(-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \2-----)", re.DOTALL | re.MULTILINE
 )
 _PEM_BEGIN = re.compile(r"^[ \t]*-----BEGIN", re.MULTILINE)
+_BARE_BASE64 = re.compile(r"\s*[A-Za-z0-9+/]{40,}={0,2}\s*")
 
 
 def _pem_blocks(pem: str) -> list[str]:
@@ -355,10 +356,18 @@ class Settings(BaseSettings):
         return self
 
     def _checked_public_key(self, pem: str, name: str) -> PublicKeyTypes:
+        if "PRIVATE KEY-----" in pem.partition("\n")[0]:
+            raise ValueError(f"{name} is a private key: give the service the public key alone")
         try:
             key = _load_public_key(pem)
         except ValueError:
-            raise ValueError(f"{name} is not a PEM public key or certificate") from None
+            hint = ""
+            if _BARE_BASE64.fullmatch(pem):  # as Keycloak's console shows a realm's public key
+                hint = (
+                    ": a bare base64 key goes between a -----BEGIN PUBLIC KEY----- line and an "
+                    "-----END PUBLIC KEY----- line"
+                )
+            raise ValueError(f"{name} is not a PEM public key or certificate{hint}") from None
         if isinstance(key, RSAPublicKey) and key.key_size < RSA_KEY_BITS_MIN:
             # PyJWT would refuse every token signed with it (enforce_minimum_key_length).
             raise ValueError(

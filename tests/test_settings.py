@@ -171,6 +171,21 @@ def test_a_pem_block_cut_short_is_refused_and_one_commented_out_left_out(tmp_pat
     assert [type(key) for key in settings.public_keys()] == [type(key)]
 
 
+def test_a_private_key_or_a_bare_base64_key_is_refused_saying_what_to_give() -> None:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    with pytest.raises(ValidationError, match="is a private key: give the service the public"):
+        Settings(jwt_public_key=private_pem)
+    # The body of a PEM block without its armour, as Keycloak's console shows a realm's key.
+    bare = "".join(public_pem(private).splitlines()[1:-1])
+    with pytest.raises(ValidationError, match="a bare base64 key goes between a -----BEGIN"):
+        Settings(jwt_public_key=bare)
+
+
 @pytest.mark.parametrize("content", [b"not a key", b"\xff\xfe\x00\x01"], ids=["text", "binary"])
 def test_a_public_key_file_that_is_no_key_is_refused(tmp_path: Path, content: bytes) -> None:
     key_file = tmp_path / "key.pem"
