@@ -30,7 +30,12 @@ from service.models import USER_ID_MAX
 from service.openapi import Responses, header, is_under, problem_response
 from service.pagination import INT4_MAX
 from service.policy import ANONYMOUS, AuthenticationRequired, Principal, require_authenticated
-from service.settings import DEVELOPMENT_JWT_SECRET, Settings, algorithms_verified_by
+from service.settings import (
+    DEVELOPMENT_JWT_SECRET,
+    SIGNING_ALGORITHMS,
+    Settings,
+    algorithms_verified_by,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +84,11 @@ class MalformedAuthorization(BadRequest):
 # only tokens the identity provider signed, are kept.
 VERIFIED_TOKENS_BYTES = 64 * 1024 * 1024
 REMEMBERED_TOKEN_MAX = 8192
+# The longest token verified at all: the work of a verification grows with the token (base64,
+# JSON), and it runs on the event loop, so a header of megabytes, which uvicorn takes whole,
+# would hold every request up for seconds. Four times the largest tokens providers issue (Entra
+# ID's with 200 groups, about 12 KB; nginx's default header buffer takes 8 KB).
+TOKEN_MAX = 32 * 1024
 # Measured with tracemalloc (CPython 3.11): about 700 bytes an entry besides the strings of the
 # token and of its subject (up to USER_ID_MAX characters), and 60 to 120 bytes an event id (an
 # int, and its slot in a frozenset, whose table doubles). The token's text is counted twice, and
@@ -135,6 +145,8 @@ class TokenVerifier:
     def verify(self, token: str) -> Principal:
         if (verified := self._verified.get(token)) is not None:
             return verified.principal
+        if len(token) > TOKEN_MAX:
+            raise InvalidToken(f"The token is longer than {TOKEN_MAX:,} characters.")
         claims = self._decode(token)
         principal = self._principal(claims)
         # int(): as PyJWT reads exp (a numeric string passes its check too). Kept at most until
@@ -153,13 +165,11 @@ class TokenVerifier:
 
     def _decode(self, token: str) -> dict[str, Any]:
         try:
-            algorithm = self._allowed(jwt.get_unverified_header(token).get("alg"))
-            if algorithm.startswith("HS"):
-                keys = [self.secret] if self.secret else []
-            else:
-                keys = self.public_keys.get(algorithm, [])
+            algorithm = jwt.get_unverified_header(token).get("alg")
+            keys = self._keys_for(algorithm)
             if not keys:
-                raise jwt.InvalidAlgorithmError("no key is configured for the algorithm")
+                raise InvalidToken(_refused_algorithm(algorithm))
+            assert isinstance(algorithm, str)  # one that has keys
             claims = self._verified_claims(token, algorithm, keys)
         except jwt.ExpiredSignatureError:
             raise InvalidToken("The token has expired.") from None
@@ -204,10 +214,13 @@ class TokenVerifier:
                 pass  # signed with another key
         return decode(keys[-1])
 
-    def _allowed(self, algorithm: object) -> str:
+    def _keys_for(self, algorithm: object) -> Sequence[Any]:
+        """The keys that verify this algorithm's signatures, if it is allowed (JWT_ALGORITHMS)."""
         if not isinstance(algorithm, str) or algorithm not in self.algorithms:
-            raise jwt.InvalidAlgorithmError("the algorithm is not allowed")
-        return algorithm
+            return ()
+        if algorithm.startswith("HS"):
+            return (self.secret,) if self.secret else ()
+        return self.public_keys.get(algorithm, ())
 
     def _principal(self, claims: Mapping[str, Any]) -> Principal:
         settings = self.settings
@@ -271,6 +284,16 @@ def _all(values: object, kind: type) -> bool:
     )
 
 
+def _refused_algorithm(algorithm: object) -> str:
+    """Why a token of this algorithm is refused: not allowed (JWT_ALGORITHMS), or no key for it
+    configured. Named where it is a JWS algorithm, not whatever a header holds."""
+    if algorithm == "none":
+        return 'The token is not signed (its "alg" is "none").'
+    if algorithm in SIGNING_ALGORITHMS:
+        return f"The token is signed with {algorithm}, which this service does not accept."
+    return 'The token\'s "alg" is no signing algorithm this service accepts.'
+
+
 def create_token_verifier(settings: Settings) -> TokenVerifier:
     """The verifier for these settings; a key configuration that lets nobody in, or anyone with
     the development secret, is logged as a warning."""
@@ -282,7 +305,7 @@ def create_token_verifier(settings: Settings) -> TokenVerifier:
         )
     elif verifier.secret is None and not verifier.public_keys:
         logger.warning(
-            "no JWT_SECRET nor JWT_PUBLIC_KEY(_FILE): every bearer token is refused, "
+            "no JWT_SECRET, and no key in JWT_PUBLIC_KEY(_FILE): every bearer token is refused, "
             "so nothing can be written"
         )
     return verifier

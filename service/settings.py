@@ -1,3 +1,5 @@
+import base64
+import binascii
 import ipaddress
 import re
 from functools import lru_cache
@@ -10,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from cryptography.x509 import load_pem_x509_certificate
+from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
+from cryptography.x509 import load_der_x509_certificate, load_pem_x509_certificate
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
@@ -58,12 +60,42 @@ _BARE_BASE64 = re.compile(r"\s*[A-Za-z0-9+/]{40,}={0,2}\s*")
 
 
 def _pem_blocks(pem: str) -> list[str]:
-    """The PEM blocks of a text, or the whole text where it has none (it is no PEM then)."""
+    """The PEM blocks of a text; the whole text where it has no BEGIN line at all (then it is no
+    PEM, and loading it says so); none where each is commented out."""
     blocks = [block[1] for block in _PEM_BLOCK.finditer(pem)]
     if len(_PEM_BEGIN.findall(pem)) != len(blocks):
         # A key pasted short, a file half written: the rest would have been taken silently.
         raise ValueError("JWT_PUBLIC_KEY(_FILE) has a PEM block that does not end (no END line)")
-    return blocks or [pem]
+    # Not the whole text where a block is commented out: cryptography's loader would skip the
+    # comment's mark and load the key all the same.
+    return blocks if blocks or "-----BEGIN" in pem else [pem]
+
+
+def _not_pem_hint(text: str) -> str:
+    """What to do with a key given otherwise than as PEM, where that can be told."""
+    if "\\n" in text and "\n" not in text.strip():
+        return ": its lines are joined by \\n escapes; give it with its line breaks"
+    if not _BARE_BASE64.fullmatch(text):
+        return ""
+    # A PEM block's base64 without its BEGIN and END lines, as Keycloak's console shows a realm's
+    # key and certificate and a JWKS's x5c holds a certificate.
+    try:
+        der = base64.b64decode(text.strip() + "==")  # padding past the end is ignored
+    except binascii.Error:
+        return ""
+    for label, load in (
+        ("PUBLIC KEY", load_der_public_key),
+        ("CERTIFICATE", load_der_x509_certificate),
+    ):
+        try:
+            load(der)
+        except ValueError:
+            continue
+        return (
+            f": a bare base64 {label.lower()} goes between -----BEGIN {label}----- and "
+            f"-----END {label}----- lines"
+        )
+    return ""
 
 
 def _load_public_key(pem: str) -> PublicKeyTypes:
@@ -325,7 +357,8 @@ class Settings(BaseSettings):
     def public_key_pem(self) -> str | None:
         """The identity provider's public key: JWT_PUBLIC_KEY, or the file JWT_PUBLIC_KEY_FILE."""
         if self.jwt_public_key_file is not None:
-            return self.jwt_public_key_file.read_text()
+            # utf-8-sig: a byte order mark (a file saved on Windows) is no part of the PEM.
+            return self.jwt_public_key_file.read_text(encoding="utf-8-sig")
         return self.jwt_public_key
 
     def public_keys(self) -> tuple[PublicKeyTypes, ...]:
@@ -337,6 +370,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _usable_public_keys(self) -> Self:
         # Checked when the service starts, as every setting, rather than at the first token.
+        if self.jwt_public_key and self.jwt_public_key_file:
+            raise ValueError("set JWT_PUBLIC_KEY or JWT_PUBLIC_KEY_FILE, not both")
         try:
             pem = self.public_key_pem()
         except OSError as exc:
@@ -361,12 +396,7 @@ class Settings(BaseSettings):
         try:
             key = _load_public_key(pem)
         except ValueError:
-            hint = ""
-            if _BARE_BASE64.fullmatch(pem):  # as Keycloak's console shows a realm's public key
-                hint = (
-                    ": a bare base64 key goes between a -----BEGIN PUBLIC KEY----- line and an "
-                    "-----END PUBLIC KEY----- line"
-                )
+            hint = _not_pem_hint(pem)
             raise ValueError(f"{name} is not a PEM public key or certificate{hint}") from None
         if isinstance(key, RSAPublicKey) and key.key_size < RSA_KEY_BITS_MIN:
             # PyJWT would refuse every token signed with it (enforce_minimum_key_length).

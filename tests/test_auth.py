@@ -400,6 +400,38 @@ async def test_every_key_of_a_pem_file_verifies_so_a_rotation_refuses_no_token(
     assert response.json()["detail"] == "The token has expired."
 
 
+@pytest.mark.parametrize(
+    ("token", "detail"),
+    [
+        (lambda: jwt.encode(claims(), RSA_KEY, algorithm="RS256"), "signed with RS256, which"),
+        (lambda: jwt.encode(claims(), EC_KEY, algorithm="ES256"), "signed with ES256, which"),
+        (lambda: alg_none_token(), 'not signed (its "alg" is "none")'),
+        (lambda: f"{b64({'alg': 'X' * 100})}.{b64(claims())}.c2ln", '"alg" is no signing algo'),
+    ],
+    ids=["not allowed", "no key for it", "none", "no algorithm"],
+)
+async def test_a_token_of_an_algorithm_refused_says_which(
+    app_with: Callable[..., FastAPI], token: Callable[[], str], detail: str
+) -> None:
+    # Where the identity provider signs otherwise than configured, the 401 says so, rather than
+    # that the token is malformed.
+    app = app_with(jwt_public_key=public_pem(RSA_KEY), jwt_algorithms=["PS256", "ES256", "HS256"])
+    response = await post_with(app, token())
+    assert_invalid_token(response)
+    assert detail in response.json()["detail"]
+
+
+async def test_a_token_too_long_to_be_one_is_refused_unread(
+    app_with: Callable[..., FastAPI],
+) -> None:
+    # Its verification would hold the event loop, for seconds where it is megabytes long.
+    token = hs256(padding="x" * 40_000)
+    response = await post_with(app_with(), token)
+    assert_invalid_token(response)
+    assert response.json()["detail"] == "The token is longer than 32,768 characters."
+    assert (await post_with(app_with(), hs256(padding="x" * 20_000))).status_code == 201
+
+
 async def test_claim_names_are_configurable(app_with: Callable[..., FastAPI]) -> None:
     app = app_with(
         jwt_subject_claim="user_id",

@@ -1,12 +1,16 @@
 """Settings the service cannot use are refused when it starts, each named (see test_cli for the
 message the commands print)."""
 
+import base64
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
+from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from service.settings import Settings
@@ -158,11 +162,16 @@ def test_a_pem_block_cut_short_is_refused_and_one_commented_out_left_out(tmp_pat
     # A paste cut short: the next key would have been left out silently.
     with pytest.raises(ValidationError, match="a PEM block that does not end"):
         Settings(jwt_public_key=current + following[:120])
-    # The old key retired by commenting out its BEGIN line: not a key any more.
+    # The old key retired by commenting out its BEGIN line: not a key any more, alone too.
     retired = "# " + current
     settings = Settings(jwt_public_key=retired + following, jwt_algorithms="RS256,ES256")
     (key,) = settings.public_keys()
     assert isinstance(key, ec.EllipticCurvePublicKey)
+    assert Settings(jwt_public_key=retired, jwt_algorithms="RS256").public_keys() == ()
+    # A byte order mark before the first (a file saved on Windows) leaves it a key.
+    bom_file = tmp_path / "bom.pem"
+    bom_file.write_text(current + following, encoding="utf-8-sig")
+    assert len(Settings(jwt_public_key_file=bom_file).public_keys()) == 2
     # The keys are those checked at start: a file changed since changes nothing.
     key_file = tmp_path / "idp.pem"
     key_file.write_text(following)
@@ -182,8 +191,29 @@ def test_a_private_key_or_a_bare_base64_key_is_refused_saying_what_to_give() -> 
         Settings(jwt_public_key=private_pem)
     # The body of a PEM block without its armour, as Keycloak's console shows a realm's key.
     bare = "".join(public_pem(private).splitlines()[1:-1])
-    with pytest.raises(ValidationError, match="a bare base64 key goes between a -----BEGIN"):
+    with pytest.raises(ValidationError, match="bare base64 public key goes between -----BEGIN PUB"):
         Settings(jwt_public_key=bare)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idp.example")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(1)
+        .not_valid_before(datetime(2026, 1, 1, tzinfo=UTC))
+        .not_valid_after(datetime(2027, 1, 1, tzinfo=UTC))
+        .sign(private, hashes.SHA256())
+    )
+    bare = base64.b64encode(certificate.public_bytes(serialization.Encoding.DER)).decode()
+    with pytest.raises(ValidationError, match="bare base64 certificate goes between -----BEGIN CE"):
+        Settings(jwt_public_key=bare)
+    # Its line breaks written as \n, as a JSON string or a one-line environment file holds them.
+    with pytest.raises(ValidationError, match=r"its lines are joined by \\n escapes"):
+        Settings(jwt_public_key=public_pem(private).replace("\n", "\\n"))
+    with pytest.raises(
+        ValidationError, match="set JWT_PUBLIC_KEY or JWT_PUBLIC_KEY_FILE, not both"
+    ):
+        Settings(jwt_public_key=public_pem(private), jwt_public_key_file=Path("idp.pem"))
 
 
 @pytest.mark.parametrize("content", [b"not a key", b"\xff\xfe\x00\x01"], ids=["text", "binary"])
