@@ -200,8 +200,9 @@ class TokenVerifier:
                 token,
                 key,
                 algorithms=[algorithm],
-                audience=self.settings.jwt_audience,
-                issuer=self.settings.jwt_issuer,
+                # Lists: PyJWT takes a token that carries any one of them. (None: not checked.)
+                audience=self.settings.jwt_audience or None,
+                issuer=self.settings.jwt_issuer or None,
                 leeway=self.settings.jwt_leeway_seconds,
                 options=self.options,
             )
@@ -479,9 +480,9 @@ def issue_token(
     _set_claim(claims, settings.jwt_roles_claim, [settings.jwt_admin_role] if admin else [])
     _set_claim(claims, settings.jwt_organizer_events_claim, events)
     if settings.jwt_issuer:
-        claims["iss"] = settings.jwt_issuer
+        claims["iss"] = settings.jwt_issuer[0]
     if settings.jwt_audience:
-        claims["aud"] = settings.jwt_audience
+        claims["aud"] = settings.jwt_audience[0]
     return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
 
 

@@ -280,8 +280,10 @@ class Settings(BaseSettings):
     # Unset: the development secret, unless the identity provider's key is configured (a
     # deployment). Empty: HS* tokens are refused. The container image sets it empty.
     jwt_secret: str | None = None
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
+    # A token must carry one of these `iss` / `aud` where any is set (comma-separated: an identity
+    # provider may issue under two names, as Entra ID's v1 and v2 tokens, or Google's).
+    jwt_issuer: Annotated[list[str], NoDecode] = []
+    jwt_audience: Annotated[list[str], NoDecode] = []
     jwt_leeway_seconds: float = Field(default=30, ge=0, le=300)
     # Where the claims are, if the identity provider names them differently ("a.b" is nested).
     jwt_subject_claim: str = "sub"
@@ -310,7 +312,7 @@ class Settings(BaseSettings):
             raise ValueError("DB_BEHIND_POOLER needs DATABASE_URL: the pooler's URL")
         return self
 
-    @field_validator("jwt_algorithms", "cors_origins", mode="before")
+    @field_validator("jwt_algorithms", "cors_origins", "jwt_issuer", "jwt_audience", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         # From the environment: a comma-separated list ("RS256,ES256").
@@ -433,12 +435,6 @@ class Settings(BaseSettings):
     @classmethod
     def _normalise_database_url(cls, url: str | None) -> str | None:
         return to_asyncpg_url(url) if url else None
-
-    @field_validator("jwt_issuer", "jwt_audience")
-    @classmethod
-    def _empty_is_unset(cls, value: str | None) -> str | None:
-        # JWT_ISSUER= in a deployment's environment: PyJWT would require an empty claim.
-        return value or None
 
     @field_validator("log_level", mode="before")
     @classmethod

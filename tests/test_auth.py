@@ -165,6 +165,13 @@ ATTACKS = [
         {"jwt_issuer": "https://idp.example"},
         id="other issuer",
     ),
+    # Part of the issuer configured: PyJWT 2.10.0 compared it as a substring (CVE-2024-53861).
+    pytest.param(lambda: hs256(iss="idp"), {"jwt_issuer": "https://idp.example"}, id="issuer part"),
+    pytest.param(
+        lambda: hs256(iss="https://idp.example"),
+        {"jwt_issuer": "https://idp.example/v2.0,https://sts.example"},
+        id="issuer on no list",
+    ),
     pytest.param(lambda: hs256(organizer_events="3"), {}, id="organizer_events a string"),
     pytest.param(lambda: hs256(organizer_events=[True]), {}, id="organizer_events booleans"),
     pytest.param(lambda: hs256(organizer_events=[2**31]), {}, id="organizer_events too big"),
@@ -346,6 +353,15 @@ async def test_a_numeric_subject_is_named_in_the_401(app_with: Callable[..., Fas
             lambda: hs256(aud=["other", "sessions"], iss="https://idp.example"),
             {"jwt_audience": "sessions", "jwt_issuer": "https://idp.example"},
             id="audience and issuer",
+        ),
+        # Either of two names (Entra ID's v1 and v2 tokens), as the environment lists them.
+        pytest.param(
+            lambda: hs256(aud="6e74172b", iss="https://login.example/t/v2.0"),
+            {
+                "jwt_audience": "api://sessions,6e74172b",
+                "jwt_issuer": "https://sts.example/t/,https://login.example/t/v2.0",
+            },
+            id="one of the audiences and issuers",
         ),
         # JWT_ISSUER= and JWT_AUDIENCE= in an environment: unset, not an empty claim required.
         pytest.param(hs256, {"jwt_audience": "", "jwt_issuer": ""}, id="empty audience, issuer"),
