@@ -266,15 +266,23 @@ def _storable(user_id: object) -> bool:
 
 
 def _claim(claims: Mapping[str, Any], path: str) -> Any:
-    # A name with dots of its own first: providers namespace claims with URLs (Auth0's
-    # "https://example.com/roles"); else a path into nested claims ("realm_access.roles").
-    if path in claims:
-        return claims[path]
+    """The claim at a path into nested claims ("realm_access.roles"), whose names may hold dots
+    of their own: at each level the longest name the path can start with that is there. So
+    providers' names with dots are found whole: claims namespaced with URLs (Auth0's
+    "https://example.com/roles"), clients named as domains (Keycloak's
+    "resource_access.sessions.example.com.roles")."""
+    names = path.split(".")
     value: Any = claims
-    for name in path.split("."):
+    start = 0
+    while start < len(names):
         if not isinstance(value, Mapping):
             return None
-        value = value.get(name)
+        for end in range(len(names), start, -1):
+            if (name := ".".join(names[start:end])) in value:
+                value, start = value[name], end
+                break
+        else:
+            return None
     return value
 
 

@@ -448,6 +448,32 @@ async def test_a_token_too_long_to_be_one_is_refused_unread(
     assert (await post_with(app_with(), hs256(padding="x" * 20_000))).status_code == 201
 
 
+@pytest.mark.parametrize(
+    ("path", "provider_claims"),
+    [
+        # Keycloak: the roles of a client named as a domain.
+        (
+            "resource_access.sessions.example.com.roles",
+            {"resource_access": {"sessions.example.com": {"roles": ["admin"]}, "x": {}}},
+        ),
+        # Auth0: a claim namespaced with a URL, holding an object.
+        ("https://example.com/app.roles", {"https://example.com/app": {"roles": ["admin"]}}),
+        ("https://example.com/roles", {"https://example.com/roles": ["admin"]}),
+    ],
+    ids=["client named as a domain", "namespaced object", "namespaced claim"],
+)
+async def test_a_claim_path_finds_names_with_dots_of_their_own(
+    app_with: Callable[..., FastAPI], path: str, provider_claims: dict[str, Any]
+) -> None:
+    token = jwt.encode(claims() | provider_claims, TEST_JWT_SECRET, algorithm="HS256")
+    # Admin through that claim: it may create a session in any state.
+    async with asgi_client(
+        app_with(jwt_roles_claim=path), {"Authorization": f"Bearer {token}"}
+    ) as client:
+        response = await client.post("/sessions", json=session_body(state="confirmed"))
+    assert response.status_code == 201, response.text
+
+
 async def test_claim_names_are_configurable(app_with: Callable[..., FastAPI]) -> None:
     app = app_with(
         jwt_subject_claim="user_id",
