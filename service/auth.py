@@ -143,10 +143,10 @@ class TokenVerifier:
         )
 
     def verify(self, token: str) -> Principal:
+        if len(token) > TOKEN_MAX:  # before the cache, which would hash it
+            raise InvalidToken(f"The token is longer than {TOKEN_MAX:,} characters.")
         if (verified := self._verified.get(token)) is not None:
             return verified.principal
-        if len(token) > TOKEN_MAX:
-            raise InvalidToken(f"The token is longer than {TOKEN_MAX:,} characters.")
         claims = self._decode(token)
         principal = self._principal(claims)
         # int(): as PyJWT reads exp (a numeric string passes its check too). Kept at most until
@@ -266,24 +266,25 @@ def _storable(user_id: object) -> bool:
 
 
 def _claim(claims: Mapping[str, Any], path: str) -> Any:
-    """The claim at a path into nested claims ("realm_access.roles"), whose names may hold dots
-    of their own: at each level the longest name the path can start with that is there. So
-    providers' names with dots are found whole: claims namespaced with URLs (Auth0's
-    "https://example.com/roles"), clients named as domains (Keycloak's
-    "resource_access.sessions.example.com.roles")."""
-    names = path.split(".")
+    """The claim at a path into nested claims ("realm_access.roles"). A name with dots of its
+    own is written with them escaped ("resource_access.sessions\\.example\\.com.roles", as
+    Keycloak's mappers write one), or is the whole path (Auth0's "https://example.com/roles"):
+    never guessed, since which names a token holds is not always the identity provider's
+    administrators' alone (a client named "sessions.roles" must not pass for the roles of the
+    client "sessions")."""
+    if path in claims:
+        return claims[path]
     value: Any = claims
-    start = 0
-    while start < len(names):
+    for name in _claim_names(path):
         if not isinstance(value, Mapping):
             return None
-        for end in range(len(names), start, -1):
-            if (name := ".".join(names[start:end])) in value:
-                value, start = value[name], end
-                break
-        else:
-            return None
+        value = value.get(name)
     return value
+
+
+def _claim_names(path: str) -> list[str]:
+    """A claim path's names: split at its dots, but those escaped with a backslash."""
+    return [name.replace("\\.", ".") for name in re.split(r"(?<!\\)\.", path)]
 
 
 def _all(values: object, kind: type) -> bool:
@@ -298,7 +299,7 @@ def _refused_algorithm(algorithm: object) -> str:
     configured. Named where it is a JWS algorithm, not whatever a header holds."""
     if algorithm == "none":
         return 'The token is not signed (its "alg" is "none").'
-    if algorithm in SIGNING_ALGORITHMS:
+    if isinstance(algorithm, str) and algorithm in SIGNING_ALGORITHMS:
         return f"The token is signed with {algorithm}, which this service does not accept."
     return 'The token\'s "alg" is no signing algorithm this service accepts.'
 
@@ -312,10 +313,10 @@ def create_token_verifier(settings: Settings) -> TokenVerifier:
             "accepting HS256 tokens signed with the development secret: "
             "set JWT_SECRET (or leave HS256 out of JWT_ALGORITHMS) in production"
         )
-    elif verifier.secret is None and not verifier.public_keys:
+    elif not any(verifier._keys_for(algorithm) for algorithm in verifier.algorithms):
         logger.warning(
-            "no JWT_SECRET, and no key in JWT_PUBLIC_KEY(_FILE): every bearer token is refused, "
-            "so nothing can be written"
+            "no key for any of JWT_ALGORITHMS (JWT_SECRET for HS*, JWT_PUBLIC_KEY(_FILE) for "
+            "the others): every bearer token is refused, so nothing can be written"
         )
     return verifier
 
@@ -495,7 +496,7 @@ def issue_token(
 
 
 def _set_claim(claims: dict[str, Any], path: str, value: Any) -> None:
-    *parents, name = path.split(".")
+    *parents, name = _claim_names(path)
     for parent in parents:
         claims = claims.setdefault(parent, {})
     claims[name] = value

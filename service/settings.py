@@ -55,20 +55,35 @@ def _key_kind(key: PublicKeyTypes) -> str:
 _PEM_BLOCK = re.compile(
     r"^[ \t]*(-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \2-----)", re.DOTALL | re.MULTILINE
 )
-_PEM_BEGIN = re.compile(r"^[ \t]*-----BEGIN", re.MULTILINE)
+# Files joined without a line break between them (`cat old.pem new.pem`, the first without its
+# last newline): the next BEGIN on the END's line.
+_JOINED_BLOCKS = re.compile(r"(-----END [A-Z0-9 ]+-----)[ \t]*(?=-----BEGIN)")
+_BEGIN_LINE = re.compile(r"^(.*?)-----BEGIN", re.MULTILINE)
+_COMMENT = re.compile(r"[ \t]*(#|//|;)")
 _BARE_BASE64 = re.compile(r"\s*[A-Za-z0-9+/]{40,}={0,2}\s*")
 
 
 def _pem_blocks(pem: str) -> list[str]:
-    """The PEM blocks of a text; the whole text where it has no BEGIN line at all (then it is no
-    PEM, and loading it says so); none where each is commented out."""
+    """The PEM blocks of a text, but those whose BEGIN line is commented out (#, //, ;); the
+    whole text where it has no BEGIN at all (then it is no PEM, and loading it says so)."""
+    # Byte order marks: of a file saved on Windows, at its start or where files were joined.
+    pem = _JOINED_BLOCKS.sub("\\1\n", pem.replace("\ufeff", ""))
+    begins = _BEGIN_LINE.findall(pem)
+    if not begins:
+        return [pem]
+    for before in begins:
+        if before.strip(" \t") and not _COMMENT.match(before):
+            # Else taken for a commented-out key, and left out silently.
+            raise ValueError(
+                f"JWT_PUBLIC_KEY(_FILE) has text before -----BEGIN on its line ({before[:20]!r})"
+            )
     blocks = [block[1] for block in _PEM_BLOCK.finditer(pem)]
-    if len(_PEM_BEGIN.findall(pem)) != len(blocks):
+    if len(blocks) != sum(not before.strip(" \t") for before in begins):
         # A key pasted short, a file half written: the rest would have been taken silently.
         raise ValueError("JWT_PUBLIC_KEY(_FILE) has a PEM block that does not end (no END line)")
-    # Not the whole text where a block is commented out: cryptography's loader would skip the
-    # comment's mark and load the key all the same.
-    return blocks if blocks or "-----BEGIN" in pem else [pem]
+    if not blocks:
+        raise ValueError("JWT_PUBLIC_KEY(_FILE) holds no key: each is commented out")
+    return blocks
 
 
 def _not_pem_hint(text: str) -> str:
@@ -317,7 +332,11 @@ class Settings(BaseSettings):
     def _split_list(cls, value: object) -> object:
         # From the environment: a comma-separated list ("RS256,ES256").
         if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
+            items = [item.strip() for item in value.split(",") if item.strip()]
+            if value and not items:
+                # JWT_ISSUER="," or " ": set, yet it would check nothing.
+                raise ValueError("names nothing: leave it empty to leave it unset")
+            return items
         return value
 
     @field_validator("cors_origins")

@@ -4,6 +4,7 @@ import base64
 import gc
 import hashlib
 import hmac
+import logging
 import random
 import time
 import tracemalloc
@@ -451,27 +452,39 @@ async def test_a_token_too_long_to_be_one_is_refused_unread(
 @pytest.mark.parametrize(
     ("path", "provider_claims"),
     [
-        # Keycloak: the roles of a client named as a domain.
+        # Keycloak: the roles of a client named as a domain, its dots escaped.
         (
-            "resource_access.sessions.example.com.roles",
+            r"resource_access.sessions\.example\.com.roles",
             {"resource_access": {"sessions.example.com": {"roles": ["admin"]}, "x": {}}},
         ),
-        # Auth0: a claim namespaced with a URL, holding an object.
-        ("https://example.com/app.roles", {"https://example.com/app": {"roles": ["admin"]}}),
+        # Auth0: a claim namespaced with a URL, holding an object; or the claim itself.
+        (r"https://example\.com/app.roles", {"https://example.com/app": {"roles": ["admin"]}}),
         ("https://example.com/roles", {"https://example.com/roles": ["admin"]}),
     ],
     ids=["client named as a domain", "namespaced object", "namespaced claim"],
 )
-async def test_a_claim_path_finds_names_with_dots_of_their_own(
+async def test_a_claim_path_finds_names_with_dots_of_their_own_escaped(
     app_with: Callable[..., FastAPI], path: str, provider_claims: dict[str, Any]
 ) -> None:
     token = jwt.encode(claims() | provider_claims, TEST_JWT_SECRET, algorithm="HS256")
     # Admin through that claim: it may create a session in any state.
-    async with asgi_client(
-        app_with(jwt_roles_claim=path), {"Authorization": f"Bearer {token}"}
-    ) as client:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with asgi_client(app_with(jwt_roles_claim=path), headers) as client:
         response = await client.post("/sessions", json=session_body(state="confirmed"))
     assert response.status_code == 201, response.text
+
+
+async def test_a_claim_path_never_takes_a_name_with_dots_for_a_nested_one(
+    app_with: Callable[..., FastAPI],
+) -> None:
+    # A client that someone named "sessions.roles" is not the roles of the client "sessions".
+    resource_access = {"sessions": {"roles": ["speaker"]}, "sessions.roles": ["admin"]}
+    for access in (resource_access, {"sessions.roles": ["admin"]}):
+        token = jwt.encode(claims(resource_access=access), TEST_JWT_SECRET, algorithm="HS256")
+        app = app_with(jwt_roles_claim="resource_access.sessions.roles")
+        async with asgi_client(app, {"Authorization": f"Bearer {token}"}) as client:
+            response = await client.post("/sessions", json=session_body(state="confirmed"))
+        assert response.status_code == 403, response.text
 
 
 async def test_claim_names_are_configurable(app_with: Callable[..., FastAPI]) -> None:
@@ -607,6 +620,28 @@ async def test_the_development_secret_is_accepted_only_where_nothing_is_configur
         assert response.status_code == 201, response.text
     else:
         assert_invalid_token(response)
+
+
+@pytest.mark.parametrize(
+    ("settings", "warned"),
+    [
+        ({"jwt_algorithms": ["RS256"]}, True),  # a secret, but only RS256, and no key for it
+        ({"jwt_algorithms": ["RS256"], "jwt_public_key": public_pem(RSA_KEY)}, False),
+        ({"jwt_algorithms": ["HS256"], "jwt_secret": ""}, True),
+        ({"jwt_algorithms": ["HS256"]}, False),
+    ],
+    ids=["RS256 without a key", "RS256 with one", "HS256 without a secret", "HS256 with one"],
+)
+def test_a_start_that_would_refuse_every_token_is_warned_of(
+    settings: dict[str, Any], warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    from service.auth import create_token_verifier
+    from service.settings import Settings
+
+    with caplog.at_level(logging.WARNING, logger="service.auth"):
+        create_token_verifier(Settings(**({"jwt_secret": TEST_JWT_SECRET} | settings)))
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("every bearer token is refused" in message for message in messages) is warned
 
 
 @pytest.fixture

@@ -141,6 +141,16 @@ def test_an_rsa_public_key_shorter_than_pyjwt_verifies_with_is_refused() -> None
     assert Settings(jwt_public_key=pem(2048)).jwt_public_key
 
 
+@pytest.mark.parametrize("value", [",", " ", " , "])
+def test_an_issuer_or_audience_that_names_nothing_is_refused(value: str) -> None:
+    # Set, yet it would check nothing: a token of any issuer would pass.
+    with pytest.raises(ValidationError, match="names nothing"):
+        Settings(jwt_issuer=value)
+    with pytest.raises(ValidationError, match="names nothing"):
+        Settings(jwt_audience=value)
+    assert Settings(jwt_issuer="", jwt_audience="").jwt_issuer == []
+
+
 def test_each_key_of_several_is_checked() -> None:
     # A key that verifies nothing allowed, or too short, is refused wherever it stands.
     rsa_key = public_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
@@ -162,16 +172,24 @@ def test_a_pem_block_cut_short_is_refused_and_one_commented_out_left_out(tmp_pat
     # A paste cut short: the next key would have been left out silently.
     with pytest.raises(ValidationError, match="a PEM block that does not end"):
         Settings(jwt_public_key=current + following[:120])
-    # The old key retired by commenting out its BEGIN line: not a key any more, alone too.
+    # The old key retired by commenting out its BEGIN line: not a key any more. None left: an
+    # error rather than a service that refuses every token.
     retired = "# " + current
     settings = Settings(jwt_public_key=retired + following, jwt_algorithms="RS256,ES256")
     (key,) = settings.public_keys()
     assert isinstance(key, ec.EllipticCurvePublicKey)
-    assert Settings(jwt_public_key=retired, jwt_algorithms="RS256").public_keys() == ()
-    # A byte order mark before the first (a file saved on Windows) leaves it a key.
+    with pytest.raises(ValidationError, match="holds no key: each is commented out"):
+        Settings(jwt_public_key=retired, jwt_algorithms="RS256")
+    # Other text before a BEGIN: no telling whether it was meant to retire the key.
+    with pytest.raises(ValidationError, match="has text before -----BEGIN on its line"):
+        Settings(jwt_public_key=current + "key: " + following, jwt_algorithms="RS256,ES256")
+    # Files saved on Windows (a byte order mark at the start of each), joined without a line
+    # break between them (`cat old.pem new.pem`): each key is a key.
     bom_file = tmp_path / "bom.pem"
-    bom_file.write_text(current + following, encoding="utf-8-sig")
-    assert len(Settings(jwt_public_key_file=bom_file).public_keys()) == 2
+    joined = "\ufeff" + current.rstrip("\n") + "\ufeff" + following
+    bom_file.write_text(joined, encoding="utf-8")
+    settings = Settings(jwt_public_key_file=bom_file, jwt_algorithms="RS256,ES256")
+    assert len(settings.public_keys()) == 2
     # The keys are those checked at start: a file changed since changes nothing.
     key_file = tmp_path / "idp.pem"
     key_file.write_text(following)
