@@ -166,7 +166,7 @@ class TokenVerifier:
     def _decode(self, token: str) -> dict[str, Any]:
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
-            keys = self._keys_for(algorithm)
+            keys = self.keys_for(algorithm)
             if not keys:
                 raise InvalidToken(_refused_algorithm(algorithm))
             assert isinstance(algorithm, str)  # one that has keys
@@ -215,7 +215,7 @@ class TokenVerifier:
                 pass  # signed with another key
         return decode(keys[-1])
 
-    def _keys_for(self, algorithm: object) -> Sequence[Any]:
+    def keys_for(self, algorithm: object) -> Sequence[Any]:
         """The keys that verify this algorithm's signatures, if it is allowed (JWT_ALGORITHMS)."""
         if not isinstance(algorithm, str) or algorithm not in self.algorithms:
             return ()
@@ -313,7 +313,7 @@ def create_token_verifier(settings: Settings) -> TokenVerifier:
             "accepting HS256 tokens signed with the development secret: "
             "set JWT_SECRET (or leave HS256 out of JWT_ALGORITHMS) in production"
         )
-    elif not any(verifier._keys_for(algorithm) for algorithm in verifier.algorithms):
+    elif not any(verifier.keys_for(algorithm) for algorithm in verifier.algorithms):
         logger.warning(
             "no key for any of JWT_ALGORITHMS (JWT_SECRET for HS*, JWT_PUBLIC_KEY(_FILE) for "
             "the others): every bearer token is refused, so nothing can be written"
