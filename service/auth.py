@@ -17,6 +17,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Annotated, Any, NamedTuple
 
 import jwt
@@ -26,6 +27,7 @@ from fastapi.security import HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import BadRequest, ServiceError
+from service.jwks import JWKSKeys, SigningKeysUnavailable
 from service.models import USER_ID_MAX
 from service.openapi import Responses, header, is_under, problem_response
 from service.pagination import INT4_MAX
@@ -115,6 +117,10 @@ def _footprint(verified: _Verified) -> int:
     return verified.footprint
 
 
+class _KeyNotHeld(Exception):
+    """The token needs a key of the JWK Set that it does not hold (or none was fetched yet)."""
+
+
 class TokenVerifier:
     """Verifies tokens against one configuration; built once per app.
 
@@ -141,6 +147,34 @@ class TokenVerifier:
         self._verified: TLRUCache[str, _Verified] = TLRUCache(
             VERIFIED_TOKENS_BYTES, ttu=_until_unusable, timer=time.time, getsizeof=_footprint
         )
+        # Or the keys of the identity provider's JWK Set: a token verified with a key it then
+        # withdraws must not stay remembered.
+        self.jwks = (
+            JWKSKeys(settings, on_change=self._verified.clear) if settings.jwt_jwks_url else None
+        )
+
+    def keys_kept_current(self) -> AbstractAsyncContextManager[None]:
+        """For as long as the app runs: the JWK Set's keys fetched and kept current, if any."""
+        return self.jwks.kept_current() if self.jwks else nullcontext()
+
+    async def authenticate(self, token: str) -> Principal:
+        """verify, and where the token names a key of the JWK Set not held, the set fetched
+        again first (at most every service.jwks.UNKNOWN_KEY_COOLDOWN seconds)."""
+        try:
+            return self.verify(token)
+        except _KeyNotHeld:
+            assert self.jwks is not None
+            await self.jwks.refresh_for_unknown_key()
+        try:
+            return self.verify(token)
+        except _KeyNotHeld:
+            assert self.jwks is not None
+            if not self.jwks.fetched:
+                raise SigningKeysUnavailable() from None
+            raise InvalidToken(
+                "The token is signed with a key the identity provider does not publish "
+                '(its "kid" is none of the JWK Set\'s).'
+            ) from None
 
     def verify(self, token: str) -> Principal:
         if len(token) > TOKEN_MAX:  # before the cache, which would hash it
@@ -165,10 +199,9 @@ class TokenVerifier:
 
     def _decode(self, token: str) -> dict[str, Any]:
         try:
-            algorithm = jwt.get_unverified_header(token).get("alg")
-            keys = self.keys_for(algorithm)
-            if not keys:
-                raise InvalidToken(_refused_algorithm(algorithm))
+            header = jwt.get_unverified_header(token)
+            algorithm = header.get("alg")
+            keys = self._keys_of(algorithm, header.get("kid"))
             assert isinstance(algorithm, str)  # one that has keys
             claims = self._verified_claims(token, algorithm, keys)
         except jwt.ExpiredSignatureError:
@@ -215,8 +248,28 @@ class TokenVerifier:
                 pass  # signed with another key
         return decode(keys[-1])
 
+    def _keys_of(self, algorithm: object, key_id: object) -> Sequence[Any]:
+        """The keys that may have signed a token of this algorithm and key id (its "kid"): at
+        least one, else the token is refused; _KeyNotHeld where the JWK Set may hold the key
+        once fetched again."""
+        if self.jwks is None or not isinstance(algorithm, str) or algorithm.startswith("HS"):
+            if keys := self.keys_for(algorithm):
+                return keys
+            raise InvalidToken(_refused_algorithm(algorithm))
+        if algorithm not in self.algorithms:
+            raise InvalidToken(_refused_algorithm(algorithm))
+        held = self.jwks.keys_for(algorithm, key_id)
+        if held is None or not self.jwks.fetched:
+            raise _KeyNotHeld()
+        if held:
+            return held
+        if key_id is None:  # no key of the set verifies the algorithm
+            raise InvalidToken(_refused_algorithm(algorithm))
+        raise InvalidToken(f'The key the token names (its "kid") does not verify {algorithm}.')
+
     def keys_for(self, algorithm: object) -> Sequence[Any]:
-        """The keys that verify this algorithm's signatures, if it is allowed (JWT_ALGORITHMS)."""
+        """The keys configured (JWT_SECRET, JWT_PUBLIC_KEY(_FILE)) that verify this algorithm's
+        signatures, if it is allowed (JWT_ALGORITHMS); the JWK Set's are looked up by _keys_of."""
         if not isinstance(algorithm, str) or algorithm not in self.algorithms:
             return ()
         if algorithm.startswith("HS"):
@@ -313,7 +366,7 @@ def create_token_verifier(settings: Settings) -> TokenVerifier:
             "accepting HS256 tokens signed with the development secret: "
             "set JWT_SECRET (or leave HS256 out of JWT_ALGORITHMS) in production"
         )
-    elif not any(verifier.keys_for(algorithm) for algorithm in verifier.algorithms):
+    elif verifier.jwks is None and not any(map(verifier.keys_for, verifier.algorithms)):
         logger.warning(
             "no key for any of JWT_ALGORITHMS (JWT_SECRET for HS*, JWT_PUBLIC_KEY(_FILE) for "
             "the others): every bearer token is refused, so nothing can be written"
@@ -365,7 +418,7 @@ class BearerAuthentication(HTTPBearer):
             raise MalformedAuthorization("Send one Authorization header.")
         credentials = await super().__call__(request)
         if credentials is not None:
-            return token_verifier(request.app).verify(credentials.credentials)
+            return await token_verifier(request.app).authenticate(credentials.credentials)
         authorization = request.headers.get("authorization")
         if not authorization:  # absent, or sent empty (as clients clear a default header)
             return ANONYMOUS

@@ -68,7 +68,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await ops.log_schema_state(app.state)
     await ops.log_pooled_timeouts(app.state)
     try:
-        yield
+        async with app.state.token_verifier.keys_kept_current():
+            yield
     finally:
         app.state.metrics.forget_pool()
         await dispose(engine)

@@ -45,7 +45,10 @@ PROBLEMS = {
     "type `urn:sessions-service:problem:query-canceled` (no `Retry-After`): the database stopped "
     "the request, which took too long; nothing was changed, and the same request may take as "
     "long again. A 503 of type `urn:sessions-service:problem:commit-unconfirmed` (no "
-    "`Retry-After`) may have been saved: read before retrying.",
+    "`Retry-After`) may have been saved: read before retrying. A 503 of type "
+    "`urn:sessions-service:problem:signing-keys-unavailable`: the identity provider's signing "
+    "keys (JWT_JWKS_URL) could not be fetched yet, so the bearer token cannot be verified; retry "
+    "after `Retry-After` seconds.",
 }
 # A cause of 400 on every operation (service.edge.RequestHead), added to each one's own causes.
 HOST_PROBLEM = "Host header is missing (HTTP/1.1 requires one), sent twice or not a host"

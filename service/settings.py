@@ -121,6 +121,10 @@ def _load_public_key(pem: str) -> PublicKeyTypes:
     return load_pem_public_key(pem.encode())
 
 
+def is_plain_http(url: str) -> bool:
+    return urlsplit(url).scheme == "http"
+
+
 def algorithms_verified_by(key: PublicKeyTypes) -> frozenset[str]:
     """The JWS algorithms whose signatures this public key verifies."""
     if isinstance(key, RSAPublicKey):
@@ -292,6 +296,10 @@ class Settings(BaseSettings):
     jwt_public_key: str | None = None  # PEM text
     jwt_public_key_file: Path | None = None  # or a PEM file
     _public_keys: tuple[PublicKeyTypes, ...] = PrivateAttr(default=())  # read from either
+    # Or the URL of the provider's JWK Set (OpenID Connect's jwks_uri), fetched at start and
+    # every JWT_JWKS_REFRESH_SECONDS (service.jwks).
+    jwt_jwks_url: str | None = None
+    jwt_jwks_refresh_seconds: Seconds = Field(default=300, ge=1)
     # Unset: the development secret, unless the identity provider's key is configured (a
     # deployment). Empty: HS* tokens are refused. The container image sets it empty.
     jwt_secret: str | None = None
@@ -361,7 +369,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _hmac_secret(self) -> Self:
-        if self.jwt_secret is None and not (self.jwt_public_key or self.jwt_public_key_file):
+        if self.jwt_secret is None and not self.identity_provider_keys():
             self.jwt_secret = DEVELOPMENT_JWT_SECRET
         # Refused here, when the service starts: PyJWT would refuse every token signed with it.
         if self.jwt_secret:
@@ -374,6 +382,10 @@ class Settings(BaseSettings):
                     f"'import secrets; print(secrets.token_urlsafe({needed}))'"
                 )
         return self
+
+    def identity_provider_keys(self) -> bool:
+        """Whether the identity provider's keys are configured (a deployment)."""
+        return bool(self.jwt_public_key or self.jwt_public_key_file or self.jwt_jwks_url)
 
     def public_key_pem(self) -> str | None:
         """The identity provider's public key: JWT_PUBLIC_KEY, or the file JWT_PUBLIC_KEY_FILE."""
@@ -393,6 +405,8 @@ class Settings(BaseSettings):
         # Checked when the service starts, as every setting, rather than at the first token.
         if self.jwt_public_key and self.jwt_public_key_file:
             raise ValueError("set JWT_PUBLIC_KEY or JWT_PUBLIC_KEY_FILE, not both")
+        if self.jwt_jwks_url and (self.jwt_public_key or self.jwt_public_key_file):
+            raise ValueError("set JWT_JWKS_URL or JWT_PUBLIC_KEY(_FILE), not both")
         try:
             pem = self.public_key_pem()
         except OSError as exc:
@@ -439,6 +453,28 @@ class Settings(BaseSettings):
                 )
             )
         return key
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _jwks_url(cls, url: str | None) -> str | None:
+        if not url:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(
+                "must be the https:// URL of the identity provider's JWK Set (its jwks_uri, "
+                "such as https://idp.example/realms/conf/protocol/openid-connect/certs)"
+            )
+        return url
+
+    @model_validator(mode="after")
+    def _jwks_for_an_allowed_algorithm(self) -> Self:
+        if self.jwt_jwks_url and set(self.jwt_algorithms) <= set(HMAC_KEY_BYTES):
+            raise ValueError(
+                f"JWT_JWKS_URL's keys verify none of JWT_ALGORITHMS "
+                f"({','.join(self.jwt_algorithms)}): allow the provider's (RS256, ES256...)"
+            )
+        return self
 
     @field_validator("cursor_secret")
     @classmethod

@@ -1,0 +1,275 @@
+"""The identity provider's keys from its JWK Set (JWT_JWKS_URL), served over real HTTP."""
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi import FastAPI
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from pydantic import ValidationError
+
+from service import jwks
+from service.settings import DEVELOPMENT_JWT_SECRET, Settings
+from tests.conftest import (
+    PROBLEM_JSON,
+    TEST_AUTH_SETTINGS,
+    asgi_client,
+    session_body,
+    settings_for,
+    started,
+)
+from tests.test_auth import EC_KEY, OTHER_RSA_KEY, RSA_KEY, assert_invalid_token, claims
+
+
+def jwk(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str, **members: Any
+) -> dict[str, Any]:
+    """The key's public half as a JWK, as identity providers publish theirs."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        published = RSAAlgorithm.to_jwk(key.public_key())
+    else:
+        published = ECAlgorithm.to_jwk(key.public_key())
+    data: dict[str, Any] = json.loads(published)
+    return data | {"kid": kid, "use": "sig"} | members
+
+
+def token(key: Any, kid: str | None, algorithm: str = "RS256", **overrides: Any) -> str:
+    headers = {"kid": kid} if kid is not None else None
+    return jwt.encode(claims(**overrides), key, algorithm=algorithm, headers=headers)
+
+
+class JWKSServer:
+    """An identity provider's jwks_uri: serves `document` (or answers `status`), counts fetches."""
+
+    def __init__(self) -> None:
+        self.document: Any = {"keys": [jwk(RSA_KEY, "rsa-1"), jwk(EC_KEY, "ec-1")]}
+        self.status = 200
+        self.fetches = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.fetches += 1
+                document = server.document
+                body = document if isinstance(document, bytes) else json.dumps(document).encode()
+                self.send_response(server.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/certs"
+
+    def publish(self, *keys: dict[str, Any]) -> None:
+        self.document = {"keys": list(keys)}
+
+
+@pytest.fixture
+def idp() -> Iterator[JWKSServer]:
+    server = JWKSServer()
+    thread = threading.Thread(target=server.httpd.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+
+
+@pytest.fixture
+def cooldown(monkeypatch: pytest.MonkeyPatch) -> float:
+    """A short cooldown between fetches for unknown key ids, so that a test can wait one out."""
+    monkeypatch.setattr(jwks, "UNKNOWN_KEY_COOLDOWN", 0.5)
+    return 0.5
+
+
+async def get_with(app: FastAPI, bearer: str) -> httpx.Response:
+    async with asgi_client(app, {"Authorization": f"Bearer {bearer}"}) as client:
+        return await client.get("/sessions", params={"limit": 1})
+
+
+async def post_with(app: FastAPI, bearer: str) -> httpx.Response:
+    async with asgi_client(app, {"Authorization": f"Bearer {bearer}"}) as client:
+        return await client.post("/sessions", json=session_body())
+
+
+async def test_a_token_verifies_with_the_key_its_kid_names(
+    app_with: Callable[..., FastAPI], idp: JWKSServer
+) -> None:
+    app = app_with(jwt_jwks_url=idp.url, jwt_algorithms=["RS256", "ES256"])
+    response = await post_with(app, token(RSA_KEY, "rsa-1", sub="rsa-user"))
+    assert response.status_code == 201, response.text
+    assert response.json()["creator_id"] == "rsa-user"
+    assert (await post_with(app, token(EC_KEY, "ec-1", "ES256"))).status_code == 201
+    # A token without a kid: any key of the set for its algorithm.
+    assert (await post_with(app, token(RSA_KEY, None))).status_code == 201
+    assert idp.fetches == 1  # fetched once, at the first token, and kept
+
+    forged = await post_with(app, token(OTHER_RSA_KEY, "rsa-1"))
+    assert_invalid_token(forged)
+    assert forged.json()["detail"].endswith("its signature does not verify.")
+    wrong_algorithm = await post_with(app, token(RSA_KEY, "ec-1"))
+    assert_invalid_token(wrong_algorithm)
+    assert (
+        wrong_algorithm.json()["detail"]
+        == 'The key the token names (its "kid") does not verify RS256.'
+    )
+
+
+async def test_a_new_key_is_fetched_when_a_token_names_it_at_most_once_per_cooldown(
+    app_with: Callable[..., FastAPI], idp: JWKSServer, cooldown: float
+) -> None:
+    app = app_with(jwt_jwks_url=idp.url)
+    assert (await get_with(app, token(RSA_KEY, "rsa-1"))).status_code == 200
+    assert idp.fetches == 1
+    # The provider starts signing with a new key: within the cooldown, a token naming it is
+    # refused without a fetch, and so are tokens naming made-up key ids.
+    idp.publish(jwk(RSA_KEY, "rsa-1"), jwk(OTHER_RSA_KEY, "rsa-2"))
+    new = token(OTHER_RSA_KEY, "rsa-2")
+    unknown = await get_with(app, new)
+    assert_invalid_token(unknown)
+    assert "does not publish" in unknown.json()["detail"]
+    for number in range(5):
+        assert_invalid_token(await get_with(app, token(OTHER_RSA_KEY, f"made-up-{number}")))
+    assert idp.fetches == 1
+    await asyncio.sleep(cooldown)
+    # After it: tokens naming the new key, at once, wait for one fetch between them.
+    # (Called at once on the verifier: the test's one database connection serves one request.)
+    verifier = app.state.token_verifier
+    principals = await asyncio.gather(*(verifier.authenticate(new) for _ in range(10)))
+    assert {principal.user_id for principal in principals} == {"7"}
+    assert idp.fetches == 2
+    assert (await get_with(app, token(RSA_KEY, "rsa-1"))).status_code == 200
+    assert idp.fetches == 2
+
+
+@pytest.mark.filterwarnings("ignore:The RSA key is")
+async def test_keys_a_token_must_never_verify_with_are_left_out(
+    app_with: Callable[..., FastAPI], idp: JWKSServer
+) -> None:
+    secret = "a-shared-secret-published-by-mistake-0123456789"
+    short_rsa = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    published_secret = {
+        "kty": "oct",
+        "kid": "hmac",
+        "k": jwt.utils.base64url_encode(secret.encode()).decode(),
+    }
+    idp.publish(
+        jwk(RSA_KEY, "rsa-1"),
+        published_secret,
+        jwk(OTHER_RSA_KEY, "encryption", use="enc"),
+        jwk(EC_KEY, "es384-only", alg="ES384"),
+        jwk(short_rsa, "short"),
+        {"kty": "RSA", "kid": "odd", "alg": ["RS256"], "n": 1, "e": 2},
+    )
+    app = app_with(jwt_jwks_url=idp.url, jwt_algorithms=["RS256", "ES256", "HS256"])
+    assert (await get_with(app, token(RSA_KEY, "rsa-1"))).status_code == 200
+    for refused in (
+        token(secret, "hmac", "HS256", roles=["admin"]),  # HS256: JWT_SECRET alone
+        token(OTHER_RSA_KEY, "encryption"),
+        token(EC_KEY, "es384-only", "ES256"),
+        token(short_rsa, "short"),
+    ):
+        assert_invalid_token(await get_with(app, refused))
+    assert idp.fetches == 1
+
+
+async def test_the_provider_unreachable_at_start_is_503_not_401_until_its_keys_come(
+    database_url: str, idp: JWKSServer, cooldown: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    idp.status = 503
+    settings = settings_for(database_url, jwt_jwks_url=idp.url)
+    with caplog.at_level(logging.WARNING, logger="service.jwks"):
+        async with started(settings) as (app, client):  # the start is not held up
+            response = await get_with(app, token(RSA_KEY, "rsa-1"))
+            assert response.status_code == 503, response.text
+            assert response.headers["content-type"] == PROBLEM_JSON
+            assert (
+                response.json()["type"] == "urn:sessions-service:problem:signing-keys-unavailable"
+            )
+            assert int(response.headers["retry-after"]) >= 1
+            assert "www-authenticate" not in response.headers
+            # Anonymous reads and HS256 tokens (JWT_SECRET) need no key of the set.
+            assert (await client.get("/sessions", headers={"Authorization": ""})).status_code == 200
+            assert (await client.get("/sessions")).status_code == 200
+            fetches = idp.fetches
+
+            idp.status = 200
+            await asyncio.sleep(cooldown)
+            assert (await get_with(app, token(RSA_KEY, "rsa-1"))).status_code == 200
+            assert idp.fetches == fetches + 1
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("JWKS not fetched from" in m and "503" in m for m in messages), messages
+    assert any("plain HTTP" in m for m in messages), messages
+
+
+async def test_keys_are_fetched_again_on_schedule_and_a_withdrawn_one_stops_verifying(
+    database_url: str, idp: JWKSServer
+) -> None:
+    settings = settings_for(database_url, jwt_jwks_url=idp.url, jwt_jwks_refresh_seconds=1)
+    async with started(settings) as (app, _):
+        assert idp.fetches == 1  # at start
+        old = token(RSA_KEY, "rsa-1")
+        assert (await get_with(app, old)).status_code == 200  # and now remembered as verified
+        # The provider withdraws the key (compromised, say), and for a moment fails to serve
+        # the set at all: the keys held are kept through the failure.
+        idp.status = 500
+        await wait_for_fetches(idp, 2)
+        assert (await get_with(app, old)).status_code == 200
+        idp.status = 200
+        idp.publish(jwk(OTHER_RSA_KEY, "rsa-2"))
+        await wait_for_fetches(idp, idp.fetches + 1)
+        await asyncio.sleep(0.1)  # the fetch's answer parsed
+        assert_invalid_token(await get_with(app, old))
+        assert (await get_with(app, token(OTHER_RSA_KEY, "rsa-2"))).status_code == 200
+
+
+async def wait_for_fetches(idp: JWKSServer, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while idp.fetches < count:
+        assert time.monotonic() < deadline, f"{idp.fetches} fetches, not {count}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_document_that_is_no_key_set_keeps_the_keys_held(
+    app_with: Callable[..., FastAPI], idp: JWKSServer, cooldown: float
+) -> None:
+    app = app_with(jwt_jwks_url=idp.url)
+    assert (await get_with(app, token(RSA_KEY, "rsa-1"))).status_code == 200
+    for document in (
+        b"<html>login</html>",
+        {"keys": "none"},
+        {"keys": [{"kty": "oct", "k": "eA"}]},
+    ):
+        idp.document = document
+        await asyncio.sleep(cooldown)
+        assert_invalid_token(await get_with(app, token(RSA_KEY, "made-up")))  # fetched again
+        assert (await get_with(app, token(RSA_KEY, "rsa-1"))).status_code == 200
+    assert idp.fetches == 4
+
+
+def test_settings_of_a_jwks_url() -> None:
+    base = TEST_AUTH_SETTINGS | {"jwt_secret": None}
+    settings = Settings(**base | {"jwt_jwks_url": "https://idp.example/certs"})
+    assert settings.jwt_secret is None  # not the development secret: a deployment
+    assert Settings(**base).jwt_secret == DEVELOPMENT_JWT_SECRET
+    for url in ("ftp://idp.example/certs", "idp.example/certs", "https:///certs"):
+        with pytest.raises(ValidationError, match="https:// URL"):
+            Settings(**base | {"jwt_jwks_url": url})
+    with pytest.raises(ValidationError, match="not both"):
+        Settings(**base | {"jwt_jwks_url": "https://idp.example/certs", "jwt_public_key": "x"})
+    with pytest.raises(ValidationError, match="verify none of JWT_ALGORITHMS"):
+        Settings(
+            **base | {"jwt_jwks_url": "https://idp.example/certs", "jwt_algorithms": ["HS256"]}
+        )
