@@ -44,9 +44,10 @@ RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
     && useradd --uid 10001 --gid app --no-create-home --home-dir /app --shell /usr/sbin/nologin app
 # HOST defaults to all interfaces here (the service itself defaults to 127.0.0.1). JWT_SECRET is
 # empty: the image never accepts tokens signed with the public development secret; configure
-# the identity provider's key (JWT_PUBLIC_KEY_FILE) or a secret of your own. (DL3064 warns of a
-# secret in ENV: this one is empty on purpose.) OTEL_SERVICE_NAME names the service in the traces
-# and metrics that FASTAPI_OTEL_AUTO_CONFIGURE=true exports (README, Traces).
+# the identity provider's JWK Set (JWT_JWKS_URL) or key (JWT_PUBLIC_KEY_FILE), or a secret of
+# your own. (DL3064 warns of a secret in ENV: this one is empty on purpose.) OTEL_SERVICE_NAME
+# names the service in the traces and metrics that FASTAPI_OTEL_AUTO_CONFIGURE=true exports
+# (README, Traces).
 # hadolint ignore=DL3064
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -126,7 +126,8 @@ class TokenVerifier:
 
     A token that verified is remembered, by its exact text, until it would no longer verify
     (`exp` plus the leeway): nothing else a verification checks changes over a token's life,
-    since the keys and the settings are the app's for as long as it runs.
+    since the settings are the app's for as long as it runs, and so are the keys, but a JWK
+    Set's: when a fetch changes it, every token remembered is forgotten.
     """
 
     def __init__(self, settings: Settings) -> None:

@@ -11,11 +11,14 @@ key ids cannot turn the service into a flood of requests to the provider.
 A fetch that fails (the provider down, a document that holds no key this service can use) keeps
 the keys already held, so a brief outage of the provider refuses no token; until a first fetch
 succeeds, a token that needs the keys is a 503 (SigningKeysUnavailable), not a 401 that blames
-the token. PyJWT fetches and parses the document (`PyJWKClient`, in a thread: its HTTP client
-blocks) and parses each key (`PyJWK`).
+the token. A fetch is bounded in time (FETCH_TIMEOUT, the whole of it) and size
+(JWKS_MAX_BYTES), on the event loop (httpx); PyJWT reads each key (`PyJWK`). Nothing a provider
+sends can fail a request with a 500 or stop the refreshes: a key the service cannot read is left
+out, a document it cannot read is a failed fetch.
 """
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -24,9 +27,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import jwt
+import httpx
+import orjson
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-from jwt import PyJWK, PyJWKClient
+from jwt import PyJWK
 
 from service.errors import ServiceError
 from service.settings import RSA_KEY_BITS_MIN, Settings, algorithms_verified_by, is_plain_http
@@ -35,9 +39,16 @@ logger = logging.getLogger(__name__)
 
 # The least time between two fetches that a token's unknown key id may cause.
 UNKNOWN_KEY_COOLDOWN = 30.0
-# How long a fetch may take; a request that waits for one waits that long at most.
+# How long a whole fetch may take (connecting, TLS, the answer); a request that waits for one
+# waits that long at most.
 FETCH_TIMEOUT = 5.0
+# Providers' sets are a few KB (a handful of keys, certificates included).
+JWKS_MAX_BYTES = 1024 * 1024
 USER_AGENT = "sessions-service (JWKS)"
+
+
+class FetchFailed(Exception):
+    """The provider's answer is no JWK Set this service can read."""
 
 
 class SigningKeysUnavailable(ServiceError):
@@ -66,7 +77,7 @@ def index_keys(jwk_set: object, algorithms: frozenset[str]) -> KeyIndex:
     (an unknown `kty` or curve), and RSA keys shorter than PyJWT verifies with."""
     keys = jwk_set.get("keys") if isinstance(jwk_set, dict) else None
     if not isinstance(keys, list):
-        raise ValueError('the document is no JWK Set (no "keys" list)')
+        raise FetchFailed('the document is no JWK Set (no "keys" list)')
     index: KeyIndex = defaultdict(lambda: defaultdict(list))
     for data in keys:
         if (
@@ -77,7 +88,10 @@ def index_keys(jwk_set: object, algorithms: frozenset[str]) -> KeyIndex:
             continue
         try:
             jwk = PyJWK(data)
-        except (jwt.PyJWTError, TypeError):  # TypeError: an "alg" that is no string
+        except Exception:
+            # PyJWT's errors, and what its parsing lets through: TypeError for an "alg" that is
+            # no string, NotImplementedError for "alg": "none".
+            logger.warning("JWKS key %r left out: not a key PyJWT can read", data.get("kid"))
             continue
         key_id = data.get("kid")
         if isinstance(jwk.key, RSAPublicKey) and jwk.key.key_size < RSA_KEY_BITS_MIN:
@@ -100,11 +114,11 @@ class JWKSKeys:
         self.algorithms = frozenset(settings.jwt_algorithms)
         self.refresh_seconds = settings.jwt_jwks_refresh_seconds
         self.on_change = on_change
-        self._client = PyJWKClient(
-            self.url,
-            cache_jwk_set=False,  # kept here, as parsed keys
-            timeout=FETCH_TIMEOUT,
+        # No connection kept between fetches, minutes apart: none is left open when the app
+        # stops. Redirects are not followed (a set moved is a failed fetch, logged).
+        self._client = httpx.AsyncClient(
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
         self._index: KeyIndex = {}
         self._document: object = None  # as last fetched, to tell a change
@@ -144,13 +158,11 @@ class JWKSKeys:
         self._last_attempt = time.monotonic()
         self._failing = True
         try:
-            document = await asyncio.to_thread(self._client.fetch_data)
+            async with asyncio.timeout(FETCH_TIMEOUT):
+                document = await self._download()
             index = index_keys(document, self.algorithms)
-        except (jwt.PyJWTError, OSError, ValueError) as exc:
-            # OSError: the connection lost while the answer was read; ValueError: not JSON (or
-            # not UTF-8), or no JWK Set. PyJWT's messages name the error of the fetch ("Fail to
-            # fetch data from the url, err: HTTP Error 404: Not Found"), never a key.
-            logger.warning("JWKS not fetched from %s: %s", self.url, exc)
+        except Exception as exc:  # whatever the provider sends: a failed fetch
+            logger.warning("JWKS not fetched from %s: %s", self.url, _reason(exc))
             return
         if not index:
             logger.warning(
@@ -168,6 +180,20 @@ class JWKSKeys:
             self.on_change()
         self.fetched = True
         logger.info("JWKS from %s: key ids %s", self.url, sorted(map(str, index)))
+
+    async def _download(self) -> object:
+        async with self._client.stream("GET", self.url) as response:
+            if response.status_code != 200:
+                raise FetchFailed(f"HTTP {response.status_code}")
+            body = bytearray()
+            async for chunk in response.aiter_bytes():  # decoded: gzip counts unpacked
+                body += chunk
+                if len(body) > JWKS_MAX_BYTES:
+                    raise FetchFailed(f"the answer is larger than {JWKS_MAX_BYTES:,} bytes")
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise FetchFailed("the answer is not JSON") from None
 
     @asynccontextmanager
     async def kept_current(self) -> AsyncIterator[None]:
@@ -191,4 +217,18 @@ class JWKSKeys:
         try:
             yield
         finally:
-            task.cancel()
+            for running in (task, self._fetching):
+                if running is not None:
+                    running.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await running
+            await self._client.aclose()
+
+
+def _reason(exc: Exception) -> str:
+    """A failed fetch's cause, for the log: never the document (it is the provider's)."""
+    if isinstance(exc, TimeoutError):
+        return f"no whole answer within {FETCH_TIMEOUT:g} s"
+    if isinstance(exc, FetchFailed | httpx.HTTPError):
+        return str(exc) or type(exc).__name__
+    return type(exc).__name__

@@ -1,6 +1,7 @@
 """The identity provider's keys from its JWK Set (JWT_JWKS_URL), served over real HTTP."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -15,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import FastAPI
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from jwt.utils import base64url_encode
 from pydantic import ValidationError
 
 from service import jwks
@@ -54,11 +56,15 @@ class JWKSServer:
         self.document: Any = {"keys": [jwk(RSA_KEY, "rsa-1"), jwk(EC_KEY, "ec-1")]}
         self.status = 200
         self.fetches = 0
+        self.trickle = 0.0  # seconds of answering a byte at a time before the document
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.fetches += 1
+                if server.trickle:
+                    self.answer_slowly(server.trickle)
+                    return
                 document = server.document
                 body = document if isinstance(document, bytes) else json.dumps(document).encode()
                 self.send_response(server.status)
@@ -66,6 +72,17 @@ class JWKSServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def answer_slowly(self, seconds: float) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", "1000000")
+                self.end_headers()
+                ends = time.monotonic() + seconds
+                with contextlib.suppress(OSError):  # the service gave up and hung up
+                    while time.monotonic() < ends:
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        time.sleep(0.05)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -154,6 +171,36 @@ async def test_a_new_key_is_fetched_when_a_token_names_it_at_most_once_per_coold
     assert idp.fetches == 2
 
 
+def test_the_keys_of_a_set_are_those_that_verify_an_allowed_algorithm() -> None:
+    secret = base64url_encode(b"a-shared-secret-published-by-mistake-0123456789").decode()
+    short_rsa = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    document = {
+        "keys": [
+            jwk(RSA_KEY, "rsa-1"),
+            jwk(OTHER_RSA_KEY, "rs384", alg="RS384"),
+            {"kty": "oct", "kid": "hmac", "k": secret},
+            {"kty": "oct", "kid": "hmac-alg", "k": secret, "alg": "HS256"},
+            jwk(OTHER_RSA_KEY, "encryption", use="enc"),
+            jwk(EC_KEY, "es384-only", alg="ES384"),
+            jwk(short_rsa, "short"),
+            # Keys PyJWT cannot read, some raising what it does not wrap.
+            {"kty": "RSA", "kid": "alg-none", "alg": "none"},
+            {"kty": "RSA", "kid": "alg-list", "alg": ["RS256"], "n": 1, "e": 2},
+            {"kty": "EC", "kid": "no-curve-point"},
+            {"kid": "no-kty"},
+            "not a key",
+            jwk(EC_KEY, "ec-1") | {"use": None},
+        ]
+    }
+    index = jwks.index_keys(document, frozenset({"RS256", "RS384", "ES256", "HS256"}))
+    held = {(kid, algorithm) for kid, by in index.items() for algorithm in by}
+    assert held == {("rsa-1", "RS256"), ("rsa-1", "RS384"), ("rs384", "RS384")}
+    not_a_set: object
+    for not_a_set in ([], {"keys": {}}, {"Keys": []}, "keys"):
+        with pytest.raises(jwks.FetchFailed):
+            jwks.index_keys(not_a_set, frozenset({"RS256"}))
+
+
 @pytest.mark.filterwarnings("ignore:The RSA key is")
 async def test_keys_a_token_must_never_verify_with_are_left_out(
     app_with: Callable[..., FastAPI], idp: JWKSServer
@@ -227,7 +274,12 @@ async def test_keys_are_fetched_again_on_schedule_and_a_withdrawn_one_stops_veri
         idp.status = 500
         await wait_for_fetches(idp, 2)
         assert (await get_with(app, old)).status_code == 200
+        # Then with a key PyJWT cannot read (and raises what it does not wrap): left out, and
+        # the refreshes go on.
         idp.status = 200
+        idp.publish({"kty": "RSA", "kid": "rsa-1", "alg": "none"})
+        await wait_for_fetches(idp, idp.fetches + 1)
+        assert (await get_with(app, old)).status_code == 200
         idp.publish(jwk(OTHER_RSA_KEY, "rsa-2"))
         await wait_for_fetches(idp, idp.fetches + 1)
         await asyncio.sleep(0.1)  # the fetch's answer parsed
@@ -247,16 +299,53 @@ async def test_a_document_that_is_no_key_set_keeps_the_keys_held(
 ) -> None:
     app = app_with(jwt_jwks_url=idp.url)
     assert (await get_with(app, token(RSA_KEY, "rsa-1"))).status_code == 200
-    for document in (
+    documents = (
         b"<html>login</html>",
+        b"\xff\xfe{}",
+        b"[" * 100_000,  # nested deeper than a parser's recursion
         {"keys": "none"},
         {"keys": [{"kty": "oct", "k": "eA"}]},
-    ):
+        {"keys": [{"kty": "RSA", "kid": "rsa-1", "alg": "none"}]},
+    )
+    for document in documents:
         idp.document = document
         await asyncio.sleep(cooldown)
         assert_invalid_token(await get_with(app, token(RSA_KEY, "made-up")))  # fetched again
         assert (await get_with(app, token(RSA_KEY, "rsa-1"))).status_code == 200
-    assert idp.fetches == 4
+    assert idp.fetches == 1 + len(documents)
+
+
+async def test_a_set_larger_than_a_provider_s_is_refused(
+    app_with: Callable[..., FastAPI],
+    idp: JWKSServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(jwks, "JWKS_MAX_BYTES", 500)
+    app = app_with(jwt_jwks_url=idp.url)
+    assert len(json.dumps(idp.document)) > 500
+    with caplog.at_level(logging.WARNING, logger="service.jwks"):
+        assert (await get_with(app, token(RSA_KEY, "rsa-1"))).status_code == 503
+    assert "larger than 500 bytes" in caplog.text
+
+
+async def test_a_slow_provider_holds_the_start_and_a_request_up_for_the_fetch_timeout_at_most(
+    database_url: str, idp: JWKSServer, cooldown: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An answer a byte at a time: every read succeeds, the whole never comes.
+    monkeypatch.setattr(jwks, "FETCH_TIMEOUT", 0.5)
+    idp.trickle = 5
+    settings = settings_for(database_url, jwt_jwks_url=idp.url)
+    began = time.monotonic()
+    async with started(settings) as (app, _):
+        assert time.monotonic() - began < 3
+        await asyncio.sleep(cooldown)
+        asked = time.monotonic()
+        response = await get_with(app, token(RSA_KEY, "rsa-1"))
+        assert response.status_code == 503
+        assert time.monotonic() - asked < 1.5
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 1  # a fetch under way stops with the app
 
 
 def test_settings_of_a_jwks_url() -> None:
