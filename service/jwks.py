@@ -86,14 +86,15 @@ def index_keys(jwk_set: object, algorithms: frozenset[str]) -> KeyIndex:
             or data.get("kty") == "oct"
         ):
             continue
+        # A kid that is no string is none: a token's kid is a string (PyJWT refuses others).
+        key_id = kid if isinstance(kid := data.get("kid"), str) else None
         try:
             jwk = PyJWK(data)
         except Exception:
             # PyJWT's errors, and what its parsing lets through: TypeError for an "alg" that is
             # no string, NotImplementedError for "alg": "none".
-            logger.warning("JWKS key %r left out: not a key PyJWT can read", data.get("kid"))
+            logger.warning("JWKS key %r left out: not a key PyJWT can read", key_id)
             continue
-        key_id = data.get("kid")
         if isinstance(jwk.key, RSAPublicKey) and jwk.key.key_size < RSA_KEY_BITS_MIN:
             logger.warning("JWKS key %r left out: an RSA key of under 2048 bits", key_id)
             continue
@@ -101,7 +102,7 @@ def index_keys(jwk_set: object, algorithms: frozenset[str]) -> KeyIndex:
         if "alg" in data:  # the one algorithm the key is for (RFC 7517 4.4)
             verifies &= {data["alg"]}
         for algorithm in verifies:
-            index[key_id if isinstance(key_id, str) else None][algorithm].append(jwk.key)
+            index[key_id][algorithm].append(jwk.key)
     return {key_id: dict(by) for key_id, by in index.items()}
 
 
@@ -115,13 +116,23 @@ class JWKSKeys:
         self.refresh_seconds = settings.jwt_jwks_refresh_seconds
         self.on_change = on_change
         # No connection kept between fetches, minutes apart: none is left open when the app
-        # stops. Redirects are not followed (a set moved is a failed fetch, logged).
-        self._client = httpx.AsyncClient(
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            limits=httpx.Limits(max_keepalive_connections=0),
-        )
+        # stops. Redirects are not followed (a set moved is a failed fetch, logged). The
+        # environment's HTTPS_PROXY, NO_PROXY and SSL_CERT_FILE apply, as to curl.
+        try:
+            self._client = httpx.AsyncClient(
+                headers={
+                    "User-Agent": USER_AGENT,
+                    "Accept": "application/json",
+                    "Accept-Encoding": "identity",
+                },
+                limits=httpx.Limits(max_keepalive_connections=0),
+            )
+        except ImportError as exc:  # a SOCKS proxy (ALL_PROXY=socks5://…) needs httpx[socks]
+            raise RuntimeError(
+                f"JWT_JWKS_URL cannot be fetched through the proxy the environment names: {exc}"
+            ) from None
         self._index: KeyIndex = {}
-        self._document: object = None  # as last fetched, to tell a change
+        self._body = b""  # the set as last fetched, to tell a change
         self.fetched = False  # a fetch has succeeded
         self._failing = False  # the last fetch failed
         self._fetching: asyncio.Future[None] | None = None
@@ -132,9 +143,11 @@ class JWKSKeys:
         algorithm for a token without one); None if the document held no key of that id."""
         if key_id is None:
             return [key for keys in self._index.values() for key in keys.get(algorithm, ())]
-        if not isinstance(key_id, str) or key_id not in self._index:
-            return None
-        return self._index[key_id].get(algorithm, ())
+        held = self._index.get(key_id) if isinstance(key_id, str) else None
+        if held is not None:
+            return held.get(algorithm, ())
+        # A kid is a hint (RFC 7515 4.1.4): the set's keys without one may have signed it.
+        return self._index.get(None, {}).get(algorithm) or None
 
     async def refresh_for_unknown_key(self) -> None:
         """Fetch the document again for a key id it did not hold, unless it was fetched (or
@@ -156,44 +169,48 @@ class JWKSKeys:
 
     async def _fetch(self) -> None:
         self._last_attempt = time.monotonic()
-        self._failing = True
         try:
             async with asyncio.timeout(FETCH_TIMEOUT):
-                document = await self._download()
-            index = index_keys(document, self.algorithms)
+                body = await self._download()
+            if body == self._body:
+                self._failing = False
+                return
+            index = index_keys(orjson.loads(body), self.algorithms)
         except Exception as exc:  # whatever the provider sends: a failed fetch
+            self._failing = True
             logger.warning("JWKS not fetched from %s: %s", self.url, _reason(exc))
             return
+        self._failing = False
         if not index:
-            logger.warning(
-                "JWKS from %s holds no key for JWT_ALGORITHMS (%s): the keys held are kept",
+            # The set as published, all the same: a key withdrawn must not be kept.
+            logger.error(
+                "JWKS from %s holds no key for JWT_ALGORITHMS (%s): every token it would sign "
+                "is refused",
                 self.url,
                 ",".join(sorted(self.algorithms)),
             )
-            return
-        self._failing = False
-        if document == self._document:
-            return
-        self._index, self._document = index, document
+        self._index, self._body = index, body
         if self.fetched:
             # Tokens remembered as verified may have been signed with a key now withdrawn.
             self.on_change()
         self.fetched = True
         logger.info("JWKS from %s: key ids %s", self.url, sorted(map(str, index)))
 
-    async def _download(self) -> object:
+    async def _download(self) -> bytes:
         async with self._client.stream("GET", self.url) as response:
             if response.status_code != 200:
                 raise FetchFailed(f"HTTP {response.status_code}")
+            # Asked for as is (Accept-Encoding: identity), and taken only so: a few KB packed
+            # can unpack to gigabytes before any limit on what was read applies.
+            coding = response.headers.get("content-encoding", "identity").strip().lower()
+            if coding not in ("", "identity"):
+                raise FetchFailed(f"the answer is in Content-Encoding {coding!r}")
             body = bytearray()
-            async for chunk in response.aiter_bytes():  # decoded: gzip counts unpacked
+            async for chunk in response.aiter_raw():
                 body += chunk
                 if len(body) > JWKS_MAX_BYTES:
                     raise FetchFailed(f"the answer is larger than {JWKS_MAX_BYTES:,} bytes")
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise FetchFailed("the answer is not JSON") from None
+        return bytes(body)
 
     @asynccontextmanager
     async def kept_current(self) -> AsyncIterator[None]:
@@ -211,7 +228,10 @@ class JWKSKeys:
             while True:
                 retry = min(UNKNOWN_KEY_COOLDOWN, self.refresh_seconds)
                 await asyncio.sleep(retry if self._failing else self.refresh_seconds)
-                await self.refresh()
+                try:
+                    await self.refresh()
+                except Exception:  # a fetch fails as a warning; this must never stop the loop
+                    logger.exception("JWKS refresh from %s failed", self.url)
 
         task = asyncio.create_task(keep_current(), name="jwks-refresh")
         try:
@@ -220,7 +240,7 @@ class JWKSKeys:
             for running in (task, self._fetching):
                 if running is not None:
                     running.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
                         await running
             await self._client.aclose()
 
@@ -229,6 +249,8 @@ def _reason(exc: Exception) -> str:
     """A failed fetch's cause, for the log: never the document (it is the provider's)."""
     if isinstance(exc, TimeoutError):
         return f"no whole answer within {FETCH_TIMEOUT:g} s"
+    if isinstance(exc, orjson.JSONDecodeError):
+        return "the answer is not JSON"
     if isinstance(exc, FetchFailed | httpx.HTTPError):
         return str(exc) or type(exc).__name__
     return type(exc).__name__

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
 import threading
@@ -57,6 +58,7 @@ class JWKSServer:
         self.status = 200
         self.fetches = 0
         self.trickle = 0.0  # seconds of answering a byte at a time before the document
+        self.gzip = False  # the document sent in Content-Encoding: gzip
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,8 +69,12 @@ class JWKSServer:
                     return
                 document = server.document
                 body = document if isinstance(document, bytes) else json.dumps(document).encode()
+                if server.gzip:
+                    body = gzip.compress(body)
                 self.send_response(server.status)
                 self.send_header("Content-Type", "application/json")
+                if server.gzip:
+                    self.send_header("Content-Encoding", "gzip")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -277,7 +283,7 @@ async def test_keys_are_fetched_again_on_schedule_and_a_withdrawn_one_stops_veri
         # Then with a key PyJWT cannot read (and raises what it does not wrap): left out, and
         # the refreshes go on.
         idp.status = 200
-        idp.publish({"kty": "RSA", "kid": "rsa-1", "alg": "none"})
+        idp.publish(jwk(RSA_KEY, "rsa-1"), {"kty": "RSA", "kid": "odd", "alg": "none"})
         await wait_for_fetches(idp, idp.fetches + 1)
         assert (await get_with(app, old)).status_code == 200
         idp.publish(jwk(OTHER_RSA_KEY, "rsa-2"))
@@ -294,25 +300,69 @@ async def wait_for_fetches(idp: JWKSServer, count: int) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_a_document_that_is_no_key_set_keeps_the_keys_held(
+async def test_an_answer_that_is_no_key_set_keeps_the_keys_held(
     app_with: Callable[..., FastAPI], idp: JWKSServer, cooldown: float
 ) -> None:
     app = app_with(jwt_jwks_url=idp.url)
     assert (await get_with(app, token(RSA_KEY, "rsa-1"))).status_code == 200
-    documents = (
+    key = json.dumps(jwk(RSA_KEY, "rsa-1")).encode()
+    deep = b'{"keys": [' + key + b'], "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    answers = (
         b"<html>login</html>",
         b"\xff\xfe{}",
         b"[" * 100_000,  # nested deeper than a parser's recursion
         {"keys": "none"},
-        {"keys": [{"kty": "oct", "k": "eA"}]},
-        {"keys": [{"kty": "RSA", "kid": "rsa-1", "alg": "none"}]},
+        # A set, nested as deep as the parser goes (twice: compared with the one held).
+        deep,
+        deep,
     )
-    for document in documents:
-        idp.document = document
+    for answer in answers:
+        idp.document = answer
         await asyncio.sleep(cooldown)
         assert_invalid_token(await get_with(app, token(RSA_KEY, "made-up")))  # fetched again
         assert (await get_with(app, token(RSA_KEY, "rsa-1"))).status_code == 200
-    assert idp.fetches == 1 + len(documents)
+    assert idp.fetches == 1 + len(answers)
+    # A set sent packed (Content-Encoding: gzip): refused, however small, so not taken.
+    idp.gzip = True
+    idp.publish(jwk(OTHER_RSA_KEY, "rsa-2"))
+    await asyncio.sleep(cooldown)
+    assert_invalid_token(await get_with(app, token(OTHER_RSA_KEY, "rsa-2")))
+    assert (await get_with(app, token(RSA_KEY, "rsa-1"))).status_code == 200
+    assert idp.fetches == 2 + len(answers)
+
+
+async def test_a_set_without_a_key_for_the_algorithms_is_taken_as_published(
+    app_with: Callable[..., FastAPI],
+    idp: JWKSServer,
+    cooldown: float,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The provider withdraws its key for one this service may not use: the withdrawn one stops
+    # verifying all the same.
+    app = app_with(jwt_jwks_url=idp.url, jwt_algorithms=["RS256"])
+    old = token(RSA_KEY, "rsa-1")
+    assert (await get_with(app, old)).status_code == 200
+    idp.publish(jwk(OTHER_RSA_KEY, "rsa-2", alg="RS512"))
+    await asyncio.sleep(cooldown)
+    with caplog.at_level(logging.ERROR, logger="service.jwks"):
+        assert_invalid_token(await get_with(app, token(OTHER_RSA_KEY, "rsa-2")))
+    assert "holds no key for JWT_ALGORITHMS (RS256)" in caplog.text
+    assert idp.fetches == 2
+    assert_invalid_token(await get_with(app, old))
+
+
+async def test_keys_without_a_kid_verify_tokens_with_or_without_one(
+    app_with: Callable[..., FastAPI], idp: JWKSServer
+) -> None:
+    keyless = jwk(RSA_KEY, "")
+    del keyless["kid"]
+    idp.publish(keyless, jwk(EC_KEY, "ec-1"))
+    app = app_with(jwt_jwks_url=idp.url, jwt_algorithms=["RS256", "ES256"])
+    for kid in (None, "a-kid-the-set-does-not-name"):
+        assert (await get_with(app, token(RSA_KEY, kid))).status_code == 200, kid
+    assert_invalid_token(await get_with(app, token(OTHER_RSA_KEY, "a-kid")))
+    assert (await get_with(app, token(EC_KEY, "ec-1", "ES256"))).status_code == 200
+    assert idp.fetches == 1
 
 
 async def test_a_set_larger_than_a_provider_s_is_refused(
