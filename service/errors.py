@@ -372,6 +372,14 @@ def status_phrase(status: int) -> str:
     return _RFC_9110_PHRASES.get(status) or HTTPStatus(status).phrase
 
 
+# The problem a request is answered with, for its access line (service.middleware): its type,
+# and its detail where that says why a bearer token was refused (a 401's detail names only the
+# token's failing check; other details may quote what the request sent).
+answered_problem: ContextVar[tuple[str, str | None] | None] = ContextVar(
+    "answered_problem", default=None
+)
+
+
 def problem(
     status: int,
     detail: str,
@@ -388,6 +396,7 @@ def problem(
         "detail": detail or status_phrase(status) + ".",
     }
     body.update(extensions)
+    answered_problem.set((body["type"], body["detail"] if status == 401 else None))
     return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_JSON)
 
 

@@ -11,7 +11,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import HTTP_METHODS
+from service.errors import HTTP_METHODS, answered_problem
 from service.logs import request_id
 from service.metrics import Metrics
 from service.openapi import header
@@ -61,6 +61,7 @@ class RequestTelemetry:
             await send(message)
 
         token = request_id.set(rid)
+        problem_token = answered_problem.set(None)
         try:
             await self.app(scope, receive, send_with_request_id)
         finally:
@@ -70,6 +71,7 @@ class RequestTelemetry:
             method = scope["method"] if scope["method"] in _METHODS else "other"
             self.metrics.observe(method, route, status, seconds)
             _log_request(scope, rid, method, route, status, seconds)
+            answered_problem.reset(problem_token)
             request_id.reset(token)
 
 
@@ -98,15 +100,16 @@ def _log_request(
 ) -> None:
     level = logging.DEBUG if route in QUIET_ROUTES and status < 500 else logging.INFO
     if access_log.isEnabledFor(level):
-        access_log.log(
-            level,
-            "request",
-            extra={
-                "method": method,
-                "route": route,
-                "path": scope["path"][:500],
-                "status": status,
-                "duration_ms": round(seconds * 1000, 3),
-                "request_id": rid,
-            },
-        )
+        line = {
+            "method": method,
+            "route": route,
+            "path": scope["path"][:500],
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+            "request_id": rid,
+        }
+        if status >= 400 and (answered := answered_problem.get()) is not None:
+            line["problem"], detail = answered
+            if detail is not None:
+                line["detail"] = detail
+        access_log.log(level, "request", extra=line)

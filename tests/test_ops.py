@@ -3,12 +3,14 @@
 import asyncio
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
 import httpx
+import jwt
 import pytest
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI
@@ -19,7 +21,7 @@ from alembic import command
 from service.db import Base, driver_reason
 from service.migrations import alembic_config, migrate
 from service.ops import SERVICE_PRIVILEGES, SERVICE_TABLES
-from service.settings import Settings
+from service.settings import DEVELOPMENT_JWT_SECRET, Settings
 from tests.conftest import (
     PROBLEM_JSON,
     assert_problem,
@@ -481,6 +483,30 @@ async def test_request_id_from_the_caller_is_echoed_and_logged(
     assert record.path == "/sessions/7"  # type: ignore[attr-defined]
     assert record.status == 404  # type: ignore[attr-defined]
     assert record.duration_ms > 0  # type: ignore[attr-defined]
+
+
+async def test_an_error_s_access_line_names_its_problem_and_why_a_token_was_refused(
+    service: tuple[FastAPI, httpx.AsyncClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Why a client is refused, for the operator who is asked: the problem's type on every
+    # error's line, and a 401's reason (the token's failing check, never the token).
+    _, client = service
+    caplog.set_level(logging.INFO, logger="service.access")
+    expired = jwt.encode(
+        {"sub": "7", "exp": int(time.time()) - 3600}, DEVELOPMENT_JWT_SECRET, algorithm="HS256"
+    )
+    await client.get("/sessions", headers={"Authorization": f"Bearer {expired}"})
+    await client.get("/sessions", params={"limit": "many"})
+    await client.get("/sessions", params={"limit": 1})
+    await client.get("/sessions/7")
+    lines = [r.__dict__ for r in caplog.records if r.name == "service.access"]
+    assert [(line["status"], line.get("problem"), line.get("detail")) for line in lines] == [
+        (401, "urn:sessions-service:problem:invalid-token", "The token has expired."),
+        (422, "urn:sessions-service:problem:validation-error", None),
+        (200, None, None),
+        (404, "about:blank", None),
+    ]
+    assert expired not in caplog.text
 
 
 @pytest.mark.parametrize(
