@@ -135,6 +135,9 @@ class JWKSKeys:
         self._body = b""  # the set as last fetched, to tell a change
         self.fetched = False  # a fetch has succeeded
         self._failing = False  # the last fetch failed
+        # For the metrics (service.metrics.JWKSCollector), read when Prometheus scrapes.
+        self.fetches = {"ok": 0, "failed": 0}
+        self.fetched_at = 0.0  # time.time() of the last fetch that succeeded
         self._fetching: asyncio.Future[None] | None = None
         self._last_attempt = -math.inf  # time.monotonic()
 
@@ -173,14 +176,15 @@ class JWKSKeys:
             async with asyncio.timeout(FETCH_TIMEOUT):
                 body = await self._download()
             if body == self._body:
-                self._failing = False
+                self._succeeded()
                 return
             index = index_keys(orjson.loads(body), self.algorithms)
         except Exception as exc:  # whatever the provider sends: a failed fetch
             self._failing = True
+            self.fetches["failed"] += 1
             logger.warning("JWKS not fetched from %s: %s", self.url, _reason(exc))
             return
-        self._failing = False
+        self._succeeded()
         if not index:
             # The set as published, all the same: a key withdrawn must not be kept.
             logger.error(
@@ -195,6 +199,15 @@ class JWKSKeys:
             self.on_change()
         self.fetched = True
         logger.info("JWKS from %s: key ids %s", self.url, sorted(map(str, index)))
+
+    def _succeeded(self) -> None:
+        self._failing = False
+        self.fetches["ok"] += 1
+        self.fetched_at = time.time()
+
+    def key_count(self) -> int:
+        """How many keys are held (a key that verifies several algorithms counted once)."""
+        return len({id(key) for by in self._index.values() for keys in by.values() for key in keys})
 
     async def _download(self) -> bytes:
         async with self._client.stream("GET", self.url) as response:

@@ -80,7 +80,9 @@ def configure(app: FastAPI, settings: Settings) -> None:
     """Build from the settings what requests use, but the database's engines (the lifespan's):
     before the first request, so that a bad key configuration fails the start, not a request."""
     app.state.settings = settings
-    app.state.token_verifier = create_token_verifier(settings)
+    app.state.token_verifier = verifier = create_token_verifier(settings)
+    if verifier.jwks is not None:
+        app.state.metrics.watch_jwks(verifier.jwks)
     app.state.signer = TokenSigner(settings.cursor_secret)
     if settings.cursor_secret == DEVELOPMENT_CURSOR_SECRET:
         logger.warning(

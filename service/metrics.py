@@ -1,6 +1,7 @@
 """Prometheus metrics: requests by route template and status, and the database pool."""
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -12,9 +13,12 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.pool import QueuePool
+
+if TYPE_CHECKING:
+    from service.jwks import JWKSKeys
 
 LABELS = ("method", "route", "status")
 # From 5 ms to 10 s: one-row reads sit at the bottom, timeouts at the top.
@@ -43,6 +47,7 @@ class Metrics:
         # labels() costs a lock and a lookup; the few label sets seen are kept here instead.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._pool: PoolCollector | None = None
+        self._jwks: JWKSCollector | None = None
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)
@@ -65,6 +70,13 @@ class Metrics:
         if self._pool is not None:
             self.registry.unregister(self._pool)
             self._pool = None
+
+    def watch_jwks(self, keys: "JWKSKeys") -> None:
+        """Report the fetches of the identity provider's JWK Set at each scrape."""
+        if self._jwks is not None:
+            self.registry.unregister(self._jwks)
+        self._jwks = JWKSCollector(keys)
+        self.registry.register(self._jwks)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -97,4 +109,28 @@ class PoolCollector(Collector):
             "db_pool_overflow",
             "Connections open beyond the pool size (at most DB_MAX_OVERFLOW).",
             value=max(pool.overflow(), 0),
+        )
+
+
+class JWKSCollector(Collector):
+    """The fetches of the JWK Set (JWT_JWKS_URL), read when Prometheus scrapes: a set that has
+    not been fetched for long (the provider unreachable) verifies no key it has rolled to since."""
+
+    def __init__(self, keys: "JWKSKeys") -> None:
+        self.keys = keys
+
+    def collect(self) -> Iterator[Metric]:
+        fetches = CounterMetricFamily(
+            "jwks_fetches", "Fetches of the JWK Set (JWT_JWKS_URL), by outcome.", labels=["outcome"]
+        )
+        for outcome, count in self.keys.fetches.items():
+            fetches.add_metric([outcome], count)
+        yield fetches
+        yield GaugeMetricFamily(
+            "jwks_last_success_timestamp_seconds",
+            "When the JWK Set was last fetched (0: never since the start).",
+            value=self.keys.fetched_at,
+        )
+        yield GaugeMetricFamily(
+            "jwks_keys", "Keys of the JWK Set that verify tokens.", value=self.keys.key_count()
         )

@@ -26,6 +26,7 @@ from tests.conftest import (
     PROBLEM_JSON,
     TEST_AUTH_SETTINGS,
     asgi_client,
+    sample,
     session_body,
     settings_for,
     started,
@@ -271,7 +272,7 @@ async def test_keys_are_fetched_again_on_schedule_and_a_withdrawn_one_stops_veri
     database_url: str, idp: JWKSServer
 ) -> None:
     settings = settings_for(database_url, jwt_jwks_url=idp.url, jwt_jwks_refresh_seconds=1)
-    async with started(settings) as (app, _):
+    async with started(settings) as (app, client):
         assert idp.fetches == 1  # at start
         old = token(RSA_KEY, "rsa-1")
         assert (await get_with(app, old)).status_code == 200  # and now remembered as verified
@@ -291,6 +292,17 @@ async def test_keys_are_fetched_again_on_schedule_and_a_withdrawn_one_stops_veri
         await asyncio.sleep(0.1)  # the fetch's answer parsed
         assert_invalid_token(await get_with(app, old))
         assert (await get_with(app, token(OTHER_RSA_KEY, "rsa-2"))).status_code == 200
+        # What an operator's alert watches: fetches by outcome, when one last succeeded.
+        scraped = (await client.get("/metrics")).text
+        failed = sample(scraped, "jwks_fetches_total", outcome="failed")
+        succeeded = sample(scraped, "jwks_fetches_total", outcome="ok")
+        assert failed >= 1
+        assert succeeded >= 3
+        assert idp.fetches - 1 <= failed + succeeded <= idp.fetches  # (one may be under way)
+        assert (
+            time.time() - 5 < sample(scraped, "jwks_last_success_timestamp_seconds") <= time.time()
+        )
+        assert sample(scraped, "jwks_keys") == 1
 
 
 async def wait_for_fetches(idp: JWKSServer, count: int) -> None:
