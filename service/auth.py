@@ -170,11 +170,11 @@ class TokenVerifier:
             return self.verify(token)
         except _KeyNotHeld:
             assert self.jwks is not None
-            if not self.jwks.fetched:
-                raise SigningKeysUnavailable() from None
+            if self.jwks.stale():  # the key may be published: the set could not be fetched
+                raise SigningKeysUnavailable(self.jwks.retry_after()) from None
             raise InvalidToken(
-                "The token is signed with a key the identity provider does not publish "
-                '(its "kid" is none of the JWK Set\'s).'
+                'The token names a key (its "kid") that the identity provider\'s JWK Set did '
+                f"not hold when last fetched, {self.jwks.seconds_since_fetch():.0f} s ago."
             ) from None
 
     def verify(self, token: str) -> Principal:
@@ -253,19 +253,19 @@ class TokenVerifier:
         """The keys that may have signed a token of this algorithm and key id (its "kid"): at
         least one, else the token is refused; _KeyNotHeld where the JWK Set may hold the key
         once fetched again."""
-        if self.jwks is None or not isinstance(algorithm, str) or algorithm.startswith("HS"):
+        if not isinstance(algorithm, str) or algorithm not in self.algorithms:
+            raise InvalidToken(_refused_algorithm(algorithm, allowed=False))
+        if self.jwks is None or algorithm.startswith("HS"):
             if keys := self.keys_for(algorithm):
                 return keys
-            raise InvalidToken(_refused_algorithm(algorithm))
-        if algorithm not in self.algorithms:
-            raise InvalidToken(_refused_algorithm(algorithm))
+            raise InvalidToken(_refused_algorithm(algorithm, allowed=True))
         held = self.jwks.keys_for(algorithm, key_id)
         if held is None or not self.jwks.fetched:
             raise _KeyNotHeld()
         if held:
             return held
         if key_id is None:  # no key of the set verifies the algorithm
-            raise InvalidToken(_refused_algorithm(algorithm))
+            raise InvalidToken(_refused_algorithm(algorithm, allowed=True))
         raise InvalidToken(f'The key the token names (its "kid") does not verify {algorithm}.')
 
     def keys_for(self, algorithm: object) -> Sequence[Any]:
@@ -348,11 +348,13 @@ def _all(values: object, kind: type) -> bool:
     )
 
 
-def _refused_algorithm(algorithm: object) -> str:
+def _refused_algorithm(algorithm: object, *, allowed: bool) -> str:
     """Why a token of this algorithm is refused: not allowed (JWT_ALGORITHMS), or no key for it
     configured. Named where it is a JWS algorithm, not whatever a header holds."""
     if algorithm == "none":
         return 'The token is not signed (its "alg" is "none").'
+    if allowed:
+        return f"The token is signed with {algorithm}, for which this service holds no key."
     if isinstance(algorithm, str) and algorithm in SIGNING_ALGORITHMS:
         return f"The token is signed with {algorithm}, which this service does not accept."
     return 'The token\'s "alg" is no signing algorithm this service accepts.'

@@ -52,16 +52,17 @@ class FetchFailed(Exception):
 
 
 class SigningKeysUnavailable(ServiceError):
-    """503: a token needs the identity provider's keys, and none could be fetched yet."""
+    """503: a token needs a key of the identity provider's JWK Set, which could not be fetched
+    (ever, or when last tried): the key may well be published."""
 
     status = 503
     slug = "signing-keys-unavailable"
 
-    def __init__(self) -> None:
+    def __init__(self, retry_after: int) -> None:
         super().__init__(
-            "The identity provider's signing keys cannot be fetched now, so no token can be "
+            "The identity provider's signing keys cannot be fetched now, so the token cannot be "
             "verified; retry shortly.",
-            headers={"Retry-After": str(math.ceil(UNKNOWN_KEY_COOLDOWN))},
+            headers={"Retry-After": str(retry_after)},
         )
 
 
@@ -199,6 +200,19 @@ class JWKSKeys:
             self.on_change()
         self.fetched = True
         logger.info("JWKS from %s: key ids %s", self.url, sorted(map(str, index)))
+
+    def stale(self) -> bool:
+        """Whether the keys held may not be the provider's: never fetched, or the last fetch
+        failed."""
+        return not self.fetched or self._failing
+
+    def retry_after(self) -> int:
+        """Seconds until the next fetch (the schedule's, after a failed one), at least 1."""
+        next_fetch = self._last_attempt + min(UNKNOWN_KEY_COOLDOWN, self.refresh_seconds)
+        return max(1, math.ceil(next_fetch - time.monotonic()))
+
+    def seconds_since_fetch(self) -> float:
+        return time.time() - self.fetched_at
 
     def _succeeded(self) -> None:
         self._failing = False

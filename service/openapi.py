@@ -47,7 +47,7 @@ PROBLEMS = {
     "long again. A 503 of type `urn:sessions-service:problem:commit-unconfirmed` (no "
     "`Retry-After`) may have been saved: read before retrying. A 503 of type "
     "`urn:sessions-service:problem:signing-keys-unavailable`: the identity provider's signing "
-    "keys (JWT_JWKS_URL) could not be fetched yet, so the bearer token cannot be verified; retry "
+    "keys (JWT_JWKS_URL) cannot be fetched now, so the bearer token cannot be verified; retry "
     "after `Retry-After` seconds.",
 }
 # A cause of 400 on every operation (service.edge.RequestHead), added to each one's own causes.

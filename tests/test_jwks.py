@@ -163,7 +163,7 @@ async def test_a_new_key_is_fetched_when_a_token_names_it_at_most_once_per_coold
     new = token(OTHER_RSA_KEY, "rsa-2")
     unknown = await get_with(app, new)
     assert_invalid_token(unknown)
-    assert "does not publish" in unknown.json()["detail"]
+    assert "did not hold when last fetched, 0 s ago" in unknown.json()["detail"]
     for number in range(5):
         assert_invalid_token(await get_with(app, token(OTHER_RSA_KEY, f"made-up-{number}")))
     assert idp.fetches == 1
@@ -176,6 +176,31 @@ async def test_a_new_key_is_fetched_when_a_token_names_it_at_most_once_per_coold
     assert idp.fetches == 2
     assert (await get_with(app, token(RSA_KEY, "rsa-1"))).status_code == 200
     assert idp.fetches == 2
+
+
+async def test_a_token_whose_key_cannot_be_looked_up_is_503_not_401(
+    app_with: Callable[..., FastAPI], idp: JWKSServer, cooldown: float
+) -> None:
+    # The provider rolls to a new key and is down when a token signed with it first comes: the
+    # key may well be published, so the token is not called invalid (a client would throw it
+    # away, and sign in again for a token refused alike).
+    app = app_with(jwt_jwks_url=idp.url)
+    assert (await get_with(app, token(RSA_KEY, "rsa-1"))).status_code == 200
+    idp.publish(jwk(RSA_KEY, "rsa-1"), jwk(OTHER_RSA_KEY, "rsa-2"))
+    idp.status = 503
+    await asyncio.sleep(cooldown)
+    new = token(OTHER_RSA_KEY, "rsa-2")
+    response = await get_with(app, new)
+    assert response.status_code == 503, response.text
+    assert response.json()["type"] == "urn:sessions-service:problem:signing-keys-unavailable"
+    assert response.headers["retry-after"] == "1"  # the next fetch, within the cooldown
+    assert "www-authenticate" not in response.headers
+    assert idp.fetches == 2
+    # The keys held still verify the tokens they signed.
+    assert (await get_with(app, token(RSA_KEY, "rsa-1"))).status_code == 200
+    idp.status = 200
+    await asyncio.sleep(cooldown)
+    assert (await get_with(app, new)).status_code == 200
 
 
 def test_the_keys_of_a_set_are_those_that_verify_an_allowed_algorithm() -> None:
@@ -331,14 +356,17 @@ async def test_an_answer_that_is_no_key_set_keeps_the_keys_held(
     for answer in answers:
         idp.document = answer
         await asyncio.sleep(cooldown)
-        assert_invalid_token(await get_with(app, token(RSA_KEY, "made-up")))  # fetched again
+        # Fetched again: a key id unknown is a 503 where the set could not be read, a 401 where
+        # it was, and does not hold it.
+        made_up = await get_with(app, token(RSA_KEY, "made-up"))
+        assert made_up.status_code == (401 if answer == deep else 503), repr(answer)[:40]
         assert (await get_with(app, token(RSA_KEY, "rsa-1"))).status_code == 200
     assert idp.fetches == 1 + len(answers)
     # A set sent packed (Content-Encoding: gzip): refused, however small, so not taken.
     idp.gzip = True
     idp.publish(jwk(OTHER_RSA_KEY, "rsa-2"))
     await asyncio.sleep(cooldown)
-    assert_invalid_token(await get_with(app, token(OTHER_RSA_KEY, "rsa-2")))
+    assert (await get_with(app, token(OTHER_RSA_KEY, "rsa-2"))).status_code == 503
     assert (await get_with(app, token(RSA_KEY, "rsa-1"))).status_code == 200
     assert idp.fetches == 2 + len(answers)
 
