@@ -133,7 +133,7 @@ class JWKSKeys:
                 f"JWT_JWKS_URL cannot be fetched through the proxy the environment names: {exc}"
             ) from None
         self._index: KeyIndex = {}
-        self._body = b""  # the set as last fetched, to tell a change
+        self._body: bytes | None = None  # the set as last fetched, to tell a change
         self.fetched = False  # a fetch has succeeded
         self._failing = False  # the last fetch failed
         # For the metrics (service.metrics.JWKSCollector), read when Prometheus scrapes.

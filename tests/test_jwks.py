@@ -345,6 +345,7 @@ async def test_an_answer_that_is_no_key_set_keeps_the_keys_held(
     key = json.dumps(jwk(RSA_KEY, "rsa-1")).encode()
     deep = b'{"keys": [' + key + b'], "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
     answers = (
+        b"",
         b"<html>login</html>",
         b"\xff\xfe{}",
         b"[" * 100_000,  # nested deeper than a parser's recursion
@@ -403,6 +404,15 @@ async def test_keys_without_a_kid_verify_tokens_with_or_without_one(
     assert_invalid_token(await get_with(app, token(OTHER_RSA_KEY, "a-kid")))
     assert (await get_with(app, token(EC_KEY, "ec-1", "ES256"))).status_code == 200
     assert idp.fetches == 1
+
+
+async def test_an_empty_answer_at_first_is_a_failed_fetch(
+    app_with: Callable[..., FastAPI], idp: JWKSServer
+) -> None:
+    idp.document = b""
+    app = app_with(jwt_jwks_url=idp.url)
+    assert (await get_with(app, token(RSA_KEY, "rsa-1"))).status_code == 503
+    assert app.state.token_verifier.jwks.fetches == {"ok": 0, "failed": 1}
 
 
 async def test_a_set_larger_than_a_provider_s_is_refused(
