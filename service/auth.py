@@ -118,7 +118,8 @@ def _footprint(verified: _Verified) -> int:
 
 
 class _KeyNotHeld(Exception):
-    """The token needs a key of the JWK Set that it does not hold (or none was fetched yet)."""
+    """The token is signed with no key of the JWK Set as held (or none was fetched yet): it may
+    be one the identity provider has published since."""
 
 
 class TokenVerifier:
@@ -159,8 +160,8 @@ class TokenVerifier:
         return self.jwks.kept_current() if self.jwks else nullcontext()
 
     async def authenticate(self, token: str) -> Principal:
-        """verify, and where the token names a key of the JWK Set not held, the set fetched
-        again first (at most every service.jwks.UNKNOWN_KEY_COOLDOWN seconds)."""
+        """verify, and where the token is signed with no key of the JWK Set held, the set
+        fetched again first (at most every service.jwks.UNKNOWN_KEY_COOLDOWN seconds)."""
         try:
             return self.verify(token)
         except _KeyNotHeld:
@@ -173,8 +174,8 @@ class TokenVerifier:
             if self.jwks.stale():  # the key may be published: the set could not be fetched
                 raise SigningKeysUnavailable(self.jwks.retry_after()) from None
             raise InvalidToken(
-                'The token names a key (its "kid") that the identity provider\'s JWK Set did '
-                f"not hold when last fetched, {self.jwks.seconds_since_fetch():.0f} s ago."
+                "The token is signed with no key of the identity provider's JWK Set as last "
+                f"fetched, {self.jwks.seconds_since_fetch():.0f} s ago."
             ) from None
 
     def verify(self, token: str) -> Principal:
@@ -202,9 +203,9 @@ class TokenVerifier:
         try:
             header = jwt.get_unverified_header(token)
             algorithm = header.get("alg")
-            keys = self._keys_of(algorithm, header.get("kid"))
+            keys, conclusive = self._keys_of(algorithm, header.get("kid"))
             assert isinstance(algorithm, str)  # one that has keys
-            claims = self._verified_claims(token, algorithm, keys)
+            claims = self._verified_claims(token, algorithm, keys, conclusive=conclusive)
         except jwt.ExpiredSignatureError:
             raise InvalidToken("The token has expired.") from None
         except jwt.ImmatureSignatureError:
@@ -225,9 +226,13 @@ class TokenVerifier:
             raise InvalidToken("The token is for another audience.")
         return claims
 
-    def _verified_claims(self, token: str, algorithm: str, keys: Sequence[Any]) -> dict[str, Any]:
+    def _verified_claims(
+        self, token: str, algorithm: str, keys: Sequence[Any], *, conclusive: bool
+    ) -> dict[str, Any]:
         """The token's claims, verified with whichever of the keys signed it: each in turn, as
-        PyJWT checks the signature before the claims, so only that key gets as far as them."""
+        PyJWT checks the signature before the claims, so only that key gets as far as them.
+        A signature none verifies is _KeyNotHeld unless the keys are `conclusive`: every key
+        that may have signed it (not so for a JWK Set's keys, but the one its kid names)."""
 
         def decode(key: Any) -> dict[str, Any]:
             claims: dict[str, Any] = jwt.decode(
@@ -247,26 +252,31 @@ class TokenVerifier:
                 return decode(key)
             except jwt.InvalidSignatureError:
                 pass  # signed with another key
-        return decode(keys[-1])
+        try:
+            return decode(keys[-1])
+        except jwt.InvalidSignatureError:
+            if conclusive:
+                raise
+            raise _KeyNotHeld() from None
 
-    def _keys_of(self, algorithm: object, key_id: object) -> Sequence[Any]:
-        """The keys that may have signed a token of this algorithm and key id (its "kid"): at
-        least one, else the token is refused; _KeyNotHeld where the JWK Set may hold the key
-        once fetched again."""
+    def _keys_of(self, algorithm: object, key_id: object) -> tuple[Sequence[Any], bool]:
+        """The keys that may have signed a token of this algorithm and key id (its "kid"), at
+        least one, and whether they are conclusive (see _verified_claims); else the token is
+        refused, or _KeyNotHeld where a JWK Set fetched again may hold its key."""
         if not isinstance(algorithm, str) or algorithm not in self.algorithms:
             raise InvalidToken(_refused_algorithm(algorithm, allowed=False))
         if self.jwks is None or algorithm.startswith("HS"):
             if keys := self.keys_for(algorithm):
-                return keys
+                return keys, True
             raise InvalidToken(_refused_algorithm(algorithm, allowed=True))
-        held = self.jwks.keys_for(algorithm, key_id)
-        if held is None or not self.jwks.fetched:
+        if not self.jwks.fetched:
             raise _KeyNotHeld()
-        if held:
-            return held
-        if key_id is None:  # no key of the set verifies the algorithm
-            raise InvalidToken(_refused_algorithm(algorithm, allowed=True))
-        raise InvalidToken(f'The key the token names (its "kid") does not verify {algorithm}.')
+        keys, named = self.jwks.keys_for(algorithm, key_id)
+        if named and not keys:
+            raise InvalidToken(f'The key the token names (its "kid") does not verify {algorithm}.')
+        if not keys:
+            raise _KeyNotHeld()
+        return keys, named
 
     def keys_for(self, algorithm: object) -> Sequence[Any]:
         """The keys configured (JWT_SECRET, JWT_PUBLIC_KEY(_FILE)) that verify this algorithm's

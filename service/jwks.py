@@ -142,16 +142,16 @@ class JWKSKeys:
         self._fetching: asyncio.Future[None] | None = None
         self._last_attempt = -math.inf  # time.monotonic()
 
-    def keys_for(self, algorithm: str, key_id: object) -> Sequence[Any] | None:
-        """The keys that may have signed a token of this algorithm and key id (any key of the
-        algorithm for a token without one); None if the document held no key of that id."""
+    def keys_for(self, algorithm: str, key_id: object) -> tuple[Sequence[Any], bool]:
+        """The keys held that may have signed a token of this algorithm and key id, and whether
+        the set names that key: then they are all that may have. Else (a token without a kid:
+        any key of the algorithm; a kid the set does not hold: its keys without one, a kid being
+        a hint, RFC 7515 4.1.4) a key published since the last fetch may have signed it."""
+        if isinstance(key_id, str) and (named := self._index.get(key_id)) is not None:
+            return named.get(algorithm, ()), True
         if key_id is None:
-            return [key for keys in self._index.values() for key in keys.get(algorithm, ())]
-        held = self._index.get(key_id) if isinstance(key_id, str) else None
-        if held is not None:
-            return held.get(algorithm, ())
-        # A kid is a hint (RFC 7515 4.1.4): the set's keys without one may have signed it.
-        return self._index.get(None, {}).get(algorithm) or None
+            return [key for by in self._index.values() for key in by.get(algorithm, ())], False
+        return self._index.get(None, {}).get(algorithm, ()), False
 
     async def refresh_for_unknown_key(self) -> None:
         """Fetch the document again for a key id it did not hold, unless it was fetched (or
@@ -253,8 +253,13 @@ class JWKSKeys:
 
         async def keep_current() -> None:
             while True:
+                # Worked out anew at least every `retry` seconds: a fetch a request made moves
+                # the next one (after a success, on; after a failure, sooner).
                 retry = min(UNKNOWN_KEY_COOLDOWN, self.refresh_seconds)
-                await asyncio.sleep(retry if self._failing else self.refresh_seconds)
+                due = self._last_attempt + (retry if self._failing else self.refresh_seconds)
+                if (wait := due - time.monotonic()) > 0:
+                    await asyncio.sleep(min(wait, retry))
+                    continue
                 try:
                     await self.refresh()
                 except Exception:  # a fetch fails as a warning; this must never stop the loop

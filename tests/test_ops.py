@@ -16,6 +16,7 @@ from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from starlette.types import Message
 
 from alembic import command
 from service.db import Base, driver_reason
@@ -507,6 +508,55 @@ async def test_an_error_s_access_line_names_its_problem_and_why_a_token_was_refu
         (404, "about:blank", None),
     ]
     assert expired not in caplog.text
+
+
+async def test_a_problem_is_on_its_own_request_s_line_alone(
+    service: tuple[FastAPI, httpx.AsyncClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Two requests in one task, as an ASGI transport in a test (or an embedding app) runs them:
+    # a 401, then one whose client goes away mid-body, answered 499 without a problem.
+    app, client = service
+    caplog.set_level(logging.INFO, logger="service.access")
+    await client.get("/sessions", headers={"Authorization": "Bearer not-a-token"})
+    messages: Iterator[Message] = iter(
+        [
+            {"type": "http.request", "body": b'{"title": ', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+
+    async def receive() -> Message:
+        return next(messages)
+
+    async def send(message: Message) -> None:
+        pass
+
+    headers = [
+        (b"host", b"test"),
+        (b"content-type", b"application/json"),
+        (b"content-length", b"100"),
+        (b"authorization", client.headers["authorization"].encode()),
+    ]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/sessions",
+        "raw_path": b"/sessions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("test", 80),
+    }
+    await app(scope, receive, send)
+    lines = [r.__dict__ for r in caplog.records if r.name == "service.access"]
+    assert [(line["status"], line.get("problem")) for line in lines] == [
+        (401, "urn:sessions-service:problem:invalid-token"),
+        (499, None),
+    ]
 
 
 @pytest.mark.parametrize(
