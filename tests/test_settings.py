@@ -2,11 +2,13 @@
 message the commands print)."""
 
 import base64
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
@@ -306,3 +308,16 @@ def test_the_tests_take_no_setting_from_the_machine(
     settings = Settings()
     assert settings.require_preconditions is False
     assert settings.cursor_secret != "x" * 40
+
+
+def test_the_compose_file_s_settings_left_unset_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    # compose.yaml passes these through from the shell, empty where it has none.
+    compose = yaml.safe_load((Path(__file__).parent.parent / "compose.yaml").read_text())
+    environment: dict[str, str] = compose["x-service"]["environment"]
+    for name, value in environment.items():
+        monkeypatch.setenv(name, re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value))
+    assert {"JWT_SECRET", "JWT_JWKS_URL", "JWT_ISSUER", "JWT_AUDIENCE"} <= environment.keys()
+    settings = Settings(_env_file=None)
+    assert settings.jwt_secret == ""  # every token refused, as the image
+    assert settings.jwt_jwks_url is None
+    assert settings.jwt_issuer == settings.jwt_audience == []
