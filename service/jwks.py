@@ -4,14 +4,16 @@ Providers publish their keys at such a URL (OpenID Connect's `jwks_uri`) and rol
 own schedule: Entra ID at any time, Google every week or two, Keycloak when an administrator
 adds a key. The document is fetched when the service starts, again every
 JWT_JWKS_REFRESH_SECONDS (so a key the provider withdraws stops verifying), and at once when a
-token names a key id (`kid`) the document did not hold: the provider has begun signing with a
-new key. That last fetch is at most one per UNKNOWN_KEY_COOLDOWN seconds, so tokens with made-up
-key ids cannot turn the service into a flood of requests to the provider.
+token is signed with no key held that may have signed it (a key id, `kid`, the document did not
+hold, or none of the keys without one): the provider has begun signing with a new key. That
+last fetch is at most one per UNKNOWN_KEY_COOLDOWN seconds, so forged tokens cannot turn the
+service into a flood of requests to the provider.
 
-A fetch that fails (the provider down, a document that holds no key this service can use) keeps
-the keys already held, so a brief outage of the provider refuses no token; until a first fetch
-succeeds, a token that needs the keys is a 503 (SigningKeysUnavailable), not a 401 that blames
-the token. A fetch is bounded in time (FETCH_TIMEOUT, the whole of it) and size
+The document as last fetched counts, even where it holds no key this service can use. A fetch
+that fails (the provider down, an answer that is no JWK Set) keeps the keys already held, so a
+brief outage of the provider refuses no token they verify; while the set cannot be fetched, a
+token whose key is not held is a 503 (SigningKeysUnavailable), not a 401 that blames the token.
+A fetch is bounded in time (FETCH_TIMEOUT, the whole of it) and size
 (JWKS_MAX_BYTES), on the event loop (httpx); PyJWT reads each key (`PyJWK`). Nothing a provider
 sends can fail a request with a 500 or stop the refreshes: a key the service cannot read is left
 out, a document it cannot read is a failed fetch.
@@ -241,8 +243,8 @@ class JWKSKeys:
 
     @asynccontextmanager
     async def kept_current(self) -> AsyncIterator[None]:
-        """Fetch the keys now, then every JWT_JWKS_REFRESH_SECONDS (every UNKNOWN_KEY_COOLDOWN
-        after a fetch that failed), for as long as the app runs."""
+        """Fetch the keys now, then JWT_JWKS_REFRESH_SECONDS after the last fetch (after one
+        that failed, UNKNOWN_KEY_COOLDOWN, or that if shorter), for as long as the app runs."""
         if is_plain_http(self.url):
             logger.warning(
                 "JWT_JWKS_URL is plain HTTP: anyone on the way to %s can substitute keys and "
