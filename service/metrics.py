@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests by route template and status, and the database pool."""
+"""Prometheus metrics: requests by route template and status, the database pool, and the
+identity provider's JWK Set."""
 
 from collections.abc import Iterator
 from typing import TYPE_CHECKING

@@ -369,7 +369,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _hmac_secret(self) -> Self:
-        if self.jwt_secret is None and not self.identity_provider_keys():
+        if self.jwt_secret is None and not self.has_identity_provider_keys():
             self.jwt_secret = DEVELOPMENT_JWT_SECRET
         # Refused here, when the service starts: PyJWT would refuse every token signed with it.
         if self.jwt_secret:
@@ -383,7 +383,7 @@ class Settings(BaseSettings):
                 )
         return self
 
-    def identity_provider_keys(self) -> bool:
+    def has_identity_provider_keys(self) -> bool:
         """Whether the identity provider's keys are configured (a deployment)."""
         return bool(self.jwt_public_key or self.jwt_public_key_file or self.jwt_jwks_url)
 
