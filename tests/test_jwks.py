@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -515,3 +516,53 @@ def test_settings_of_a_jwks_url() -> None:
         Settings(
             **base | {"jwt_jwks_url": "https://idp.example/certs", "jwt_algorithms": ["HS256"]}
         )
+
+
+def readme_keycloak_settings() -> dict[str, str]:
+    """The settings of the README's Keycloak example, as a reader exports them."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    example = readme.split("For a Keycloak realm", 1)[1].split("```sh\n", 1)[1].split("```")[0]
+    return dict(re.findall(r"^export (\w+)=(\S+)$", example, flags=re.M))
+
+
+async def test_the_readmes_keycloak_settings_take_a_keycloak_token(
+    app_with: Callable[..., FastAPI], idp: JWKSServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    example = readme_keycloak_settings()
+    assert example.keys() == {
+        "JWT_JWKS_URL",
+        "JWT_ISSUER",
+        "JWT_AUDIENCE",
+        "JWT_ALGORITHMS",
+        "JWT_ROLES_CLAIM",
+    }
+    with monkeypatch.context() as environment:
+        for name, value in example.items():
+            environment.setenv(name, value)
+        settings = Settings(_env_file=None)
+    overrides = settings.model_dump(include={name.lower() for name in example}) | {
+        "jwt_jwks_url": idp.url  # the realm's keys, served here
+    }
+    app = app_with(**overrides)
+    # As Keycloak shapes an access token for a user of the realm.
+    keycloak: dict[str, Any] = {
+        "iss": example["JWT_ISSUER"],
+        "aud": ["sessions-service", "account"],
+        "azp": "sessions-service",
+        "typ": "Bearer",
+        "realm_access": {"roles": ["offline_access", "uma_authorization"]},
+        "resource_access": {
+            "sessions-service": {"roles": ["admin"]},
+            "account": {"roles": ["manage-account"]},
+        },
+        "organizer_events": [3],
+        "preferred_username": "ada",
+    }
+    principal = await app.state.token_verifier.authenticate(token(RSA_KEY, "rsa-1", **keycloak))
+    assert principal.is_admin
+    assert principal.organizer_events == {3}
+    assert (await post_with(app, token(RSA_KEY, "rsa-1", **keycloak))).status_code == 201
+    other_client = keycloak | {"resource_access": {"account": {"roles": ["admin"]}}}
+    assert not (
+        await app.state.token_verifier.authenticate(token(RSA_KEY, "rsa-1", **other_client))
+    ).is_admin
