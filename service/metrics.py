@@ -1,5 +1,5 @@
-"""Prometheus metrics: requests by route template and status, the database pool, and the
-identity provider's JWK Set."""
+"""Prometheus metrics: requests by route template and status, the problems answered by their
+type, the database pool, and the identity provider's JWK Set."""
 
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from service.jwks import JWKSKeys
 
 LABELS = ("method", "route", "status")
+PROBLEM_LABELS = ("route", "status", "type")
 # From 5 ms to 10 s: one-row reads sit at the bottom, timeouts at the top.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -45,8 +46,18 @@ class Metrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
+        # A 503 is the database down or the pool full, searches busy, a statement over its time
+        # limit or keys the identity provider did not serve: the problem's type tells them apart,
+        # and its values are the service's own few.
+        self.problems = Counter(
+            "http_problems",
+            "Problem details answered (application/problem+json), by their type.",
+            PROBLEM_LABELS,
+            registry=self.registry,
+        )
         # labels() costs a lock and a lookup; the few label sets seen are kept here instead.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._problem_children: dict[tuple[str, int, str], Counter] = {}
         self._pool: PoolCollector | None = None
         self._jwks: JWKSCollector | None = None
 
@@ -59,6 +70,14 @@ class Metrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def count_problem(self, route: str, status: int, problem_type: str) -> None:
+        key = (route, status, problem_type)
+        child = self._problem_children.get(key)
+        if child is None:
+            child = self.problems.labels(route, str(status), problem_type)
+            self._problem_children[key] = child
+        child.inc()
 
     def watch_pool(self, pool: object) -> None:
         """Report this connection pool's state at each scrape (a QueuePool; others have none)."""

@@ -70,7 +70,10 @@ class RequestTelemetry:
             route = _route_template(scope)
             method = scope["method"] if scope["method"] in _METHODS else "other"
             self.metrics.observe(method, route, status, seconds)
-            _log_request(scope, rid, method, route, status, seconds)
+            answered = answered_problem.get() if status >= 400 else None
+            if answered is not None:
+                self.metrics.count_problem(route, status, answered[0])
+            _log_request(scope, rid, method, route, status, seconds, answered)
             answered_problem.reset(problem_token)
             request_id.reset(token)
 
@@ -96,7 +99,13 @@ def _route_template(scope: Scope) -> str:
 
 
 def _log_request(
-    scope: Scope, rid: str, method: str, route: str, status: int, seconds: float
+    scope: Scope,
+    rid: str,
+    method: str,
+    route: str,
+    status: int,
+    seconds: float,
+    answered: tuple[str, str | None] | None,
 ) -> None:
     level = logging.DEBUG if route in QUIET_ROUTES and status < 500 else logging.INFO
     if access_log.isEnabledFor(level):
@@ -108,7 +117,7 @@ def _log_request(
             "duration_ms": round(seconds * 1000, 3),
             "request_id": rid,
         }
-        if status >= 400 and (answered := answered_problem.get()) is not None:
+        if answered is not None:
             line["problem"], detail = answered
             if detail is not None:
                 line["detail"] = detail

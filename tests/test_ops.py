@@ -14,6 +14,7 @@ import jwt
 import pytest
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from starlette.types import Message
@@ -397,6 +398,7 @@ async def test_metrics_count_requests_by_route_template_and_status(
         assert (await client.get(f"/sessions/{session_id}")).status_code == 404
     assert (await client.post("/sessions", json={"title": "no event"})).status_code == 422
     assert (await client.get("/no/such/path")).status_code == 404
+    assert (await client.get("/healthz")).status_code == 200
 
     response = await client.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain")
@@ -407,6 +409,19 @@ async def test_metrics_count_requests_by_route_template_and_status(
     assert sample(text, "http_request_duration_seconds_sum", **route) > 0
     assert sample(text, "http_requests_total", method="POST", route="/sessions", status="422") == 1
     assert sample(text, "http_requests_total", method="GET", route="unmatched", status="404") == 1
+    # Errors by their problem's type; answers that are no problem (the probe's, the scrape's) add
+    # none.
+    problems = {
+        (found.labels["route"], found.labels["status"], found.labels["type"]): found.value
+        for family in text_string_to_metric_families(text)
+        for found in family.samples
+        if found.name == "http_problems_total"
+    }
+    assert problems == {
+        ("/sessions/{session_id}", "404", "about:blank"): 3,
+        ("/sessions", "422", "urn:sessions-service:problem:validation-error"): 1,
+        ("unmatched", "404", "about:blank"): 1,
+    }
     # Never one time series per URL.
     assert "/sessions/41" not in text
     assert "/no/such/path" not in text

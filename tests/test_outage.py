@@ -21,7 +21,14 @@ from sqlalchemy.engine import make_url
 from service.db import DISPOSE_TIMEOUT
 from service.migrations import migrate
 from service.settings import Settings
-from tests.conftest import asyncpg_dsn, create_database, retained_by, session_body, started
+from tests.conftest import (
+    asyncpg_dsn,
+    create_database,
+    retained_by,
+    sample,
+    session_body,
+    started,
+)
 from tests.private_postgres import PrivatePostgres
 
 
@@ -103,6 +110,11 @@ async def test_stopped_database_gives_503_promptly_and_recovers_without_restart(
         assert ready.json()["checks"] == {"database": "unavailable"}
         # Liveness stays green: restarting the service would not bring the database back.
         assert (await client.get("/healthz")).status_code == 200
+        # What an operator's alert counts: an outage, told apart from other 503s by its type.
+        metrics = (await client.get("/metrics")).text
+        outage = {"status": "503", "type": "urn:sessions-service:problem:database-unavailable"}
+        assert sample(metrics, "http_problems_total", route="/sessions/{session_id}", **outage) == 3
+        assert sample(metrics, "http_problems_total", route="/sessions", **outage) == 2
     finally:
         await asyncio.to_thread(postgres.start)
 
