@@ -159,6 +159,21 @@ async def test_sending_back_a_sanitised_value_is_no_change(client: httpx.AsyncCl
     assert response.json() == session  # same version, same last_modified_at
 
 
+async def test_value_too_long_as_sent_is_422_though_shorter_once_sanitised(
+    client: httpx.AsyncClient, connection: AsyncConnection
+) -> None:
+    # As README says (and the spec's maxLength): a word processor's styles count as sent.
+    styled = '<p style="font-family:Calibri,sans-serif;color:#333333">word</p>' * 200
+    assert len(styled) > 10_000
+    assert len(sanitize_html(styled)) < 10_000
+    response = await client.post("/sessions", json=session_body(long_abstract=styled))
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert (error["location"], error["type"]) == (["body", "long_abstract"], "string_too_long")
+    count = (await connection.execute(text("SELECT count(*) FROM sessions"))).scalar_one()
+    assert count == 0
+
+
 async def test_value_too_long_once_escaped_is_422(
     client: httpx.AsyncClient, connection: AsyncConnection
 ) -> None:

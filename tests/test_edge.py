@@ -7,6 +7,7 @@ import httpx
 import orjson
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.types import Message
 
 from service.settings import Settings
 from tests.conftest import ADMIN_HEADERS, asgi_client, count_sessions, post_body, session_body
@@ -67,6 +68,49 @@ async def test_streamed_body_over_the_limit_is_413_and_closes_the_connection(
     # The rest of the body is read only to be dropped (tests/test_deployment.py has what the
     # client sees of it), and then the server closes the connection.
     assert response.headers["connection"] == "close"
+    assert await count_sessions(connection) == 0
+
+
+async def test_a_body_that_ended_with_the_chunk_over_the_limit_keeps_the_connection(
+    app_with: Callable[..., FastAPI], connection: AsyncConnection
+) -> None:
+    # Nothing is left to read before the next request: closing would only cost the client a
+    # new connection. (httpx's ASGI transport always ends a body with an empty message, so the
+    # app is called as a server calls it.)
+    app = app_with(max_body_size=LIMIT)
+    messages: list[Message] = [
+        {"type": "http.request", "body": b"x" * 600, "more_body": True},
+        {"type": "http.request", "body": b"x" * 600, "more_body": False},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    headers = {"host": "test", "content-type": "application/json"} | ADMIN_HEADERS
+    headers["transfer-encoding"] = "chunked"
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/sessions",
+        "raw_path": b"/sessions",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(name.lower().encode(), value.encode()) for name, value in headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("test", 80),
+    }
+    await app(scope, receive, send)
+    start = sent[0]
+    assert start["status"] == 413
+    assert b"connection" not in {name for name, _ in start["headers"]}
+    assert not messages  # the whole body was read
     assert await count_sessions(connection) == 0
 
 
