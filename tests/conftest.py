@@ -194,6 +194,27 @@ def auth_headers(
 ADMIN_HEADERS = auth_headers(ADMIN_ID, admin=True)
 
 
+def post_sessions_scope(headers: Mapping[str, str]) -> dict[str, Any]:
+    """The ASGI scope of a JSON `POST /sessions` as uvicorn passes it, with these headers too:
+    for a test that calls the app with its own receive and send, to give it what httpx's ASGI
+    transport cannot (a body that ends with its last bytes, a disconnect, a cancellation)."""
+    headers = {"host": "test", "content-type": "application/json", **headers}
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/sessions",
+        "raw_path": b"/sessions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(name.lower().encode(), value.encode()) for name, value in headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("test", 80),
+    }
+
+
 def asgi_client(app: FastAPI, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app)
     return httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers)

@@ -10,7 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.types import Message
 
 from service.settings import Settings
-from tests.conftest import ADMIN_HEADERS, asgi_client, count_sessions, post_body, session_body
+from tests.conftest import (
+    ADMIN_HEADERS,
+    asgi_client,
+    count_sessions,
+    post_body,
+    post_sessions_scope,
+    session_body,
+)
 
 LIMIT = 1000
 
@@ -90,22 +97,7 @@ async def test_a_body_that_ended_with_the_chunk_over_the_limit_keeps_the_connect
     async def send(message: Message) -> None:
         sent.append(message)
 
-    headers = {"host": "test", "content-type": "application/json"} | ADMIN_HEADERS
-    headers["transfer-encoding"] = "chunked"
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/sessions",
-        "raw_path": b"/sessions",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(name.lower().encode(), value.encode()) for name, value in headers.items()],
-        "client": ("127.0.0.1", 50000),
-        "server": ("test", 80),
-    }
+    scope = post_sessions_scope(ADMIN_HEADERS | {"transfer-encoding": "chunked"})
     await app(scope, receive, send)
     start = sent[0]
     assert start["status"] == 413

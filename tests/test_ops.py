@@ -31,6 +31,7 @@ from tests.conftest import (
     create_database,
     database_role,
     drop_database,
+    post_sessions_scope,
     sample,
     session_body,
     started,
@@ -546,26 +547,9 @@ async def test_a_problem_is_on_its_own_request_s_line_alone(
     async def send(message: Message) -> None:
         pass
 
-    headers = [
-        (b"host", b"test"),
-        (b"content-type", b"application/json"),
-        (b"content-length", b"100"),
-        (b"authorization", client.headers["authorization"].encode()),
-    ]
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/sessions",
-        "raw_path": b"/sessions",
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 5000),
-        "server": ("test", 80),
-    }
+    scope = post_sessions_scope(
+        {"content-length": "100", "authorization": client.headers["authorization"]}
+    )
     await app(scope, receive, send)
     lines = [r.__dict__ for r in caplog.records if r.name == "service.access"]
     assert [(line["status"], line.get("problem")) for line in lines] == [

@@ -33,6 +33,7 @@ from tests.conftest import (
     create_session,
     empty_sessions,
     migrated_database,
+    post_sessions_scope,
     session_body,
     settings_for,
     started,
@@ -362,11 +363,6 @@ async def test_reads_on_overflow_connections_close_them_cleanly(
     assert errors == []
 
 
-ADMIN_HEADER_ITEMS = [
-    (name.lower().encode(), value.encode()) for name, value in ADMIN_HEADERS.items()
-]
-
-
 def commit_then(monkeypatch: pytest.MonkeyPatch, *, applied: bool, raised: BaseException) -> None:
     """The driver's COMMIT, applied or not, then `raised` in place of its answer."""
     commit: Any = AsyncAdapt_asyncpg_connection.commit
@@ -634,16 +630,7 @@ async def test_a_request_stopped_while_it_commits_is_told_its_write_may_be_saved
             async def send(message: MutableMapping[str, Any]) -> None:
                 sent.append(message)
 
-            scope = {
-                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                "method": "POST", "scheme": "http", "path": "/sessions", "raw_path": b"/sessions",
-                "query_string": b"", "root_path": "", "server": ("test", 80),
-                "client": ("127.0.0.1", 1), "app": app,
-                "headers": [
-                    (b"host", b"test"), (b"content-type", b"application/json"),
-                    *ADMIN_HEADER_ITEMS,
-                ],
-            }  # fmt: skip
+            scope = post_sessions_scope(ADMIN_HEADERS) | {"app": app}
             await app(scope, receive, send)  # answered: the cancellation ends there
             monkeypatch.undo()
         start, answer = sent[0], orjson.loads(sent[1]["body"])
