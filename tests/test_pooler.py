@@ -36,10 +36,16 @@ pytestmark = pytest.mark.skipif(PGBOUNCER is None, reason="PgBouncer is not inst
 POOLED_SERVER_CONNECTIONS = 10
 
 
-def _unprivileged_user() -> str | None:
-    """PgBouncer refuses to run as root: as root, it runs as the `postgres` system user."""
+def _unprivileged_user(host: str) -> str | None:
+    """PgBouncer refuses to run as root: as root, it runs as the owner of the directory of the
+    server's socket where that is not root (the embedded server's, which only its own user may
+    enter), else as the `postgres` system user."""
     if os.geteuid() != 0:
         return None
+    if host.startswith("/"):
+        owner = pwd.getpwuid(os.stat(host).st_uid).pw_name
+        if owner != "root":
+            return owner
     try:
         return pwd.getpwnam("postgres").pw_name
     except KeyError:
@@ -80,7 +86,7 @@ logfile = {directory}/pgbouncer.log
 pidfile = {directory}/pgbouncer.pid
 """
         )
-        user = _unprivileged_user()
+        user = _unprivileged_user(host)
         assert PGBOUNCER is not None
         command = [PGBOUNCER, *(["-u", user] if user else []), str(config)]
         # A file, not a pipe: PgBouncer also logs each connection to stderr, and a pipe nobody
