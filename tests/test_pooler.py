@@ -36,13 +36,13 @@ pytestmark = pytest.mark.skipif(PGBOUNCER is None, reason="PgBouncer is not inst
 POOLED_SERVER_CONNECTIONS = 10
 
 
-def _unprivileged_user(host: str) -> str | None:
+def _unprivileged_user(host: object) -> str | None:
     """PgBouncer refuses to run as root: as root, it runs as the owner of the directory of the
     server's socket where that is not root (the embedded server's, which only its own user may
     enter), else as the `postgres` system user."""
     if os.geteuid() != 0:
         return None
-    if host.startswith("/"):
+    if isinstance(host, str) and host.startswith("/"):
         owner = pwd.getpwuid(os.stat(host).st_uid).pw_name
         if owner != "root":
             return owner
